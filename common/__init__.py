@@ -1,0 +1,1 @@
+"""Framework internals shared by the orchestrator and the source modules."""

@@ -1,0 +1,134 @@
+"""Typed, immutable configuration objects built by :mod:`common.job_config`.
+
+Nothing past the config edge sees raw YAML or JSON: the orchestrator and the modules
+read these objects, whose every default was filled from the shipped schemas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from common.secret import Secret
+
+ChecksumMode = Literal["sha256", "crc32", "when_required"]
+CsvType = Literal["int", "float", "date", "datetime", "str", "bool"]
+
+#: Default destination prefixes per module type: (valid, rejected).
+DEFAULT_PREFIXES: dict[str, tuple[str, str]] = {
+    "s3": ("data/s3/{service_id}/validated/", "data/s3/{service_id}/rejected/"),
+    "ftp": ("data/ftp/{service_id}/validated/", "data/ftp/{service_id}/rejected/"),
+    "web": ("data/web/{service_id}/scraped/", "data/web/{service_id}/rejected/"),
+    "api": ("data/api/{service_id}/responses/", "data/api/{service_id}/rejected/"),
+}
+#: For plugin types not in DEFAULT_PREFIXES.
+GENERIC_PREFIXES = ("data/{type}/{service_id}/validated/", "data/{type}/{service_id}/rejected/")
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    attempts: int
+    """Total tries of one operation, the first included."""
+    backoff_s: float
+    """First delay in seconds; doubled each retry, with jitter."""
+    max_backoff_s: float
+    """Cap on one delay."""
+
+
+@dataclass(frozen=True)
+class DestinationConfig:
+    bucket: str
+    """Destination bucket."""
+    prefix: str
+    """Template of the valid-file prefix."""
+    rejected_prefix: str
+    """Template of the rejected-file prefix."""
+    endpoint_url: str | None
+    """S3-compatible endpoint, or None for AWS."""
+    region: str
+    checksum: ChecksumMode
+    """Transport checksum algorithm sent with uploads."""
+    access_key_id: Secret | None
+    secret_access_key: Secret | None
+    multipart_threshold_mb: int
+    multipart_chunksize_mb: int
+    max_concurrency: int
+
+    def client_key(self) -> tuple[Any, ...]:
+        """Destinations with equal keys share one boto3 client."""
+        return (self.endpoint_url, self.region, self.checksum, self.access_key_id, self.secret_access_key,
+                self.max_concurrency, self.multipart_threshold_mb, self.multipart_chunksize_mb)
+
+
+@dataclass(frozen=True)
+class CsvRules:
+    columns: tuple[str, ...] | None
+    """Required header, in order (None: any header)."""
+    types: Mapping[str, CsvType]
+    """Column name to type."""
+    delimiter: str
+    allow_empty: bool
+    """Whether an empty cell passes a typed column."""
+
+
+@dataclass(frozen=True)
+class HtmlRules:
+    required: tuple[str, ...]
+    """CSS selectors that must match."""
+    min_text_chars: int
+    require_title: bool
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    json_schema_path: Path | None
+    """Resolved path of the JSON Schema file."""
+    json_schema: Mapping[str, Any] | None
+    """The loaded, checked schema document."""
+    csv: CsvRules | None
+    html: HtmlRules | None
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    service_id: str
+    type: str
+    """Registry type, the module's entry point name."""
+    source: Mapping[str, Any]
+    """Merged source keys, defaults filled from the module's schema; secrets as Secret."""
+    fallback: tuple[Mapping[str, Any], ...]
+    """Complete alternative sources (each fallback entry merged over ``source``)."""
+    validate: ValidateConfig
+    destination: DestinationConfig
+    retry: RetryConfig
+    timeout_s: float
+    incremental: bool
+
+
+@dataclass(frozen=True)
+class Registry:
+    path: Path
+    services: Mapping[str, ServiceConfig]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    job_id: str
+    service_id: str
+    priority: int
+    """1-10; higher runs first, file order among equals."""
+    index: int
+    """Position in the batch file."""
+    params: Mapping[str, Any]
+    """Overrides of the service's source keys for this job only."""
+    sources: tuple[Mapping[str, Any], ...]
+    """The primary source then each fallback, with ``params`` applied, fully resolved."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    path: Path
+    description: str
+    jobs: tuple[JobSpec, ...]

@@ -1,0 +1,152 @@
+"""The module_system exception tree.
+
+::
+
+    ModuleSystemError              base of everything we raise on purpose
+      ConfigError                  registry/batch/CLI mistakes: exit 2, one line, nothing runs
+      PluginError                  a module failed to load or declares a bad schema
+      SourceError                  a source could not be read (per module: FtpSourceError, ...)
+      UploadError                  put, verify or manifest write to S3 failed
+    Transient                      mixin: retrying may help (timeouts, resets, 5xx, 429, FTP 4xx)
+
+``Transient`` is a marker, not a second tree: ``class FtpTransientError(FtpSourceError,
+Transient)``.  :func:`is_transient` is the single place that decides whether an
+exception (ours or a library's) is worth retrying.
+
+Every error carries fields (``job_id``, ``uri``, ``key``), never secrets, and pickles
+so that it can cross process boundaries (Dask workers).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "ModuleSystemError",
+    "PluginError",
+    "SourceError",
+    "Transient",
+    "TransientSourceError",
+    "UploadError",
+    "TransientUploadError",
+    "is_transient",
+    "RETRY_HTTP_CODES",
+    "RETRY_FTP_CODES",
+]
+
+#: HTTP status codes worth retrying (Scrapy's RETRY_HTTP_CODES plus 429).
+RETRY_HTTP_CODES = frozenset({408, 429, 500, 502, 503, 504, 522, 524})
+#: FTP reply codes worth retrying: 421 service closing, 425/426 data connection, 450/451 local.
+RETRY_FTP_CODES = frozenset({"421", "425", "426", "450", "451", "452"})
+#: S3 error codes worth retrying.
+RETRY_S3_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
+     "ServiceUnavailable", "RequestTimeTooSkewed", "503", "500", "502", "504"}
+)
+
+
+class ModuleSystemError(Exception):
+    """Base class. Keyword fields are kept as attributes and survive pickling."""
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self.fields))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _rebuild(cls: type[ModuleSystemError], message: str, fields: dict[str, Any]) -> ModuleSystemError:
+    return cls(message, **fields)
+
+
+class Transient:
+    """Mixin marking an error as retryable."""
+
+
+class ConfigError(ModuleSystemError):
+    """A registry, batch or command-line mistake. The message is the one line users see."""
+
+
+class PluginError(ModuleSystemError):
+    """A source module failed to import or declares an invalid ``source_schema``."""
+
+
+class SourceError(ModuleSystemError):
+    """A source could not be listed or read. Subclassed per module."""
+
+
+class TransientSourceError(SourceError, Transient):
+    """A source failure that retrying may cure."""
+
+
+class UploadError(ModuleSystemError):
+    """Uploading, verifying or writing a manifest to the destination failed."""
+
+
+class TransientUploadError(UploadError, Transient):
+    """An upload failure that retrying may cure (throttling, 5xx, resets)."""
+
+
+_TRANSIENT_ERRNOS = frozenset(
+    {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE,
+     errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH}
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying the operation that raised ``exc`` may help.
+
+    The one classification used by every retry in the framework: our own errors say so
+    with the :class:`Transient` mixin; library errors are judged by type and code.
+    """
+    if isinstance(exc, Transient):
+        return True
+    if isinstance(exc, ModuleSystemError):
+        return False
+    if isinstance(exc, (socket.timeout, TimeoutError, ConnectionError, EOFError)):
+        return True
+    if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
+        return True
+    return _is_transient_library_error(exc)
+
+
+def _is_transient_library_error(exc: BaseException) -> bool:
+    try:
+        from botocore.exceptions import (
+            ClientError,
+            ConnectionClosedError,
+            EndpointConnectionError,
+            ReadTimeoutError,
+            ConnectTimeoutError,
+        )
+    except ImportError:  # pragma: no cover - botocore is a hard dependency
+        return False
+    if isinstance(exc, (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, ConnectTimeoutError)):
+        return True
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return err.get("Code") in RETRY_S3_CODES or status in RETRY_HTTP_CODES
+    import ftplib
+
+    if isinstance(exc, ftplib.Error):
+        return str(exc)[:3] in RETRY_FTP_CODES
+    try:
+        import requests
+    except ImportError:  # pragma: no cover
+        return False
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+        return True
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return exc.response.status_code in RETRY_HTTP_CODES
+    return False

@@ -1,0 +1,71 @@
+"""A write-only local file that hashes and counts while it is written.
+
+Modules stream source bytes into a :class:`FileSink` (``ftplib.retrbinary(cmd,
+sink.write)``, ``for chunk in body.iter_chunks(): sink.write(chunk)``) and get a
+:class:`FetchedFile` from :meth:`FileSink.finish`, so content is read once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from common.safe_names import safe_relative_name
+
+if TYPE_CHECKING:
+    from common.interfaces.base_module import FetchedFile
+
+
+class FileSink:
+    """Context manager; removes the partial file if the block raises."""
+
+    def __init__(self, workdir: Path, name: str, source_uri: str, identity: Mapping[str, str]) -> None:
+        self.name = safe_relative_name(name)
+        self.path = workdir / self.name
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.source_uri = source_uri
+        self.identity = dict(identity)
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._fh = open(self.path, "wb")  # noqa: SIM115 - closed in finish()/abort()
+
+    def write(self, chunk: bytes) -> int:
+        self._fh.write(chunk)
+        self._hash.update(chunk)
+        self._size += len(chunk)
+        return len(chunk)
+
+    def reset(self) -> None:
+        """Start the file over (a download restarted from byte 0)."""
+        self._fh.seek(0)
+        self._fh.truncate()
+        self._hash = hashlib.sha256()
+        self._size = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def finish(self) -> FetchedFile:
+        from common.interfaces.base_module import FetchedFile
+
+        self._fh.close()
+        return FetchedFile(
+            path=self.path, name=self.name, source_uri=self.source_uri,
+            size=self._size, sha256=self._hash.hexdigest(), identity=self.identity,
+        )
+
+    def abort(self) -> None:
+        self._fh.close()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> FileSink:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif not self._fh.closed:
+            self._fh.close()

@@ -1,0 +1,1 @@
+"""Plugin-facing interfaces."""

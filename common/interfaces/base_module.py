@@ -1,0 +1,125 @@
+"""The contract every source module implements.
+
+A module knows how to read one kind of source. It lists the source, streams each file
+into ``workdir`` and yields a :class:`FetchedFile` once the file is complete on disk.
+Everything else (validation dispatch, upload, manifest, retries around the job, pools,
+logs, statistics, job status) belongs to the framework.
+
+The framework pulls from :meth:`BaseModule.fetch` one file at a time: each file is
+validated and uploaded before the next is asked for, so memory stays flat and a job
+stops at a file boundary simply by not asking again.
+
+A module must never:
+
+* upload anything or import the uploader;
+* set a job status or catch-and-swallow a source-level failure (raise a
+  :class:`~common.exceptions.SourceError` subclass instead, marked
+  :class:`~common.exceptions.Transient` when retrying may help);
+* sleep in a loop of its own: wrap each remote call in ``self.ctx.retry.call(...)``;
+* log or put secret values in exception messages (``Secret.reveal()`` only where the
+  value is handed to the library that needs it).
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from common.file_sink import FileSink
+from common.problems import Problem
+
+if TYPE_CHECKING:
+    from common.retry import RetryPolicy
+
+__all__ = ["BaseModule", "FetchedFile", "JobContext", "Problem", "SourceConfig", "Validators"]
+
+#: The merged, validated, deep-frozen ``source`` section of a service (defaults <
+#: service < fallback entry < job ``params``). Every key the module's ``source_schema``
+#: gives a default for is present, so modules index it directly.
+SourceConfig = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class FetchedFile:
+    """One source file, complete on disk under the job's workdir."""
+
+    path: Path
+    """Local file holding the content."""
+    name: str
+    """Source-relative name with ``/`` separators (sub-folders kept); becomes the key suffix."""
+    source_uri: str
+    """Where it came from, without credentials (``ftp://host:21/out/a.csv``)."""
+    size: int
+    """Bytes on disk."""
+    sha256: str
+    """Hex SHA-256 of the content, computed while it was streamed."""
+    identity: Mapping[str, str] = field(default_factory=dict)
+    """The source's own version marks (ETag, size+mtime, ...), recorded in the manifest."""
+
+
+class Validators(Protocol):
+    """The service's compiled ``validate`` section, chosen per file by its suffix."""
+
+    def check(self, file: FetchedFile) -> list[Problem]: ...
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a module may use of the framework while it runs one job."""
+
+    run_id: str
+    job_id: str
+    service_id: str
+    module: str
+    """The registry ``type`` of the service."""
+    validators: Validators
+    retry: RetryPolicy
+    timeout_s: float
+    """Network timeout for one remote operation, in seconds."""
+    stop: threading.Event
+    """Set when the run is interrupted or past its deadline; check between files."""
+
+    def new_file(self, workdir: Path, name: str, source_uri: str,
+                 identity: Mapping[str, str] | None = None) -> FileSink:
+        """A hashing sink for ``name`` under ``workdir``; ``sink.finish()`` gives the FetchedFile."""
+        return FileSink(workdir, name, source_uri, identity or {})
+
+
+class BaseModule(abc.ABC):
+    """Base class of source modules, registered under the ``module_system.modules``
+    entry point group with the registry ``type`` as name.
+
+    Subclasses declare ``source_schema``: the JSON Schema (draft 2020-12) of their
+    ``source`` keys, with defaults. The registry is checked against it before anything
+    runs; string properties marked ``"x-secret": true`` are held as
+    :class:`~common.secret.Secret` and never printed.
+    """
+
+    source_schema: ClassVar[Mapping[str, Any]]
+
+    def __init__(self, source: SourceConfig, ctx: JobContext) -> None:
+        self.source = source
+        self.ctx = ctx
+
+    @abc.abstractmethod
+    def fetch(self, workdir: Path) -> Iterator[FetchedFile]:
+        """Stream each source file under ``workdir``; yield it once it is complete on disk.
+
+        Yields files one at a time, in a stable order. May raise a ``SourceError``
+        (marked ``Transient`` if retrying may help) when the source itself cannot be
+        read; a file that cannot be read after retries may instead be skipped by
+        raising from this generator only if the whole job should fail.
+        The framework may stop iterating at any file boundary; release resources in
+        :meth:`close`, which is always called.
+        """
+
+    def validate(self, file: FetchedFile) -> list[Problem]:
+        """Problems found in ``file``; empty when valid. Default: the service's ``validate`` section."""
+        return self.ctx.validators.check(file)
+
+    def close(self) -> None:
+        """Release connections. Called once when the job ends, however it ends."""

@@ -1,0 +1,451 @@
+"""The configuration edge: the registry (YAML) and the batch (JSON) in, frozen objects out.
+
+This module alone sees raw YAML/JSON. It interpolates ``${VAR}`` / ``${VAR:-default}``,
+validates against the shipped ``schemas/registry.schema.json`` plus each module's
+``source_schema``, fills every default from those schemas, wraps ``x-secret`` strings in
+:class:`~common.secret.Secret`, loads and checks JSON Schema files, and builds
+:class:`~common.config_model.Registry` and :class:`~common.config_model.Batch`.
+
+Any mistake raises :class:`~common.exceptions.ConfigError` with one line naming the
+file, the service or job, and the key. Values are never quoted in errors, so a
+misplaced secret cannot leak through one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from common.config_model import (
+    DEFAULT_PREFIXES,
+    GENERIC_PREFIXES,
+    Batch,
+    CsvRules,
+    DestinationConfig,
+    HtmlRules,
+    JobSpec,
+    Registry,
+    RetryConfig,
+    ServiceConfig,
+    ValidateConfig,
+)
+from common.exceptions import ConfigError, PluginError
+from common.frozen import freeze
+from common.plugins import ModuleCatalog, default_catalog
+from common.secret import Secret
+
+__all__ = ["load_batch", "load_registry", "merge"]
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+_BATCH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["jobs"],
+    "properties": {
+        "description": {"type": "string"},
+        "jobs": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+    },
+}
+_JOB_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["job_id", "service_id"],
+    "properties": {
+        "job_id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$", "maxLength": 200},
+        "service_id": {"type": "string", "minLength": 1},
+        "priority": {"type": "integer", "minimum": 1, "maximum": 10, "default": 5},
+        "params": {"type": "object", "default": {}},
+    },
+}
+
+
+class _Interpolated(str):
+    """A string that came (at least partly) from the environment: may be coerced to the schema's type."""
+
+
+@cache
+def registry_schema() -> dict[str, Any]:
+    return json.loads((Path(__file__).parent / "schemas" / "registry.schema.json").read_text())
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge: mappings merge key by key, anything else in ``override`` wins."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def load_registry(path: str | os.PathLike[str], catalog: ModuleCatalog | None = None) -> Registry:
+    """Parse and completely validate the registry at ``path``."""
+    path = Path(path)
+    catalog = catalog or default_catalog()
+    where = _Where(str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read registry: {exc.strerror or exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the registry must be a mapping with 'version' and 'services'")
+    root = registry_schema()
+    top = {k: v for k, v in raw.items() if k != "services"}
+    top["services"] = raw.get("services")
+    _check(top, root, root, where, "")
+    defaults = _interpolate(raw.get("defaults") or {}, where, "defaults")
+    services = {
+        sid: _build_service(sid, body, defaults, path.parent, catalog, where.service(sid))
+        for sid, body in raw["services"].items()
+    }
+    return Registry(path=path, services=freeze(services))
+
+
+def _build_service(sid: str, raw: dict[str, Any], defaults: dict[str, Any], base_dir: Path,
+                   catalog: ModuleCatalog, where: _Where) -> ServiceConfig:
+    root = registry_schema()
+    body = merge(defaults, _interpolate(raw, where, ""))
+    schema = {"$ref": "#/$defs/service", "$defs": root["$defs"]}
+    _prepare(body, schema, root)
+    _check(body, schema, root, where, "")
+    module_type = body["type"]
+    try:
+        module_cls = catalog.load(module_type)
+    except (ConfigError, PluginError) as exc:
+        raise where.error("type", str(exc)) from None
+    source = _resolve_source(body["source"], module_cls.source_schema, where, "source")
+    fallback = tuple(
+        _resolve_source(merge(body["source"], entry), module_cls.source_schema, where, f"fallback[{i}]")
+        for i, entry in enumerate(body["fallback"])
+    )
+    dest = body["destination"]
+    valid_prefix, rejected_prefix = DEFAULT_PREFIXES.get(module_type, GENERIC_PREFIXES)
+    destination = DestinationConfig(
+        bucket=dest["bucket"],
+        prefix=dest.get("prefix", valid_prefix.replace("{type}", module_type)),
+        rejected_prefix=dest.get("rejected_prefix", rejected_prefix.replace("{type}", module_type)),
+        endpoint_url=dest["endpoint_url"] or None,
+        region=dest["region"],
+        checksum=dest["checksum"],
+        access_key_id=_secret(dest.get("access_key_id")),
+        secret_access_key=_secret(dest.get("secret_access_key")),
+        multipart_threshold_mb=dest["multipart_threshold_mb"],
+        multipart_chunksize_mb=dest["multipart_chunksize_mb"],
+        max_concurrency=dest["max_concurrency"],
+    )
+    for key in ("prefix", "rejected_prefix"):
+        _check_template(getattr(destination, key), where, f"destination.{key}")
+    return ServiceConfig(
+        service_id=sid,
+        type=module_type,
+        source=source,
+        fallback=fallback,
+        validate=_build_validate(body.get("validate", {}), base_dir, where),
+        destination=destination,
+        retry=RetryConfig(**body["retry"]),
+        timeout_s=float(body["timeout_s"]),
+        incremental=body["incremental"],
+    )
+
+
+def _resolve_source(raw: Mapping[str, Any], schema: Mapping[str, Any], where: _Where, key: str) -> Any:
+    """Defaults filled, coerced, validated, secrets wrapped, frozen."""
+    value = copy.deepcopy(dict(raw))
+    _prepare(value, schema, schema)
+    _check(value, schema, schema, where, key)
+    return freeze(_secretize(value, schema, schema))
+
+
+def _build_validate(raw: Mapping[str, Any], base_dir: Path, where: _Where) -> ValidateConfig:
+    schema_path = schema_doc = None
+    if "json_schema" in raw:
+        schema_path = (base_dir / raw["json_schema"]).resolve()
+        schema_doc = _load_json_schema(schema_path, where)
+    csv_rules = html_rules = None
+    if "csv" in raw:
+        csv = raw["csv"]
+        columns = tuple(csv["columns"]) if "columns" in csv else None
+        types = csv.get("types", {})
+        if columns is not None:
+            unknown = [c for c in types if c not in columns]
+            if unknown:
+                raise where.error(f"validate.csv.types.{unknown[0]}", "names a column not listed in validate.csv.columns")
+        csv_rules = CsvRules(columns=columns, types=freeze(types), delimiter=csv["delimiter"],
+                             allow_empty=csv["allow_empty"])
+    if "html" in raw:
+        html = raw["html"]
+        html_rules = HtmlRules(required=tuple(html["required"]), min_text_chars=html["min_text_chars"],
+                               require_title=html["require_title"])
+    return ValidateConfig(json_schema_path=schema_path, json_schema=freeze(schema_doc) if schema_doc else None,
+                          csv=csv_rules, html=html_rules)
+
+
+def _load_json_schema(path: Path, where: _Where) -> dict[str, Any]:
+    key = "validate.json_schema"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise where.error(key, f"schema file {path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise where.error(key, f"schema file {path} is not readable JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise where.error(key, f"schema file {path} is not a JSON Schema object")
+    cls = jsonschema.validators.validator_for(doc, default=jsonschema.Draft202012Validator)
+    try:
+        cls.check_schema(doc)
+    except jsonschema.SchemaError as exc:
+        at = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+        raise where.error(key, f"schema file {path} is not a valid JSON Schema at {at}: {exc.message}") from None
+    return doc
+
+
+def _check_template(template: str, where: _Where, key: str) -> None:
+    try:
+        template.format(service_id="s", job_id="j", run_id="r", date="d")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise where.error(key, f"unknown placeholder {exc}; allowed: {{service_id}} {{job_id}} {{run_id}} {{date}}") from None
+
+
+def _secret(value: Any) -> Secret | None:
+    return value if isinstance(value, Secret) or value is None else Secret(str(value))
+
+
+# --------------------------------------------------------------------------- batch
+
+
+def load_batch(path: str | os.PathLike[str], registry: Registry, catalog: ModuleCatalog | None = None) -> Batch:
+    """Parse and completely validate the batch at ``path`` against ``registry``."""
+    path = Path(path)
+    catalog = catalog or default_catalog()
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read batch: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: malformed JSON: {exc}") from None
+    where = _Where(str(path))
+    _check(raw, _BATCH_SCHEMA, _BATCH_SCHEMA, where, "")
+    seen: dict[str, int] = {}
+    jobs = []
+    for index, job in enumerate(raw["jobs"]):
+        label = job.get("job_id") if isinstance(job.get("job_id"), str) else f"#{index + 1}"
+        jw = where.job(label)
+        _prepare(job, _JOB_SCHEMA, _JOB_SCHEMA)
+        _check(job, _JOB_SCHEMA, _JOB_SCHEMA, jw, "")
+        if job["job_id"] in seen:
+            raise jw.error("job_id", f"duplicate job_id (also job #{seen[job['job_id']] + 1})")
+        seen[job["job_id"]] = index
+        service = registry.services.get(job["service_id"])
+        if service is None:
+            known = ", ".join(sorted(registry.services))
+            raise jw.error("service_id", f"unknown service {job['service_id']!r}; known services: {known}")
+        jobs.append(_build_job(job, index, service, catalog, jw))
+    return Batch(path=path, description=raw.get("description", ""), jobs=tuple(jobs))
+
+
+def _build_job(job: dict[str, Any], index: int, service: ServiceConfig, catalog: ModuleCatalog,
+               where: _Where) -> JobSpec:
+    params = job["params"]
+    sources: tuple[Mapping[str, Any], ...] = (service.source, *service.fallback)
+    if params:
+        schema = catalog.load(service.type).source_schema
+        primary = merge(_plain(service.source), params)
+        sources = (
+            _resolve_source(primary, schema, where, "params"),
+            *(_resolve_source(merge(primary, _fallback_delta(service, i)), schema, where, "params")
+              for i in range(len(service.fallback))),
+        )
+    return JobSpec(job_id=job["job_id"], service_id=service.service_id, priority=job["priority"],
+                   index=index, params=freeze(params), sources=sources)
+
+
+def _fallback_delta(service: ServiceConfig, i: int) -> dict[str, Any]:
+    """The keys in which fallback ``i`` differs from the primary source (they win over params)."""
+    primary, fb = service.source, service.fallback[i]
+    return {k: _plain(v) for k, v in fb.items() if k not in primary or primary[k] != v}
+
+
+def _plain(value: Any) -> Any:
+    """Frozen config back to plain dicts/lists/strings, for re-validation after a merge."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Secret):
+        return value.reveal()
+    return value
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _Where:
+    """Who an error is about: file, then service or job."""
+
+    def __init__(self, file: str, kind: str | None = None, name: str | None = None) -> None:
+        self.file, self.kind, self.name = file, kind, name
+
+    def service(self, sid: str) -> _Where:
+        return _Where(self.file, "service", sid)
+
+    def job(self, job_id: str) -> _Where:
+        return _Where(self.file, "job", job_id)
+
+    def error(self, key: str, message: str) -> ConfigError:
+        parts = [self.file]
+        if self.kind:
+            parts.append(f"{self.kind} '{self.name}'")
+        if key:
+            parts.append(f"key '{key}'")
+        return ConfigError(": ".join(parts) + f": {message}", file=self.file, key=key)
+
+
+def _interpolate(value: Any, where: _Where, key: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, where, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, where, f"{key}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, str) and "${" in value:
+        def sub(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            env = os.environ.get(name)
+            if env is not None and (env != "" or default is None):
+                return env
+            if default is not None:
+                return default
+            raise where.error(key, f"environment variable {name} is not set")
+
+        return _Interpolated(_VAR.sub(sub, value))
+    return value
+
+
+def _resolve_ref(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
+    while "$ref" in schema and schema["$ref"].startswith("#/$defs/"):
+        target = root["$defs"][schema["$ref"][len("#/$defs/"):]]
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema
+
+
+_COERCE = {"integer": int, "number": float, "boolean": lambda s: {"true": True, "false": False}[s.lower()]}
+
+
+def _prepare(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> Any:
+    """Fill schema defaults into ``value`` (in place) and coerce interpolated scalars."""
+    schema = _resolve_ref(schema, root)
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        for name, sub in props.items():
+            sub = _resolve_ref(sub, root)
+            if name not in value and "default" in sub:
+                value[name] = copy.deepcopy(sub["default"])
+        for name in list(value):
+            sub = props.get(name, schema.get("additionalProperties"))
+            if isinstance(sub, Mapping):
+                value[name] = _prepare(value[name], sub, root)
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        return [_prepare(v, schema["items"], root) for v in value]
+    elif isinstance(value, _Interpolated):
+        wanted = schema.get("type")
+        for type_name in [wanted] if isinstance(wanted, str) else wanted or []:
+            if type_name in _COERCE:
+                try:
+                    return _COERCE[type_name](value.strip())
+                except (ValueError, KeyError):
+                    pass
+        return str(value)
+    return value
+
+
+def _secretize(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> Any:
+    schema = _resolve_ref(schema, root)
+    if schema.get("x-secret") and isinstance(value, str):
+        return Secret(value)
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        out = {}
+        for name, item in value.items():
+            sub = props.get(name, schema.get("additionalProperties"))
+            out[name] = _secretize(item, sub, root) if isinstance(sub, Mapping) else item
+        return out
+    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        return [_secretize(v, schema["items"], root) for v in value]
+    return value
+
+
+def _check(instance: Any, schema: Mapping[str, Any], root: Mapping[str, Any], where: _Where, prefix: str) -> None:
+    if schema is not root and "$defs" not in schema and "$defs" in root:
+        schema = {**schema, "$defs": root["$defs"]}
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = list(validator.iter_errors(instance))
+    if not errors:
+        return
+    error = min(errors, key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    error = jsonschema.exceptions.best_match([error])
+    path = [str(p) for p in error.absolute_path]
+    key, message = _describe(error, path)
+    full = ".".join(p for p in [prefix, key] if p)
+    raise where.error(full, message)
+
+
+def _describe(error: jsonschema.ValidationError, path: list[str]) -> tuple[str, str]:
+    """(key, message) for a schema error, never quoting the offending value."""
+    key = ".".join(path)
+    v = error.validator
+    if v == "required":
+        missing = [r for r in error.validator_value if isinstance(error.instance, dict) and r not in error.instance]
+        name = missing[0] if missing else "?"
+        return (f"{key}.{name}" if key else name), "required key is missing"
+    if v == "additionalProperties":
+        extra = sorted(k for k in error.instance if k not in error.schema.get("properties", {}))
+        name = extra[0] if extra else "?"
+        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        return (f"{key}.{name}" if key else name), f"unknown key (allowed: {allowed})"
+    if v == "type":
+        return key, f"must be of type {error.validator_value}, not {_json_type(error.instance)}"
+    if v == "enum":
+        return key, f"must be one of {', '.join(map(str, error.validator_value))}"
+    if v == "const":
+        return key, f"must be {error.validator_value!r}"
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        return key, f"must be {_BOUNDS[v]} {error.validator_value}"
+    if v in ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "pattern"):
+        return key, f"fails {v} {error.validator_value}"
+    if v == "propertyNames":
+        return key, "has an invalid name (letters, digits, '_', '.', '-' only)"
+    return key, f"fails {v}"
+
+
+_BOUNDS = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"

@@ -1,0 +1,164 @@
+"""Embedded local servers for tests, the demo and plugin authors.
+
+Everything binds 127.0.0.1 on port 0 and is ready when the constructor returns (the
+socket is bound and listening); nothing sleeps. Needs the ``test`` extra
+(``moto[server]``, ``pyftpdlib``, ``pyopenssl`` for FTPS).
+
+    with S3Server() as s3, FtpServer(root) as ftp:
+        boto3.client("s3", endpoint_url=s3.url, ...)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import ipaddress
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FtpServer", "S3Server", "make_self_signed_cert", "s3_client"]
+
+# The servers' own request logs are noise in test and demo output.
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
+
+#: Credentials moto accepts; any non-empty values work.
+TEST_AWS_KEY = "testing"
+TEST_AWS_SECRET = "testing"
+
+
+class S3Server:
+    """moto's ThreadedMotoServer on 127.0.0.1, a random port."""
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.url = f"http://{host}:{port}"
+
+    def client(self) -> Any:
+        return s3_client(self.url)
+
+    def reset(self) -> None:
+        """Drop every bucket and object (moto's reset API)."""
+        import requests
+
+        requests.post(f"{self.url}/moto-api/reset", timeout=10)
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> S3Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def s3_client(endpoint_url: str) -> Any:
+    import boto3
+
+    return boto3.client(
+        "s3", endpoint_url=endpoint_url, region_name="us-east-1",
+        aws_access_key_id=TEST_AWS_KEY, aws_secret_access_key=TEST_AWS_SECRET,
+    )
+
+
+class FtpServer:
+    """pyftpdlib serving ``root`` to one user, in a thread; explicit FTPS with ``tls_cert``.
+
+    ``tls_cert`` is a PEM file holding the certificate and its key (see
+    :func:`make_self_signed_cert`). ``max_cons`` caps simultaneous sessions.
+    ``sessions`` counts the sessions open now and ``peak_sessions`` the most at once.
+    """
+
+    def __init__(self, root: str | Path, user: str = "user", password: str = "12345",
+                 tls_cert: str | Path | None = None, max_cons: int = 256, use_mlsd: bool = True) -> None:
+        from pyftpdlib.authorizers import DummyAuthorizer
+        from pyftpdlib.handlers import FTPHandler, TLS_FTPHandler
+        from pyftpdlib.servers import ThreadedFTPServer
+
+        self.root = Path(root)
+        self.user, self.password = user, password
+        authorizer = DummyAuthorizer()
+        authorizer.add_user(user, password, str(self.root), perm="elradfmwMT")
+        base = TLS_FTPHandler if tls_cert else FTPHandler
+        owner = self
+        self.sessions = 0
+        self.peak_sessions = 0
+        self.commands: list[str] = []
+        self._lock = threading.Lock()
+
+        class Handler(base):  # type: ignore[misc, valid-type]
+            def on_connect(self) -> None:
+                with owner._lock:
+                    owner.sessions += 1
+                    owner.peak_sessions = max(owner.peak_sessions, owner.sessions)
+
+            def on_disconnect(self) -> None:
+                with owner._lock:
+                    owner.sessions -= 1
+
+            def pre_process_command(self, line: str, cmd: str, arg: str) -> None:
+                with owner._lock:
+                    owner.commands.append(cmd)
+                super().pre_process_command(line, cmd, arg)
+
+        Handler.authorizer = authorizer
+        Handler.banner = "module_system test FTP"
+        Handler.passive_ports = None
+        if not use_mlsd:
+            Handler.proto_cmds = {k: v for k, v in base.proto_cmds.items() if k not in ("MLSD", "MLST")}
+        if tls_cert:
+            Handler.certfile = str(tls_cert)
+            Handler.tls_control_required = True
+            Handler.tls_data_required = True
+        self._server = ThreadedFTPServer(("127.0.0.1", 0), Handler)
+        self._server.max_cons = max_cons
+        self.host, self.port = self._server.address[0], self._server.address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"timeout": 0.2},
+                                         name="ftp-server", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.close_all()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> FtpServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def make_self_signed_cert(directory: str | Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A self-signed certificate for ``host``: (PEM with cert and key for the server, CA file for clients)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = _dt.datetime.now(_dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _dt.timedelta(days=1)).not_valid_after(now + _dt.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    directory = Path(directory)
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption())
+    server_pem = directory / "server.pem"
+    server_pem.write_bytes(cert_pem + key_pem)
+    ca = directory / "ca.pem"
+    ca.write_bytes(cert_pem)
+    return server_pem, ca
