@@ -22,6 +22,8 @@ __all__ = ["FtpServer", "S3Server", "make_self_signed_cert", "s3_client"]
 # The servers' own request logs are noise in test and demo output.
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
+# pyftpdlib installs its own INFO handler unless its logger already has one.
+logging.getLogger("pyftpdlib").addHandler(logging.NullHandler())
 
 #: Credentials moto accepts; any non-empty values work.
 TEST_AWS_KEY = "testing"

@@ -1,0 +1,175 @@
+"""Structured logging: structlog over the standard library's handlers.
+
+Every record is an event dict rendered as one JSON line in the files, bound (by the
+executor, inside the worker) with ``run_id``, ``job_id``, ``service_id``, ``module``
+and ``thread``. Files under the log dir:
+
+* ``system_orchestrator_job_executor.log``: every record of the run;
+* ``{job_id}_{service_id}_{module}.log``: the records of one job, routed by ``job_id``.
+
+``LOG_LEVEL`` (env) sets the level of the files and of JSON console output; the console
+in ``console`` format shows warnings and errors only, since the live display owns it.
+Every known secret value is scrubbed from every record (:func:`common.secret.redact`),
+and tracebacks are rendered without frame locals.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+from structlog.tracebacks import ExceptionDictTransformer
+
+from common.secret import known_secrets
+
+__all__ = ["EXECUTOR_LOG", "JobLogRouter", "configure_logging", "job_log_name"]
+
+EXECUTOR_LOG = "system_orchestrator_job_executor.log"
+_QUIET_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3", "werkzeug", "pyftpdlib", "filelock")
+
+
+def job_log_name(job_id: str, service_id: str, module: str) -> str:
+    return f"{job_id}_{service_id}_{module}.log"
+
+
+def redact_secrets(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: replace every known secret value in string fields."""
+    secrets = known_secrets()
+    if secrets:
+        for key, value in event_dict.items():
+            event_dict[key] = _scrub(value, secrets)
+    return event_dict
+
+
+def _scrub(value: Any, secrets: frozenset[str]) -> Any:
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, "***")
+        return value
+    if isinstance(value, dict):
+        return {k: _scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v, secrets) for v in value]
+    return value
+
+
+class JobLogRouter(logging.Handler):
+    """Writes each record that carries a ``job_id`` to that job's open log file."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._files: dict[str, TextIO] = {}
+        self._files_lock = threading.Lock()
+
+    def open(self, job_id: str, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._files_lock:
+            self._files[job_id] = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close_job
+
+    def close_job(self, job_id: str) -> None:
+        with self._files_lock:
+            fh = self._files.pop(job_id, None)
+        if fh is not None:
+            fh.close()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        job_id = record.msg.get("job_id") if isinstance(record.msg, dict) else None
+        if job_id is None:
+            return
+        with self._files_lock:
+            fh = self._files.get(job_id)
+            if fh is None:
+                return
+            try:
+                fh.write(self.format(record) + "\n")
+                fh.flush()
+            except Exception:  # a logging failure must not kill the job
+                self.handleError(record)
+
+    def close(self) -> None:
+        with self._files_lock:
+            for fh in self._files.values():
+                fh.close()
+            self._files.clear()
+        super().close()
+
+
+_shared_processors: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+]
+
+
+def _formatter(renderer: Any) -> logging.Formatter:
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*_shared_processors, redact_secrets],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+
+
+_configured: dict[str, Any] = {}
+
+
+def configure_logging(log_dir: Path | None, console_format: str = "console", stream: TextIO | None = None) -> JobLogRouter:
+    """Set up structlog and the handlers for one run; returns the per-job router.
+
+    Calling it again (a second run in the same process) replaces the previous handlers.
+    """
+    level = logging.getLevelName(os.environ.get("LOG_LEVEL", "INFO").upper())
+    if not isinstance(level, int):
+        level = logging.INFO
+    json_renderer = structlog.processors.JSONRenderer()
+    root = logging.getLogger()
+    for handler in _configured.get("handlers", []):
+        root.removeHandler(handler)
+        handler.close()
+    handlers: list[logging.Handler] = []
+
+    console = logging.StreamHandler(stream or sys.stderr)
+    if console_format == "json":
+        console.setFormatter(_formatter(json_renderer))
+        console.setLevel(level)
+    else:
+        console.setFormatter(_formatter(structlog.dev.ConsoleRenderer(colors=False)))
+        console.setLevel(max(level, logging.WARNING))
+    handlers.append(console)
+
+    router = JobLogRouter()
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        executor = logging.FileHandler(log_dir / EXECUTOR_LOG, encoding="utf-8")
+        executor.setFormatter(_formatter(json_renderer))
+        executor.setLevel(level)
+        router.setFormatter(_formatter(json_renderer))
+        router.setLevel(level)
+        handlers += [executor, router]
+
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(min(h.level for h in handlers) if handlers else level)
+    for name in _QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    _configured["handlers"] = handlers
+
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *_shared_processors,
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),
+            redact_secrets,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    return router

@@ -1,0 +1,55 @@
+"""Per-job manifests: what a job saw and what became of each file.
+
+Written to ``_manifests/{service_id}/{job_id}.json`` in the destination bucket at the
+end of every job, whatever its status. Holds no credentials: source URIs are built by
+modules without them, and the source section is summarised without secret keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from common.problems import Problem
+from common.secret import Secret
+
+FileStatus = Literal["uploaded", "skipped_same", "rejected", "failed"]
+FILE_STATUSES: tuple[FileStatus, ...] = ("uploaded", "skipped_same", "rejected", "failed")
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    source_uri: str
+    key: str | None
+    """Where the file landed (valid or rejected prefix); None if it never did."""
+    size: int
+    sha256: str
+    status: FileStatus
+    errors: tuple[Problem, ...] = ()
+    identity: Mapping[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["errors"] = [p.to_dict() for p in self.errors]
+        out["identity"] = dict(self.identity)
+        return out
+
+
+def manifest_key(service_id: str, job_id: str) -> str:
+    return f"_manifests/{service_id}/{job_id}.json"
+
+
+def public_source(source: Mapping[str, Any]) -> dict[str, Any]:
+    """The source section without secret values, for manifests and reports."""
+    out: dict[str, Any] = {}
+    for key, value in source.items():
+        if isinstance(value, Secret):
+            continue
+        if isinstance(value, Mapping):
+            out[key] = public_source(value)
+        elif isinstance(value, tuple):
+            out[key] = [public_source(v) if isinstance(v, Mapping) else v for v in value if not isinstance(v, Secret)]
+        else:
+            out[key] = value
+    return out

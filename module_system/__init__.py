@@ -1,0 +1,54 @@
+"""module_system: plugin-based, multi-source data ingestion (fetch -> validate -> upload to S3).
+
+The public facade for plugin authors and scripts::
+
+    from module_system import BaseModule, FetchedFile, JobContext, Problem
+
+Source modules subclass :class:`BaseModule` and register under the entry point group
+``module_system.modules``; see docs/PLUGINS.md.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from common.exceptions import (
+    ConfigError,
+    ModuleSystemError,
+    PluginError,
+    SourceError,
+    Transient,
+    TransientSourceError,
+    UploadError,
+    is_transient,
+)
+from common.file_sink import FileSink
+from common.interfaces.base_module import BaseModule, FetchedFile, JobContext, SourceConfig
+from common.plugins import ENTRY_POINT_GROUP
+from common.problems import Problem
+from common.retry import RetryPolicy
+from common.secret import Secret
+
+try:
+    __version__ = version("module_system")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0"
+
+__all__ = [
+    "BaseModule",
+    "ConfigError",
+    "ENTRY_POINT_GROUP",
+    "FetchedFile",
+    "FileSink",
+    "JobContext",
+    "ModuleSystemError",
+    "PluginError",
+    "Problem",
+    "RetryPolicy",
+    "Secret",
+    "SourceConfig",
+    "SourceError",
+    "Transient",
+    "TransientSourceError",
+    "UploadError",
+    "__version__",
+    "is_transient",
+]

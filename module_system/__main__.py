@@ -1,0 +1,5 @@
+"""``python -m module_system`` is the ``module-system`` command."""
+
+from orchestrator.cli_init import main
+
+main()

@@ -1,0 +1,1 @@
+"""Running batches: the CLI, the job executor, live statistics and reports."""

@@ -1,0 +1,192 @@
+"""The command line: ``module-system run|validate|modules`` and ``python -m orchestrator.cli_init``.
+
+``python -m orchestrator.cli_init --batch-file FILE`` is the same command as
+``module-system run --batch-file FILE``. A configuration mistake prints one line
+naming the file, the service or job, and the key, and exits 2; nothing runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import click
+
+from common.config_model import Batch, Registry
+from common.exceptions import ConfigError
+from common.job_config import load_batch, load_registry
+from common.logger import configure_logging
+from common.plugins import default_catalog
+from orchestrator.console import ProgressDisplay, print_summary
+from orchestrator.exit_codes import ExitCode
+from orchestrator.job_executor import BatchRun, RunOptions
+from orchestrator.run_report import build_report, write_failed_jobs, write_json
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _default_registry() -> str:
+    return os.environ.get("MODULE_SYSTEM_REGISTRY") or "project_registry.yaml"
+
+
+def _registry_option(fn: F) -> F:
+    return click.option("--registry", "registry_file", type=click.Path(dir_okay=False, path_type=Path),
+                        default=None, help="The registry [default: $MODULE_SYSTEM_REGISTRY, else ./project_registry.yaml].")(fn)
+
+
+def _batch_option(fn: F) -> F:
+    return click.option("--batch-file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+                        help="The batch of jobs (JSON).")(fn)
+
+
+def _load(registry_file: Path | None, batch_file: Path) -> tuple[Registry, Batch]:
+    """Both files parsed and validated, or ConfigError."""
+    registry = load_registry(registry_file or Path(_default_registry()))
+    return registry, load_batch(batch_file, registry)
+
+
+def _config_errors_exit_2(fn: F) -> F:
+    """The one place that turns a ConfigError into one line on stderr and exit 2."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(ExitCode.USAGE)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def _stop_on_signals(run: BatchRun) -> Iterator[None]:
+    """SIGINT/SIGTERM stop the run cleanly; a second SIGINT forces the default behaviour."""
+    if sys.platform == "win32" or not _in_main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        run.interrupt()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def run_batch(batch_file: Path, registry_file: Path | None = None, max_workers: int = 20,
+              monitor_duration: float = 0, report: Path | None = None, log_dir: Path = Path("temp/logs"),
+              log_format: str | None = None) -> ExitCode:
+    """Everything ``run`` does, as a function (the demo and tests call it too). Raises ConfigError."""
+    if max_workers < 1:
+        raise ConfigError(f"--max-workers must be at least 1, not {max_workers}")
+    if monitor_duration < 0:
+        raise ConfigError(f"--monitor-duration must be 0 or more, not {monitor_duration}")
+    registry, batch = _load(registry_file, batch_file)
+    fmt = log_format or ("console" if sys.stdout.isatty() else "json")
+    router = configure_logging(log_dir, fmt)
+    temp_dir = Path("temp")
+    run = BatchRun(registry, batch, RunOptions(max_workers=max_workers, monitor_duration=monitor_duration,
+                                               log_dir=log_dir, temp_dir=temp_dir), router)
+    display = ProgressDisplay(fmt)
+    with _stop_on_signals(run):
+        outcome = run.execute(display)
+    display.close(outcome.stats)
+    failed_file = write_failed_jobs(outcome, batch, temp_dir)
+    if report is not None:
+        write_json(report, build_report(outcome, batch, failed_file))
+    print_summary(outcome.results, fmt, failed_file, report)
+    return outcome.exit_code
+
+
+_run_options = [
+    _batch_option,
+    _registry_option,
+    click.option("--max-workers", type=int, default=20, show_default=True, help="Jobs running at once."),
+    click.option("--monitor-duration", type=float, default=0, show_default=True,
+                 help="Seconds to wait for the batch; then remaining jobs time out. 0 waits for all."),
+    click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                 help="Write the run report (JSON) here."),
+    click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("temp/logs"),
+                 show_default=True, help="Where log files go."),
+    click.option("--log-format", type=click.Choice(["console", "json"]), default=None,
+                 help="Console output style [default: console on a TTY, json otherwise]."),
+]
+
+
+def _with_run_options(fn: F) -> F:
+    for option in reversed(_run_options):
+        fn = option(fn)
+    return fn
+
+
+@_config_errors_exit_2
+def _run(batch_file: Path, registry_file: Path | None, max_workers: int, monitor_duration: float,
+         report: Path | None, log_dir: Path, log_format: str | None) -> None:
+    code = run_batch(batch_file, registry_file, max_workers, monitor_duration, report, log_dir, log_format)
+    sys.exit(int(code))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="module_system")
+def main() -> None:
+    """module_system: fetch -> validate -> upload, from many sources to S3."""
+
+
+@main.command("run")
+@_with_run_options
+def run_command(**kwargs: Any) -> None:
+    """Run every job of a batch."""
+    _run(**kwargs)
+
+
+@main.command("validate")
+@_batch_option
+@_registry_option
+@_config_errors_exit_2
+def validate_command(batch_file: Path, registry_file: Path | None) -> None:
+    """Check the registry and the batch; run nothing."""
+    registry, batch = _load(registry_file, batch_file)
+    click.echo(f"ok: {registry.path}: {len(registry.services)} service(s); "
+               f"{batch.path}: {len(batch.jobs)} job(s)")
+
+
+@main.command("modules")
+def modules_command() -> None:
+    """List installed source modules with their package and version."""
+    broken = False
+    for info in default_catalog().describe():
+        line = f"{info.name:<12} {info.package} {info.version}  ({info.target})"
+        if info.error:
+            broken = True
+            line += f"  UNAVAILABLE: {info.error}"
+        click.echo(line)
+    sys.exit(ExitCode.JOBS_FAILED if broken else ExitCode.OK)
+
+
+@click.command("cli_init")
+@_with_run_options
+def cli_init(**kwargs: Any) -> None:
+    """Run every job of a batch (same as ``module-system run``)."""
+    _run(**kwargs)
+
+
+if __name__ == "__main__":
+    cli_init()

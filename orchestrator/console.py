@@ -1,0 +1,115 @@
+"""What a run shows on the console: live statistics while it runs, a summary at the end.
+
+On a TTY (``--log-format console``) a ``rich`` live panel redraws in place; otherwise a
+JSON stats line goes to stderr every few seconds. The end summary is one line per job
+(a table in console format, JSON lines in json format) and the failed-jobs file's path.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from orchestrator.job_runner import JobResult
+from orchestrator.run_stats import StatsSnapshot
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+class ProgressDisplay:
+    """Called with a stats snapshot every refresh; ``close()`` when the run ends."""
+
+    def __init__(self, fmt: str, stream: TextIO | None = None, json_every_s: float = 5.0) -> None:
+        self.fmt = fmt
+        self.stream = stream or sys.stderr
+        self.json_every_s = json_every_s
+        self._last_json = 0.0
+        self._live: Live | None = None
+        if fmt == "console" and self.stream.isatty():
+            self._live = Live(console=Console(file=self.stream), refresh_per_second=4, transient=False)
+            self._live.start()
+
+    def __call__(self, snap: StatsSnapshot) -> None:
+        if self._live is not None:
+            self._live.update(_stats_table(snap))
+            return
+        now = time.monotonic()
+        if now - self._last_json >= self.json_every_s:
+            self._last_json = now
+            self.stream.write(json.dumps({"event": "stats", **snap.to_dict()}) + "\n")
+            self.stream.flush()
+
+    def close(self, snap: StatsSnapshot) -> None:
+        if self._live is not None:
+            self._live.update(_stats_table(snap))
+            self._live.stop()
+        else:
+            self.stream.write(json.dumps({"event": "stats", **snap.to_dict()}) + "\n")
+            self.stream.flush()
+
+
+def _stats_table(s: StatsSnapshot) -> Table:
+    table = Table(title=f"module_system · {s.elapsed_s:5.1f}s", show_header=True, header_style="bold")
+    for column in ("submitted", "queued", "running", "succeeded", "failed", "timed out", "files",
+                   "rejected", "files/s", "throughput"):
+        table.add_column(column, justify="right")
+    files_total = sum(s.files.values())
+    table.add_row(
+        str(s.submitted), str(s.jobs["queued"]), str(s.jobs["running"]), str(s.jobs["succeeded"]),
+        str(s.jobs["failed"]), str(s.jobs["timed_out"] + s.jobs["cancelled"]), str(files_total),
+        str(s.files.get("rejected", 0)), f"{s.files_per_s:.1f}", human_bytes(s.bytes_per_s) + "/s",
+    )
+    return table
+
+
+def print_summary(results: Sequence[JobResult], fmt: str, failed_jobs_file: Path | None,
+                  report_file: Path | None, stream: TextIO | None = None) -> None:
+    """One line per job, then where the failed-jobs file and report are."""
+    stream = stream or sys.stdout
+    if fmt == "json":
+        for r in results:
+            stream.write(json.dumps({"event": "job_summary", **_summary_fields(r)}) + "\n")
+        stream.write(json.dumps({"event": "run_summary", "failed_jobs_file": _str(failed_jobs_file),
+                                 "report": _str(report_file)}) + "\n")
+        stream.flush()
+        return
+    console = Console(file=stream, width=max(Console(file=stream).width, 120))
+    table = Table(show_header=True, header_style="bold")
+    for column in ("job_id", "service_id", "status", "ok", "rejected", "failed", "bytes", "seconds", "error"):
+        table.add_column(column, justify="right" if column in ("ok", "rejected", "failed", "bytes", "seconds") else "left")
+    for r in results:
+        f = _summary_fields(r)
+        table.add_row(r.job_id, r.service_id, r.status, str(f["files_ok"]), str(f["files_rejected"]),
+                      str(f["files_failed"]), human_bytes(r.bytes), f"{r.seconds:.2f}", r.error or "")
+    console.print(table)
+    if failed_jobs_file:
+        console.print(f"Failed jobs written to {failed_jobs_file} (re-run with --batch-file {failed_jobs_file})")
+    if report_file:
+        console.print(f"Report written to {report_file}")
+
+
+def _summary_fields(r: JobResult) -> dict[str, Any]:
+    return {
+        "job_id": r.job_id, "service_id": r.service_id, "status": r.status,
+        "files_ok": r.files.get("uploaded", 0) + r.files.get("skipped_same", 0),
+        "files_rejected": r.files.get("rejected", 0), "files_failed": r.files.get("failed", 0),
+        "bytes": r.bytes, "seconds": round(r.seconds, 3), "error": r.error,
+    }
+
+
+def _str(path: Path | None) -> str | None:
+    return str(path) if path else None

@@ -1,0 +1,159 @@
+"""The job executor: a batch in, every job run to a final state, a report out.
+
+Jobs are ordered by priority (higher first, file order among equals) and submitted
+in that order to a ``ThreadPoolExecutor`` ``max_workers`` wide, whose queue is FIFO,
+so priorities hold when workers are scarce. Each job moves
+``queued -> running -> succeeded | failed | timed_out | cancelled``.
+
+``monitor_duration`` (seconds, 0 = none) sets a deadline: then queued jobs are not
+started and running ones stop at their next file boundary; all count as ``timed_out``.
+:meth:`BatchRun.interrupt` (SIGINT/SIGTERM in the CLI) does the same with
+``cancelled``. Context variables do not follow a task into a pool thread, so each
+worker binds ``run_id``, ``job_id``, ``service_id``, ``module`` and ``thread`` itself
+and clears them when the job ends.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import shutil
+import threading
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from common.config_model import Batch, JobSpec, Registry
+from common.plugins import ModuleCatalog, default_catalog
+from common.s3_uploader import UploaderPool
+from orchestrator.exit_codes import ExitCode
+from orchestrator.job_runner import JobResult, JobRunner, RunContext, job_log_path, not_started
+from orchestrator.run_stats import RunStats, StatsSnapshot
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    max_workers: int = 20
+    monitor_duration: float = 0
+    log_dir: Path = Path("temp/logs")
+    temp_dir: Path = Path("temp")
+    refresh_s: float = 0.5
+    """How often the progress callback is called."""
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: str
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    results: tuple[JobResult, ...]
+    """In batch file order."""
+    interrupted: bool
+    stats: StatsSnapshot
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.interrupted:
+            return ExitCode.INTERRUPTED
+        ok = all(r.status == "succeeded" and r.files.get("rejected", 0) == 0 for r in self.results)
+        return ExitCode.OK if ok else ExitCode.JOBS_FAILED
+
+
+def new_run_id(now: dt.datetime) -> str:
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+class BatchRun:
+    """One run of one batch. Create, then :meth:`execute` (blocking)."""
+
+    def __init__(self, registry: Registry, batch: Batch, options: RunOptions, router: object,
+                 catalog: ModuleCatalog | None = None, run_id: str | None = None) -> None:
+        started = dt.datetime.now(dt.timezone.utc)
+        self.registry, self.batch, self.options = registry, batch, options
+        temp_root = options.temp_dir / "work"
+        temp_root.mkdir(parents=True, exist_ok=True)
+        self.context = RunContext(
+            run_id=run_id or new_run_id(started), started_at=started, catalog=catalog or default_catalog(),
+            uploaders=UploaderPool(options.max_workers), stats=RunStats(len(batch.jobs)),
+            router=router, log_dir=options.log_dir, temp_root=temp_root,  # type: ignore[arg-type]
+        )
+        self.interrupted = False
+
+    @property
+    def run_id(self) -> str:
+        return self.context.run_id
+
+    def interrupt(self) -> None:
+        """Stop: nothing new starts, running jobs stop at the next file boundary."""
+        self.interrupted = True
+        self._stop("interrupted")
+
+    def _stop(self, reason: str) -> None:
+        if not self.context.stop.is_set():
+            self.context.stop_reason = reason
+            self.context.stop.set()
+            log.warning("run_stopping", reason=reason)
+
+    def execute(self, on_progress: Callable[[StatsSnapshot], None] | None = None) -> RunOutcome:
+        ctx = self.context
+        ordered = sorted(self.batch.jobs, key=lambda j: (-j.priority, j.index))
+        structlog.contextvars.bind_contextvars(run_id=ctx.run_id)
+        log.info("run_started", jobs=len(ordered), max_workers=self.options.max_workers,
+                 batch=str(self.batch.path), registry=str(self.registry.path))
+        timer = None
+        if self.options.monitor_duration > 0:
+            timer = threading.Timer(self.options.monitor_duration, self._stop, args=("timeout",))
+            timer.daemon = True
+            timer.start()
+        results: dict[str, JobResult] = {}
+        try:
+            with ThreadPoolExecutor(self.options.max_workers, thread_name_prefix="job") as pool:
+                futures: dict[Future[JobResult], JobSpec] = {pool.submit(self._run_one, job): job for job in ordered}
+                pending = set(futures)
+                while pending:
+                    done, pending = wait(pending, timeout=self.options.refresh_s, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        results[futures[future].job_id] = future.result()
+                    if on_progress is not None:
+                        on_progress(ctx.stats.snapshot())
+        finally:
+            if timer is not None:
+                timer.cancel()
+            ctx.uploaders.close()
+            shutil.rmtree(ctx.temp_root, ignore_errors=True)
+        outcome = RunOutcome(ctx.run_id, ctx.started_at, dt.datetime.now(dt.timezone.utc),
+                             tuple(results[j.job_id] for j in self.batch.jobs), self.interrupted,
+                             ctx.stats.snapshot())
+        log.info("run_finished", exit_code=int(outcome.exit_code), **outcome.stats.to_dict())
+        structlog.contextvars.clear_contextvars()
+        return outcome
+
+    def _run_one(self, job: JobSpec) -> JobResult:
+        ctx = self.context
+        service = self.registry.services[job.service_id]
+        if ctx.stop.is_set():
+            status = ctx.stopped_status()
+            ctx.stats.job_moved("queued", status)
+            reason = "monitor duration reached" if status == "timed_out" else "run interrupted"
+            return not_started(job, status, f"not started: {reason}")
+        structlog.contextvars.bind_contextvars(
+            run_id=ctx.run_id, job_id=job.job_id, service_id=job.service_id, module=service.type,
+            thread=threading.current_thread().name,
+        )
+        ctx.router.open(job.job_id, job_log_path(ctx, job, service))
+        try:
+            try:
+                runner = JobRunner(ctx, job, service)
+            except Exception as exc:  # e.g. a destination client that cannot be built
+                log.error("job_setup_failed", error=str(exc)[:300])
+                ctx.stats.job_moved("queued", "failed")
+                return not_started(job, "failed", f"setup failed: {type(exc).__name__}: {str(exc)[:300]}")
+            return runner.run_job()
+        finally:
+            ctx.router.close_job(job.job_id)
+            structlog.contextvars.clear_contextvars()

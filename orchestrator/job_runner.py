@@ -1,0 +1,271 @@
+"""Running one job: module.fetch() -> validate() -> upload -> manifest -> JobResult.
+
+The runner owns every job state. The module only yields files; the runner asks for
+the next one only after the previous one is validated and uploaded (or rejected), so
+stopping at a file boundary is not asking again. A validation problem is data (the
+file goes to the rejected prefix with ``<name>.errors.json``); a file that cannot be
+uploaded after retries is ``failed`` and the job goes on; only a source-level failure
+fails the job, after the job-level retries and every fallback source.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from common.config_model import JobSpec, ServiceConfig
+from common.exceptions import ModuleSystemError, is_transient
+from common.interfaces.base_module import BaseModule, FetchedFile, JobContext
+from common.logger import JobLogRouter, job_log_name
+from common.manifest import FILE_STATUSES, ManifestEntry, manifest_key, public_source
+from common.plugins import ModuleCatalog
+from common.problems import Problem
+from common.retry import RetryPolicy
+from common.s3_uploader import UploaderPool
+from common.secret import redact
+from common.validators import validators_for
+from orchestrator.run_stats import JobStatus, RunStats
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class RunContext:
+    """What every job of one run shares."""
+
+    run_id: str
+    started_at: dt.datetime
+    catalog: ModuleCatalog
+    uploaders: UploaderPool
+    stats: RunStats
+    router: JobLogRouter
+    log_dir: Path
+    temp_root: Path
+    stop: threading.Event = field(default_factory=threading.Event)
+    stop_reason: str = "interrupted"
+    """``timeout`` (past --monitor-duration) or ``interrupted`` (a signal)."""
+
+    def stopped_status(self) -> JobStatus:
+        return "timed_out" if self.stop_reason == "timeout" else "cancelled"
+
+
+@dataclass(frozen=True)
+class JobResult:
+    job_id: str
+    service_id: str
+    status: JobStatus
+    attempts: int
+    files: Mapping[str, int]
+    bytes: int
+    seconds: float
+    error: str | None
+    source_used: str | int | None
+    started_at: str | None
+    finished_at: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id, "service_id": self.service_id, "status": self.status,
+            "attempts": self.attempts, "files": dict(self.files), "bytes": self.bytes,
+            "seconds": round(self.seconds, 3), "error": self.error, "source_used": self.source_used,
+            "started_at": self.started_at, "finished_at": self.finished_at,
+        }
+
+
+class _Stopped(Exception):
+    """The run was stopped; the job ends at this file boundary."""
+
+
+def not_started(job: JobSpec, status: JobStatus, error: str) -> JobResult:
+    """The result of a job that never ran (queued past the deadline or an interrupt)."""
+    return JobResult(job.job_id, job.service_id, status, 0, {s: 0 for s in FILE_STATUSES}, 0, 0.0,
+                     error, None, None, None)
+
+
+class JobRunner:
+    def __init__(self, run: RunContext, job: JobSpec, service: ServiceConfig) -> None:
+        self.run = run
+        self.job = job
+        self.service = service
+        self.entries: dict[str, ManifestEntry] = {}
+        self.attempts = 0
+        self.retry = RetryPolicy(
+            attempts=service.retry.attempts, backoff_s=service.retry.backoff_s,
+            max_backoff_s=service.retry.max_backoff_s, stop=run.stop, counter=run.stats.retried,
+        )
+        self.uploader = run.uploaders.get(service.destination, service.timeout_s)
+        date = run.started_at.strftime("%Y-%m-%d")
+        names = {"service_id": service.service_id, "job_id": job.job_id, "run_id": run.run_id, "date": date}
+        self.prefix = _as_prefix(service.destination.prefix.format(**names))
+        self.rejected_prefix = _as_prefix(service.destination.rejected_prefix.format(**names))
+
+    def run_job(self) -> JobResult:
+        """Run the job to a final state; never raises."""
+        started, t0 = _now(), time.monotonic()
+        status: JobStatus = "failed"
+        error: str | None = None
+        source_used: str | int | None = None
+        try:
+            self.run.stats.job_moved("queued", "running")
+            log.info("job_started", priority=self.job.priority)
+            source_used = self._run_sources()
+            failed = sum(1 for e in self.entries.values() if e.status == "failed")
+            status = "succeeded" if failed == 0 else "failed"
+            if failed:
+                error = f"{failed} file(s) could not be uploaded"
+        except _Stopped:
+            status = self.run.stopped_status()
+            error = "stopped: " + ("monitor duration reached" if status == "timed_out" else "run interrupted")
+        except Exception as exc:
+            error = _one_line(exc)
+            if not isinstance(exc, ModuleSystemError):
+                log.error("job_crashed", error=error, exc_info=True)
+        finished = _now()
+        self._write_manifest(status, started, finished, source_used, error)
+        self.run.stats.job_moved("running", status)
+        counts = {s: 0 for s in FILE_STATUSES}
+        for entry in self.entries.values():
+            counts[entry.status] += 1
+        size = sum(e.size for e in self.entries.values() if e.status in ("uploaded", "skipped_same"))
+        result = JobResult(self.job.job_id, self.job.service_id, status, self.attempts, counts, size,
+                           time.monotonic() - t0, error, source_used, started, finished)
+        log.info("job_finished", status=status, files=counts, bytes=size, seconds=round(result.seconds, 3),
+                 error=error, source_used=source_used)
+        return result
+
+    # ------------------------------------------------------------------ sources
+
+    def _run_sources(self) -> str | int:
+        """Try the primary source, then each fallback; job-level retries on each."""
+        cls = self.run.catalog.load(self.service.type)
+        last: Exception | None = None
+        for index, source in enumerate(self.job.sources):
+            label: str | int = "primary" if index == 0 else index - 1
+            for attempt in range(1, self.service.retry.attempts + 1):
+                self.attempts += 1
+                try:
+                    self._ingest(cls, source)
+                    if index:
+                        log.warning("fallback_used", source_used=label, reason=_one_line(last) if last else None)
+                    return label
+                except _Stopped:
+                    raise
+                except Exception as exc:
+                    last = exc
+                    transient = is_transient(exc)
+                    log.warning("source_failed", source=label, attempt=attempt, transient=transient,
+                                error=_one_line(exc))
+                    if not transient or attempt == self.service.retry.attempts:
+                        break
+                    if self.run.stop.wait(self.retry.delay(attempt, exc)):
+                        raise _Stopped() from exc
+                    self.run.stats.retried()
+        assert last is not None
+        raise last
+
+    def _ingest(self, cls: type[BaseModule], source: Mapping[str, Any]) -> None:
+        workdir = Path(tempfile.mkdtemp(prefix=f"{self.job.job_id}-", dir=self.run.temp_root))
+        ctx = JobContext(
+            run_id=self.run.run_id, job_id=self.job.job_id, service_id=self.service.service_id,
+            module=self.service.type, validators=validators_for(self.service.validate), retry=self.retry,
+            timeout_s=self.service.timeout_s, stop=self.run.stop,
+        )
+        module = cls(source, ctx)
+        files: Iterator[FetchedFile] = module.fetch(workdir)
+        try:
+            while True:
+                if self.run.stop.is_set():
+                    raise _Stopped()
+                try:
+                    file = next(files)
+                except StopIteration:
+                    break
+                try:
+                    self._handle(module, file)
+                finally:
+                    file.path.unlink(missing_ok=True)
+            if self.run.stop.is_set():
+                raise _Stopped()
+        finally:
+            files.close()
+            module.close()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ one file
+
+    def _handle(self, module: BaseModule, file: FetchedFile) -> None:
+        try:
+            problems = module.validate(file)
+        except Exception as exc:  # a crashing validator rejects the file, it does not sink the job
+            log.error("validator_crashed", uri=file.source_uri, error=_one_line(exc), exc_info=True)
+            problems = [Problem(f"validator failed: {_one_line(exc)}")]
+        bucket = self.service.destination.bucket
+        if problems:
+            key = self.rejected_prefix + file.name
+            errors_doc = {"source_uri": file.source_uri, "sha256": file.sha256,
+                          "errors": [p.to_dict() for p in problems]}
+            try:
+                self.uploader.put_file(bucket, key, file.path, file.size, file.sha256, self.retry)
+                self.uploader.put_json(bucket, key + ".errors.json", errors_doc, self.retry)
+                entry = ManifestEntry(file.source_uri, key, file.size, file.sha256, "rejected",
+                                      tuple(problems), file.identity)
+                log.info("file_rejected", uri=file.source_uri, key=key, problems=len(problems))
+            except ModuleSystemError as exc:
+                entry = self._failed(file, exc)
+        else:
+            key = self.prefix + file.name
+            try:
+                outcome = self.uploader.put_file(bucket, key, file.path, file.size, file.sha256, self.retry)
+                entry = ManifestEntry(file.source_uri, key, file.size, file.sha256, outcome.status, (), file.identity)
+                log.debug("file_done", uri=file.source_uri, key=key, status=outcome.status, bytes=file.size)
+            except ModuleSystemError as exc:
+                entry = self._failed(file, exc)
+        self.entries[file.source_uri] = entry
+        self.run.stats.file_done(entry.status, file.size)
+
+    def _failed(self, file: FetchedFile, exc: Exception) -> ManifestEntry:
+        log.error("file_failed", uri=file.source_uri, error=_one_line(exc))
+        return ManifestEntry(file.source_uri, None, file.size, file.sha256, "failed",
+                             (Problem(_one_line(exc)),), file.identity)
+
+    def _write_manifest(self, status: str, started: str, finished: str, source_used: str | int | None,
+                        error: str | None) -> None:
+        source_index = 0 if source_used in (None, "primary") else int(source_used) + 1
+        document = {
+            "run_id": self.run.run_id, "job_id": self.job.job_id, "service_id": self.service.service_id,
+            "module": self.service.type, "source": public_source(self.job.sources[source_index]),
+            "source_used": source_used, "started_at": started, "finished_at": finished,
+            "status": status, "error": error, "files": [e.to_dict() for e in self.entries.values()],
+        }
+        key = manifest_key(self.service.service_id, self.job.job_id)
+        try:
+            self.uploader.put_json(self.service.destination.bucket, key, document, self.retry)
+        except ModuleSystemError as exc:
+            log.error("manifest_failed", key=key, error=_one_line(exc))
+
+
+def job_log_path(run: RunContext, job: JobSpec, service: ServiceConfig) -> Path:
+    return run.log_dir / job_log_name(job.job_id, service.service_id, service.type)
+
+
+def _as_prefix(prefix: str) -> str:
+    prefix = prefix.lstrip("/")
+    return prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return redact(text if isinstance(exc, ModuleSystemError) else f"{type(exc).__name__}: {text}")[:500]

@@ -1,0 +1,66 @@
+"""The run report (``--report``) and the failed-jobs file.
+
+The failed-jobs file is in the batch format, so ``--batch-file`` on it re-runs exactly
+the jobs that did not succeed (failed, timed out or cancelled), with their priorities
+and params.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from common.config_model import Batch
+from common.frozen import thaw
+from common.manifest import FILE_STATUSES
+from orchestrator.job_executor import RunOutcome
+from orchestrator.run_stats import FINAL_STATUSES
+
+
+def build_report(outcome: RunOutcome, batch: Batch, failed_jobs_file: Path | None) -> dict[str, Any]:
+    jobs = Counter(r.status for r in outcome.results)
+    files: Counter[str] = Counter()
+    for result in outcome.results:
+        files.update(result.files)
+    return {
+        "run_id": outcome.run_id,
+        "started_at": outcome.started_at.isoformat(timespec="milliseconds"),
+        "finished_at": outcome.finished_at.isoformat(timespec="milliseconds"),
+        "exit_code": int(outcome.exit_code),
+        "batch_file": str(batch.path),
+        "failed_jobs_file": str(failed_jobs_file) if failed_jobs_file else None,
+        "totals": {
+            "jobs": {s: jobs.get(s, 0) for s in FINAL_STATUSES},
+            "files": {s: files.get(s, 0) for s in FILE_STATUSES},
+            "bytes": sum(r.bytes for r in outcome.results),
+            "retries": outcome.stats.retries,
+        },
+        "jobs": [r.to_dict() for r in outcome.results],
+    }
+
+
+def write_failed_jobs(outcome: RunOutcome, batch: Batch, temp_dir: Path) -> Path | None:
+    """``temp/failed_jobs_<run_id>.json`` with every job that did not succeed, or None."""
+    redo = {r.job_id for r in outcome.results if r.status != "succeeded"}
+    if not redo:
+        return None
+    jobs = []
+    for job in batch.jobs:
+        if job.job_id in redo:
+            entry: dict[str, Any] = {"job_id": job.job_id, "service_id": job.service_id, "priority": job.priority}
+            if job.params:
+                entry["params"] = thaw(job.params)
+            jobs.append(entry)
+    path = temp_dir / f"failed_jobs_{outcome.run_id}.json"
+    write_json(path, {"description": f"Jobs of run {outcome.run_id} that did not succeed ({batch.path})",
+                      "jobs": jobs})
+    return path
+
+
+def write_json(path: Path, document: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
