@@ -79,7 +79,7 @@ def main() -> int:
         os.chdir(workdir)
         report = workdir / "report.json"
         code = run_batch(HERE / "demo_batch_jobs.json", HERE / "project_registry.yaml", max_workers=4,
-                         report=report, log_dir=workdir / "temp" / "logs")
+                         report=report, log_dir=workdir / "temp" / "logs", log_format="console")
         client = s3.client()
         keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=DEST_BUCKET)
                 for o in page.get("Contents", [])]

@@ -21,6 +21,7 @@ The uploader knows nothing of sources: it takes a local path, a key and a digest
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import threading
 from dataclasses import dataclass
@@ -130,14 +131,26 @@ class S3Uploader:
 
     # ----------------------------------------------------------------- small objects
 
-    def put_json(self, bucket: str, key: str, document: Any, retry: RetryPolicy) -> None:
-        """Write a small JSON document (manifest, errors) in one PUT."""
-        body = json.dumps(document, indent=2, sort_keys=False, default=str).encode()
-        retry.call(self._put_bytes, bucket, key, body, "application/json", what=f"put {key}")
+    def put_json(self, bucket: str, key: str, document: Any, retry: RetryPolicy) -> str:
+        """Write a small JSON document (manifest, errors) in one PUT, with its ``sha256``.
 
-    def _put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
+        Skipped, like files, when an identical object is already there. Returns the status.
+        """
+        body = json.dumps(document, indent=2, sort_keys=False, default=str).encode()
+        digest = hashlib.sha256(body).hexdigest()
+        current = retry.call(self._head, bucket, key, what=f"head {key}")
+        if current is not None and _matches(current, len(body), digest):
+            return "skipped_same"
+        retry.call(self._put_bytes, bucket, key, body, digest, what=f"put {key}")
+        return "uploaded"
+
+    def _put_bytes(self, bucket: str, key: str, body: bytes, sha256: str) -> None:
+        extra: dict[str, Any] = {}
+        if self.checksum == "sha256":
+            extra["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha256)).decode()
         try:
-            self.client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+            self.client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json",
+                                   Metadata={"sha256": sha256}, **extra)
         except (ClientError, BotoCoreError) as exc:
             raise _upload_error(f"write of {key} failed", exc, key) from exc
 

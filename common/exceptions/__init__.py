@@ -122,16 +122,17 @@ def is_transient(exc: BaseException) -> bool:
 
 def _is_transient_library_error(exc: BaseException) -> bool:
     try:
-        from botocore.exceptions import (
-            ClientError,
-            ConnectionClosedError,
-            EndpointConnectionError,
-            ReadTimeoutError,
-            ConnectTimeoutError,
-        )
+        from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
     except ImportError:  # pragma: no cover - botocore is a hard dependency
         return False
-    if isinstance(exc, (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, ConnectTimeoutError)):
+    # connection refused/reset/closed, timeouts, a body cut off mid-stream
+    if isinstance(exc, (BotoConnectionError, HTTPClientError, IncompleteReadError)):
+        return True
+    from urllib3.exceptions import NewConnectionError, ProtocolError
+    from urllib3.exceptions import TimeoutError as Urllib3Timeout
+
+    if isinstance(exc, (ProtocolError, Urllib3Timeout, NewConnectionError)):
         return True
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})

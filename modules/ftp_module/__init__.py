@@ -1,0 +1,1 @@
+"""FTP and explicit FTPS source module: :class:`~modules.ftp_module.main.FtpModule`."""

@@ -1,0 +1,345 @@
+"""The ``ftp`` source module: files of an FTP or explicit FTPS server, under a folder.
+
+Source keys it reads (see :attr:`FtpModule.source_schema`, which holds the defaults):
+``host``, ``port``, ``user``, ``password`` (secret), ``tls`` (explicit FTPS: AUTH TLS,
+certificate verified, PROT P), ``ca_file``, ``path``, ``include`` (globs on the base
+name), ``recursive``, ``passive``.
+
+One control connection serves the whole job, listing and downloads alike: opened on
+first use, re-opened after a transient failure, closed in :meth:`FtpModule.close`.
+Folders are listed with MLSD; a server that does not implement it (500/502) is listed
+with NLST, telling folders from files by trying to CWD into each entry.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ftplib
+import posixpath
+import socket
+import ssl
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import structlog
+
+from common.exceptions import Transient
+from common.file_sink import FileSink
+from common.interfaces.base_module import BaseModule, FetchedFile, JobContext, SourceConfig
+from common.secret import redact, reveal
+from modules.ftp_module.exceptions import FtpAuthError, FtpSourceError, FtpTransientError
+
+__all__ = ["FtpModule"]
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+#: Bytes per read of a download.
+BLOCK_SIZE = 1 << 20
+#: Folders deeper than this under ``path`` are not walked (guards against symlink loops).
+MAX_DEPTH = 64
+#: Replies to MLSD meaning "this server does not do MLSD": list with NLST from then on.
+_MLSD_UNSUPPORTED = ("500", "502")
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A remote file found by the listing."""
+
+    remote: str
+    """Absolute remote path."""
+    name: str
+    """Path relative to the configured ``path``, ``/`` separated."""
+    identity: dict[str, str] = field(default_factory=dict)
+
+
+class _FtpTls(ftplib.FTP_TLS):
+    """FTP_TLS whose data connections resume the control connection's TLS session.
+
+    Servers that insist on session reuse (vsftpd ``require_ssl_reuse``, FileZilla,
+    pyftpdlib on request) answer 425/522 to a data connection with a fresh session.
+    """
+
+    def ntransfercmd(self, cmd: str, rest: int | str | None = None) -> tuple[socket.socket, int | None]:
+        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        if self._prot_p:  # type: ignore[attr-defined]
+            session = getattr(self.sock, "session", None)
+            conn = self.context.wrap_socket(conn, server_hostname=self.host, session=session)
+        return conn, size
+
+
+class FtpModule(BaseModule):
+    """Fetches the files under ``path`` on an FTP/FTPS server matching ``include``."""
+
+    source_schema: ClassVar[dict[str, Any]] = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["host"],
+        "properties": {
+            "host": {"type": "string", "minLength": 1, "description": "Server host name or IP address."},
+            "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 21,
+                     "description": "Control connection port."},
+            "user": {"type": "string", "default": "anonymous", "description": "Login user name."},
+            "password": {"type": "string", "x-secret": True, "default": "",
+                         "description": "Login password (secret: never logged)."},
+            "tls": {"type": "boolean", "default": False,
+                    "description": "Explicit FTPS: AUTH TLS with certificate verification, data "
+                                   "connections protected (PROT P)."},
+            "ca_file": {"type": ["string", "null"], "default": None,
+                        "description": "PEM CA bundle to verify the server certificate; null uses the "
+                                       "system trust store."},
+            "path": {"type": "string", "minLength": 1, "default": "/",
+                     "description": "Remote folder to fetch from (relative paths start at the login folder)."},
+            "include": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1,
+                        "default": ["*"], "description": "Glob patterns on the file's base name; a file "
+                                                          "matching any of them is fetched."},
+            "recursive": {"type": "boolean", "default": True, "description": "Walk sub-folders of path."},
+            "passive": {"type": "boolean", "default": True,
+                        "description": "Passive mode data connections (PASV/EPSV)."},
+        },
+    }
+
+    def __init__(self, source: SourceConfig, ctx: JobContext) -> None:
+        super().__init__(source, ctx)
+        self._host: str = source["host"]
+        self._port: int = source["port"]
+        self._include: tuple[str, ...] = tuple(source["include"])
+        netloc = f"[{self._host}]" if ":" in self._host else self._host
+        self._base_uri = f"ftp://{netloc}:{self._port}"
+        self._ftp: ftplib.FTP | None = None
+        self._root: str | None = None
+        self._use_mlsd = True
+
+    # -- the contract ---------------------------------------------------------------
+
+    def fetch(self, workdir: Path) -> Iterator[FetchedFile]:
+        """List the tree under ``path``, then stream each matching file, in name order."""
+        entries = self._list_tree()
+        for done, entry in enumerate(entries):
+            if self.ctx.stop.is_set():
+                log.info("ftp_fetch_stopped", fetched=done, remaining=len(entries) - done)
+                return
+            yield self._download(workdir, entry)
+
+    def close(self) -> None:
+        """Say QUIT and close the control connection; never raises."""
+        self._drop(polite=True)
+
+    # -- listing ----------------------------------------------------------------------
+
+    def _list_tree(self) -> list[_Entry]:
+        """Every file under the root matching ``include``, sorted by relative name."""
+        root = self._call("ftp connect", self._base_uri, lambda ftp: self._root)
+        assert root is not None
+        found: list[_Entry] = []
+        pending: list[tuple[str, str, int]] = [(root, "", 0)]
+        while pending:
+            if self.ctx.stop.is_set():
+                break
+            folder, prefix, depth = pending.pop()
+            files, dirs = self._call(f"ftp list {folder}", self._uri(folder),
+                                     lambda ftp, d=folder: self._list_dir(ftp, d))
+            log.debug("ftp_listed", path=folder, files=len(files), dirs=len(dirs))
+            for name, identity in files:
+                if any(fnmatch.fnmatchcase(name, pattern) for pattern in self._include):
+                    found.append(_Entry(posixpath.join(folder, name), prefix + name, identity))
+            if not self.source["recursive"]:
+                continue
+            if depth >= MAX_DEPTH and dirs:
+                log.warning("ftp_depth_limit", path=folder, max_depth=MAX_DEPTH)
+                continue
+            pending.extend((posixpath.join(folder, d), f"{prefix}{d}/", depth + 1) for d in dirs)
+        found.sort(key=lambda e: e.name)
+        log.info("ftp_tree_listed", path=root, files=len(found))
+        return found
+
+    def _list_dir(self, ftp: ftplib.FTP, folder: str) -> tuple[list[tuple[str, dict[str, str]]], list[str]]:
+        """(files with identity, sub-folder names) of one folder."""
+        if self._use_mlsd:
+            try:
+                return _parse_mlsd(list(ftp.mlsd(folder)))
+            except ftplib.error_perm as exc:
+                code = str(exc)[:3]
+                if code in _MLSD_UNSUPPORTED:
+                    self._use_mlsd = False
+                    log.info("ftp_mlsd_unsupported", fallback="nlst", reply=code)
+                elif code != "501":  # 501: not a folder to MLSD; let NLST tell
+                    raise
+        return self._list_dir_nlst(ftp, folder)
+
+    def _list_dir_nlst(self, ftp: ftplib.FTP, folder: str) -> tuple[list[tuple[str, dict[str, str]]], list[str]]:
+        """NLST, then CWD into each name to tell folders; SIZE and MDTM for identity."""
+        try:
+            names = ftp.nlst(folder)
+        except ftplib.error_temp as exc:
+            if str(exc)[:3] == "450" and "no files" in str(exc).lower():
+                return [], []  # ProFTPD's answer for an empty folder
+            raise
+        ftp.voidcmd("TYPE I")  # NLST switched to ASCII, where servers refuse SIZE
+        files: list[tuple[str, dict[str, str]]] = []
+        dirs: list[str] = []
+        for raw in names:
+            name = posixpath.basename(raw.rstrip("/"))
+            if name in ("", ".", ".."):
+                continue
+            remote = posixpath.join(folder, name)
+            try:
+                ftp.cwd(remote)
+            except ftplib.error_perm:
+                files.append((name, _size_and_mtime(ftp, remote)))
+            else:
+                dirs.append(name)
+        return files, dirs
+
+    # -- downloading ------------------------------------------------------------------
+
+    def _download(self, workdir: Path, entry: _Entry) -> FetchedFile:
+        uri = self._uri(entry.remote)
+        expected = entry.identity.get("size")
+
+        def retrieve(ftp: ftplib.FTP, sink: FileSink) -> None:
+            sink.reset()  # each try starts the file over
+            ftp.retrbinary(f"RETR {entry.remote}", sink.write, blocksize=BLOCK_SIZE)
+            if expected is not None and str(sink.size) != expected:
+                raise FtpTransientError(f"{uri}: got {sink.size} bytes, the listing said {expected}",
+                                        uri=uri)
+
+        with self.ctx.new_file(workdir, entry.name, uri, entry.identity) as sink:
+            self._call(f"ftp retr {entry.remote}", uri, lambda ftp: retrieve(ftp, sink))
+            fetched = sink.finish()
+        log.info("file_fetched", uri=uri, bytes=fetched.size)
+        return fetched
+
+    # -- connection and error translation -------------------------------------------
+
+    def _call(self, what: str, uri: str, op: Callable[[ftplib.FTP], T]) -> T:
+        """``op(connection)`` under the retry policy, reconnecting after a transient failure."""
+
+        def attempt() -> T:
+            try:
+                return op(self._connection())
+            except FtpSourceError as err:
+                if isinstance(err, Transient):
+                    self._drop(polite=False)
+                raise
+            except (ftplib.Error, OSError, EOFError) as exc:
+                err = self._translate(exc, uri)
+                if isinstance(err, Transient):
+                    self._drop(polite=False)
+                raise err from exc
+
+        return self.ctx.retry.call(attempt, what=what)
+
+    def _connection(self) -> ftplib.FTP:
+        """The open connection, or a new one: connected, logged in, passive, binary."""
+        if self._ftp is not None:
+            return self._ftp
+        timeout = self.ctx.timeout_s
+        ftp: ftplib.FTP
+        if self.source["tls"]:
+            context = ssl.create_default_context(cafile=self.source["ca_file"])
+            ftp = _FtpTls(context=context, timeout=timeout)
+        else:
+            ftp = ftplib.FTP(timeout=timeout)
+        try:
+            ftp.connect(self._host, self._port, timeout=timeout)
+            if isinstance(ftp, ftplib.FTP_TLS):
+                ftp.auth()
+            ftp.login(self.source["user"], reveal(self.source["password"]))
+            if isinstance(ftp, ftplib.FTP_TLS):
+                ftp.prot_p()
+            ftp.set_pasv(self.source["passive"])
+            ftp.voidcmd("TYPE I")
+            if self._root is None:
+                self._root = self._resolve_root(ftp)
+        except BaseException:
+            _close_quietly(ftp, polite=False)
+            raise
+        log.debug("ftp_connected", host=self._host, port=self._port, tls=self.source["tls"])
+        self._ftp = ftp
+        return ftp
+
+    def _resolve_root(self, ftp: ftplib.FTP) -> str:
+        path = self.source["path"]
+        if not path.startswith("/"):
+            path = posixpath.join(ftp.pwd(), path)
+        path = posixpath.normpath(path)
+        return "/" + path.lstrip("/")
+
+    def _drop(self, polite: bool) -> None:
+        ftp, self._ftp = self._ftp, None
+        if ftp is not None:
+            _close_quietly(ftp, polite)
+
+    def _uri(self, remote: str) -> str:
+        return f"{self._base_uri}{remote}"
+
+    def _translate(self, exc: BaseException, uri: str) -> FtpSourceError:
+        """The most specific FtpSourceError for a library error; the server's words kept, secrets not."""
+        reply = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)[:200]
+        if isinstance(exc, ftplib.error_perm):
+            code = reply[:3]
+            if code == "530":
+                return FtpAuthError(f"{self._base_uri}: login refused for user {self.source['user']!r}: {reply}",
+                                    uri=self._base_uri, user=self.source["user"], code=code)
+            if code == "550":
+                return FtpSourceError(f"{uri}: not found or not accessible: {reply}", uri=uri, code=code)
+            return FtpSourceError(f"{uri}: refused: {reply}", uri=uri, code=code)
+        if isinstance(exc, ftplib.error_temp):
+            return FtpTransientError(f"{uri}: temporary failure: {reply}", uri=uri, code=reply[:3])
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            hint = "set ca_file to the CA that signed it" if self.source["ca_file"] is None else "check ca_file"
+            return FtpSourceError(f"{self._base_uri}: TLS certificate not trusted ({exc.verify_message}); {hint}",
+                                  uri=self._base_uri)
+        if isinstance(exc, ssl.SSLError) and not isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError,
+                                                                   ssl.SSLSyscallError)):
+            return FtpSourceError(f"{self._base_uri}: TLS failure: {reply}", uri=self._base_uri)
+        if isinstance(exc, socket.gaierror):
+            return FtpSourceError(f"{self._base_uri}: cannot resolve host: {reply}", uri=self._base_uri)
+        # error_reply/error_proto (a desynchronised session), resets, timeouts, EOF.
+        return FtpTransientError(f"{uri}: connection failed: {type(exc).__name__}: {reply}", uri=uri)
+
+
+def _parse_mlsd(listing: list[tuple[str, dict[str, str]]]) -> tuple[list[tuple[str, dict[str, str]]], list[str]]:
+    files: list[tuple[str, dict[str, str]]] = []
+    dirs: list[str] = []
+    for name, facts in listing:
+        kind = facts.get("type", "").lower()
+        if name in ("", ".", "..") or "/" in name:
+            continue
+        if kind == "file":
+            files.append((name, {k: facts[k] for k in ("size", "modify") if k in facts}))
+        elif kind == "dir":
+            dirs.append(name)
+        elif kind not in ("cdir", "pdir"):
+            log.debug("ftp_entry_skipped", name=name, type=kind)
+    return files, dirs
+
+
+def _size_and_mtime(ftp: ftplib.FTP, remote: str) -> dict[str, str]:
+    """SIZE and MDTM of a file when the server answers them (optional commands)."""
+    identity: dict[str, str] = {}
+    try:
+        identity["size"] = str(int(ftp.sendcmd(f"SIZE {remote}")[3:].strip()))
+    except (ftplib.error_perm, ValueError):
+        pass
+    try:
+        identity["modify"] = ftp.sendcmd(f"MDTM {remote}")[3:].strip()
+    except ftplib.error_perm:
+        pass
+    return identity
+
+
+def _close_quietly(ftp: ftplib.FTP, polite: bool) -> None:
+    if polite:
+        try:
+            ftp.quit()
+        except Exception:  # noqa: BLE001 - closing must not fail the job
+            pass
+    try:
+        ftp.close()
+    except Exception:  # noqa: BLE001
+        pass
