@@ -43,7 +43,7 @@ from common.frozen import freeze
 from common.plugins import ModuleCatalog, default_catalog
 from common.secret import Secret
 
-__all__ = ["load_batch", "load_registry", "merge"]
+__all__ = ["load_batch", "load_registry", "merge", "resolve_source"]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 _BATCH_SCHEMA: dict[str, Any] = {
@@ -165,6 +165,12 @@ def _build_service(sid: str, raw: dict[str, Any], defaults: dict[str, Any], base
         timeout_s=float(body["timeout_s"]),
         incremental=body["incremental"],
     )
+
+
+def resolve_source(raw: Mapping[str, Any], schema: Mapping[str, Any], origin: str = "<source>") -> Any:
+    """``raw`` source keys as a module receives them: defaults filled, checked against
+    ``schema``, secrets wrapped, frozen. For plugin tests and tools; ConfigError on a mistake."""
+    return _resolve_source(raw, schema, _Where(origin), "source")
 
 
 def _resolve_source(raw: Mapping[str, Any], schema: Mapping[str, Any], where: _Where, key: str) -> Any:

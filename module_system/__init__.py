@@ -21,7 +21,7 @@ from common.exceptions import (
     is_transient,
 )
 from common.file_sink import FileSink
-from common.interfaces.base_module import BaseModule, FetchedFile, JobContext, SourceConfig
+from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig
 from common.plugins import ENTRY_POINT_GROUP
 from common.problems import Problem
 from common.retry import RetryPolicy
@@ -36,6 +36,7 @@ __all__ = [
     "BaseModule",
     "ConfigError",
     "ENTRY_POINT_GROUP",
+    "FetchFailed",
     "FetchedFile",
     "FileSink",
     "JobContext",

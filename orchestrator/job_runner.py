@@ -24,7 +24,7 @@ import structlog
 
 from common.config_model import JobSpec, ServiceConfig
 from common.exceptions import ModuleSystemError, is_transient
-from common.interfaces.base_module import BaseModule, FetchedFile, JobContext
+from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext
 from common.logger import JobLogRouter, job_log_name
 from common.manifest import FILE_STATUSES, ManifestEntry, manifest_key, public_source
 from common.plugins import ModuleCatalog
@@ -180,7 +180,7 @@ class JobRunner:
             timeout_s=self.service.timeout_s, stop=self.run.stop,
         )
         module = cls(source, ctx)
-        files: Iterator[FetchedFile] = module.fetch(workdir)
+        files: Iterator[FetchedFile | FetchFailed] = module.fetch(workdir)
         try:
             while True:
                 if self.run.stop.is_set():
@@ -189,6 +189,10 @@ class JobRunner:
                     file = next(files)
                 except StopIteration:
                     break
+                if isinstance(file, FetchFailed):
+                    self._record(ManifestEntry(file.source_uri, None, 0, "", "failed", (Problem(file.error),)), 0)
+                    log.error("file_fetch_failed", uri=file.source_uri, error=file.error)
+                    continue
                 try:
                     self._handle(module, file)
                 finally:
@@ -229,8 +233,11 @@ class JobRunner:
                 log.debug("file_done", uri=file.source_uri, key=key, status=outcome.status, bytes=file.size)
             except ModuleSystemError as exc:
                 entry = self._failed(file, exc)
-        self.entries[file.source_uri] = entry
-        self.run.stats.file_done(entry.status, file.size)
+        self._record(entry, file.size)
+
+    def _record(self, entry: ManifestEntry, size: int) -> None:
+        self.entries[entry.source_uri] = entry
+        self.run.stats.file_done(entry.status, size)
 
     def _failed(self, file: FetchedFile, exc: Exception) -> ManifestEntry:
         log.error("file_failed", uri=file.source_uri, error=_one_line(exc))

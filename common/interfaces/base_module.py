@@ -35,7 +35,7 @@ from common.problems import Problem
 if TYPE_CHECKING:
     from common.retry import RetryPolicy
 
-__all__ = ["BaseModule", "FetchedFile", "JobContext", "Problem", "SourceConfig", "Validators"]
+__all__ = ["BaseModule", "FetchFailed", "FetchedFile", "JobContext", "Problem", "SourceConfig", "Validators"]
 
 #: The merged, validated, deep-frozen ``source`` section of a service (defaults <
 #: service < fallback entry < job ``params``). Every key the module's ``source_schema``
@@ -59,6 +59,20 @@ class FetchedFile:
     """Hex SHA-256 of the content, computed while it was streamed."""
     identity: Mapping[str, str] = field(default_factory=dict)
     """The source's own version marks (ETag, size+mtime, ...), recorded in the manifest."""
+
+
+@dataclass(frozen=True)
+class FetchFailed:
+    """A source file that could not be read after retries. Yield it and go on: the
+    framework records the file as ``failed`` (the job then fails, and the failed-jobs
+    file re-runs it) while the other files still land."""
+
+    name: str
+    """Source-relative name, as for FetchedFile."""
+    source_uri: str
+    """Where it was, without credentials."""
+    error: str
+    """One line: why it could not be read (no secrets)."""
 
 
 class Validators(Protocol):
@@ -106,13 +120,14 @@ class BaseModule(abc.ABC):
         self.ctx = ctx
 
     @abc.abstractmethod
-    def fetch(self, workdir: Path) -> Iterator[FetchedFile]:
+    def fetch(self, workdir: Path) -> Iterator[FetchedFile | FetchFailed]:
         """Stream each source file under ``workdir``; yield it once it is complete on disk.
 
-        Yields files one at a time, in a stable order. May raise a ``SourceError``
+        Yields files one at a time, in a stable order. Raises a ``SourceError``
         (marked ``Transient`` if retrying may help) when the source itself cannot be
-        read; a file that cannot be read after retries may instead be skipped by
-        raising from this generator only if the whole job should fail.
+        listed or reached: that fails the job (after job-level retries and fallbacks).
+        A single file that cannot be read after ``ctx.retry`` is yielded as
+        :class:`FetchFailed` instead, so the rest of the job goes on.
         The framework may stop iterating at any file boundary; release resources in
         :meth:`close`, which is always called.
         """

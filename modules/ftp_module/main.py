@@ -27,7 +27,7 @@ import structlog
 
 from common.exceptions import Transient
 from common.file_sink import FileSink
-from common.interfaces.base_module import BaseModule, FetchedFile, JobContext, SourceConfig
+from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig
 from common.secret import redact, reveal
 from modules.ftp_module.exceptions import FtpAuthError, FtpSourceError, FtpTransientError
 
@@ -38,6 +38,8 @@ T = TypeVar("T")
 
 #: Bytes per read of a download.
 BLOCK_SIZE = 1 << 20
+#: This many files failing one after another means the source itself is failing.
+MAX_FAILURES_IN_A_ROW = 5
 #: Folders deeper than this under ``path`` are not walked (guards against symlink loops).
 MAX_DEPTH = 64
 #: Replies to MLSD meaning "this server does not do MLSD": list with NLST from then on.
@@ -115,14 +117,30 @@ class FtpModule(BaseModule):
 
     # -- the contract ---------------------------------------------------------------
 
-    def fetch(self, workdir: Path) -> Iterator[FetchedFile]:
-        """List the tree under ``path``, then stream each matching file, in name order."""
+    def fetch(self, workdir: Path) -> Iterator[FetchedFile | FetchFailed]:
+        """List the tree under ``path``, then stream each matching file, in name order.
+
+        A file that still fails after retries is yielded as FetchFailed; a login failure,
+        or MAX_FAILURES_IN_A_ROW files failing one after another, fails the source.
+        """
         entries = self._list_tree()
+        in_a_row = 0
         for done, entry in enumerate(entries):
             if self.ctx.stop.is_set():
                 log.info("ftp_fetch_stopped", fetched=done, remaining=len(entries) - done)
                 return
-            yield self._download(workdir, entry)
+            try:
+                fetched = self._download(workdir, entry)
+            except FtpAuthError:
+                raise
+            except FtpSourceError as err:
+                in_a_row += 1
+                if in_a_row >= MAX_FAILURES_IN_A_ROW:
+                    raise
+                yield FetchFailed(entry.name, self._uri(entry.remote), str(err))
+                continue
+            in_a_row = 0
+            yield fetched
 
     def close(self) -> None:
         """Say QUIT and close the control connection; never raises."""

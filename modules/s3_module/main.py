@@ -36,9 +36,9 @@ from typing import Any, ClassVar
 import structlog
 
 from common.file_sink import FileSink
-from common.interfaces.base_module import BaseModule, FetchedFile
+from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed
 from common.secret import Secret
-from modules.s3_module.exceptions import S3SourceError, translate_s3_error
+from modules.s3_module.exceptions import S3AuthError, S3SourceError, translate_s3_error
 
 __all__ = ["S3Module", "s3_client_for"]
 
@@ -80,11 +80,12 @@ class S3Module(BaseModule):
     page_size: ClassVar[int] = 1000
     """Keys asked for per ListObjectsV2 page (S3's maximum)."""
 
-    def fetch(self, workdir: Path) -> Iterator[FetchedFile]:
+    def fetch(self, workdir: Path) -> Iterator[FetchedFile | FetchFailed]:
         """Each object under ``prefix`` matching ``include``, in key order.
 
         Raises :class:`~modules.s3_module.exceptions.S3SourceError` (``S3AuthError``,
-        ``S3TransientError``) when the bucket cannot be listed or an object read.
+        ``S3TransientError``) when the bucket cannot be listed or access is denied; an
+        object that cannot be read after retries is yielded as FetchFailed.
         """
         bucket, prefix = self.source["bucket"], self.source["prefix"]
         if self.ctx.stop.is_set():
@@ -96,7 +97,13 @@ class S3Module(BaseModule):
             if self.ctx.stop.is_set():
                 log.info("s3_fetch_stopped", bucket=bucket, files=count)
                 return
-            fetched = self._download(client, obj, workdir)
+            try:
+                fetched = self._download(client, obj, workdir)
+            except S3AuthError:
+                raise
+            except (S3SourceError, ValueError) as exc:
+                yield FetchFailed(obj["Key"], f"s3://{bucket}/{obj['Key']}", str(exc))
+                continue
             if fetched is None:
                 continue
             count += 1
@@ -145,11 +152,8 @@ class S3Module(BaseModule):
         listed_etag = str(obj.get("ETag", "")).strip('"')
         identity = {"etag": listed_etag, "size": str(obj["Size"]),
                     "last_modified": _iso(obj.get("LastModified"), "")}
-        try:
-            sink = self.ctx.new_file(workdir, self._name(key), f"s3://{bucket}/{key}", identity)
-        except ValueError:  # a key with no usable path segment, such as "."
-            log.warning("s3_key_unusable", bucket=bucket, key=key)
-            return None
+        # ValueError for a key with no usable path segment, such as ".": the file fails.
+        sink = self.ctx.new_file(workdir, self._name(key), f"s3://{bucket}/{key}", identity)
         with sink:
             try:
                 response = self.ctx.retry.call(self._get, client, key, sink, what=f"get s3://{bucket}/{key}")

@@ -16,7 +16,7 @@ import pytest
 from common.config_model import ValidateConfig
 from common.exceptions import SourceError, is_transient
 from common.interfaces.base_module import FetchedFile, JobContext
-from common.job_config import _resolve_source, _Where
+from common.job_config import resolve_source
 from common.retry import RetryPolicy
 from common.validators import ValidatorSet
 from module_system.testing import FtpServer, make_self_signed_cert
@@ -78,7 +78,7 @@ def make_ctx(stop: threading.Event | None = None) -> JobContext:
 def source_for(srv: FtpServer, **overrides: Any) -> Any:
     """The source section as the config loader builds it: defaults filled, password a Secret."""
     raw = {"host": srv.host, "port": srv.port, "user": srv.user, "password": srv.password, **overrides}
-    return _resolve_source(raw, FtpModule.source_schema, _Where("test_registry.yaml"), "source")
+    return resolve_source(raw, FtpModule.source_schema, "test_registry.yaml")
 
 
 def fetch_all(source: Any, workdir: Path, ctx: JobContext | None = None) -> list[FetchedFile]:
@@ -211,8 +211,7 @@ def test_refused_connection_is_transient(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, never listening: connections are refused
-        source = _resolve_source({"host": "127.0.0.1", "port": port}, FtpModule.source_schema,
-                                 _Where("test_registry.yaml"), "source")
+        source = resolve_source({"host": "127.0.0.1", "port": port}, FtpModule.source_schema, "test_registry.yaml")
         with pytest.raises(FtpTransientError) as info:
             fetch_all(source, tmp_path)
     assert is_transient(info.value)
@@ -242,7 +241,7 @@ def test_plain_client_refused_by_tls_server(tls_server: tuple[FtpServer, Path], 
 
 
 def test_schema_fills_defaults(server: FtpServer) -> None:
-    source = _resolve_source({"host": "h"}, FtpModule.source_schema, _Where("r.yaml"), "source")
+    source = resolve_source({"host": "h"}, FtpModule.source_schema, "r.yaml")
     assert dict(source) | {"include": list(source["include"])} == {
         "host": "h", "port": 21, "user": "anonymous", "password": source["password"], "tls": False,
         "ca_file": None, "path": "/", "include": ["*"], "recursive": True, "passive": True,
