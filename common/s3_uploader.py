@@ -83,7 +83,7 @@ class S3Uploader:
                 multipart_chunksize=dest.multipart_chunksize_mb * MiB,
                 max_request_concurrency=dest.max_concurrency,
                 max_submission_concurrency=dest.max_concurrency,
-                max_in_memory_upload_chunks=dest.max_concurrency * 2,
+                max_in_memory_upload_chunks=dest.max_concurrency,
             ),
         )
 
