@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from orchestrator.job_runner import JobResult
 from orchestrator.run_stats import StatsSnapshot
@@ -62,18 +63,17 @@ class ProgressDisplay:
             self.stream.flush()
 
 
-def _stats_table(s: StatsSnapshot) -> Table:
-    table = Table(title=f"module_system · {s.elapsed_s:5.1f}s", show_header=True, header_style="bold")
-    for column in ("submitted", "queued", "running", "succeeded", "failed", "timed out", "files",
-                   "rejected", "files/s", "throughput"):
-        table.add_column(column, justify="right")
-    files_total = sum(s.files.values())
-    table.add_row(
-        str(s.submitted), str(s.jobs["queued"]), str(s.jobs["running"]), str(s.jobs["succeeded"]),
-        str(s.jobs["failed"]), str(s.jobs["timed_out"] + s.jobs["cancelled"]), str(files_total),
-        str(s.files.get("rejected", 0)), f"{s.files_per_s:.1f}", human_bytes(s.bytes_per_s) + "/s",
+def _stats_table(s: StatsSnapshot) -> Text:
+    """Two short lines that fit an 80-column terminal."""
+    jobs = s.jobs
+    ok = s.files.get("uploaded", 0) + s.files.get("skipped_same", 0)
+    return Text.assemble(
+        ("jobs  ", "bold"), f"{s.submitted} submitted · {jobs['queued']} queued · {jobs['running']} running · ",
+        (f"{jobs['succeeded']} succeeded", "green"), " · ", (f"{jobs['failed']} failed", "red"),
+        f" · {jobs['timed_out'] + jobs['cancelled']} stopped\n",
+        ("files ", "bold"), f"{ok} ok · {s.files.get('rejected', 0)} rejected · {s.files.get('failed', 0)} failed · ",
+        f"{s.files_per_s:.1f} files/s · {human_bytes(s.bytes_per_s)}/s · {s.elapsed_s:.1f}s",
     )
-    return table
 
 
 def print_summary(results: Sequence[JobResult], fmt: str, failed_jobs_file: Path | None,
