@@ -171,6 +171,7 @@ def validate_command(batch_file: Path, registry_file: Path | None) -> None:
 @main.command("modules")
 def modules_command() -> None:
     """List installed source modules with their package and version."""
+    configure_logging(None, "console")
     broken = False
     for info in default_catalog().describe():
         line = f"{info.name:<12} {info.package} {info.version}  ({info.target})"

@@ -180,8 +180,9 @@ class JobRunner:
             timeout_s=self.service.timeout_s, stop=self.run.stop,
         )
         module = cls(source, ctx)
-        files: Iterator[FetchedFile | FetchFailed] = module.fetch(workdir)
+        files: Iterator[FetchedFile | FetchFailed] = iter(())
         try:
+            files = module.fetch(workdir)
             while True:
                 if self.run.stop.is_set():
                     raise _Stopped()
@@ -200,7 +201,7 @@ class JobRunner:
             if self.run.stop.is_set():
                 raise _Stopped()
         finally:
-            files.close()
+            getattr(files, "close", lambda: None)()
             module.close()
             shutil.rmtree(workdir, ignore_errors=True)
 

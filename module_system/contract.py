@@ -1,0 +1,265 @@
+"""The contract suite every source module must pass, for its own tests to subclass.
+
+Like fsspec's ``tests/abstract/``: one pytest class of tests written against
+:class:`~module_system.BaseModule` alone, run against a real source by a subclass
+that says how to seed one. Needs pytest (the ``test`` extra)::
+
+    import pytest
+    from module_system.contract import ModuleContract
+
+    class TestMyModuleContract(ModuleContract):
+        @pytest.fixture
+        def module_cls(self):
+            return MyModule
+
+        def make_source(self, tmp_path, files):
+            ...  # put each of ``files`` (relative name -> bytes) in a fresh source
+            return {"host": ..., "path": ...}   # the raw registry ``source`` section
+
+        def make_bad_source(self, tmp_path):
+            return {"host": ..., "path": "/does/not/exist"}
+
+The base class has no ``Test`` prefix, so pytest collects only the subclasses.
+A subclass that needs servers or other fixtures in ``make_source`` takes them in an
+``autouse`` fixture of its own and keeps them on ``self`` (pytest makes a fresh
+instance per test).
+
+What is checked: the ``source_schema`` is a valid draft 2020-12 JSON Schema of
+``type: object`` with ``additionalProperties: false`` and valid defaults, checked with
+warnings as errors; :func:`resolve_source` accepts the seeded source; ``fetch``
+yields one :class:`~module_system.FetchedFile` per seeded file, with its name
+(sub-folders kept, ``/``-separated), size, SHA-256 and bytes on disk, in the same
+order every time; ``ctx.stop`` set before ``fetch`` reads at most one file;
+``close()`` may be called twice, before any fetch and after a fetch abandoned after
+its first file; a bad source raises a ``SourceError`` subclass that pickles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import threading
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import jsonschema
+import pytest
+
+from common.config_model import ValidateConfig
+from common.exceptions import ConfigError, SourceError, is_transient
+from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, Validators
+from common.job_config import resolve_source
+from common.problems import Problem
+from common.retry import RetryPolicy
+from common.validators import ValidatorSet
+
+__all__ = ["CONTRACT_FILES", "ModuleContract", "fetch_all", "make_context", "resolve_source"]
+
+#: The files every contract run seeds: sub-folders, a space in a name, an empty file and
+#: one that spans two 1 MiB chunks.
+CONTRACT_FILES: Mapping[str, bytes] = {
+    "a.csv": b"id,name\n1,alpha\n2,beta\n",
+    "b.json": b'{"id": 1, "amount": 2.5}',
+    "empty.txt": b"",
+    "sub/c.txt": b"third file\n",
+    "sub/deeper/d e.bin": bytes(range(256)) * 4,
+    "sub/deeper/large.bin": bytes(i % 251 for i in range(1024 * 1024 + 17)),
+}
+
+
+def make_context(*, stop: threading.Event | None = None, validators: Validators | None = None,
+                 attempts: int = 2, backoff_s: float = 0.01, timeout_s: float = 10.0,
+                 module: str = "contract", service_id: str = "contract_service",
+                 job_id: str = "contract_job", run_id: str = "contract_run") -> JobContext:
+    """A :class:`~module_system.JobContext` for running a module outside a batch.
+
+    ``validators`` defaults to none configured (every file valid); the retry policy
+    makes ``attempts`` tries with short waits and gives up early once ``stop`` is set.
+    """
+    stop = stop if stop is not None else threading.Event()
+    if validators is None:
+        validators = ValidatorSet(ValidateConfig(json_schema_path=None, json_schema=None, csv=None, html=None))
+    return JobContext(
+        run_id=run_id, job_id=job_id, service_id=service_id, module=module, validators=validators,
+        retry=RetryPolicy(attempts=attempts, backoff_s=backoff_s, max_backoff_s=max(backoff_s, 0.1), stop=stop),
+        timeout_s=timeout_s, stop=stop,
+    )
+
+
+def fetch_all(module: BaseModule, workdir: Path) -> list[FetchedFile | FetchFailed]:
+    """Everything ``module.fetch(workdir)`` yields, then ``close()``, as the framework does."""
+    try:
+        return list(module.fetch(workdir))
+    finally:
+        module.close()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class ModuleContract:
+    """Tests every source module must pass. Subclass as ``Test<Name>Contract`` and provide:
+
+    * the fixture ``module_cls``: the :class:`~module_system.BaseModule` subclass under test;
+    * :meth:`make_source`: seed a fresh source with given files, return its raw ``source`` dict;
+    * :meth:`make_bad_source` (optional): a raw source whose ``fetch`` must raise a
+      ``SourceError``; without it that test is skipped.
+
+    Override :attr:`files` when the source cannot hold some of :data:`CONTRACT_FILES`.
+    """
+
+    files: ClassVar[Mapping[str, bytes]] = CONTRACT_FILES
+    """What :meth:`make_source` is asked to seed (relative name -> content)."""
+
+    # ------------------------------------------------------------------ hooks
+
+    @pytest.fixture
+    def module_cls(self) -> type[BaseModule]:
+        """The module class under test: override this fixture in the subclass."""
+        pytest.fail(f"{type(self).__name__} must define the fixture 'module_cls'")
+
+    def make_source(self, tmp_path: Path, files: dict[str, bytes]) -> dict[str, Any]:
+        """Seed a new source with ``files`` and return its raw registry ``source`` section.
+
+        ``files`` maps relative ``/``-separated names (sub-folders included) to content.
+        ``tmp_path`` is an empty directory of this test, free for the source's own use.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement make_source(tmp_path, files)")
+
+    def make_bad_source(self, tmp_path: Path) -> dict[str, Any]:
+        """A raw source whose ``fetch`` raises a SourceError (e.g. a folder that does not exist)."""
+        pytest.skip(f"{type(self).__name__} defines no make_bad_source")
+
+    # ------------------------------------------------------------------ helpers
+
+    def _module(self, module_cls: type[BaseModule], tmp_path: Path, ctx: JobContext | None = None) -> BaseModule:
+        """An instance over a source freshly seeded with :attr:`files` under ``tmp_path/source``."""
+        seed = tmp_path / "source"
+        seed.mkdir(exist_ok=True)
+        raw = self.make_source(seed, dict(self.files))
+        source = resolve_source(raw, module_cls.source_schema, f"{module_cls.__name__} contract")
+        return module_cls(source, ctx or make_context())
+
+    # ------------------------------------------------------------------ the schema
+
+    def test_source_schema_is_a_closed_json_schema_object(self, module_cls: type[BaseModule]) -> None:
+        assert isinstance(module_cls, type) and issubclass(module_cls, BaseModule), "not a BaseModule subclass"
+        schema = module_cls.source_schema
+        assert isinstance(schema, Mapping), "source_schema must be a mapping"
+        assert schema.get("type") == "object", "source_schema must have type 'object'"
+        assert schema.get("additionalProperties") is False, \
+            "source_schema must set additionalProperties: false, so that a misspelt key is an error"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            jsonschema.Draft202012Validator.check_schema(schema)
+            for name, prop in schema.get("properties", {}).items():
+                if "default" in prop:
+                    errors = list(jsonschema.Draft202012Validator(prop).iter_errors(prop["default"]))
+                    assert not errors, f"default of {name!r} does not match its own schema: {errors[0].message}"
+                if prop.get("x-secret"):
+                    types = prop.get("type", [])
+                    assert "string" in ([types] if isinstance(types, str) else types), \
+                        f"x-secret property {name!r} must be of type string"
+
+    def test_seeded_source_resolves_with_defaults(self, module_cls: type[BaseModule], tmp_path: Path) -> None:
+        seed = tmp_path / "source"
+        seed.mkdir()
+        raw = self.make_source(seed, dict(self.files))
+        source = resolve_source(raw, module_cls.source_schema)
+        for name, prop in module_cls.source_schema.get("properties", {}).items():
+            if "default" in prop:
+                assert name in source, f"default of {name!r} was not filled in"
+        module_cls(source, make_context()).close()
+
+    def test_unknown_source_key_is_a_config_error(self, module_cls: type[BaseModule], tmp_path: Path) -> None:
+        seed = tmp_path / "source"
+        seed.mkdir()
+        raw = {**self.make_source(seed, dict(self.files)), "no_such_key_in_any_module": 1}
+        with pytest.raises(ConfigError, match="no_such_key_in_any_module"):
+            resolve_source(raw, module_cls.source_schema)
+
+    # ------------------------------------------------------------------ fetching
+
+    def test_fetch_yields_each_file_complete_on_disk(self, module_cls: type[BaseModule], tmp_path: Path) -> None:
+        workdir = tmp_path / "work"
+        workdir.mkdir()
+        got = fetch_all(self._module(module_cls, tmp_path), workdir)
+        failed = [f for f in got if not isinstance(f, FetchedFile)]
+        assert not failed, f"fetch yielded failures: {failed}"
+        names = sorted(f.name for f in got)
+        assert names == sorted(self.files), f"one FetchedFile per seeded file, names kept: got {names}"
+        for f in got:
+            assert isinstance(f, FetchedFile)
+            expected = self.files[f.name]
+            assert f.path.resolve().is_relative_to(workdir.resolve()), f"{f.name}: {f.path} is outside the workdir"
+            assert f.path.read_bytes() == expected, f"{f.name}: content differs"
+            assert f.size == len(expected), f"{f.name}: size {f.size}, expected {len(expected)}"
+            assert f.sha256 == _sha256(expected), f"{f.name}: sha256 differs"
+            assert isinstance(f.source_uri, str) and f.source_uri, f"{f.name}: empty source_uri"
+            assert all(isinstance(k, str) and isinstance(v, str) for k, v in f.identity.items()), \
+                f"{f.name}: identity must map str to str"
+
+    def test_names_are_stable_across_fetches(self, module_cls: type[BaseModule], tmp_path: Path) -> None:
+        module = self._module(module_cls, tmp_path)
+        first = fetch_all(module, tmp_path / "one")
+        again = fetch_all(module_cls(module.source, make_context()), tmp_path / "two")
+        assert [f.name for f in first] == [f.name for f in again], \
+            f"names and order must not change: {[f.name for f in first]} then {[f.name for f in again]}"
+        assert [getattr(f, "sha256", None) for f in first] == [getattr(f, "sha256", None) for f in again]
+
+    def test_validate_returns_a_list_of_problems(self, module_cls: type[BaseModule], tmp_path: Path) -> None:
+        module = self._module(module_cls, tmp_path)
+        try:
+            for fetched in module.fetch(tmp_path / "work"):
+                assert isinstance(fetched, FetchedFile)
+                problems = module.validate(fetched)
+                assert isinstance(problems, list), f"{fetched.name}: validate must return a list"
+                assert all(isinstance(p, Problem) for p in problems), f"{fetched.name}: not Problem objects"
+        finally:
+            module.close()
+
+    # ------------------------------------------------------------------ stopping and closing
+
+    def test_stop_set_before_fetch_reads_at_most_one_file(self, module_cls: type[BaseModule],
+                                                          tmp_path: Path) -> None:
+        ctx = make_context()
+        ctx.stop.set()
+        got = fetch_all(self._module(module_cls, tmp_path, ctx=ctx), tmp_path / "work")
+        assert len(got) <= 1, f"fetch went on after ctx.stop was set: {[f.name for f in got]}"
+
+    def test_close_is_idempotent_without_fetch(self, module_cls: type[BaseModule], tmp_path: Path) -> None:
+        module = self._module(module_cls, tmp_path)
+        module.close()
+        module.close()
+
+    def test_close_after_fetch_abandoned_after_first_file(self, module_cls: type[BaseModule],
+                                                          tmp_path: Path) -> None:
+        module = self._module(module_cls, tmp_path)
+        files: Iterator[FetchedFile | FetchFailed] = module.fetch(tmp_path / "work")
+        first = next(files)
+        assert isinstance(first, FetchedFile)
+        close = getattr(files, "close", None)  # a generator: closed as the framework closes it
+        if close is not None:
+            close()
+        module.close()
+        module.close()
+
+    # ------------------------------------------------------------------ errors
+
+    def test_bad_source_raises_a_source_error_that_pickles(self, module_cls: type[BaseModule],
+                                                          tmp_path: Path) -> None:
+        seed = tmp_path / "source"
+        seed.mkdir()
+        raw = self.make_bad_source(seed)
+        source = resolve_source(raw, module_cls.source_schema)
+        with pytest.raises(SourceError) as info:
+            fetch_all(module_cls(source, make_context()), tmp_path / "work")
+        err = info.value
+        clone = pickle.loads(pickle.dumps(err))
+        assert type(clone) is type(err), "the error must unpickle as its own class"
+        assert str(clone) == str(err) and str(err), "the message must survive pickling"
+        assert getattr(clone, "fields", None) == getattr(err, "fields", None), "fields must survive pickling"
+        assert is_transient(clone) == is_transient(err)
