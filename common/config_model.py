@@ -104,7 +104,8 @@ class ServiceConfig:
     destination: DestinationConfig
     retry: RetryConfig
     timeout_s: float
-    incremental: bool
+    max_connections: int | None
+    """Per-host cap on this service's simultaneous jobs (``limits.max_connections``), or None."""
 
 
 @dataclass(frozen=True)

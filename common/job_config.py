@@ -51,8 +51,8 @@ _BATCH_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "required": ["jobs"],
     "properties": {
-        "description": {"type": "string"},
-        "jobs": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+        "description": {"type": "string", "description": "Free text for people; not used by the run."},
+        "jobs": {"type": "array", "minItems": 1, "items": {"type": "object"}, "description": "The jobs to run."},
     },
 }
 _JOB_SCHEMA: dict[str, Any] = {
@@ -60,10 +60,13 @@ _JOB_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "required": ["job_id", "service_id"],
     "properties": {
-        "job_id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$", "maxLength": 200},
-        "service_id": {"type": "string", "minLength": 1},
-        "priority": {"type": "integer", "minimum": 1, "maximum": 10, "default": 5},
-        "params": {"type": "object", "default": {}},
+        "job_id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$", "maxLength": 200,
+                   "description": "Unique within the batch; names the manifest and the job's log file."},
+        "service_id": {"type": "string", "minLength": 1, "description": "A service of the registry."},
+        "priority": {"type": "integer", "minimum": 1, "maximum": 10, "default": 5,
+                     "description": "Higher runs first when workers are scarce; equal priorities run in file order."},
+        "params": {"type": "object", "default": {},
+                   "description": "Overrides of the service's source keys for this job only."},
     },
 }
 
@@ -109,10 +112,9 @@ def load_registry(path: str | os.PathLike[str], catalog: ModuleCatalog | None = 
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the registry must be a mapping with 'version' and 'services'")
     root = registry_schema()
-    top = {k: v for k, v in raw.items() if k != "services"}
-    top["services"] = raw.get("services")
-    _check(top, root, root, where, "")
     defaults = _interpolate(raw.get("defaults") or {}, where, "defaults")
+    _prepare(defaults, root["$defs"]["defaults"], root)
+    _check({**raw, "defaults": defaults}, root, root, where, "")
     services = {
         sid: _build_service(sid, body, defaults, path.parent, catalog, where.service(sid))
         for sid, body in raw["services"].items()
@@ -163,7 +165,7 @@ def _build_service(sid: str, raw: dict[str, Any], defaults: dict[str, Any], base
         destination=destination,
         retry=RetryConfig(**body["retry"]),
         timeout_s=float(body["timeout_s"]),
-        incremental=body["incremental"],
+        max_connections=body.get("limits", {}).get("max_connections", module_cls.default_max_connections),
     )
 
 
@@ -201,6 +203,13 @@ def _build_validate(raw: Mapping[str, Any], base_dir: Path, where: _Where) -> Va
         html = raw["html"]
         html_rules = HtmlRules(required=tuple(html["required"]), min_text_chars=html["min_text_chars"],
                                require_title=html["require_title"])
+        from common.validators.html_checker import HtmlChecker
+
+        try:
+            HtmlChecker(html_rules)  # compiles the selectors: a bad one stops the run here
+        except ConfigError as exc:
+            key = exc.fields.get("key", "validate.html.required")
+            raise where.error(key, str(exc).split(": ", 1)[-1]) from None
     return ValidateConfig(json_schema_path=schema_path, json_schema=freeze(schema_doc) if schema_doc else None,
                           csv=csv_rules, html=html_rules)
 

@@ -1,4 +1,4 @@
-"""The retry policy: attempts, exponential backoff with full jitter, one classification.
+"""The retry policy: attempts, exponential backoff with jitter, one classification.
 
 Registry keys (``retry`` on ``defaults`` or a service): ``attempts`` (total tries,
 including the first), ``backoff_s`` (first delay), ``max_backoff_s`` (cap).
@@ -34,7 +34,8 @@ class RetryPolicy:
     """Called once per retry (the job's retry statistics)."""
 
     def delay(self, attempt: int, exc: BaseException | None = None) -> float:
-        """Seconds to wait before try ``attempt + 1`` (``attempt`` counts from 1)."""
+        """Seconds to wait before try ``attempt + 1`` (``attempt`` counts from 1): a random
+        delay between half and all of ``backoff_s * 2**(attempt-1)``, capped ("equal jitter")."""
         retry_after = getattr(exc, "retry_after", None)
         if isinstance(retry_after, (int, float)) and retry_after >= 0:
             return min(float(retry_after), self.max_backoff_s)

@@ -81,6 +81,7 @@ class FtpServer:
                  tls_cert: str | Path | None = None, max_cons: int = 256, use_mlsd: bool = True) -> None:
         from pyftpdlib.authorizers import DummyAuthorizer
         from pyftpdlib.handlers import FTPHandler, TLS_FTPHandler
+        from pyftpdlib.ioloop import IOLoop
         from pyftpdlib.servers import ThreadedFTPServer
 
         self.root = Path(root)
@@ -118,7 +119,9 @@ class FtpServer:
             Handler.certfile = str(tls_cert)
             Handler.tls_control_required = True
             Handler.tls_data_required = True
-        self._server = ThreadedFTPServer(("127.0.0.1", 0), Handler)
+        # Each server gets its own IOLoop: pyftpdlib's default is a process-wide singleton,
+        # which two servers polled from two threads would share.
+        self._server = ThreadedFTPServer(("127.0.0.1", 0), Handler, ioloop=IOLoop())
         self._server.max_cons = max_cons
         self.host, self.port = self._server.address[0], self._server.address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"timeout": 0.2},

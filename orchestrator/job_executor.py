@@ -1,9 +1,11 @@
 """The job executor: a batch in, every job run to a final state, a report out.
 
-Jobs are ordered by priority (higher first, file order among equals) and submitted
-in that order to a ``ThreadPoolExecutor`` ``max_workers`` wide, whose queue is FIFO,
-so priorities hold when workers are scarce. Each job moves
-``queued -> running -> succeeded | failed | timed_out | cancelled``.
+Jobs wait in one queue ordered by priority (higher first, file order among equals).
+The dispatcher (this thread) hands a job to the ``ThreadPoolExecutor`` (``max_workers``
+wide) only when a worker is free and every host the job connects to has a free slot
+(:class:`~orchestrator.host_slots.HostSlots`): the first such job in queue order goes,
+so priorities hold, and a job waiting for a busy host never holds a worker. Each job
+moves ``queued -> running -> succeeded | failed | timed_out | cancelled``.
 
 ``monitor_duration`` (seconds, 0 = none) sets a deadline: then queued jobs are not
 started and running ones stop at their next file boundary; all count as ``timed_out``.
@@ -30,6 +32,7 @@ from common.config_model import Batch, JobSpec, Registry
 from common.plugins import ModuleCatalog, default_catalog
 from common.s3_uploader import UploaderPool
 from orchestrator.exit_codes import ExitCode
+from orchestrator.host_slots import HostSlots
 from orchestrator.job_runner import JobResult, JobRunner, RunContext, job_log_path, not_started
 from orchestrator.run_stats import RunStats, StatsSnapshot
 
@@ -83,6 +86,7 @@ class BatchRun:
             router=router, log_dir=options.log_dir, temp_root=temp_root,  # type: ignore[arg-type]
         )
         self.interrupted = False
+        self.slots = HostSlots()
 
     @property
     def run_id(self) -> str:
@@ -101,9 +105,10 @@ class BatchRun:
 
     def execute(self, on_progress: Callable[[StatsSnapshot], None] | None = None) -> RunOutcome:
         ctx = self.context
-        ordered = sorted(self.batch.jobs, key=lambda j: (-j.priority, j.index))
+        queue = sorted(self.batch.jobs, key=lambda j: (-j.priority, j.index))
+        hosts = {job.job_id: self._hosts(job) for job in queue}
         structlog.contextvars.bind_contextvars(run_id=ctx.run_id)
-        log.info("run_started", jobs=len(ordered), max_workers=self.options.max_workers,
+        log.info("run_started", jobs=len(queue), max_workers=self.options.max_workers,
                  batch=str(self.batch.path), registry=str(self.registry.path))
         timer = None
         if self.options.monitor_duration > 0:
@@ -113,12 +118,24 @@ class BatchRun:
         results: dict[str, JobResult] = {}
         try:
             with ThreadPoolExecutor(self.options.max_workers, thread_name_prefix="job") as pool:
-                futures: dict[Future[JobResult], JobSpec] = {pool.submit(self._run_one, job): job for job in ordered}
-                pending = set(futures)
-                while pending:
-                    done, pending = wait(pending, timeout=self.options.refresh_s, return_when=FIRST_COMPLETED)
+                running: dict[Future[JobResult], JobSpec] = {}
+                while queue or running:
+                    if ctx.stop.is_set():
+                        for job in queue:
+                            results[job.job_id] = self._not_started(job)
+                        queue = []
+                    for job in list(queue):
+                        if len(running) >= self.options.max_workers:
+                            break
+                        if self.slots.try_acquire(hosts[job.job_id]):
+                            queue.remove(job)
+                            running[pool.submit(self._run_one, job, hosts[job.job_id])] = job
+                    if not running:
+                        # with every slot free any queued job can start, so the queue is empty
+                        break
+                    done, _ = wait(running, timeout=self.options.refresh_s, return_when=FIRST_COMPLETED)
                     for future in done:
-                        results[futures[future].job_id] = future.result()
+                        results[running.pop(future).job_id] = future.result()
                     if on_progress is not None:
                         on_progress(ctx.stats.snapshot())
         finally:
@@ -133,14 +150,32 @@ class BatchRun:
         structlog.contextvars.clear_contextvars()
         return outcome
 
-    def _run_one(self, job: JobSpec) -> JobResult:
+    def _hosts(self, job: JobSpec) -> tuple[str, ...]:
+        """Every host the job may connect to (its sources and fallbacks), each capped as declared."""
+        service = self.registry.services[job.service_id]
+        cls = self.context.catalog.load(service.type)
+        hosts = tuple(dict.fromkeys(h for source in job.sources for h in cls.hosts(source)))
+        for host in hosts:
+            self.slots.declare(host, service.max_connections)
+        return hosts
+
+    def _not_started(self, job: JobSpec) -> JobResult:
+        status = self.context.stopped_status()
+        self.context.stats.job_moved("queued", status)
+        reason = "monitor duration reached" if status == "timed_out" else "run interrupted"
+        return not_started(job, status, f"not started: {reason}")
+
+    def _run_one(self, job: JobSpec, hosts: tuple[str, ...]) -> JobResult:
+        try:
+            return self._run_bound(job)
+        finally:
+            self.slots.release(hosts)
+
+    def _run_bound(self, job: JobSpec) -> JobResult:
         ctx = self.context
         service = self.registry.services[job.service_id]
         if ctx.stop.is_set():
-            status = ctx.stopped_status()
-            ctx.stats.job_moved("queued", status)
-            reason = "monitor duration reached" if status == "timed_out" else "run interrupted"
-            return not_started(job, status, f"not started: {reason}")
+            return self._not_started(job)
         structlog.contextvars.bind_contextvars(
             run_id=ctx.run_id, job_id=job.job_id, service_id=job.service_id, module=service.type,
             thread=threading.current_thread().name,

@@ -121,7 +121,7 @@ class JobRunner:
             failed = sum(1 for e in self.entries.values() if e.status == "failed")
             status = "succeeded" if failed == 0 else "failed"
             if failed:
-                error = f"{failed} file(s) could not be uploaded"
+                error = f"{failed} file(s) failed (not fetched or not uploaded); see the manifest"
         except _Stopped:
             status = self.run.stopped_status()
             error = "stopped: " + ("monitor duration reached" if status == "timed_out" else "run interrupted")
@@ -135,7 +135,7 @@ class JobRunner:
         counts = {s: 0 for s in FILE_STATUSES}
         for entry in self.entries.values():
             counts[entry.status] += 1
-        size = sum(e.size for e in self.entries.values() if e.status in ("uploaded", "skipped_same"))
+        size = sum(e.size for e in self.entries.values() if e.status == "uploaded")
         result = JobResult(self.job.job_id, self.job.service_id, status, self.attempts, counts, size,
                            time.monotonic() - t0, error, source_used, started, finished)
         log.info("job_finished", status=status, files=counts, bytes=size, seconds=round(result.seconds, 3),

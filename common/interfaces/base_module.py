@@ -37,9 +37,10 @@ if TYPE_CHECKING:
 
 __all__ = ["BaseModule", "FetchFailed", "FetchedFile", "JobContext", "Problem", "SourceConfig", "Validators"]
 
-#: The merged, validated, deep-frozen ``source`` section of a service (defaults <
-#: service < fallback entry < job ``params``). Every key the module's ``source_schema``
-#: gives a default for is present, so modules index it directly.
+#: The validated, deep-frozen ``source`` a job runs on: the service's ``source`` with the
+#: job's ``params`` over it (for a fallback, the fallback entry's own keys win over
+#: ``params``). Every key the module's ``source_schema`` gives a default for is present,
+#: so modules index it directly.
 SourceConfig = Mapping[str, Any]
 
 
@@ -114,6 +115,19 @@ class BaseModule(abc.ABC):
     """
 
     source_schema: ClassVar[Mapping[str, Any]]
+    default_max_connections: ClassVar[int | None] = None
+    """Per-host cap on simultaneous jobs when a service sets no ``limits.max_connections``;
+    None means no cap."""
+
+    @classmethod
+    def hosts(cls, source: SourceConfig) -> tuple[str, ...]:
+        """The hosts a job on ``source`` connects to (``"ftp://h:21"``), for per-host limits.
+
+        The executor starts a job only when each of its hosts has a free slot, so a cap
+        of N keeps a server at N of this module's jobs (each job holding one session)
+        without blocking jobs for other hosts. Default: none, no limit applies.
+        """
+        return ()
 
     def __init__(self, source: SourceConfig, ctx: JobContext) -> None:
         self.source = source

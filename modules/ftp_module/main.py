@@ -104,6 +104,14 @@ class FtpModule(BaseModule):
         },
     }
 
+    #: Most FTP servers limit sessions per client; a service's ``limits`` overrides this.
+    default_max_connections: ClassVar[int | None] = 4
+
+    @classmethod
+    def hosts(cls, source: SourceConfig) -> tuple[str, ...]:
+        """One control connection per job, to ``host:port``."""
+        return (f"ftp://{source['host']}:{source['port']}",)
+
     def __init__(self, source: SourceConfig, ctx: JobContext) -> None:
         super().__init__(source, ctx)
         self._host: str = source["host"]
@@ -352,9 +360,16 @@ def _size_and_mtime(ftp: ftplib.FTP, remote: str) -> dict[str, str]:
 
 
 def _close_quietly(ftp: ftplib.FTP, polite: bool) -> None:
+    """QUIT, then wait for the server to close its side: the session is over for the
+    server too when the job's host slot is handed to the next job."""
     if polite:
         try:
-            ftp.quit()
+            ftp.putcmd("QUIT")
+            ftp.getresp()
+            if ftp.sock is not None:
+                ftp.sock.settimeout(2)
+                while ftp.sock.recv(4096):
+                    pass
         except Exception:  # noqa: BLE001 - closing must not fail the job
             pass
     try:

@@ -80,6 +80,11 @@ class S3Module(BaseModule):
     page_size: ClassVar[int] = 1000
     """Keys asked for per ListObjectsV2 page (S3's maximum)."""
 
+    @classmethod
+    def hosts(cls, source: Mapping[str, Any]) -> tuple[str, ...]:
+        """The S3 endpoint; no cap unless the service sets ``limits.max_connections``."""
+        return (source["endpoint_url"] or f"https://s3.{source['region']}.amazonaws.com",)
+
     def fetch(self, workdir: Path) -> Iterator[FetchedFile | FetchFailed]:
         """Each object under ``prefix`` matching ``include``, in key order.
 

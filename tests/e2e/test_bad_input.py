@@ -83,6 +83,8 @@ REGISTRY_CASES = [
     ("bad_retry", _set("services.ftp_sales.retry", {"attempts": 0}), ["service 'ftp_sales'", "retry.attempts"]),
     ("bad_fallback", _set("services.ftp_sales.fallback", [{"port": "x"}]),
      ["service 'ftp_sales'", "fallback[0].port"]),
+    ("bad_css_selector", _set("services.ftp_sales.validate", {"html": {"required": ["a[[["]}}),
+     ["service 'ftp_sales'", "validate.html.required[0]", "invalid CSS selector"]),
     ("bad_prefix_placeholder", _set("services.ftp_sales.destination", {"prefix": "x/{nope}/"}),
      ["service 'ftp_sales'", "destination.prefix", "nope"]),
 ]

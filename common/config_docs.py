@@ -1,0 +1,414 @@
+"""Generates ``docs/CONFIGURATION.md`` from the schemas the configuration edge validates against.
+
+    python -m common.config_docs            # print the page
+    python -m common.config_docs --write    # write docs/CONFIGURATION.md
+    python -m common.config_docs --check    # exit 1 when docs/CONFIGURATION.md is out of date
+
+What is generated, and from where:
+
+* the registry keys: ``common/schemas/registry.schema.json`` (:func:`common.job_config.registry_schema`);
+* each built-in source module's ``source`` keys: its ``source_schema``, found through
+  :func:`common.plugins.default_catalog`; a module that does not load is listed as
+  unavailable with the reason. Modules of other packages are left out so that the page
+  does not depend on which plugins happen to be installed (``module-system modules``
+  lists those);
+* the default destination prefixes: :data:`common.config_model.DEFAULT_PREFIXES`;
+* the batch keys: ``_BATCH_SCHEMA`` and ``_JOB_SCHEMA`` of :mod:`common.job_config`.
+
+The prose between the tables (interpolation, merging, secrets) is written here by hand
+and must follow :mod:`common.job_config`. ``tests/docs/test_config_docs.py`` keeps the
+page equal to :func:`render`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from common.config_model import DEFAULT_PREFIXES, GENERIC_PREFIXES
+from common.job_config import _BATCH_SCHEMA, _JOB_SCHEMA, registry_schema
+from common.plugins import ModuleInfo, default_catalog
+from common.problems import MAX_PROBLEMS_PER_FILE
+
+__all__ = ["DOC_PATH", "main", "render", "schema_rows"]
+
+#: The generated page, relative to the project root.
+DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "CONFIGURATION.md"
+#: Distribution whose modules are documented here (the built-ins).
+BUILTIN_PACKAGE = "module_system"
+
+class _Catalog(Protocol):
+    def describe(self) -> list[ModuleInfo]: ...
+
+    def load(self, name: str) -> Any: ...
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``schema`` with a local ``$ref`` replaced by its target (sibling keys win)."""
+    while isinstance(schema.get("$ref"), str) and schema["$ref"].startswith("#/$defs/"):
+        target = root["$defs"][schema["$ref"][len("#/$defs/"):]]
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema
+
+
+def schema_rows(schema: Mapping[str, Any], root: Mapping[str, Any] | None = None,
+                prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key, type, default, description) for every property, nested objects flattened."""
+    root = root if root is not None else schema
+    schema = _resolve(schema, root)
+    required = set(schema.get("required", ()))
+    rows: list[tuple[str, str, str, str]] = []
+    for name, sub in schema.get("properties", {}).items():
+        sub = _resolve(sub, root)
+        key = prefix + name
+        if "default" in sub:
+            default = _code(_json(sub["default"]))
+        elif name in required:
+            default = "**required**"
+        else:
+            default = ""
+        rows.append((key, _type_text(sub, root), default, sub.get("description", "")))
+        if "properties" in sub:
+            rows.extend(schema_rows(sub, root, key + "."))
+    return rows
+
+
+def _type_text(schema: Mapping[str, Any], root: Mapping[str, Any]) -> str:
+    schema = _resolve(schema, root)
+    if "const" in schema:
+        text = _code(_json(schema["const"]))
+    elif "enum" in schema:
+        text = "one of " + ", ".join(_code(str(v)) for v in schema["enum"])
+    else:
+        kinds = schema.get("type", "any")
+        text = " or ".join(_kind_text(k, schema, root) for k in (kinds if isinstance(kinds, list) else [kinds]))
+    limits = _limits(schema)
+    if limits:
+        text += ", " + ", ".join(limits)
+    if schema.get("x-secret"):
+        text += ", **secret**"
+    return text
+
+
+def _kind_text(kind: str, schema: Mapping[str, Any], root: Mapping[str, Any]) -> str:
+    items = schema.get("items")
+    if kind == "array" and isinstance(items, Mapping):
+        inner = _type_text(items, root)
+        return f"array of {inner}" if "," not in inner else f"array of ({inner})"
+    extra = schema.get("additionalProperties")
+    if kind == "object" and isinstance(extra, Mapping) and extra and "properties" not in schema:
+        inner = _type_text(extra, root)
+        return f"object, each value {inner}" if "," not in inner else f"object, each value ({inner})"
+    return kind
+
+
+def _limits(schema: Mapping[str, Any]) -> list[str]:
+    out = []
+    for key, sign in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<")):
+        if key in schema:
+            out.append(f"{sign} {_json(schema[key])}")
+    lo, hi = schema.get("minLength"), schema.get("maxLength")
+    if lo and hi:
+        out.append(f"exactly {lo} character{'s' if lo != 1 else ''}" if lo == hi else f"{lo} to {hi} characters")
+    elif lo:
+        out.append("non-empty" if lo == 1 else f"at least {lo} characters")
+    elif hi:
+        out.append(f"at most {hi} characters")
+    if schema.get("minItems"):
+        out.append(f"at least {schema['minItems']} item{'s' if schema['minItems'] != 1 else ''}")
+    if schema.get("maxItems"):
+        out.append(f"at most {schema['maxItems']} items")
+    if schema.get("minProperties"):
+        out.append(f"at least {schema['minProperties']} entr{'y' if schema['minProperties'] == 1 else 'ies'}")
+    if "pattern" in schema:
+        out.append(f"matching {_code(schema['pattern'])}")
+    names = schema.get("propertyNames")
+    if isinstance(names, Mapping) and "pattern" in names:
+        out.append(f"names matching {_code(names['pattern'])}")
+    return out
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+_CODE_SPAN = re.compile(r"(`+)(.+?)(?<!`)\1(?!`)")
+
+
+def _code(text: str) -> str:
+    """``text`` as a Markdown code span, fenced so that backticks inside it survive."""
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+
+def _cell(text: str) -> str:
+    """One table cell: one line, pipes escaped, ``<``/``>`` escaped outside code spans."""
+    text = " ".join(str(text).split())
+    out, pos = [], 0
+    for match in _CODE_SPAN.finditer(text):
+        out += [_escape_html(text[pos:match.start()]), match.group(0)]
+        pos = match.end()
+    out.append(_escape_html(text[pos:]))
+    return "".join(out).replace("|", "\\|")
+
+
+def _escape_html(text: str) -> str:
+    return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _table(rows: Iterable[Sequence[str]], header: Sequence[str] = ("key", "type", "default", "description"),
+           code_first: bool = True) -> str:
+    """A Markdown table; the first column is set as code unless ``code_first`` is false."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in rows:
+        cells = [_code(c) if i == 0 and code_first else _cell(c) for i, c in enumerate(row)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _schema_notes(schema: Mapping[str, Any]) -> list[str]:
+    """Rules of an object schema a key table does not show."""
+    notes = []
+    if schema.get("required"):
+        notes.append("Required: " + ", ".join(f"`{k}`" for k in schema["required"]) + ".")
+    for key, needs in schema.get("dependentRequired", {}).items():
+        notes.append(f"`{key}` needs " + ", ".join(f"`{k}`" for k in needs) + ".")
+    if schema.get("additionalProperties") is False:
+        notes.append("Any other key is an error.")
+    return notes
+
+
+# --------------------------------------------------------------------------- page
+
+
+_INTRO = """\
+# Configuration
+
+<!-- GENERATED by `python -m common.config_docs --write` from the schemas; do not edit by hand. -->
+
+Two files drive a run: the **registry** (YAML, `project_registry.yaml` by default,
+or `--registry FILE`, or `$MODULE_SYSTEM_REGISTRY`) declares the services; the **batch**
+(JSON, `--batch-file FILE`) lists the jobs to run against them. Both are read once and
+validated completely by `common/job_config.py` before any job starts
+(`module-system validate` does only that). Any mistake stops the run with exit code 2
+and one line naming the file, the service or job, and the key; values are never quoted
+in these messages.
+
+The key tables below are generated from the JSON Schemas the code validates against:
+`common/schemas/registry.schema.json`, each source module's `source_schema`, and the
+batch schemas in `common/job_config.py`. Regenerate this page with
+`python -m common.config_docs --write`.
+
+## Environment variables: `${NAME}` and `${NAME:-default}`
+
+Any string in the registry's `defaults` and `services` may contain `${NAME}` or
+`${NAME:-default}`, anywhere in the string and as often as needed:
+
+- `${NAME}` is replaced by the environment variable `NAME`. If `NAME` is not set, the
+  run does not start: the error names the service and key and says which variable is
+  missing. A variable set to the empty string gives the empty string.
+- `${NAME:-default}` uses `default` when `NAME` is unset **or empty**.
+- In `defaults` and in a service (including its `fallback` entries), a string that came from
+  interpolation is converted to the type the schema asks for: `integer` (`int()`),
+  `number` (`float()`) or `boolean` (`true`/`false`, any case). So
+  `port: ${FTP_PORT:-2121}` is the integer 2121. A literal string such as `"2121"`
+  written in the YAML is not converted and fails a type check.
+- Keys are not interpolated, nor is the batch file.
+
+## Merging order
+
+For each service, from lowest to highest precedence:
+
+1. **Schema defaults**: every key with a default in the registry schema or in the
+   module's `source_schema` (tables below) is filled in where still missing.
+2. **`defaults`**: merged under the service. The merge is deep: mappings merge key by
+   key (a service's `destination: {prefix: ...}` keeps the `bucket` from `defaults`);
+   lists and scalars from the service replace those of `defaults`.
+3. **The service's own keys.** Required keys may come from `defaults` (typically
+   `destination.bucket`): the schema check runs on the merged service.
+4. **`fallback` entries**: each entry is deep-merged over the service's `source`,
+   giving a complete alternative source that is checked against the module's schema
+   on its own. Entries are tried in order when the primary source fails.
+5. **Job `params`** (batch file): deep-merged over the service's `source` for that job
+   only, and checked again against the module's schema (errors name the key `params`).
+   For the job's fallback sources, the keys in which a fallback differs from the
+   primary source are applied over the `params`: a fallback's own differing values win,
+   and `params` override everything else, including keys a fallback entry repeats with
+   the primary's value.
+
+## Secrets
+
+String keys marked **secret** below (the schema's `"x-secret": true`: passwords,
+access keys, tokens) are held as `common.secret.Secret`, whose `str()` and `repr()` are
+`'***'`; only the code that hands them to a client library reveals them. Every secret
+value loaded is also remembered, and the logging processor replaces it with `***` in any
+log record, as do one-line job errors. Schema errors name the key, never its value, and
+manifests leave secret keys out of the source they record. Secrets should come from the
+environment (`password: ${FTP_PASSWORD}`). Values given in a job's `params` are copied
+as they are into the failed-jobs file, exactly as they stood in the batch file.
+"""
+
+
+def render(catalog: _Catalog | None = None) -> str:
+    """The whole of ``docs/CONFIGURATION.md``."""
+    catalog = catalog or default_catalog()
+    root = registry_schema()
+    defs = root["$defs"]
+    parts = [_INTRO]
+
+    parts.append("## The registry\n\nTop level:\n\n" + _table(schema_rows(root)))
+    parts.append("\n".join(_schema_notes(root)))
+
+    service = _resolve(defs["service"], root)
+    parts.append(
+        "### A service (`services.<id>`)\n\n"
+        "Keys of each entry under `services`. `source` is module-specific: see\n"
+        "[Source modules](#source-modules).\n\n" + _table(schema_rows(service, root))
+    )
+    parts.append("\n".join(_schema_notes(service)))
+
+    default_keys = ", ".join(f"`{k}`" for k in _resolve(defs["defaults"], root)["properties"])
+    parts.append(
+        "### `defaults`\n\n"
+        f"May hold {default_keys}, with the same keys, types and meaning as on a service; "
+        "they are merged under every service (see [Merging order](#merging-order))."
+    )
+
+    parts.append(_prefixes_section())
+    parts.append(_validation_section())
+    parts.append(_modules_section(catalog))
+    parts.append(_batch_section())
+    return "\n\n".join(p.rstrip("\n") for p in parts if p) + "\n"
+
+
+def _prefixes_section() -> str:
+    rows = [(f"`{t}`", f"`{valid}`", f"`{rejected}`") for t, (valid, rejected) in sorted(DEFAULT_PREFIXES.items())]
+    rows.append(("any other", f"`{GENERIC_PREFIXES[0]}`", f"`{GENERIC_PREFIXES[1]}`"))
+    table = _table(rows, ("type", "valid files (`destination.prefix`)", "rejected files (`destination.rejected_prefix`)"),
+                   code_first=False)
+    return (
+        "### Destination prefixes\n\n"
+        "Defaults of `destination.prefix` and `destination.rejected_prefix` per module type\n"
+        "(`{type}` is the registry type):\n\n" + table + "\n\n"
+        "In both, `{service_id}`, `{job_id}`, `{run_id}` and `{date}` (the run's start date, UTC,\n"
+        "`YYYY-MM-DD`) are substituted; any other `{placeholder}` is a configuration error. A\n"
+        "leading `/` is dropped and a non-empty prefix gets a trailing `/`. A file lands at the prefix plus its\n"
+        "source-relative name; a rejected file lands beside `<name>.errors.json`. Each job\n"
+        "also writes `_manifests/{service_id}/{job_id}.json` in the destination bucket."
+    )
+
+
+def _validation_section() -> str:
+    html_ready = importlib.util.find_spec("common.validators.html_checker") is not None
+    html = ("`validate.html`: CSS selectors, visible text length, title" if html_ready else
+            "`validate.html` is accepted by the schema, but its checker "
+            "(`common/validators/html_checker.py`) is not present: jobs of a service that "
+            "sets it fail")
+    rows = [
+        ("`.json`", "the whole document against `validate.json_schema`"),
+        ("`.jsonl`, `.ndjson`", "each line against `validate.json_schema`"),
+        ("`.csv`", "`validate.csv`: header, field count, cell types"),
+        ("`.html`, `.htm`", html),
+    ]
+    lines = ["| file suffix | check |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
+    return (
+        "### Validation (`validate`)\n\n"
+        "Each fetched file is checked by its suffix (case-insensitive); a suffix with no\n"
+        "configured check passes:\n\n" + "\n".join(lines) + "\n\n"
+        "The JSON Schema file is resolved relative to the registry file, loaded and checked\n"
+        "as a JSON Schema when the registry is read; its `$schema` picks the draft (2020-12\n"
+        "when absent) and `format` is enforced. CSV types accept: `int` optional sign and\n"
+        "ASCII digits; `float` what Python's `float()` reads; `date` `YYYY-MM-DD`; `datetime`\n"
+        "ISO 8601 (`Z` allowed); `bool` `true false 1 0 yes no` (any case); `str` anything.\n"
+        "`validate.csv.types` may only name columns listed in `validate.csv.columns` when both\n"
+        f"are given. At most {MAX_PROBLEMS_PER_FILE} problems are listed per file, plus one\n"
+        "counting the rest."
+    )
+
+
+def _modules_section(catalog: _Catalog) -> str:
+    parts = [
+        "## Source modules\n\n"
+        "The `source` keys of each built-in module, from its `source_schema`. Modules of\n"
+        "other packages declare their own schema and are listed by `module-system modules`."
+    ]
+    infos = sorted((i for i in catalog.describe() if _normalise(i.package) == BUILTIN_PACKAGE), key=lambda i: i.name)
+    for info in infos:
+        if info.error:
+            parts.append(f"### `type: {info.name}` (unavailable)\n\n"
+                         f"`{info.target}` did not load: {_cell(info.error)}")
+            continue
+        cls = catalog.load(info.name)
+        schema = cls.source_schema
+        summary = _summary(cls)
+        head = f"### `type: {info.name}`\n\n`{info.target}`. " + (f"{summary} " if summary else "")
+        head += f"See [sources/{info.name}.md](sources/{info.name}.md)."
+        parts.append(head + "\n\n" + _table(schema_rows(schema)))
+        parts.append("\n".join(_schema_notes(schema)))
+    return "\n\n".join(p for p in parts if p)
+
+
+def _summary(cls: type) -> str:
+    """The first paragraph of the module's (else the class's) docstring, as Markdown."""
+    doc = getattr(sys.modules.get(cls.__module__), "__doc__", None) or cls.__doc__ or ""
+    first = doc.strip().split("\n\n")[0]
+    text = " ".join(first.split())
+    text = re.sub(r":\w+:`~?([^`]+)`", r"`\1`", text).replace("``", "`")
+    return _cell(text)
+
+
+def _normalise(package: str) -> str:
+    return re.sub(r"[-_.]+", "_", package).lower()
+
+
+def _batch_section() -> str:
+    return (
+        "## The batch file\n\n"
+        "JSON. Top level:\n\n" + _table(schema_rows(_BATCH_SCHEMA)) + "\n\n" + "\n".join(_schema_notes(_BATCH_SCHEMA))
+        + "\n\nEach entry of `jobs`:\n\n" + _table(schema_rows(_JOB_SCHEMA)) + "\n\n" + "\n".join(_schema_notes(_JOB_SCHEMA))
+        + "\n\nA duplicate `job_id` or a `service_id` the registry does not define is an error\n"
+        "naming the job; so is malformed JSON. The failed-jobs file a run writes\n"
+        "(`temp/failed_jobs_<run_id>.json`) is a batch file of this format."
+    )
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m common.config_docs", description=__doc__.splitlines()[0])
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--write", action="store_true", help=f"write {DOC_PATH.name} instead of printing it")
+    group.add_argument("--check", action="store_true", help=f"exit 1 if {DOC_PATH.name} is out of date")
+    args = parser.parse_args(argv)
+
+    import structlog
+
+    # A module that fails to load logs a warning; keep it off stdout, which may be the page.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    text = render()
+    if args.write:
+        DOC_PATH.parent.mkdir(parents=True, exist_ok=True)
+        DOC_PATH.write_text(text, encoding="utf-8")
+        print(f"wrote {DOC_PATH}", file=sys.stderr)
+        return 0
+    if args.check:
+        current = DOC_PATH.read_text(encoding="utf-8") if DOC_PATH.exists() else None
+        if current != text:
+            print(f"{DOC_PATH} is out of date: run `python -m common.config_docs --write`", file=sys.stderr)
+            return 1
+        return 0
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

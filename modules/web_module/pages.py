@@ -1,0 +1,169 @@
+"""URLs and pages: normalisation, host matching, stable file names, links and extracted fields.
+
+* :func:`normalize_url` gives the one spelling of a URL used for de-duplication, naming
+  and requests: http(s) only, scheme and host in lower case, default port and fragment
+  dropped, user info dropped (credentials go in ``headers``), empty path ``/``.
+* :class:`HostMatcher` reads ``allowed_hosts`` entries: ``host:port`` matches that exact
+  port; a bare ``host`` matches it on the default ports (80 for http, 443 for https).
+* :func:`page_name` is ``<host>/<slug of path and query>-<8 hex of sha1(url)>.html``
+  (``<host>_<port>`` for a non-default port): safe as a key and a local path, the same on
+  every run, and unique per URL thanks to the hash.
+* :func:`parse_page` reads a downloaded page once for the links to follow and the
+  ``extract`` fields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import soupsieve
+from bs4 import BeautifulSoup
+from bs4.element import Tag
+from requests.utils import requote_uri
+
+__all__ = [
+    "HostMatcher",
+    "ParsedPage",
+    "compile_selector",
+    "host_key",
+    "normalize_url",
+    "page_name",
+    "parse_page",
+    "record_name",
+]
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+#: Longest slug kept in a file name (the hash keeps truncated names unique).
+MAX_SLUG_CHARS = 80
+_SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_HOST_UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
+_HTML_SUFFIX = re.compile(r"\.(?:html?|xhtml)$", re.IGNORECASE)
+
+
+def normalize_url(url: str, base: str | None = None) -> str | None:
+    """``url`` (resolved against ``base``) in canonical form, or None if it is not a usable http(s) URL."""
+    try:
+        parts = urlsplit(urljoin(base, url.strip()) if base else url.strip())
+        scheme = parts.scheme.lower()
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError:  # a bad port, an unbalanced IPv6 bracket
+        return None
+    if scheme not in DEFAULT_PORTS or not host:
+        return None
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None and port != DEFAULT_PORTS[scheme]:
+        netloc += f":{port}"
+    return requote_uri(urlunsplit((scheme, netloc, parts.path or "/", parts.query, "")))
+
+
+def host_key(url: str) -> str:
+    """``host:port`` of a normalised URL, the port always written (the politeness key)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    return f"{netloc}:{parts.port or DEFAULT_PORTS.get(parts.scheme, 80)}"
+
+
+def default_allowed_hosts(urls: Iterable[str]) -> tuple[str, ...]:
+    """The hosts of the start URLs, as written in their normalised form (``host`` or ``host:port``)."""
+    hosts: dict[str, None] = {}
+    for url in urls:
+        normal = normalize_url(url)
+        if normal:
+            hosts[urlsplit(normal).netloc] = None
+    return tuple(hosts)
+
+
+class HostMatcher:
+    """Whether a normalised URL's host is one of ``allowed_hosts``."""
+
+    def __init__(self, entries: Iterable[str]) -> None:
+        self._exact: set[str] = set()
+        self._default_port: set[str] = set()
+        for entry in entries:
+            entry = entry.strip().lower()
+            parts = urlsplit(entry if "://" in entry else "//" + entry)  # a pasted URL gives its host
+            host = parts.hostname or ""
+            netloc = f"[{host}]" if ":" in host else host
+            if parts.port is None:
+                self._default_port.add(netloc)
+            else:
+                self._exact.add(f"{netloc}:{parts.port}")
+
+    def allows(self, url: str) -> bool:
+        parts = urlsplit(url)
+        key = host_key(url)
+        if key in self._exact:
+            return True
+        return key.rpartition(":")[0] in self._default_port and (parts.port is None
+                                                                 or parts.port == DEFAULT_PORTS.get(parts.scheme))
+
+
+def page_name(url: str) -> str:
+    """``<host>/<slug>-<8 hex>.html`` for a normalised URL: safe, stable across runs, unique."""
+    parts = urlsplit(url)
+    host = _HOST_UNSAFE.sub("_", parts.hostname or "host").strip("_.") or "host"
+    if parts.port is not None:
+        host = f"{host}_{parts.port}"
+    path = _HTML_SUFFIX.sub("", parts.path)
+    slug = _SLUG_UNSAFE.sub("-", f"{path}?{parts.query}" if parts.query else path).strip("-._")
+    slug = slug[:MAX_SLUG_CHARS].rstrip("-._") or "index"
+    digest = hashlib.sha1(url.encode("utf-8")).hexdigest()[:8]  # noqa: S324 - a name, not security
+    return f"{host}/{slug}-{digest}.html"
+
+
+def record_name(name: str) -> str:
+    """The ``extract`` record beside page ``name``: same stem, ``.json``."""
+    return name[: -len(".html")] + ".json" if name.endswith(".html") else name + ".json"
+
+
+def compile_selector(selector: str) -> soupsieve.SoupSieve:
+    """A compiled CSS selector; ValueError naming the selector when it is not valid CSS."""
+    try:
+        return soupsieve.compile(selector)
+    except (soupsieve.SelectorSyntaxError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"invalid CSS selector {selector!r}: {first}") from None
+
+
+@dataclass(frozen=True)
+class ParsedPage:
+    links: tuple[str, ...]
+    """Normalised http(s) URLs of the links matched by ``follow.selector``, in document order, once each."""
+    record: dict[str, str | None] | None
+    """The ``extract`` fields (text of the first match, or None), or None without ``extract``."""
+
+
+def parse_page(path: Path, url: str, follow: soupsieve.SoupSieve | None,
+               extract: Mapping[str, soupsieve.SoupSieve]) -> ParsedPage:
+    """Links and extracted fields of the page at ``path``, fetched from ``url`` (after redirects).
+
+    A matched element with an ``href`` gives that link; a matched element without one
+    gives the ``a[href]`` inside it. Links resolve against ``<base href>`` when present.
+    """
+    if follow is None and not extract:
+        return ParsedPage((), None)
+    soup = BeautifulSoup(path.read_bytes(), "lxml")
+    links: dict[str, None] = {}
+    if follow is not None:
+        base_tag = soup.find("base", href=True)
+        base = urljoin(url, str(base_tag["href"])) if isinstance(base_tag, Tag) else url
+        for element in follow.select(soup):
+            anchors = [element] if element.has_attr("href") else element.select("a[href]")
+            for anchor in anchors:
+                target = normalize_url(str(anchor["href"]), base)
+                if target is not None:
+                    links.setdefault(target, None)
+    record = None
+    if extract:
+        record = {}
+        for field, selector in extract.items():
+            found = selector.select_one(soup)
+            record[field] = " ".join(found.get_text(" ").split()) if found is not None else None
+    return ParsedPage(tuple(links), record)
