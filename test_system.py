@@ -2,8 +2,9 @@
 
     pip install -r requirements.txt && python test_system.py
 
-Starts an S3-compatible server (moto) and an FTP server (pyftpdlib) on 127.0.0.1,
-seeds them with sample data (some of it deliberately invalid), runs
+Starts an S3-compatible server (moto), an FTP server (pyftpdlib), a news site and a
+JSON weather API (http.server) on 127.0.0.1, seeds them with sample data (some of it
+deliberately invalid), runs
 ``demo_batch_jobs.json`` against ``project_registry.yaml`` through the same code path
 as the CLI, prints the live progress and summary, lists where the files landed,
 stops every server and exits 0 when the run behaved as expected.
@@ -58,8 +59,63 @@ def seed_s3(client) -> None:  # noqa: ANN001 - a boto3 client
         client.put_object(Bucket="vendor-drop", Key=key, Body=body.encode())
 
 
+WEATHER_TOKEN = "demo-weather-token-7c1f"
+ARTICLE_TEXT = ("Local markets rallied on Tuesday as the harbour reopened after the storm. " * 5).strip()
+
+
+def news_site() -> dict:
+    """Routes of the demo news site: an index, two good articles, one too thin, one behind robots.txt."""
+    def html(body: str) -> object:
+        return lambda request: (200, {"Content-Type": "text/html; charset=utf-8"}, body.encode())
+
+    def article(title: str, heading: str, text: str) -> object:
+        return html(f"<html><head><title>{title}</title></head><body><article>"
+                    f"{heading}<p>{text}</p></article></body></html>")
+
+    index = ("<html><head><title>News</title></head><body><h1>Latest</h1><ul>"
+             '<li><a class="article" href="/news/harbour.html">Harbour reopens</a></li>'
+             '<li><a class="article" href="/news/markets.html">Markets rally</a></li>'
+             '<li><a class="article" href="/news/stub.html">Stub</a></li>'
+             '<li><a class="article" href="/private/draft.html">Draft (robots.txt says no)</a></li>'
+             '<li><a class="article" href="http://example.invalid/elsewhere.html">Elsewhere</a></li>'
+             "</ul>" + "<p>" + "Read all about it. " * 12 + "</p></body></html>")
+    robots = lambda request: (200, {"Content-Type": "text/plain"}, b"User-agent: *\nDisallow: /private/\n")  # noqa: E731
+    return {
+        "/robots.txt": robots,
+        "/news/": html(index),
+        "/news/harbour.html": article("Harbour reopens", "<h1>Harbour reopens</h1>", ARTICLE_TEXT),
+        "/news/markets.html": article("Markets rally", "<h1>Markets rally</h1>", ARTICLE_TEXT),
+        "/news/stub.html": article("Stub", "", "Too short, and no headline."),
+        "/private/draft.html": article("Draft", "<h1>Draft</h1>", ARTICLE_TEXT),
+    }
+
+
+def weather_api(base_url_holder: list[str]) -> dict:
+    """Routes of the demo weather API: bearer auth, two pages per city via Link headers."""
+    def readings(city: str, page: int) -> list[dict]:
+        temp = {"paris": 11.5, "oslo": -2.0, "rome": 17.25}[city]
+        if city == "oslo" and page == 2:
+            return [{"time": "2026-11-21T12:00:00Z", "temp_c": "cold"}]  # invalid: lands under rejected/
+        return [{"time": f"2026-11-2{page}T{h:02d}:00:00Z", "temp_c": temp + h / 10} for h in range(0, 24, 6)]
+
+    def endpoint(request) -> tuple[int, dict, bytes]:  # noqa: ANN001
+        if request.headers.get("Authorization") != f"Bearer {WEATHER_TOKEN}":
+            return 401, {"Content-Type": "application/json"}, b'{"error": "unauthorized"}'
+        query = dict(part.split("=", 1) for part in request.path.split("?", 1)[1].split("&"))
+        city, page = query.get("city", ""), int(query.get("page", "1"))
+        if city not in ("paris", "oslo", "rome"):
+            return 404, {"Content-Type": "application/json"}, b'{"error": "unknown city"}'
+        headers = {"Content-Type": "application/json"}
+        if page < 2:
+            headers["Link"] = f'<{base_url_holder[0]}/v1/weather?city={city}&page={page + 1}>; rel="next"'
+        body = json.dumps({"city": city, "page": page, "readings": readings(city, page)}).encode()
+        return 200, headers, body
+
+    return {"/v1/weather": endpoint}
+
+
 def main() -> int:
-    from module_system.testing import TEST_AWS_KEY, TEST_AWS_SECRET, FtpServer, S3Server
+    from module_system.testing import TEST_AWS_KEY, TEST_AWS_SECRET, FtpServer, HttpServer, S3Server
     from orchestrator.cli_init import run_batch
     from orchestrator.exit_codes import ExitCode
 
@@ -67,10 +123,15 @@ def main() -> int:
     ftp_root = workdir / "ftp"
     seed_ftp(ftp_root)
     print(f"demo: working in {workdir}")
-    with S3Server() as s3, FtpServer(ftp_root, user="demo", password="demo-secret-pw") as ftp:
+    api_url: list[str] = []
+    with S3Server() as s3, FtpServer(ftp_root, user="demo", password="demo-secret-pw") as ftp, \
+            HttpServer(news_site()) as site, HttpServer(weather_api(api_url)) as api:
+        api_url.append(api.url)
         print(f"demo: S3 server at {s3.url}, FTP server at ftp://{ftp.host}:{ftp.port}")
+        print(f"demo: news site at {site.url}/news/, weather API at {api.url}/v1/weather")
         seed_s3(s3.client())
         os.environ.update({
+            "NEWS_SITE_URL": site.url, "WEATHER_API_URL": api.url, "WEATHER_TOKEN": WEATHER_TOKEN,
             "S3_ENDPOINT_URL": s3.url, "VENDOR_S3_URL": s3.url, "FTP_HOST": ftp.host, "FTP_PORT": str(ftp.port),
             "FTP_USER": "demo", "FTP_PASSWORD": "demo-secret-pw",
             "AWS_ACCESS_KEY_ID": TEST_AWS_KEY, "AWS_SECRET_ACCESS_KEY": TEST_AWS_SECRET,
@@ -90,9 +151,14 @@ def main() -> int:
         print(f"\ndemo: run {summary['run_id']} exit code {summary['exit_code']} "
               f"(1 is expected: the demo data has invalid files, which landed under rejected/)")
         print(f"demo: report {report}; logs in {workdir / 'temp' / 'logs'}")
+        never = [p for p in site.requests if p.startswith("/private/")]
+        print(f"demo: the news site served {len(site.requests)} requests; robots.txt kept the crawler "
+              f"out of /private/ ({len(never)} requests there)")
     print("demo: servers stopped")
-    expected = (summary["totals"]["jobs"]["succeeded"] == 3 and summary["totals"]["files"]["rejected"] >= 3
-                and code == ExitCode.JOBS_FAILED)
+    jobs = {j["job_id"]: j for j in summary["jobs"]}
+    expected = (all(j["status"] == "succeeded" for j in jobs.values()) and len(jobs) == 5
+                and all(jobs[j]["files"]["uploaded"] > 0 for j in jobs) and summary["totals"]["files"]["rejected"] >= 5
+                and not never and code == ExitCode.JOBS_FAILED)
     if not expected:
         print("demo: the run did not behave as expected", file=sys.stderr)
         return 1

@@ -14,10 +14,12 @@ import datetime as _dt
 import ipaddress
 import logging
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FtpServer", "S3Server", "make_self_signed_cert", "s3_client"]
+__all__ = ["FtpServer", "HttpRequest", "HttpServer", "S3Server", "make_self_signed_cert", "s3_client"]
 
 # The servers' own request logs are noise in test and demo output.
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -167,3 +169,68 @@ def make_self_signed_cert(directory: str | Path, host: str = "127.0.0.1") -> tup
     ca = directory / "ca.pem"
     ca.write_bytes(cert_pem)
     return server_pem, ca
+
+
+Route = Callable[["HttpRequest"], tuple[int, dict[str, str], bytes]]
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """What a route sees of one GET request."""
+
+    path: str
+    """Path with query string."""
+    headers: dict[str, str]
+
+
+class HttpServer:
+    """``http.server`` on 127.0.0.1, a random port, answering GETs from ``routes``.
+
+    ``routes`` maps a path (with its query string, else the path alone) to a function of
+    the request returning ``(status, headers, body)``; anything else is 404.
+    ``requests`` lists every path asked for, in order (the server's own request log).
+    """
+
+    def __init__(self, routes: dict[str, Route]) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.routes = routes
+        self.requests: list[str] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                owner.requests.append(self.path)
+                route = owner.routes.get(self.path) or owner.routes.get(self.path.split("?")[0])
+                request = HttpRequest(self.path, dict(self.headers))
+                status, headers, body = route(request) if route else (404, {"Content-Type": "text/plain"}, b"not found")
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.host, self.port = "127.0.0.1", self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="http-server", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> HttpServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

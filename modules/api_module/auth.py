@@ -1,0 +1,225 @@
+"""Request authentication for the ``api`` module: the ``auth`` block of a source.
+
+Config keys read (``source.auth``): ``type`` and, per type, ``token`` (bearer),
+``name``/``value`` (header), ``username``/``password`` (basic), ``token_url``/
+``client_id``/``client_secret``/``scope``/``client_auth`` (oauth2_client_credentials).
+
+Each authenticator gives the headers of one request and a *marker* naming the
+credentials used, so that a 401 can invalidate exactly those (:meth:`Auth.invalidate`).
+Every computed header value is wrapped in :class:`~common.secret.Secret` once, which
+registers it for log redaction; values are revealed only into the request headers.
+
+OAuth2 client-credentials tokens are fetched once per process for each (token_url,
+client_id, client_secret, scope): every job and thread using the same credentials
+shares the token. A lock per credentials makes one thread fetch while the others wait.
+A token is refreshed when ``expires_in`` has (nearly) run out, or after a 401.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import requests
+import structlog
+
+from common.retry import RetryPolicy
+from common.secret import Secret, reveal
+from modules.api_module.exceptions import (
+    ApiAuthError,
+    ApiAuthTransientError,
+    ApiTransientError,
+    error_for_status,
+    translate_request_error,
+)
+
+__all__ = ["Auth", "OAuth2ClientCredentials", "auth_for", "clear_token_cache"]
+
+log = structlog.get_logger(__name__)
+
+#: A token is refreshed this fraction of its lifetime early (at most EXPIRY_SKEW_MAX_S seconds).
+EXPIRY_SKEW = 0.1
+EXPIRY_SKEW_MAX_S = 30.0
+
+
+class Auth(Protocol):
+    """What the module asks of an authenticator."""
+
+    refreshable: bool
+    """Whether a 401 is worth one more try with fresh credentials."""
+
+    def headers(self) -> tuple[dict[str, str], object]:
+        """Headers for one request, and a marker of the credentials they carry."""
+
+    def invalidate(self, marker: object) -> None:
+        """Forget the credentials ``marker`` names (a 401 came back for them)."""
+
+
+class StaticAuth:
+    """Fixed headers: none, bearer, header and basic."""
+
+    refreshable = False
+
+    def __init__(self, headers: Mapping[str, Secret]) -> None:
+        self._headers = dict(headers)
+
+    def headers(self) -> tuple[dict[str, str], object]:
+        return {name: value.reveal() for name, value in self._headers.items()}, None
+
+    def invalidate(self, marker: object) -> None:
+        """Static credentials cannot be refreshed."""
+
+
+@dataclass(frozen=True)
+class _Token:
+    value: Secret
+    expires_at: float | None
+    """``time.monotonic()`` after which the token is refreshed; None: never."""
+
+    def expired(self) -> bool:
+        return self.expires_at is not None and time.monotonic() >= self.expires_at
+
+
+_tokens: dict[tuple[Any, ...], _Token] = {}
+_locks: dict[tuple[Any, ...], threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def clear_token_cache() -> None:
+    """Forget every cached OAuth2 token (tests, or after credentials were rotated)."""
+    with _locks_guard:
+        _tokens.clear()
+
+
+def _reset_after_fork() -> None:
+    global _locks_guard
+    _tokens.clear()
+    _locks.clear()
+    _locks_guard = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+class OAuth2ClientCredentials:
+    """RFC 6749 section 4.4: a bearer token from ``token_url``, shared process-wide."""
+
+    refreshable = True
+
+    def __init__(self, block: Mapping[str, Any], session: Callable[[], requests.Session],
+                 retry: RetryPolicy, timeout_s: float) -> None:
+        self.token_url: str = block["token_url"]
+        self._client_id: str = block["client_id"]
+        self._client_secret: Secret = _secret(block["client_secret"])
+        self._scope: str | None = block.get("scope") or None
+        self._client_auth: str = block.get("client_auth", "basic")
+        self._session = session
+        self._retry = retry
+        self._timeout_s = timeout_s
+        self._refused: ApiAuthError | None = None
+        # Secrets hash by value, so equal credentials share one cache slot without printing.
+        self._key = (self.token_url, self._client_id, self._client_secret, self._scope, self._client_auth)
+        with _locks_guard:
+            self._lock = _locks.setdefault(self._key, threading.Lock())
+
+    def headers(self) -> tuple[dict[str, str], object]:
+        token = self._current()
+        return {"Authorization": "Bearer " + token.value.reveal()}, token
+
+    def invalidate(self, marker: object) -> None:
+        with self._lock:
+            if _tokens.get(self._key) is marker:
+                del _tokens[self._key]
+                log.info("oauth2_token_invalidated", token_url=self.token_url, client_id=self._client_id)
+
+    def _current(self) -> _Token:
+        with self._lock:
+            if self._refused is not None:  # asked once for this job: its other threads need not ask again
+                raise self._refused
+            token = _tokens.get(self._key)
+            if token is None or token.expired():
+                try:
+                    token = self._retry.call(self._request_token, what=f"POST {self.token_url}")
+                except ApiAuthError as exc:
+                    if not isinstance(exc, ApiAuthTransientError):
+                        self._refused = exc
+                    raise
+                _tokens[self._key] = token
+            return token
+
+    def _request_token(self) -> _Token:
+        data = {"grant_type": "client_credentials"}
+        if self._scope:
+            data["scope"] = self._scope
+        auth: tuple[str, str] | None = None
+        if self._client_auth == "body":
+            data.update(client_id=self._client_id, client_secret=self._client_secret.reveal())
+        else:
+            auth = (self._client_id, self._client_secret.reveal())
+        try:
+            with self._session().post(self.token_url, data=data, auth=auth, timeout=self._timeout_s,
+                                      headers={"Accept": "application/json"}) as response:
+                if response.status_code != 200:
+                    raise _token_error(error_for_status(response.status_code, self.token_url, response.content[:1024],
+                                                       response.headers, what="POST"))
+                try:
+                    body = response.json()
+                except ValueError:
+                    body = None
+        except requests.RequestException as exc:
+            raise _token_error(translate_request_error(exc, self.token_url, what="POST")) from exc
+        access = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(access, str) or not access:
+            raise ApiAuthError(f"POST {self.token_url}: the token response has no access_token",
+                               url=self.token_url, status=200)
+        value = Secret(access)  # registered for redaction before anything can log it
+        expires_at = _expiry(body.get("expires_in"))
+        log.info("oauth2_token_fetched", token_url=self.token_url, client_id=self._client_id,
+                 expires_in=body.get("expires_in") if isinstance(body.get("expires_in"), (int, float)) else None)
+        return _Token(value, expires_at)
+
+
+def _token_error(exc: BaseException) -> ApiAuthError:
+    """A token endpoint failure as an auth error: transient ones stay transient (after retries)."""
+    fields = {"url": getattr(exc, "url", None), "status": getattr(exc, "status", None)}
+    message = f"OAuth2 token request failed: {exc}"
+    if isinstance(exc, ApiTransientError):
+        return ApiAuthTransientError(message, retry_after=getattr(exc, "retry_after", None), **fields)
+    return ApiAuthError(message, **fields)
+
+
+def _expiry(expires_in: Any) -> float | None:
+    try:
+        seconds = float(expires_in)
+    except (TypeError, ValueError):
+        return None
+    seconds = max(0.0, seconds)
+    return time.monotonic() + seconds - min(EXPIRY_SKEW_MAX_S, seconds * EXPIRY_SKEW)
+
+
+def _secret(value: Any) -> Secret:
+    return value if isinstance(value, Secret) else Secret(str(value))
+
+
+def auth_for(block: Mapping[str, Any], session: Callable[[], requests.Session], retry: RetryPolicy,
+             timeout_s: float) -> Auth:
+    """The authenticator of a validated ``auth`` block; ``session`` gives the calling thread's session."""
+    kind = block["type"]
+    if kind == "none":
+        return StaticAuth({})
+    if kind == "bearer":
+        return StaticAuth({"Authorization": Secret("Bearer " + reveal(block["token"]))})
+    if kind == "header":
+        return StaticAuth({block["name"]: _secret(block["value"])})
+    if kind == "basic":
+        pair = f"{block['username']}:{reveal(block['password'])}".encode()
+        return StaticAuth({"Authorization": Secret("Basic " + base64.b64encode(pair).decode("ascii"))})
+    if kind == "oauth2_client_credentials":
+        return OAuth2ClientCredentials(block, session, retry, timeout_s)
+    raise ValueError(f"unknown auth type {kind!r}")  # the schema rules this out

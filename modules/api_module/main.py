@@ -1,0 +1,415 @@
+"""The ``api`` source module: the JSON pages of HTTP API endpoints, fetched concurrently.
+
+Registry keys read (``source`` of a ``type: api`` service; schema in
+:mod:`modules.api_module.config`, docs in ``docs/sources/api.md``):
+
+``base_url``
+    Scheme, host, port and optional base path (required).
+``endpoints``
+    Paths with optional query strings, appended to ``base_url`` (required, at least one).
+``auth``
+    ``{type: none | bearer | header | basic | oauth2_client_credentials, ...}`` (:mod:`.auth`).
+``paginate``
+    ``{type: none | link_header | page | cursor, ...}`` (:mod:`.pagination`).
+``max_concurrency``
+    Requests in flight to ``base_url`` at most, across every job of the process.
+``records_path``
+    Dotted path to the records array of a page; records are then validated one by one.
+``headers``, ``query``
+    Extra request headers and query parameters.
+``verify_tls``
+    Verify HTTPS certificates (false logs a warning).
+``max_response_bytes``
+    A larger page fails its endpoint.
+
+Flow: the endpoints run in a thread pool ``max_concurrency`` wide, each walking its
+pages in order (pagination is sequential); each page is streamed into a hashing sink
+as ``<endpoint-slug>-p<n>.json`` and handed to the generator through a bounded queue,
+which yields files in completion order. Every request holds a slot of a process-wide
+semaphore per (base_url, max_concurrency), so jobs of one service share the limit.
+A request is retried through ``ctx.retry`` on 5xx, 408, 429 (waiting ``Retry-After``)
+and connection errors; a 401 refreshes an OAuth2 token once. An endpoint failing for
+good is yielded as :class:`FetchFailed`; when every endpoint fails, fetch raises.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import json
+import os
+import queue
+import threading
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, ClassVar
+
+import requests
+import structlog
+from requests.adapters import HTTPAdapter
+
+from common.exceptions import is_transient
+from common.file_sink import FileSink
+from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig
+from common.problems import Problem
+from modules.api_module.auth import Auth, auth_for
+from modules.api_module.config import SOURCE_SCHEMA, Paging, paging_from
+from modules.api_module.exceptions import (
+    ApiAuthError,
+    ApiSourceError,
+    ApiTransientError,
+    ApiUnauthorizedError,
+    error_for_status,
+    translate_request_error,
+)
+from modules.api_module.pagination import (
+    endpoint_url,
+    is_empty_page,
+    next_cursor,
+    page_name,
+    public_url,
+    resolve_next_link,
+    same_origin,
+    with_params,
+)
+from modules.api_module.records import record_problems
+
+__all__ = ["ApiModule", "service_limit"]
+
+log = structlog.get_logger(__name__)
+
+#: Bytes read from a response body at a time.
+CHUNK_SIZE = 64 * 1024
+#: How often (seconds) the generator and the workers look at the stop flags while waiting.
+POLL_S = 0.1
+USER_AGENT = "module_system-api/1"
+
+_limits: dict[tuple[str, int], threading.BoundedSemaphore] = {}
+_limits_lock = threading.Lock()
+
+
+def service_limit(base_url: str, max_concurrency: int) -> threading.BoundedSemaphore:
+    """The process-wide semaphore bounding requests in flight to ``base_url``."""
+    key = (base_url.rstrip("/"), max_concurrency)
+    with _limits_lock:
+        return _limits.setdefault(key, threading.BoundedSemaphore(max_concurrency))
+
+
+def _reset_limits_after_fork() -> None:
+    global _limits_lock
+    _limits.clear()
+    _limits_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_limits_after_fork)
+
+
+@dataclasses.dataclass(frozen=True)
+class _PageMeta:
+    url: str
+    """The URL that answered (after redirects): relative links resolve against it."""
+    links: Mapping[str, Mapping[str, str]]
+    identity: Mapping[str, str]
+
+
+class _EndpointFailed(Exception):
+    """An endpoint's page could not be read: ends the endpoint's walk."""
+
+    def __init__(self, name: str, uri: str, error: ApiSourceError) -> None:
+        super().__init__(str(error))
+        self.name, self.uri, self.error = name, uri, error
+
+
+class ApiModule(BaseModule):
+    """Reads the JSON pages of an HTTP API's endpoints (see the module docstring for its keys)."""
+
+    source_schema: ClassVar[Mapping[str, Any]] = SOURCE_SCHEMA
+
+    def __init__(self, source: SourceConfig, ctx: JobContext) -> None:
+        super().__init__(source, ctx)
+        self.paging: Paging = paging_from(source["paginate"])
+        self.base_url: str = source["base_url"]
+        self._cancel = threading.Event()
+        # Backoff waits end as soon as this job's fetch is cancelled (stop, close).
+        self._retry = dataclasses.replace(ctx.retry, stop=self._cancel)
+        self._limit = service_limit(self.base_url, source["max_concurrency"])
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
+        self._auth: Auth = auth_for(source["auth"], self._session, self._retry, ctx.timeout_s)
+
+    # ------------------------------------------------------------------ fetch
+
+    def fetch(self, workdir: Path) -> Iterator[FetchedFile | FetchFailed]:
+        """Every page of every endpoint, in completion order.
+
+        Raises :class:`~modules.api_module.exceptions.ApiAuthError` when the token
+        endpoint refuses the client, and ``ApiSourceError`` (``ApiTransientError`` if
+        every cause was transient) when every endpoint failed.
+        """
+        if self.ctx.stop.is_set():
+            return
+        self._cancel.clear()
+        endpoints = list(dict.fromkeys(self.source["endpoints"]))
+        if not self.source["verify_tls"]:
+            log.warning("api_tls_verification_disabled", base_url=public_url(self.base_url))
+        width = min(self.source["max_concurrency"], len(endpoints))
+        results: queue.Queue[tuple[str, Any, Any]] = queue.Queue(maxsize=2 * width)
+        pool = ThreadPoolExecutor(width, thread_name_prefix=f"api-{self.ctx.job_id}")
+        pending = iter(endpoints)
+        active = succeeded = files = 0
+        failures: list[ApiSourceError] = []
+        held: list[FetchFailed] = []  # failures wait until some endpoint succeeds: all failing raises
+
+        def submit() -> int:
+            endpoint = next(pending, None)
+            if endpoint is None or self.ctx.stop.is_set():
+                return 0
+            pool.submit(contextvars.copy_context().run, self._run_endpoint, endpoint, workdir, results)
+            return 1
+
+        log.info("api_fetch_started", base_url=public_url(self.base_url), endpoints=len(endpoints),
+                 max_concurrency=self.source["max_concurrency"], paginate=self.paging.type)
+        try:
+            for _ in range(width):
+                active += submit()
+            while active:
+                if self.ctx.stop.is_set():
+                    log.info("api_fetch_stopped", files=files)
+                    return
+                try:
+                    kind, payload, error = results.get(timeout=POLL_S)
+                except queue.Empty:
+                    if self._cancel.is_set():  # closed meanwhile: workers post nothing more
+                        return
+                    continue
+                if kind == "file":
+                    files += 1
+                    yield from held
+                    held.clear()
+                    yield payload
+                elif kind == "failed":
+                    failures.append(error)
+                    if succeeded or files:
+                        yield payload
+                    else:
+                        held.append(payload)
+                elif kind == "done":
+                    active -= 1
+                    succeeded += bool(payload)
+                    active += submit()
+                else:  # "fatal"
+                    raise payload
+            if failures and not succeeded:
+                raise self._all_failed(failures, len(endpoints))
+            yield from held
+            log.info("api_fetch_finished", endpoints=len(endpoints), failed=len(failures), files=files)
+        finally:
+            self._cancel.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            _discard(results)
+
+    def _all_failed(self, failures: list[ApiSourceError], count: int) -> ApiSourceError:
+        cls = ApiTransientError if all(is_transient(e) for e in failures) else ApiSourceError
+        first = failures[0]
+        return cls(f"all {count} endpoint(s) of {public_url(self.base_url)} failed; first: {first}",
+                   url=public_url(self.base_url), status=getattr(first, "status", None))
+
+    def _run_endpoint(self, endpoint: str, workdir: Path, results: queue.Queue[tuple[str, Any, Any]]) -> None:
+        """Worker: walk one endpoint, posting each page, its failure and its end to ``results``."""
+        structlog.contextvars.bind_contextvars(thread=threading.current_thread().name)
+        try:
+            ok = True
+            try:
+                for file in self._walk(endpoint, workdir):
+                    if not self._post(results, ("file", file, None)):
+                        file.path.unlink(missing_ok=True)
+                        return
+            except _EndpointFailed as failed:
+                if self._cancel.is_set():
+                    return
+                ok = False
+                log.warning("api_endpoint_failed", endpoint=endpoint, uri=failed.uri, error=str(failed.error))
+                self._post(results, ("failed", FetchFailed(failed.name, failed.uri, str(failed.error)), failed.error))
+            self._post(results, ("done", ok, None))
+        except BaseException as exc:  # ApiAuthError, or a bug: the job fails rather than hangs
+            self._post(results, ("fatal", exc, None))
+
+    def _post(self, results: queue.Queue[tuple[str, Any, Any]], message: tuple[str, Any, Any]) -> bool:
+        """Put ``message`` unless the fetch was cancelled meanwhile (the queue is bounded)."""
+        while not self._cancel.is_set():
+            try:
+                results.put(message, timeout=POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    # ------------------------------------------------------------------ one endpoint
+
+    def _walk(self, endpoint: str, workdir: Path) -> Iterator[FetchedFile]:
+        """The pages of ``endpoint`` in order; raises _EndpointFailed (ApiAuthError passes through)."""
+        paging = self.paging
+        first = endpoint_url(self.base_url, endpoint, self.source["query"])
+        url = first
+        if paging.type == "page":
+            params: dict[str, Any] = {str(paging.param): paging.start}
+            if paging.size_param:
+                params[paging.size_param] = paging.size
+            url = with_params(first, params)
+        seen = {url}
+        for number in range(1, paging.max_pages + 1):
+            if self._cancel.is_set() or self.ctx.stop.is_set():
+                return
+            name = page_name(endpoint, number)
+            try:
+                file, meta = self._get_page(url, name, workdir)
+            except ApiAuthError:
+                raise
+            except ApiSourceError as exc:
+                raise _EndpointFailed(name, public_url(url), exc) from exc
+            keep, following = self._after_page(file, meta, first, url, number)
+            if keep:
+                yield file
+            else:
+                file.path.unlink(missing_ok=True)
+            if following is None:
+                log.debug("api_endpoint_done", endpoint=endpoint, pages=number if keep else number - 1)
+                return
+            if not same_origin(following, self.base_url):
+                error = ApiSourceError(f"next page {public_url(following)} is outside {public_url(self.base_url)}; "
+                                       "not followed", url=public_url(following), status=None)
+                raise _EndpointFailed(page_name(endpoint, number + 1), public_url(following), error)
+            if following in seen:
+                log.warning("api_pagination_loop", endpoint=endpoint, page=number, next=public_url(following))
+                return
+            seen.add(following)
+            url = following
+        log.warning("api_max_pages_reached", endpoint=endpoint, max_pages=paging.max_pages)
+
+    def _after_page(self, file: FetchedFile, meta: _PageMeta, first: str, url: str,
+                    number: int) -> tuple[bool, str | None]:
+        """(keep page ``number`` read from ``url``, URL of the next page or None)."""
+        kind = self.paging.type
+        if kind == "none":
+            return True, None
+        if kind == "link_header":
+            return True, resolve_next_link(meta.links, meta.url)
+        try:
+            document = json.loads(file.path.read_bytes().decode("utf-8-sig"))
+        except (ValueError, RecursionError):
+            log.warning("api_page_not_json", uri=file.source_uri, paginate=kind)
+            return True, None  # kept: validation says what is wrong with it
+        if kind == "page":
+            if is_empty_page(document, self.source.get("records_path")):
+                return False, None
+            return True, with_params(url, {str(self.paging.param): self.paging.start + number})
+        cursor = next_cursor(document, self.paging)
+        return True, (with_params(first, {str(self.paging.param): cursor}) if cursor is not None else None)
+
+    def _get_page(self, url: str, name: str, workdir: Path) -> tuple[FetchedFile, _PageMeta]:
+        """One page streamed into ``workdir/name``: retried, and re-authenticated once after a 401."""
+        public = public_url(url)
+        sink = self.ctx.new_file(workdir, name, public)
+        with sink:
+            refreshed = False
+            while True:
+                headers, marker = self._auth.headers()
+                try:
+                    meta = self._retry.call(self._attempt, url, headers, sink, what=f"GET {public}")
+                    break
+                except ApiUnauthorizedError:
+                    if refreshed or not self._auth.refreshable:
+                        raise
+                    refreshed = True
+                    self._auth.invalidate(marker)
+            sink.identity = dict(meta.identity)
+            fetched = sink.finish()
+        log.debug("api_page_fetched", uri=public, name=fetched.name, bytes=fetched.size)
+        return fetched, meta
+
+    def _attempt(self, url: str, headers: Mapping[str, str], sink: FileSink) -> _PageMeta:
+        """One GET from byte 0, holding a slot of the service's concurrency limit."""
+        public = public_url(url)
+        limit = self.source["max_response_bytes"]
+        sink.reset()
+        with self._limit:
+            try:
+                response = self._session().get(url, headers=dict(headers), timeout=self.ctx.timeout_s, stream=True)
+            except requests.RequestException as exc:
+                raise translate_request_error(exc, public) from exc
+            with response:
+                if not 200 <= response.status_code < 300:
+                    raise error_for_status(response.status_code, public, _head(response), response.headers)
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > limit:
+                    raise _too_large(public, limit)
+                try:
+                    for chunk in response.iter_content(CHUNK_SIZE):
+                        sink.write(chunk)
+                        if sink.size > limit:
+                            raise _too_large(public, limit)
+                except requests.RequestException as exc:
+                    raise translate_request_error(exc, public) from exc
+                identity = {k: response.headers[h] for k, h in (("etag", "ETag"), ("last_modified", "Last-Modified"))
+                            if h in response.headers}
+                return _PageMeta(url=response.url, links=response.links, identity=identity)
+
+    def _session(self) -> requests.Session:
+        """The calling thread's pooled session (one per worker thread of this job)."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_maxsize=self.source["max_concurrency"], max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            session.verify = self.source["verify_tls"]
+            session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+            session.headers.update(dict(self.source["headers"]))
+            with self._sessions_lock:
+                self._sessions.append(session)
+            self._local.session = session
+        return session
+
+    # ------------------------------------------------------------------ validate, close
+
+    def validate(self, file: FetchedFile) -> list[Problem]:
+        """With ``records_path`` and a JSON Schema: each record of the page on its own
+        (locations ``records[3]: $.temp``). Otherwise the service's ``validate`` section."""
+        records_path = self.source.get("records_path")
+        checker = getattr(self.ctx.validators, "json", None)
+        if not records_path or checker is None or not file.name.endswith(".json"):
+            return super().validate(file)
+        return record_problems(checker, file.path, records_path)
+
+    def close(self) -> None:
+        self._cancel.set()
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+
+
+def _too_large(url: str, limit: int) -> ApiSourceError:
+    return ApiSourceError(f"GET {url}: the response is larger than max_response_bytes ({limit})", url=url, status=None)
+
+
+def _head(response: requests.Response) -> bytes:
+    """The first bytes of an error reply's body, for the message; nothing if it cannot be read."""
+    try:
+        return next(response.iter_content(1024), b"")
+    except Exception:  # the status is the error; a body that cannot be read adds nothing
+        return b""
+
+
+def _discard(results: queue.Queue[tuple[str, Any, Any]]) -> None:
+    """Remove the files of pages fetched but never yielded."""
+    while True:
+        try:
+            kind, payload, _ = results.get_nowait()
+        except queue.Empty:
+            return
+        if kind == "file":
+            payload.path.unlink(missing_ok=True)

@@ -1,0 +1,85 @@
+"""Record-by-record JSON Schema validation of a page, for sources with ``records_path``.
+
+Config key read: ``records_path`` (dotted path to the records array of each page).
+
+Each record is checked on its own against the service's ``validate.json_schema`` (the
+schema then describes one record), and every problem names the record's index:
+``Problem("'temp' is a required property", location="records[3]: $")``. A page that is
+not JSON, or has no array at ``records_path``, is one problem. At most
+:data:`~common.problems.MAX_PROBLEMS_PER_FILE` problems are kept, plus one counting the rest.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from common.problems import MAX_PROBLEMS_PER_FILE, Problem
+from modules.api_module.pagination import MISSING, dotted_get
+
+__all__ = ["check_value", "record_problems"]
+
+#: Longest message kept in a Problem (jsonschema quotes whole instances).
+MAX_MESSAGE_CHARS = 500
+
+
+def check_value(checker: Any, value: Any, prefix: str = "") -> list[Problem]:
+    """Problems of one JSON value against a :class:`~common.validators.json_checker.JsonSchemaChecker`.
+
+    Uses the checker's compiled validator (format checking included). This is the small
+    public ``JsonSchemaChecker.check_value`` the checker lacks; it lives here until the
+    checker grows one.
+    """
+    validator = checker._validator  # noqa: SLF001 - see docstring
+    try:
+        errors = sorted(validator.iter_errors(value), key=_sort_key)
+    except RecursionError:
+        return [Problem("document nested too deeply to validate", location=prefix + "$")]
+    return [Problem(_one_line(e.message), location=prefix + e.json_path) for e in errors]
+
+
+def record_problems(checker: Any, path: Path, records_path: str) -> list[Problem]:
+    """Problems of each record at ``records_path`` in the JSON page at ``path``."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return [Problem(f"not UTF-8 text: {exc.reason}", location=f"byte offset {exc.start}")]
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return [Problem(f"invalid JSON: {exc.msg}", location=f"line {exc.lineno}, column {exc.colno}")]
+    except (ValueError, RecursionError) as exc:
+        return [Problem(f"invalid JSON: {type(exc).__name__}")]
+    records = dotted_get(document, records_path)
+    if records is MISSING:
+        return [Problem(f"records_path {records_path!r} is not in the page", location=_as_json_path(records_path))]
+    if not isinstance(records, list):
+        return [Problem(f"records_path {records_path!r} is not an array", location=_as_json_path(records_path))]
+    kept: list[Problem] = []
+    found = 0
+    for index, record in enumerate(records):
+        for problem in check_value(checker, record, prefix=f"records[{index}]: "):
+            found += 1
+            if len(kept) < MAX_PROBLEMS_PER_FILE:
+                kept.append(problem)
+    if found > len(kept):
+        more = found - len(kept)
+        kept.append(Problem(f"{more} more problem{'s' if more != 1 else ''} found; only the first "
+                            f"{MAX_PROBLEMS_PER_FILE} are listed"))
+    return kept
+
+
+def _as_json_path(records_path: str) -> str:
+    steps = records_path.strip().lstrip("$").strip(".")
+    return "$." + steps if steps else "$"
+
+
+def _sort_key(error: Any) -> tuple[Any, ...]:
+    steps = tuple((0, s, "") if isinstance(s, int) else (1, 0, str(s)) for s in error.absolute_path)
+    return steps, error.message
+
+
+def _one_line(message: str) -> str:
+    message = " ".join(message.split())
+    return message if len(message) <= MAX_MESSAGE_CHARS else message[: MAX_MESSAGE_CHARS - 3] + "..."
