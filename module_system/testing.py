@@ -200,6 +200,7 @@ class HttpServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else each keep-alive reply waits ~40 ms
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 owner.requests.append(self.path)

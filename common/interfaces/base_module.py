@@ -137,7 +137,8 @@ class BaseModule(abc.ABC):
     def fetch(self, workdir: Path) -> Iterator[FetchedFile | FetchFailed]:
         """Stream each source file under ``workdir``; yield it once it is complete on disk.
 
-        Yields files one at a time, in a stable order. Raises a ``SourceError``
+        Yields files one at a time, in a stable order where the source has one (a module
+        that fetches concurrently, like ``api``, may yield in completion order). Raises a ``SourceError``
         (marked ``Transient`` if retrying may help) when the source itself cannot be
         listed or reached: that fails the job (after job-level retries and fallbacks).
         A single file that cannot be read after ``ctx.retry`` is yielded as

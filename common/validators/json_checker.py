@@ -93,6 +93,10 @@ class JsonSchemaChecker:
                     continue
                 yield from _capped_sorted(self._problems(instance, prefix=f"{where}: "))
 
+    def check_value(self, value: Any, prefix: str = "") -> list[Problem]:
+        """Problems of one already-parsed JSON value, in path order; ``prefix`` starts each location."""
+        return list(_capped_sorted(self._problems(value, prefix)))
+
     # ------------------------------------------------------------------ shared
 
     def _problems(self, instance: Any, prefix: str) -> Iterator[tuple[tuple[Any, ...], Problem]]:

@@ -18,25 +18,7 @@ from typing import Any
 from common.problems import MAX_PROBLEMS_PER_FILE, Problem
 from modules.api_module.pagination import MISSING, dotted_get
 
-__all__ = ["check_value", "record_problems"]
-
-#: Longest message kept in a Problem (jsonschema quotes whole instances).
-MAX_MESSAGE_CHARS = 500
-
-
-def check_value(checker: Any, value: Any, prefix: str = "") -> list[Problem]:
-    """Problems of one JSON value against a :class:`~common.validators.json_checker.JsonSchemaChecker`.
-
-    Uses the checker's compiled validator (format checking included). This is the small
-    public ``JsonSchemaChecker.check_value`` the checker lacks; it lives here until the
-    checker grows one.
-    """
-    validator = checker._validator  # noqa: SLF001 - see docstring
-    try:
-        errors = sorted(validator.iter_errors(value), key=_sort_key)
-    except RecursionError:
-        return [Problem("document nested too deeply to validate", location=prefix + "$")]
-    return [Problem(_one_line(e.message), location=prefix + e.json_path) for e in errors]
+__all__ = ["record_problems"]
 
 
 def record_problems(checker: Any, path: Path, records_path: str) -> list[Problem]:
@@ -59,7 +41,7 @@ def record_problems(checker: Any, path: Path, records_path: str) -> list[Problem
     kept: list[Problem] = []
     found = 0
     for index, record in enumerate(records):
-        for problem in check_value(checker, record, prefix=f"records[{index}]: "):
+        for problem in checker.check_value(record, prefix=f"records[{index}]: "):
             found += 1
             if len(kept) < MAX_PROBLEMS_PER_FILE:
                 kept.append(problem)
@@ -73,13 +55,3 @@ def record_problems(checker: Any, path: Path, records_path: str) -> list[Problem
 def _as_json_path(records_path: str) -> str:
     steps = records_path.strip().lstrip("$").strip(".")
     return "$." + steps if steps else "$"
-
-
-def _sort_key(error: Any) -> tuple[Any, ...]:
-    steps = tuple((0, s, "") if isinstance(s, int) else (1, 0, str(s)) for s in error.absolute_path)
-    return steps, error.message
-
-
-def _one_line(message: str) -> str:
-    message = " ".join(message.split())
-    return message if len(message) <= MAX_MESSAGE_CHARS else message[: MAX_MESSAGE_CHARS - 3] + "..."
