@@ -106,6 +106,12 @@ class ServiceConfig:
     timeout_s: float
     max_connections: int | None
     """Per-host cap on this service's simultaneous jobs (``limits.max_connections``), or None."""
+    incremental: bool
+    """Skip files whose source identity matches the job's last manifest."""
+    max_file_bytes: int
+    """Larger files are refused (recorded as rejected)."""
+    requests_per_s: float | None
+    """``rate_limit.requests_per_s``, or None."""
 
 
 @dataclass(frozen=True)

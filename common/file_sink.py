@@ -12,16 +12,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from common.exceptions import SourceError
 from common.safe_names import safe_relative_name
 
 if TYPE_CHECKING:
     from common.interfaces.base_module import FetchedFile
 
 
+class FileTooLarge(SourceError):
+    """A file grew past the service's ``max_file_bytes``; the module yields it as rejected."""
+
+
 class FileSink:
     """Context manager; removes the partial file if the block raises."""
 
-    def __init__(self, workdir: Path, name: str, source_uri: str, identity: Mapping[str, str]) -> None:
+    def __init__(self, workdir: Path, name: str, source_uri: str, identity: Mapping[str, str],
+                 max_bytes: int | None = None) -> None:
         self.name = safe_relative_name(name)
         self.path = workdir / self.name
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -29,9 +35,13 @@ class FileSink:
         self.identity = dict(identity)
         self._hash = hashlib.sha256()
         self._size = 0
+        self.max_bytes = max_bytes
         self._fh = open(self.path, "wb")  # noqa: SIM115 - closed in finish()/abort()
 
     def write(self, chunk: bytes) -> int:
+        if self.max_bytes is not None and self._size + len(chunk) > self.max_bytes:
+            raise FileTooLarge(f"{self.source_uri}: larger than max_file_bytes ({self.max_bytes})",
+                               uri=self.source_uri, max_bytes=self.max_bytes)
         self._fh.write(chunk)
         self._hash.update(chunk)
         self._size += len(chunk)

@@ -166,6 +166,9 @@ def _build_service(sid: str, raw: dict[str, Any], defaults: dict[str, Any], base
         retry=RetryConfig(**body["retry"]),
         timeout_s=float(body["timeout_s"]),
         max_connections=body.get("limits", {}).get("max_connections", module_cls.default_max_connections),
+        incremental=body["incremental"],
+        max_file_bytes=body["max_file_bytes"],
+        requests_per_s=body["rate_limit"]["requests_per_s"] if "rate_limit" in body else None,
     )
 
 

@@ -7,6 +7,7 @@ modules without them, and the source section is summarised without secret keys.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -14,8 +15,10 @@ from typing import Any, Literal
 from common.problems import Problem
 from common.secret import Secret
 
-FileStatus = Literal["uploaded", "skipped_same", "rejected", "failed"]
-FILE_STATUSES: tuple[FileStatus, ...] = ("uploaded", "skipped_same", "rejected", "failed")
+FileStatus = Literal["uploaded", "skipped_same", "skipped_unchanged", "rejected", "failed"]
+FILE_STATUSES: tuple[FileStatus, ...] = ("uploaded", "skipped_same", "skipped_unchanged", "rejected", "failed")
+#: Statuses of a file whose content is in place under its key.
+LANDED: tuple[FileStatus, ...] = ("uploaded", "skipped_same", "skipped_unchanged")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,26 @@ class ManifestEntry:
 
 def manifest_key(service_id: str, job_id: str) -> str:
     return f"_manifests/{service_id}/{job_id}.json"
+
+
+def load_landed(client: Any, bucket: str, key: str) -> dict[str, ManifestEntry]:
+    """The landed files of the manifest at ``key`` by source URI; empty if there is none.
+
+    Read for ``incremental`` runs: a file whose identity still matches is not fetched again.
+    A manifest that cannot be read or parsed counts as none (everything is fetched).
+    """
+    try:
+        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        document = json.loads(body)
+    except Exception:  # noqa: BLE001 - no usable manifest means a full run, never a failed one
+        return {}
+    landed = {}
+    for item in document.get("files", []):
+        if item.get("status") in LANDED and item.get("key"):
+            landed[item["source_uri"]] = ManifestEntry(
+                item["source_uri"], item["key"], int(item["size"]), item["sha256"], "skipped_unchanged",
+                (), {str(k): str(v) for k, v in (item.get("identity") or {}).items()})
+    return landed
 
 
 def public_source(source: Mapping[str, Any]) -> dict[str, Any]:

@@ -124,6 +124,10 @@ class FtpServer:
         # Each server gets its own IOLoop: pyftpdlib's default is a process-wide singleton,
         # which two servers polled from two threads would share.
         self._server = ThreadedFTPServer(("127.0.0.1", 0), Handler, ioloop=IOLoop())
+        # pyftpdlib keeps the stop event and lock on the class: stopping one server would
+        # end every other server's sessions. Give this one its own.
+        self._server._exit = threading.Event()
+        self._server._lock = threading.Lock()
         self._server.max_cons = max_cons
         self.host, self.port = self._server.address[0], self._server.address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"timeout": 0.2},

@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from common.manifest import LANDED
 from orchestrator.job_runner import JobResult
 from orchestrator.run_stats import StatsSnapshot
 
@@ -66,7 +67,7 @@ class ProgressDisplay:
 def _stats_table(s: StatsSnapshot) -> Text:
     """Two short lines that fit an 80-column terminal."""
     jobs = s.jobs
-    ok = s.files.get("uploaded", 0) + s.files.get("skipped_same", 0)
+    ok = sum(s.files.get(status, 0) for status in LANDED)
     return Text.assemble(
         ("jobs  ", "bold"), f"{s.submitted} submitted · {jobs['queued']} queued · {jobs['running']} running · ",
         (f"{jobs['succeeded']} succeeded", "green"), " · ", (f"{jobs['failed']} failed", "red"),
@@ -105,7 +106,7 @@ def print_summary(results: Sequence[JobResult], fmt: str, failed_jobs_file: Path
 def _summary_fields(r: JobResult) -> dict[str, Any]:
     return {
         "job_id": r.job_id, "service_id": r.service_id, "status": r.status,
-        "files_ok": r.files.get("uploaded", 0) + r.files.get("skipped_same", 0),
+        "files_ok": sum(r.files.get(status, 0) for status in LANDED),
         "files_rejected": r.files.get("rejected", 0), "files_failed": r.files.get("failed", 0),
         "bytes": r.bytes, "seconds": round(r.seconds, 3), "error": r.error,
     }

@@ -24,11 +24,12 @@ import structlog
 
 from common.config_model import JobSpec, ServiceConfig
 from common.exceptions import ModuleSystemError, is_transient
-from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext
+from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, Unchanged
 from common.logger import JobLogRouter, job_log_name
-from common.manifest import FILE_STATUSES, ManifestEntry, manifest_key, public_source
+from common.manifest import FILE_STATUSES, ManifestEntry, load_landed, manifest_key, public_source
 from common.plugins import ModuleCatalog
 from common.problems import Problem
+from common.rate_limit import RatePacer
 from common.retry import RetryPolicy
 from common.s3_uploader import UploaderPool
 from common.secret import redact
@@ -53,6 +54,17 @@ class RunContext:
     stop: threading.Event = field(default_factory=threading.Event)
     stop_reason: str = "interrupted"
     """``timeout`` (past --monitor-duration) or ``interrupted`` (a signal)."""
+    pacers: dict[str, RatePacer] = field(default_factory=dict)
+    _pacers_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def pacer_for(self, service: ServiceConfig) -> RatePacer | None:
+        """The service's shared request pacer (``rate_limit``), or None."""
+        if service.requests_per_s is None:
+            return None
+        with self._pacers_lock:
+            if service.service_id not in self.pacers:
+                self.pacers[service.service_id] = RatePacer(service.requests_per_s, self.stop)
+            return self.pacers[service.service_id]
 
     def stopped_status(self) -> JobStatus:
         return "timed_out" if self.stop_reason == "timeout" else "cancelled"
@@ -97,6 +109,8 @@ class JobRunner:
         self.job = job
         self.service = service
         self.entries: dict[str, ManifestEntry] = {}
+        self.previous: dict[str, ManifestEntry] = {}
+        """Landed files of the job's last manifest (incremental services only)."""
         self.attempts = 0
         self.retry = RetryPolicy(
             attempts=service.retry.attempts, backoff_s=service.retry.backoff_s,
@@ -117,6 +131,10 @@ class JobRunner:
         try:
             self.run.stats.job_moved("queued", "running")
             log.info("job_started", priority=self.job.priority)
+            if self.service.incremental:
+                self.previous = load_landed(self.uploader.client, self.service.destination.bucket,
+                                            manifest_key(self.service.service_id, self.job.job_id))
+                log.debug("previous_manifest_loaded", files=len(self.previous))
             source_used = self._run_sources()
             failed = sum(1 for e in self.entries.values() if e.status == "failed")
             status = "succeeded" if failed == 0 else "failed"
@@ -177,10 +195,12 @@ class JobRunner:
         ctx = JobContext(
             run_id=self.run.run_id, job_id=self.job.job_id, service_id=self.service.service_id,
             module=self.service.type, validators=validators_for(self.service.validate), retry=self.retry,
-            timeout_s=self.service.timeout_s, stop=self.run.stop,
+            timeout_s=self.service.timeout_s, stop=self.run.stop, max_file_bytes=self.service.max_file_bytes,
+            previous={uri: entry.identity for uri, entry in self.previous.items()},
+            pacer=pacer.wait if (pacer := self.run.pacer_for(self.service)) else None,
         )
         module = cls(source, ctx)
-        files: Iterator[FetchedFile | FetchFailed] = iter(())
+        files: Iterator[FetchedFile | FetchFailed | Unchanged] = iter(())
         try:
             files = module.fetch(workdir)
             while True:
@@ -191,8 +211,12 @@ class JobRunner:
                 except StopIteration:
                     break
                 if isinstance(file, FetchFailed):
-                    self._record(ManifestEntry(file.source_uri, None, 0, "", "failed", (Problem(file.error),)), 0)
-                    log.error("file_fetch_failed", uri=file.source_uri, error=file.error)
+                    self._record(ManifestEntry(file.source_uri, None, 0, "", file.status, (Problem(file.error),)), 0)
+                    (log.error if file.status == "failed" else log.warning)(
+                        "file_not_fetched", uri=file.source_uri, status=file.status, error=file.error)
+                    continue
+                if isinstance(file, Unchanged):
+                    self._record_unchanged(file)
                     continue
                 try:
                     self._handle(module, file)
@@ -235,6 +259,16 @@ class JobRunner:
             except ModuleSystemError as exc:
                 entry = self._failed(file, exc)
         self._record(entry, file.size)
+
+    def _record_unchanged(self, file: Unchanged) -> None:
+        before = self.previous.get(file.source_uri)
+        if before is None:  # a module that yields Unchanged without ctx.unchanged() saying so
+            self._record(ManifestEntry(file.source_uri, None, 0, "", "failed",
+                                       (Problem("reported unchanged but not in the last manifest"),)), 0)
+            return
+        self._record(ManifestEntry(file.source_uri, before.key, before.size, before.sha256, "skipped_unchanged",
+                                   (), file.identity), before.size)
+        log.debug("file_unchanged", uri=file.source_uri, key=before.key)
 
     def _record(self, entry: ManifestEntry, size: int) -> None:
         self.entries[entry.source_uri] = entry

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from common.file_sink import FileSink
 from common.problems import Problem
@@ -35,7 +35,7 @@ from common.problems import Problem
 if TYPE_CHECKING:
     from common.retry import RetryPolicy
 
-__all__ = ["BaseModule", "FetchFailed", "FetchedFile", "JobContext", "Problem", "SourceConfig", "Validators"]
+__all__ = ["BaseModule", "FetchFailed", "FetchedFile", "JobContext", "Problem", "SourceConfig", "Unchanged", "Validators"]
 
 #: The validated, deep-frozen ``source`` a job runs on: the service's ``source`` with the
 #: job's ``params`` over it (for a fallback, the fallback entry's own keys win over
@@ -64,9 +64,10 @@ class FetchedFile:
 
 @dataclass(frozen=True)
 class FetchFailed:
-    """A source file that could not be read after retries. Yield it and go on: the
-    framework records the file as ``failed`` (the job then fails, and the failed-jobs
-    file re-runs it) while the other files still land."""
+    """A source file that could not be read after retries, or that the service refuses
+    (``status="rejected"``, e.g. over ``max_file_bytes``). Yield it and go on: the
+    framework records it in the manifest while the other files still land. A failed
+    file fails the job (and the failed-jobs file re-runs it); a rejected one does not."""
 
     name: str
     """Source-relative name, as for FetchedFile."""
@@ -74,6 +75,18 @@ class FetchFailed:
     """Where it was, without credentials."""
     error: str
     """One line: why it could not be read (no secrets)."""
+    status: Literal["failed", "rejected"] = "failed"
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """A source file whose identity matches the last run's manifest (``incremental: true``):
+    not downloaded, recorded as ``skipped_unchanged``. Yield it when
+    :meth:`JobContext.unchanged` says so."""
+
+    name: str
+    source_uri: str
+    identity: Mapping[str, str]
 
 
 class Validators(Protocol):
@@ -97,11 +110,36 @@ class JobContext:
     """Network timeout for one remote operation, in seconds."""
     stop: threading.Event
     """Set when the run is interrupted or past its deadline; check between files."""
+    max_file_bytes: int = 5 << 30
+    """Files larger than this are refused (``max_file_bytes``); sinks enforce it too."""
+    previous: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Source identities (by source URI) from the last manifest when ``incremental`` is on."""
+    pacer: Callable[[], None] | None = None
+    """Blocks until the service's ``rate_limit`` allows one more request; None: no limit."""
 
     def new_file(self, workdir: Path, name: str, source_uri: str,
                  identity: Mapping[str, str] | None = None) -> FileSink:
-        """A hashing sink for ``name`` under ``workdir``; ``sink.finish()`` gives the FetchedFile."""
-        return FileSink(workdir, name, source_uri, identity or {})
+        """A hashing sink for ``name`` under ``workdir``; ``sink.finish()`` gives the FetchedFile.
+
+        Writing past ``max_file_bytes`` raises :class:`~common.file_sink.FileTooLarge`.
+        """
+        return FileSink(workdir, name, source_uri, identity or {}, max_bytes=self.max_file_bytes)
+
+    def unchanged(self, source_uri: str, identity: Mapping[str, str]) -> bool:
+        """Whether the file at ``source_uri`` is the one the last run recorded.
+
+        ``identity`` holds the marks that define the version (S3 ``etag`` and ``size``,
+        FTP ``size`` and ``modify``, HTTP ``etag``...): every one must be present in the
+        recorded identity with the same value. Always False when incremental is off.
+        """
+        before = self.previous.get(source_uri)
+        return bool(identity) and before is not None and all(
+            k in before and before[k] == str(v) for k, v in identity.items())
+
+    def pace(self) -> None:
+        """Wait for the service's ``rate_limit`` (call before each request); no-op without one."""
+        if self.pacer is not None:
+            self.pacer()
 
 
 class BaseModule(abc.ABC):
@@ -134,7 +172,7 @@ class BaseModule(abc.ABC):
         self.ctx = ctx
 
     @abc.abstractmethod
-    def fetch(self, workdir: Path) -> Iterator[FetchedFile | FetchFailed]:
+    def fetch(self, workdir: Path) -> Iterator[FetchedFile | FetchFailed | Unchanged]:
         """Stream each source file under ``workdir``; yield it once it is complete on disk.
 
         Yields files one at a time, in a stable order where the source has one (a module

@@ -26,8 +26,8 @@ from typing import Any, ClassVar, TypeVar
 import structlog
 
 from common.exceptions import Transient
-from common.file_sink import FileSink
-from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig
+from common.file_sink import FileSink, FileTooLarge
+from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig, Unchanged
 from common.secret import redact, reveal
 from modules.ftp_module.exceptions import FtpAuthError, FtpSourceError, FtpTransientError
 
@@ -125,7 +125,7 @@ class FtpModule(BaseModule):
 
     # -- the contract ---------------------------------------------------------------
 
-    def fetch(self, workdir: Path) -> Iterator[FetchedFile | FetchFailed]:
+    def fetch(self, workdir: Path) -> Iterator[FetchedFile | FetchFailed | Unchanged]:
         """List the tree under ``path``, then stream each matching file, in name order.
 
         A file that still fails after retries is yielded as FetchFailed; a login failure,
@@ -137,10 +137,22 @@ class FtpModule(BaseModule):
             if self.ctx.stop.is_set():
                 log.info("ftp_fetch_stopped", fetched=done, remaining=len(entries) - done)
                 return
+            uri = self._uri(entry.remote)
+            version = {k: entry.identity[k] for k in ("size", "modify") if k in entry.identity}
+            if "size" in version and self.ctx.unchanged(uri, version):
+                yield Unchanged(entry.name, uri, version)
+                continue
+            if int(entry.identity.get("size", "0")) > self.ctx.max_file_bytes:
+                yield FetchFailed(entry.name, uri, f"{entry.identity['size']} bytes, over max_file_bytes "
+                                  f"({self.ctx.max_file_bytes})", status="rejected")
+                continue
             try:
                 fetched = self._download(workdir, entry)
             except FtpAuthError:
                 raise
+            except FileTooLarge as err:  # grew past the limit while downloading
+                yield FetchFailed(entry.name, uri, str(err), status="rejected")
+                continue
             except FtpSourceError as err:
                 in_a_row += 1
                 if in_a_row >= MAX_FAILURES_IN_A_ROW:
@@ -247,6 +259,9 @@ class FtpModule(BaseModule):
         def attempt() -> T:
             try:
                 return op(self._connection())
+            except FileTooLarge:
+                self._drop(polite=False)  # abandoned mid-transfer: the session is out of step
+                raise
             except FtpSourceError as err:
                 if isinstance(err, Transient):
                     self._drop(polite=False)

@@ -35,8 +35,8 @@ from typing import Any, ClassVar
 
 import structlog
 
-from common.file_sink import FileSink
-from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed
+from common.file_sink import FileSink, FileTooLarge
+from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, Unchanged
 from common.secret import Secret
 from modules.s3_module.exceptions import S3AuthError, S3SourceError, translate_s3_error
 
@@ -85,7 +85,7 @@ class S3Module(BaseModule):
         """The S3 endpoint; no cap unless the service sets ``limits.max_connections``."""
         return (source["endpoint_url"] or f"https://s3.{source['region']}.amazonaws.com",)
 
-    def fetch(self, workdir: Path) -> Iterator[FetchedFile | FetchFailed]:
+    def fetch(self, workdir: Path) -> Iterator[FetchedFile | FetchFailed | Unchanged]:
         """Each object under ``prefix`` matching ``include``, in key order.
 
         Raises :class:`~modules.s3_module.exceptions.S3SourceError` (``S3AuthError``,
@@ -102,12 +102,24 @@ class S3Module(BaseModule):
             if self.ctx.stop.is_set():
                 log.info("s3_fetch_stopped", bucket=bucket, files=count)
                 return
+            uri = f"s3://{bucket}/{obj['Key']}"
+            version = {"etag": str(obj.get("ETag", "")).strip('"'), "size": str(obj["Size"])}
+            if self.ctx.unchanged(uri, version):
+                yield Unchanged(self._name(obj["Key"]), uri, version)
+                continue
+            if obj["Size"] > self.ctx.max_file_bytes:
+                yield FetchFailed(obj["Key"], uri, f"{obj['Size']} bytes, over max_file_bytes "
+                                  f"({self.ctx.max_file_bytes})", status="rejected")
+                continue
             try:
                 fetched = self._download(client, obj, workdir)
             except S3AuthError:
                 raise
+            except FileTooLarge as exc:  # grew between listing and download
+                yield FetchFailed(obj["Key"], uri, str(exc), status="rejected")
+                continue
             except (S3SourceError, ValueError) as exc:
-                yield FetchFailed(obj["Key"], f"s3://{bucket}/{obj['Key']}", str(exc))
+                yield FetchFailed(obj["Key"], uri, str(exc))
                 continue
             if fetched is None:
                 continue

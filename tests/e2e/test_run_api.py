@@ -97,7 +97,7 @@ def test_batch_over_an_api_lands_as_specified(project: Project, s3, bucket: str,
     report = project.report()
     jobs = {j["job_id"]: j for j in report["jobs"]}
     assert jobs["weather_1"]["status"] == "succeeded" and jobs["weather_1"]["attempts"] == 1
-    assert jobs["weather_1"]["files"] == {"uploaded": 4, "skipped_same": 0, "rejected": 1, "failed": 0}
+    assert jobs["weather_1"]["files"] == {"uploaded": 4, "skipped_same": 0, "skipped_unchanged": 0, "rejected": 1, "failed": 0}
     assert jobs["public_1"]["status"] == "failed" and "HTTP 401" in jobs["public_1"]["error"]
     assert jobs["public_1"]["attempts"] == 1, "a 401 is not worth a job-level retry"
     assert report["totals"]["retries"] >= 3  # one 429 and two 500s

@@ -151,9 +151,9 @@ def test_batch_over_ftp_and_s3_lands_as_specified(project: Project, s3, landing:
     jobs = {j["job_id"]: j for j in report["jobs"]}
     assert [j["job_id"] for j in report["jobs"]] == ["ftp_1", "s3_1", "ftp_missing_1"]
     assert jobs["ftp_1"]["status"] == "succeeded"
-    assert jobs["ftp_1"]["files"] == {"uploaded": 2, "skipped_same": 0, "rejected": 1, "failed": 0}
+    assert jobs["ftp_1"]["files"] == {"uploaded": 2, "skipped_same": 0, "skipped_unchanged": 0, "rejected": 1, "failed": 0}
     assert jobs["ftp_1"]["source_used"] == "primary" and jobs["ftp_1"]["attempts"] == 1
-    assert jobs["s3_1"]["files"] == {"uploaded": 2, "skipped_same": 0, "rejected": 2, "failed": 0}
+    assert jobs["s3_1"]["files"] == {"uploaded": 2, "skipped_same": 0, "skipped_unchanged": 0, "rejected": 2, "failed": 0}
     assert jobs["ftp_missing_1"]["status"] == "failed" and "/does/not/exist" in jobs["ftp_missing_1"]["error"]
     assert report["exit_code"] == 1
     assert report["totals"]["jobs"] == {"succeeded": 2, "failed": 1, "timed_out": 0, "cancelled": 0}
@@ -187,7 +187,7 @@ def test_batch_over_ftp_and_s3_lands_as_specified(project: Project, s3, landing:
     rerun = project.run("--batch-file", str(batch), "--report", "report2.json")
     assert rerun.returncode == 1
     again = {j["job_id"]: j for j in project.report("report2.json")["jobs"]}
-    assert again["ftp_1"]["files"] == {"uploaded": 0, "skipped_same": 2, "rejected": 1, "failed": 0}
+    assert again["ftp_1"]["files"] == {"uploaded": 0, "skipped_same": 2, "skipped_unchanged": 0, "rejected": 1, "failed": 0}
     assert again["s3_1"]["files"]["uploaded"] == 0 and again["s3_1"]["files"]["skipped_same"] == 2
     after = {k: s3.head_object(Bucket=landing, Key=k)["LastModified"] for k in before}
     assert after == before

@@ -125,7 +125,7 @@ def test_crawl_lands_valid_pages_rejects_invalid_ones_and_requests_nothing_forbi
 
     job = project.report()["jobs"][0]
     assert job["status"] == "succeeded"
-    assert job["files"] == {"uploaded": 7, "skipped_same": 0, "rejected": 3, "failed": 0}
+    assert job["files"] == {"uploaded": 7, "skipped_same": 0, "skipped_unchanged": 0, "rejected": 3, "failed": 0}
 
     # the token is never written anywhere
     outputs = [result.stdout, result.stderr]
@@ -137,7 +137,7 @@ def test_crawl_lands_valid_pages_rejects_invalid_ones_and_requests_nothing_forbi
     rerun = project.run("--batch-file", str(batch), "--report", "report2.json")
     assert rerun.returncode == 1, rerun.stderr
     again = project.report("report2.json")["jobs"][0]["files"]
-    assert again == {"uploaded": 0, "skipped_same": 7, "rejected": 3, "failed": 0}
+    assert again == {"uploaded": 0, "skipped_same": 7, "skipped_unchanged": 0, "rejected": 3, "failed": 0}
 
 
 def test_unreachable_start_url_fails_the_job(project: Project, s3, bucket: str) -> None:  # noqa: ANN001

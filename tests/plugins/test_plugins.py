@@ -126,7 +126,7 @@ def test_localdir_service_runs_end_to_end(project: Project, s3: Any, bucket: str
 
     job = project.report()["jobs"][0]
     assert job["status"] == "succeeded" and job["source_used"] == "primary"
-    assert job["files"] == {"uploaded": 2, "skipped_same": 0, "rejected": 1, "failed": 0}
+    assert job["files"] == {"uploaded": 2, "skipped_same": 0, "skipped_unchanged": 0, "rejected": 1, "failed": 0}
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"_manifests/{SERVICE}/local_1.json")["Body"].read())
     assert manifest["module"] == "localdir"
     uris = sorted(f["source_uri"] for f in manifest["files"])

@@ -1,0 +1,86 @@
+"""Incremental re-runs (``incremental: true``) and ``max_file_bytes``, through the CLI."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from tests.e2e.helpers import Project, list_keys
+
+CSV = "id,amount\n1,2.5\n"
+
+
+def ftp_registry(project: Project, bucket: str, ftp_server, folder: str, **service: object) -> None:  # noqa: ANN001
+    project.env.update({"FTP_PORT": str(ftp_server.port), "FTP_PASSWORD": ftp_server.password})
+    project.write_registry({
+        "version": 1,
+        "defaults": {"destination": {"bucket": bucket, "endpoint_url": "${S3_URL}"}},
+        "services": {"sales": {"type": "ftp", "source": {
+            "host": "127.0.0.1", "port": "${FTP_PORT}", "user": ftp_server.user, "password": "${FTP_PASSWORD}",
+            "path": folder}, **service}},
+    })
+
+
+def test_incremental_ftp_rerun_downloads_only_what_changed(project: Project, s3, bucket: str,  # noqa: ANN001
+                                                           ftp_server, ftp_dir: Path, ftp_root: Path) -> None:  # noqa: ANN001
+    for i in range(5):
+        (ftp_dir / f"f{i}.csv").write_text(CSV * (i + 1))
+    ftp_registry(project, bucket, ftp_server, "/" + ftp_dir.relative_to(ftp_root).as_posix(), incremental=True)
+    batch = project.write_batch([{"job_id": "nightly", "service_id": "sales"}])
+
+    assert project.run("--batch-file", str(batch), "--report", "r1.json").returncode == 0
+    assert project.report("r1.json")["jobs"][0]["files"]["uploaded"] == 5
+
+    retr_before = ftp_server.commands.count("RETR")
+    assert project.run("--batch-file", str(batch), "--report", "r2.json").returncode == 0
+    files = project.report("r2.json")["jobs"][0]["files"]
+    assert files["skipped_unchanged"] == 5 and files["uploaded"] == 0
+    assert ftp_server.commands.count("RETR") == retr_before, "nothing downloaded when nothing changed"
+
+    (ftp_dir / "f1.csv").write_text(CSV * 9)  # changed content and size
+    late = ftp_dir / "late.csv"  # arrives late with an old timestamp: still picked up
+    late.write_text(CSV)
+    old = time.time() - 30 * 86400
+    os.utime(late, (old, old))
+    retr_before = ftp_server.commands.count("RETR")
+    assert project.run("--batch-file", str(batch), "--report", "r3.json").returncode == 0
+    files = project.report("r3.json")["jobs"][0]["files"]
+    assert files == {"uploaded": 2, "skipped_same": 0, "skipped_unchanged": 4, "rejected": 0, "failed": 0}
+    assert ftp_server.commands.count("RETR") == retr_before + 2
+    body = s3.get_object(Bucket=bucket, Key="data/ftp/sales/validated/f1.csv")["Body"].read()
+    assert body == (CSV * 9).encode()
+
+
+def test_incremental_s3_rerun_skips_unchanged_objects(project: Project, s3, bucket: str) -> None:  # noqa: ANN001
+    source = f"{bucket}-src"
+    s3.create_bucket(Bucket=source)
+    for i in range(3):
+        s3.put_object(Bucket=source, Key=f"in/o{i}.txt", Body=f"object {i}".encode())
+    project.write_registry({
+        "version": 1,
+        "defaults": {"destination": {"bucket": bucket, "endpoint_url": "${S3_URL}"}, "incremental": True},
+        "services": {"vendor": {"type": "s3", "source": {"bucket": source, "prefix": "in/", "endpoint_url": "${S3_URL}"}}},
+    })
+    batch = project.write_batch([{"job_id": "nightly", "service_id": "vendor"}])
+    assert project.run("--batch-file", str(batch), "--report", "r1.json").returncode == 0
+    s3.put_object(Bucket=source, Key="in/o2.txt", Body=b"object 2, changed")
+    assert project.run("--batch-file", str(batch), "--report", "r2.json").returncode == 0
+    files = project.report("r2.json")["jobs"][0]["files"]
+    assert files["skipped_unchanged"] == 2 and files["uploaded"] == 1
+    assert s3.get_object(Bucket=bucket, Key="data/s3/vendor/validated/o2.txt")["Body"].read() == b"object 2, changed"
+
+
+def test_files_over_max_file_bytes_are_refused(project: Project, s3, bucket: str, ftp_server,  # noqa: ANN001
+                                               ftp_dir: Path, ftp_root: Path) -> None:
+    (ftp_dir / "small.csv").write_text(CSV)
+    (ftp_dir / "huge.csv").write_text(CSV * 100)
+    ftp_registry(project, bucket, ftp_server, "/" + ftp_dir.relative_to(ftp_root).as_posix(), max_file_bytes=100)
+    batch = project.write_batch([{"job_id": "j", "service_id": "sales"}])
+    result = project.run("--batch-file", str(batch), "--report", "r.json")
+    assert result.returncode == 1, "a refused file counts as rejected"
+    job = project.report("r.json")["jobs"][0]
+    assert job["status"] == "succeeded" and job["files"]["rejected"] == 1 and job["files"]["uploaded"] == 1
+    assert list_keys(s3, bucket, "data/") == ["data/ftp/sales/validated/small.csv"]
+    manifest = s3.get_object(Bucket=bucket, Key="_manifests/sales/j.json")["Body"].read().decode()
+    assert "over max_file_bytes" in manifest
