@@ -79,7 +79,7 @@ class FtpServer:
     ``sessions`` counts the sessions open now and ``peak_sessions`` the most at once.
     """
 
-    def __init__(self, root: str | Path, user: str = "user", password: str = "12345",
+    def __init__(self, root: str | Path, user: str = "user", password: str = "ftp-pw-8c2e4f91",
                  tls_cert: str | Path | None = None, max_cons: int = 256, use_mlsd: bool = True) -> None:
         from pyftpdlib.authorizers import DummyAuthorizer
         from pyftpdlib.handlers import FTPHandler, TLS_FTPHandler

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -10,6 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+
+#: Environment variable names whose values are secrets.
+SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|API_KEY", re.IGNORECASE)
+
+
+def assert_no_secrets(secrets: list[str], texts: dict[str, str], files: list[Path]) -> None:
+    """No secret value in any of ``texts`` or in any text file of ``files``."""
+    for path in files:
+        if path.is_file() and path.stat().st_size < 50_000_000:
+            texts[str(path)] = path.read_text(errors="replace")
+    for secret in secrets:
+        leaked = [name for name, text in texts.items() if secret in text]
+        assert not leaked, f"a secret from the registry appears in {leaked}"
 
 
 @dataclass
@@ -29,14 +44,23 @@ class Project:
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """``python -m orchestrator.cli_init ARGS`` in the project directory."""
-        return subprocess.run([sys.executable, "-m", "orchestrator.cli_init", *args], cwd=self.root,
-                              env=self.env, capture_output=True, text=True, timeout=timeout)
+        return self._checked([sys.executable, "-m", "orchestrator.cli_init", *args], timeout)
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """``module-system ARGS`` (the console script) in the project directory."""
-        exe = Path(sys.executable).with_name("module-system")
-        return subprocess.run([str(exe), *args], cwd=self.root, env=self.env, capture_output=True,
-                              text=True, timeout=timeout)
+        return self._checked([str(Path(sys.executable).with_name("module-system")), *args], timeout)
+
+    def _checked(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+        """Run ``argv``; then no secret of the environment may appear in its output or files."""
+        result = subprocess.run(argv, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout)
+        assert_no_secrets(self.secrets(), {"stdout": result.stdout, "stderr": result.stderr},
+                          [*self.root.glob("*.json"), *(self.root / "temp").rglob("*")])
+        return result
+
+    def secrets(self) -> list[str]:
+        """Secret values handed to the registry through the environment (long enough to be unmistakable)."""
+        return [v for k, v in self.env.items()
+                if SECRET_NAME.search(k) and not k.startswith("AWS_") and len(v) >= 8]
 
     def report(self, name: str = "report.json") -> dict[str, Any]:
         return json.loads((self.root / name).read_text())
