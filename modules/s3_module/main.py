@@ -70,6 +70,8 @@ class S3Module(BaseModule):
                              "description": "S3-compatible endpoint URL; null or empty for AWS."},
             "region": {"type": "string", "minLength": 1, "default": "us-east-1",
                        "description": "Region the requests are signed for."},
+            "verify_tls": {"type": "boolean", "default": True,
+                           "description": "Verify the endpoint's TLS certificate; false logs a warning."},
             "access_key_id": {"type": "string", "x-secret": True,
                               "description": "Access key id; absent: the AWS default credential chain."},
             "secret_access_key": {"type": "string", "x-secret": True,
@@ -253,11 +255,14 @@ def s3_client_for(source: Mapping[str, Any], timeout_s: float) -> Any:
     access_key = source.get("access_key_id") or None
     secret_key = source.get("secret_access_key") or None
     # Secrets are kept as Secret objects in the key: equal values hash equal, never print.
-    cache_key = (endpoint, region, _as_secret(access_key), _as_secret(secret_key), float(timeout_s))
+    verify = bool(source["verify_tls"])
+    cache_key = (endpoint, region, _as_secret(access_key), _as_secret(secret_key), float(timeout_s), verify)
     with _clients_lock:
         client = _clients.get(cache_key)
         if client is None:
-            client = _new_client(endpoint, region, access_key, secret_key, timeout_s)
+            if not verify:
+                log.warning("tls_verification_disabled", endpoint_url=endpoint)
+            client = _new_client(endpoint, region, access_key, secret_key, timeout_s, verify)
             _clients[cache_key] = client
             log.debug("s3_client_created", endpoint_url=endpoint, region=region,
                       credentials="explicit" if access_key else "default_chain")
@@ -274,7 +279,8 @@ def _reveal(value: Any) -> str | None:
     return value.reveal() if isinstance(value, Secret) else value
 
 
-def _new_client(endpoint: str | None, region: str, access_key: Any, secret_key: Any, timeout_s: float) -> Any:
+def _new_client(endpoint: str | None, region: str, access_key: Any, secret_key: Any, timeout_s: float,
+                verify: bool) -> Any:
     import boto3.session
     from botocore.config import Config
 
@@ -288,6 +294,6 @@ def _new_client(endpoint: str | None, region: str, access_key: Any, secret_key: 
     # A session of its own: boto3's default session is not safe to share between threads.
     session = boto3.session.Session()
     return session.client(
-        "s3", endpoint_url=endpoint, region_name=region, config=config,
+        "s3", endpoint_url=endpoint, region_name=region, config=config, verify=verify,
         aws_access_key_id=_reveal(access_key), aws_secret_access_key=_reveal(secret_key),
     )
