@@ -11,8 +11,13 @@ socket is bound and listening); nothing sleeps. Needs the ``test`` extra
 from __future__ import annotations
 
 import datetime as _dt
+import fnmatch
 import ipaddress
 import logging
+import os
+import posixpath
+import socket
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,17 +82,36 @@ class FtpServer:
     ``tls_cert`` is a PEM file holding the certificate and its key (see
     :func:`make_self_signed_cert`). ``max_cons`` caps simultaneous sessions.
     ``sessions`` counts the sessions open now and ``peak_sessions`` the most at once.
+
+    Faults, deterministic so that tests can count them:
+
+    ``drop_after_bytes``
+        The data connection of a download is cut after sending this many bytes (the
+        server closes it and replies ``426``; with ``drop_with_reset`` it sends a TCP RST
+        instead of a FIN). Only the first ``drop_transfers`` RETRs of each file whose
+        base name matches the glob ``drop_match`` are cut, and only when more than
+        ``drop_after_bytes`` bytes remain to send from the REST offset.
+    ``rest_supported``
+        When False, REST is answered ``502`` and FEAT does not list ``REST STREAM``.
+
+    The witness: ``retrs`` lists each RETR as ``(path relative to root, REST offset)``
+    and ``faults_injected`` counts the transfers actually cut.
     """
 
     def __init__(self, root: str | Path, user: str = "user", password: str = "ftp-pw-8c2e4f91",
-                 tls_cert: str | Path | None = None, max_cons: int = 256, use_mlsd: bool = True) -> None:
+                 tls_cert: str | Path | None = None, max_cons: int = 256, use_mlsd: bool = True,
+                 drop_after_bytes: int | None = None, drop_transfers: int = 1, drop_match: str = "*",
+                 drop_with_reset: bool = False, rest_supported: bool = True) -> None:
         from pyftpdlib.authorizers import DummyAuthorizer
         from pyftpdlib.handlers import FTPHandler, TLS_FTPHandler
+        from pyftpdlib.handlers.ftp.producers import FileProducer
         from pyftpdlib.ioloop import IOLoop
         from pyftpdlib.servers import ThreadedFTPServer
 
         self.root = Path(root)
         self.user, self.password = user, password
+        self.drop_after_bytes, self.drop_transfers, self.drop_match = drop_after_bytes, drop_transfers, drop_match
+        self.drop_with_reset, self.rest_supported = drop_with_reset, rest_supported
         authorizer = DummyAuthorizer()
         authorizer.add_user(user, password, str(self.root), perm="elradfmwMT")
         base = TLS_FTPHandler if tls_cert else FTPHandler
@@ -95,9 +119,42 @@ class FtpServer:
         self.sessions = 0
         self.peak_sessions = 0
         self.commands: list[str] = []
+        self.retrs: list[tuple[str, int]] = []
+        self.faults_injected = 0
+        self._retrs_per_file: dict[str, int] = {}
         self._lock = threading.Lock()
 
+        class CuttingDTPHandler(base.dtp_handler):  # type: ignore[misc, name-defined]
+            """Sends a download's first ``_cut_at`` bytes, then aborts the data connection."""
+
+            _cut_at: int | None = None
+
+            def push_with_producer(self, producer: Any) -> None:
+                if isinstance(producer, FileProducer):  # a RETR (listings use other producers)
+                    self._cut_at, self.cmd_channel.cut_at = self.cmd_channel.cut_at, None
+                super().push_with_producer(producer)
+
+            def use_sendfile(self) -> bool:
+                return self._cut_at is None and bool(super().use_sendfile())
+
+            def send(self, data: bytes) -> int:
+                if self._cut_at is None:
+                    return int(super().send(data))
+                room = self._cut_at - self.tot_bytes_sent
+                if room > 0:
+                    return int(super().send(data[:room]))
+                self._cut_at = None
+                with owner._lock:
+                    owner.faults_injected += 1
+                if owner.drop_with_reset:
+                    self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.handle_close()  # data still queued: "426 Transfer aborted", then close
+                return 0
+
         class Handler(base):  # type: ignore[misc, valid-type]
+            dtp_handler = CuttingDTPHandler
+            cut_at: int | None = None
+
             def on_connect(self) -> None:
                 with owner._lock:
                     owner.sessions += 1
@@ -110,13 +167,23 @@ class FtpServer:
             def pre_process_command(self, line: str, cmd: str, arg: str) -> None:
                 with owner._lock:
                     owner.commands.append(cmd)
+                if cmd == "REST" and not owner.rest_supported:
+                    self.respond("502 Command not implemented.")
+                    return
                 super().pre_process_command(line, cmd, arg)
+
+            def ftp_RETR(self, file: str) -> Any:  # noqa: N802 - pyftpdlib's name
+                self.cut_at = owner._plan_retr(file, self._restart_position)
+                return super().ftp_RETR(file)
 
         Handler.authorizer = authorizer
         Handler.banner = "module_system test FTP"
         Handler.passive_ports = None
-        if not use_mlsd:
-            Handler.proto_cmds = {k: v for k, v in base.proto_cmds.items() if k not in ("MLSD", "MLST")}
+        hidden = set() if use_mlsd else {"MLSD", "MLST"}
+        if not rest_supported:
+            hidden.add("REST")  # not advertised in FEAT; pre_process_command answers 502
+        if hidden:
+            Handler.proto_cmds = {k: v for k, v in base.proto_cmds.items() if k not in hidden}
         if tls_cert:
             Handler.certfile = str(tls_cert)
             Handler.tls_control_required = True
@@ -133,6 +200,28 @@ class FtpServer:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"timeout": 0.2},
                                          name="ftp-server", daemon=True)
         self._thread.start()
+
+    def _plan_retr(self, path: str, rest: int) -> int | None:
+        """Record a RETR of ``path`` (a local path) at offset ``rest``; the bytes after which
+        to cut its data connection, or None to send it whole."""
+        name = Path(os.path.relpath(path, self.root)).as_posix()
+        with self._lock:
+            self.retrs.append((name, rest))
+            count = self._retrs_per_file[name] = self._retrs_per_file.get(name, 0) + 1
+        limit = self.drop_after_bytes
+        if limit is None or count > self.drop_transfers or not fnmatch.fnmatchcase(posixpath.basename(name),
+                                                                                    self.drop_match):
+            return None
+        try:
+            left = os.path.getsize(path) - rest
+        except OSError:
+            return None
+        return limit if left > limit else None
+
+    def retrs_of(self, name: str) -> list[int]:
+        """The REST offsets of each RETR of ``name`` (relative to root), in order."""
+        with self._lock:
+            return [rest for path, rest in self.retrs if path == name]
 
     def stop(self) -> None:
         self._server.close_all()

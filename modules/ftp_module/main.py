@@ -9,6 +9,10 @@ One control connection serves the whole job, listing and downloads alike: opened
 first use, re-opened after a transient failure, closed in :meth:`FtpModule.close`.
 Folders are listed with MLSD; a server that does not implement it (500/502) is listed
 with NLST, telling folders from files by trying to CWD into each entry.
+
+A download cut off mid-file keeps the bytes already written: the next try, on a fresh
+connection, asks for the rest with ``REST <bytes so far>``. A server that refuses REST
+(500/501/502/504) is remembered for the job and its files start over from byte 0.
 """
 
 from __future__ import annotations
@@ -44,6 +48,10 @@ MAX_FAILURES_IN_A_ROW = 5
 MAX_DEPTH = 64
 #: Replies to MLSD meaning "this server does not do MLSD": list with NLST from then on.
 _MLSD_UNSUPPORTED = ("500", "502")
+#: Replies to REST meaning "this server cannot resume": start each cut-off file over instead.
+_REST_UNSUPPORTED = ("500", "501", "502", "504")
+#: Reply to RETR after REST meaning "no such offset" (the file shrank): start this file over.
+_REST_OUT_OF_RANGE = "554"
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,7 @@ class FtpModule(BaseModule):
         self._ftp: ftplib.FTP | None = None
         self._root: str | None = None
         self._use_mlsd = True
+        self._use_rest = True
 
     # -- the contract ---------------------------------------------------------------
 
@@ -235,21 +244,87 @@ class FtpModule(BaseModule):
     # -- downloading ------------------------------------------------------------------
 
     def _download(self, workdir: Path, entry: _Entry) -> FetchedFile:
+        """Stream one file into a hashing sink under the retry policy.
+
+        A try cut off mid-file keeps what the sink holds: the sink only ever receives whole
+        ``recv`` chunks, so ``sink.size`` bytes are on disk and hashed, each once, and the
+        next try resumes at that offset (see :meth:`_retrieve`). Nothing is written twice,
+        so the running SHA-256 stays that of the remote file.
+        """
         uri = self._uri(entry.remote)
-        expected = entry.identity.get("size")
-
-        def retrieve(ftp: ftplib.FTP, sink: FileSink) -> None:
-            sink.reset()  # each try starts the file over
-            ftp.retrbinary(f"RETR {entry.remote}", sink.write, blocksize=BLOCK_SIZE)
-            if expected is not None and str(sink.size) != expected:
-                raise FtpTransientError(f"{uri}: got {sink.size} bytes, the listing said {expected}",
-                                        uri=uri)
-
         with self.ctx.new_file(workdir, entry.name, uri, entry.identity) as sink:
-            self._call(f"ftp retr {entry.remote}", uri, lambda ftp: retrieve(ftp, sink))
+            torn = False  # a local write failed inside a chunk: the file may hold part of it
+
+            def write(chunk: bytes) -> None:
+                nonlocal torn
+                try:
+                    sink.write(chunk)
+                except BaseException:
+                    torn = True
+                    raise
+
+            def retrieve(ftp: ftplib.FTP) -> None:
+                nonlocal torn
+                if torn:
+                    sink.reset()
+                    torn = False
+                try:
+                    self._retrieve(ftp, entry, uri, sink, write)
+                except (ftplib.Error, OSError, EOFError, FtpSourceError):
+                    raise  # _call translates, and drops the connection when it is worth a retry
+                except BaseException:
+                    # Left mid-transfer (e.g. the sink refused a chunk past max_file_bytes):
+                    # the server's reply to RETR is still pending, so this session is out of step.
+                    self._drop(polite=False)
+                    raise
+
+            self._call(f"ftp retr {entry.remote}", uri, retrieve)
             fetched = sink.finish()
         log.info("file_fetched", uri=uri, bytes=fetched.size)
         return fetched
+
+    def _retrieve(self, ftp: ftplib.FTP, entry: _Entry, uri: str, sink: FileSink,
+                  write: Callable[[bytes], None]) -> None:
+        """One try: RETR from ``sink.size`` (REST) or from byte 0, then check the size.
+
+        Raises FtpTransientError when the size differs from the listing's, after starting
+        the sink over if it holds more than the listing said (the file changed).
+        """
+        command = f"RETR {entry.remote}"
+        offset = sink.size
+        if offset and not self._use_rest:
+            self._restart(sink, uri, offset, reason="rest_unsupported")
+            offset = 0
+        if offset and not _unchanged_since_listing(ftp, entry):
+            self._restart(sink, uri, offset, reason="changed")  # resuming would splice two versions
+            offset = 0
+        if offset:
+            log.info("ftp_download_resumed", uri=uri, offset=offset)
+            try:
+                ftp.retrbinary(command, write, blocksize=BLOCK_SIZE, rest=offset)
+            except ftplib.error_perm as exc:
+                code = str(exc)[:3]
+                if code in _REST_UNSUPPORTED:
+                    self._use_rest = False
+                    log.info("ftp_rest_unsupported", uri=uri, reply=code)
+                elif code != _REST_OUT_OF_RANGE:
+                    raise
+                self._restart(sink, uri, offset, reason=f"reply_{code}")
+                ftp.retrbinary(command, write, blocksize=BLOCK_SIZE)
+        else:
+            ftp.retrbinary(command, write, blocksize=BLOCK_SIZE)
+        expected = entry.identity.get("size")
+        if expected is not None and str(sink.size) != expected:
+            got = sink.size
+            if expected.isdigit() and got > int(expected):
+                sink.reset()  # not a short read: the file changed, so the next try starts over
+            raise FtpTransientError(f"{uri}: got {got} bytes, the listing said {expected}", uri=uri)
+
+    @staticmethod
+    def _restart(sink: FileSink, uri: str, offset: int, reason: str) -> None:
+        """Drop the ``offset`` bytes already fetched: the download starts over from byte 0."""
+        sink.reset()
+        log.info("ftp_download_restarted", uri=uri, discarded=offset, reason=reason)
 
     # -- connection and error translation -------------------------------------------
 
@@ -372,6 +447,19 @@ def _size_and_mtime(ftp: ftplib.FTP, remote: str) -> dict[str, str]:
     except ftplib.error_perm:
         pass
     return identity
+
+
+def _unchanged_since_listing(ftp: ftplib.FTP, entry: _Entry) -> bool:
+    """Whether the file still has the modification time the listing gave (MDTM), so that
+    bytes resumed from it continue the same version. True when either side does not say."""
+    listed = entry.identity.get("modify")
+    if not listed:
+        return True
+    try:
+        now = ftp.sendcmd(f"MDTM {entry.remote}")[3:].strip()
+    except ftplib.error_perm:
+        return True
+    return now[:14] == listed[:14]
 
 
 def _close_quietly(ftp: ftplib.FTP, polite: bool) -> None:
