@@ -12,7 +12,9 @@ registers it for log redaction; values are revealed only into the request header
 OAuth2 client-credentials tokens are fetched once per process for each (token_url,
 client_id, client_secret, scope): every job and thread using the same credentials
 shares the token. A lock per credentials makes one thread fetch while the others wait.
-A token is refreshed when ``expires_in`` has (nearly) run out, or after a 401.
+A token is refreshed when ``expires_in`` has (nearly) run out, or after a 401. Token
+requests are paced by the service's ``rate_limit`` like page requests (the ``pace``
+callable of the job that asks), since the token endpoint is often the API's own host.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ class OAuth2ClientCredentials:
     refreshable = True
 
     def __init__(self, block: Mapping[str, Any], session: Callable[[], requests.Session],
-                 retry: RetryPolicy, timeout_s: float) -> None:
+                 retry: RetryPolicy, timeout_s: float, pace: Callable[[], None] | None = None) -> None:
         self.token_url: str = block["token_url"]
         self._client_id: str = block["client_id"]
         self._client_secret: Secret = _secret(block["client_secret"])
@@ -122,6 +124,7 @@ class OAuth2ClientCredentials:
         self._session = session
         self._retry = retry
         self._timeout_s = timeout_s
+        self._pace = pace
         self._refused: ApiAuthError | None = None
         # Secrets hash by value, so equal credentials share one cache slot without printing.
         self._key = (self.token_url, self._client_id, self._client_secret, self._scope, self._client_auth)
@@ -162,6 +165,8 @@ class OAuth2ClientCredentials:
             data.update(client_id=self._client_id, client_secret=self._client_secret.reveal())
         else:
             auth = (self._client_id, self._client_secret.reveal())
+        if self._pace is not None:
+            self._pace()
         try:
             with self._session().post(self.token_url, data=data, auth=auth, timeout=self._timeout_s,
                                       headers={"Accept": "application/json"}) as response:
@@ -208,8 +213,9 @@ def _secret(value: Any) -> Secret:
 
 
 def auth_for(block: Mapping[str, Any], session: Callable[[], requests.Session], retry: RetryPolicy,
-             timeout_s: float) -> Auth:
-    """The authenticator of a validated ``auth`` block; ``session`` gives the calling thread's session."""
+             timeout_s: float, pace: Callable[[], None] | None = None) -> Auth:
+    """The authenticator of a validated ``auth`` block; ``session`` gives the calling thread's session,
+    ``pace`` waits for the service's ``rate_limit`` before a token request."""
     kind = block["type"]
     if kind == "none":
         return StaticAuth({})
@@ -221,5 +227,5 @@ def auth_for(block: Mapping[str, Any], session: Callable[[], requests.Session], 
         pair = f"{block['username']}:{reveal(block['password'])}".encode()
         return StaticAuth({"Authorization": Secret("Basic " + base64.b64encode(pair).decode("ascii"))})
     if kind == "oauth2_client_credentials":
-        return OAuth2ClientCredentials(block, session, retry, timeout_s)
+        return OAuth2ClientCredentials(block, session, retry, timeout_s, pace)
     raise ValueError(f"unknown auth type {kind!r}")  # the schema rules this out

@@ -24,12 +24,22 @@ Registry keys read (``source`` of a ``type: api`` service; schema in
 
 Flow: the endpoints run in a thread pool ``max_concurrency`` wide, each walking its
 pages in order (pagination is sequential); each page is streamed into a hashing sink
-as ``<endpoint-slug>-p<n>.json`` and handed to the generator through a bounded queue,
-which yields files in completion order. Every request holds a slot of a process-wide
-semaphore per (base_url, max_concurrency), so jobs of one service share the limit.
-A request is retried through ``ctx.retry`` on 5xx, 408, 429 (waiting ``Retry-After``)
-and connection errors; a 401 refreshes an OAuth2 token once. An endpoint failing for
-good is yielded as :class:`FetchFailed`; when every endpoint fails, fetch raises.
+as ``<endpoint-slug>-p<n>.json`` by :class:`~.client.PageClient` and handed to the
+generator through a bounded queue, which yields files in completion order. Every
+request holds a slot of a process-wide semaphore per (base_url, max_concurrency), so
+jobs of one service share the limit, and is paced by the service's ``rate_limit``.
+A request is retried through ``ctx.retry`` on 5xx, 408, 429 (waiting ``Retry-After``,
+or on 429/503 ``RateLimit-Reset`` / ``X-RateLimit-Reset``) and connection errors; a 401
+refreshes an OAuth2 token once. An endpoint failing for good is yielded as
+:class:`FetchFailed`; when every endpoint fails, fetch raises. A page over the
+service's ``max_file_bytes`` is yielded as a ``rejected`` FetchFailed and ends its
+endpoint's walk.
+
+Incremental (service ``incremental: true``): with ``paginate: none`` only, an endpoint
+whose last manifest entry has an ``etag`` or ``last_modified`` is asked for with
+``If-None-Match`` / ``If-Modified-Since``, and a ``304`` yields :class:`Unchanged`.
+Paginated endpoints are always read in full: the next page is found in the body (or
+headers) of the one before, which a 304 does not carry.
 """
 
 from __future__ import annotations
@@ -37,7 +47,6 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import json
-import os
 import queue
 import threading
 from collections.abc import Iterator, Mapping
@@ -45,24 +54,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
-import requests
 import structlog
-from requests.adapters import HTTPAdapter
 
 from common.exceptions import is_transient
-from common.file_sink import FileSink
-from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig
+from common.file_sink import FileTooLarge
+from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig, Unchanged
 from common.problems import Problem
-from modules.api_module.auth import Auth, auth_for
+from modules.api_module.client import PageClient, PageMeta, service_limit
 from modules.api_module.config import SOURCE_SCHEMA, Paging, paging_from
-from modules.api_module.exceptions import (
-    ApiAuthError,
-    ApiSourceError,
-    ApiTransientError,
-    ApiUnauthorizedError,
-    error_for_status,
-    translate_request_error,
-)
+from modules.api_module.exceptions import ApiAuthError, ApiSourceError, ApiTransientError
 from modules.api_module.pagination import (
     endpoint_url,
     is_empty_page,
@@ -79,39 +79,11 @@ __all__ = ["ApiModule", "service_limit"]
 
 log = structlog.get_logger(__name__)
 
-#: Bytes read from a response body at a time.
-CHUNK_SIZE = 64 * 1024
 #: How often (seconds) the generator and the workers look at the stop flags while waiting.
 POLL_S = 0.1
-USER_AGENT = "module_system-api/1"
 
-_limits: dict[tuple[str, int], threading.BoundedSemaphore] = {}
-_limits_lock = threading.Lock()
-
-
-def service_limit(base_url: str, max_concurrency: int) -> threading.BoundedSemaphore:
-    """The process-wide semaphore bounding requests in flight to ``base_url``."""
-    key = (base_url.rstrip("/"), max_concurrency)
-    with _limits_lock:
-        return _limits.setdefault(key, threading.BoundedSemaphore(max_concurrency))
-
-
-def _reset_limits_after_fork() -> None:
-    global _limits_lock
-    _limits.clear()
-    _limits_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_limits_after_fork)
-
-
-@dataclasses.dataclass(frozen=True)
-class _PageMeta:
-    url: str
-    """The URL that answered (after redirects): relative links resolve against it."""
-    links: Mapping[str, Mapping[str, str]]
-    identity: Mapping[str, str]
+#: What an endpoint's walk yields: a page on disk, a page refused (rejected) or a 304.
+Item = FetchedFile | FetchFailed | Unchanged
 
 
 class _EndpointFailed(Exception):
@@ -133,17 +105,13 @@ class ApiModule(BaseModule):
         self.base_url: str = source["base_url"]
         self._cancel = threading.Event()
         # Backoff waits end as soon as this job's fetch is cancelled (stop, close).
-        self._retry = dataclasses.replace(ctx.retry, stop=self._cancel)
-        self._limit = service_limit(self.base_url, source["max_concurrency"])
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
-        self._sessions_lock = threading.Lock()
-        self._auth: Auth = auth_for(source["auth"], self._session, self._retry, ctx.timeout_s)
+        self._client = PageClient(source, ctx, dataclasses.replace(ctx.retry, stop=self._cancel))
 
     # ------------------------------------------------------------------ fetch
 
-    def fetch(self, workdir: Path) -> Iterator[FetchedFile | FetchFailed]:
-        """Every page of every endpoint, in completion order.
+    def fetch(self, workdir: Path) -> Iterator[Item]:
+        """Every page of every endpoint, in completion order (Unchanged for a 304, a rejected
+        FetchFailed for a page over ``max_file_bytes``).
 
         Raises :class:`~modules.api_module.exceptions.ApiAuthError` when the token
         endpoint refuses the client, and ``ApiSourceError`` (``ApiTransientError`` if
@@ -223,9 +191,9 @@ class ApiModule(BaseModule):
         try:
             ok = True
             try:
-                for file in self._walk(endpoint, workdir):
-                    if not self._post(results, ("file", file, None)):
-                        file.path.unlink(missing_ok=True)
+                for item in self._walk(endpoint, workdir):
+                    if not self._post(results, ("file", item, None)):
+                        _remove(item)
                         return
             except _EndpointFailed as failed:
                 if self._cancel.is_set():
@@ -249,8 +217,11 @@ class ApiModule(BaseModule):
 
     # ------------------------------------------------------------------ one endpoint
 
-    def _walk(self, endpoint: str, workdir: Path) -> Iterator[FetchedFile]:
-        """The pages of ``endpoint`` in order; raises _EndpointFailed (ApiAuthError passes through)."""
+    def _walk(self, endpoint: str, workdir: Path) -> Iterator[Item]:
+        """The pages of ``endpoint`` in order; raises _EndpointFailed (ApiAuthError passes through).
+
+        A page over ``max_file_bytes`` is yielded as a rejected FetchFailed and ends the walk.
+        """
         paging = self.paging
         first = endpoint_url(self.base_url, endpoint, self.source["query"])
         url = first
@@ -264,12 +235,22 @@ class ApiModule(BaseModule):
             if self._cancel.is_set() or self.ctx.stop.is_set():
                 return
             name = page_name(endpoint, number)
+            # Only an unpaginated endpoint may be asked conditionally: see the module docstring.
+            previous = self.ctx.previous.get(public_url(url)) if paging.type == "none" else None
             try:
-                file, meta = self._get_page(url, name, workdir)
+                got = self._client.get_page(url, name, workdir, previous)
             except ApiAuthError:
                 raise
+            except FileTooLarge as exc:
+                log.warning("api_page_rejected", endpoint=endpoint, uri=public_url(url), reason=str(exc))
+                yield FetchFailed(name, public_url(url), str(exc), status="rejected")
+                return
             except ApiSourceError as exc:
                 raise _EndpointFailed(name, public_url(url), exc) from exc
+            if isinstance(got, Unchanged):
+                yield got
+                return
+            file, meta = got
             keep, following = self._after_page(file, meta, first, url, number)
             if keep:
                 yield file
@@ -289,7 +270,7 @@ class ApiModule(BaseModule):
             url = following
         log.warning("api_max_pages_reached", endpoint=endpoint, max_pages=paging.max_pages)
 
-    def _after_page(self, file: FetchedFile, meta: _PageMeta, first: str, url: str,
+    def _after_page(self, file: FetchedFile, meta: PageMeta, first: str, url: str,
                     number: int) -> tuple[bool, str | None]:
         """(keep page ``number`` read from ``url``, URL of the next page or None)."""
         kind = self.paging.type
@@ -309,70 +290,6 @@ class ApiModule(BaseModule):
         cursor = next_cursor(document, self.paging)
         return True, (with_params(first, {str(self.paging.param): cursor}) if cursor is not None else None)
 
-    def _get_page(self, url: str, name: str, workdir: Path) -> tuple[FetchedFile, _PageMeta]:
-        """One page streamed into ``workdir/name``: retried, and re-authenticated once after a 401."""
-        public = public_url(url)
-        sink = self.ctx.new_file(workdir, name, public)
-        with sink:
-            refreshed = False
-            while True:
-                headers, marker = self._auth.headers()
-                try:
-                    meta = self._retry.call(self._attempt, url, headers, sink, what=f"GET {public}")
-                    break
-                except ApiUnauthorizedError:
-                    if refreshed or not self._auth.refreshable:
-                        raise
-                    refreshed = True
-                    self._auth.invalidate(marker)
-            sink.identity = dict(meta.identity)
-            fetched = sink.finish()
-        log.debug("api_page_fetched", uri=public, name=fetched.name, bytes=fetched.size)
-        return fetched, meta
-
-    def _attempt(self, url: str, headers: Mapping[str, str], sink: FileSink) -> _PageMeta:
-        """One GET from byte 0, holding a slot of the service's concurrency limit."""
-        public = public_url(url)
-        limit = self.source["max_response_bytes"]
-        sink.reset()
-        with self._limit:
-            try:
-                response = self._session().get(url, headers=dict(headers), timeout=self.ctx.timeout_s, stream=True)
-            except requests.RequestException as exc:
-                raise translate_request_error(exc, public) from exc
-            with response:
-                if not 200 <= response.status_code < 300:
-                    raise error_for_status(response.status_code, public, _head(response), response.headers)
-                declared = response.headers.get("Content-Length", "")
-                if declared.isdigit() and int(declared) > limit:
-                    raise _too_large(public, limit)
-                try:
-                    for chunk in response.iter_content(CHUNK_SIZE):
-                        sink.write(chunk)
-                        if sink.size > limit:
-                            raise _too_large(public, limit)
-                except requests.RequestException as exc:
-                    raise translate_request_error(exc, public) from exc
-                identity = {k: response.headers[h] for k, h in (("etag", "ETag"), ("last_modified", "Last-Modified"))
-                            if h in response.headers}
-                return _PageMeta(url=response.url, links=response.links, identity=identity)
-
-    def _session(self) -> requests.Session:
-        """The calling thread's pooled session (one per worker thread of this job)."""
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            adapter = HTTPAdapter(pool_maxsize=self.source["max_concurrency"], max_retries=0)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            session.verify = self.source["verify_tls"]
-            session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
-            session.headers.update(dict(self.source["headers"]))
-            with self._sessions_lock:
-                self._sessions.append(session)
-            self._local.session = session
-        return session
-
     # ------------------------------------------------------------------ validate, close
 
     def validate(self, file: FetchedFile) -> list[Problem]:
@@ -386,22 +303,13 @@ class ApiModule(BaseModule):
 
     def close(self) -> None:
         self._cancel.set()
-        with self._sessions_lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
+        self._client.close()
 
 
-def _too_large(url: str, limit: int) -> ApiSourceError:
-    return ApiSourceError(f"GET {url}: the response is larger than max_response_bytes ({limit})", url=url, status=None)
-
-
-def _head(response: requests.Response) -> bytes:
-    """The first bytes of an error reply's body, for the message; nothing if it cannot be read."""
-    try:
-        return next(response.iter_content(1024), b"")
-    except Exception:  # the status is the error; a body that cannot be read adds nothing
-        return b""
+def _remove(item: Item) -> None:
+    """Delete the local file of a page that will not be yielded."""
+    if isinstance(item, FetchedFile):
+        item.path.unlink(missing_ok=True)
 
 
 def _discard(results: queue.Queue[tuple[str, Any, Any]]) -> None:
@@ -412,4 +320,4 @@ def _discard(results: queue.Queue[tuple[str, Any, Any]]) -> None:
         except queue.Empty:
             return
         if kind == "file":
-            payload.path.unlink(missing_ok=True)
+            _remove(payload)

@@ -16,8 +16,19 @@ logged. With ``extract``, a JSON record of the fields follows each page as its o
 
 Failures: 404, 410 and other final 4xx of a followed page, or a followed page still failing
 after retries, yield :class:`FetchFailed`; 408/429/5xx and connection errors are retried
-(``Retry-After`` honoured). A start URL that cannot be fetched raises the source error,
-and so do :data:`MAX_FAILURES_IN_A_ROW` failing pages in a row: the site is down.
+(waiting what ``Retry-After``, or on 429/503 ``RateLimit-Reset`` / ``X-RateLimit-Reset``,
+asks: :mod:`modules.http_headers`). A start URL that cannot be fetched raises the source
+error, and so do :data:`MAX_FAILURES_IN_A_ROW` failing pages in a row: the site is down.
+A page over the service's ``max_file_bytes`` (when it is not above ``max_page_bytes``)
+is yielded as a ``rejected`` FetchFailed.
+
+Service keys used through ``ctx``: ``rate_limit`` (every request, robots.txt included,
+waits for :meth:`JobContext.pace` once it holds its host slot) and ``incremental``: a
+page whose links are not needed (no ``follow``, or at ``max_depth``, or ``max_pages``
+already reached) and whose last manifest entry has an ``etag`` or ``last_modified`` is
+asked for with ``If-None-Match`` / ``If-Modified-Since``; a ``304`` yields
+:class:`Unchanged` (and its ``extract`` record too). Pages whose links are followed are
+always downloaded: a 304 has no body to read links from.
 """
 
 from __future__ import annotations
@@ -36,14 +47,16 @@ import requests
 import structlog
 
 from common.exceptions import Transient
-from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig
+from common.file_sink import FileTooLarge
+from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig, Unchanged
 from common.secret import reveal
+from modules.http_headers import conditional_headers, version_identity
+from modules.web_module.config import SOURCE_SCHEMA
 from modules.web_module.exceptions import (
-    WebHttpError,
+    REDIRECT_STATUSES,
     WebSourceError,
     WebTransientError,
-    is_retryable_status,
-    parse_retry_after,
+    raise_for_status,
     translate_request_error,
 )
 from modules.web_module.pages import (
@@ -57,7 +70,7 @@ from modules.web_module.pages import (
     record_name,
 )
 from modules.web_module.politeness import GateInterrupted, gate_for, thread_session
-from modules.web_module.robots import MAX_ROBOTS_BYTES, RobotsRules
+from modules.web_module.robots import RobotsRules, read_robots_answer
 
 __all__ = ["WebModule"]
 
@@ -73,18 +86,18 @@ MAX_FAILURES_IN_A_ROW = 5
 #: One page download may take at most this many times ``timeout_s`` in all (a trickling server).
 BODY_DEADLINE_FACTOR = 5
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_GONE = frozenset({404, 410})
 
 
 @dataclass(frozen=True)
 class _Answer:
     """What one request (no redirect followed) came to."""
 
-    kind: Literal["page", "redirect", "skipped"]
+    kind: Literal["page", "redirect", "skipped", "unchanged"]
     file: FetchedFile | None = None
     location: str | None = None
     reason: str = ""
+    identity: Mapping[str, str] | None = None
+    """For ``unchanged``: the version marks of the 304 over those recorded last run."""
 
 
 class _Skip(Exception):
@@ -94,56 +107,7 @@ class _Skip(Exception):
 class WebModule(BaseModule):
     """Crawls HTML pages from ``urls`` (see the module docstring for its keys)."""
 
-    source_schema: ClassVar[Mapping[str, Any]] = {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["urls"],
-        "properties": {
-            "urls": {"type": "array", "minItems": 1,
-                     "items": {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\\s]+"},
-                     "description": "Start URLs (http or https), fetched first, in order."},
-            "follow": {"type": ["object", "null"], "default": None, "additionalProperties": False,
-                       "required": ["selector"],
-                       "description": "Links to follow from fetched pages; null follows none.",
-                       "properties": {
-                           "selector": {"type": "string", "minLength": 1,
-                                        "description": "CSS selector of the links (elements with href, or "
-                                                       "elements holding a[href])."},
-                           "max_pages": {"type": "integer", "minimum": 0, "default": 50,
-                                         "description": "Most pages requested through links, start URLs "
-                                                        "not counted."},
-                           "max_depth": {"type": "integer", "minimum": 0, "default": 3,
-                                         "description": "Most link hops from a start URL (start URLs are "
-                                                        "depth 0)."}}},
-            "allowed_hosts": {"type": ["array", "null"], "default": None,
-                              "items": {"type": "string", "minLength": 1},
-                              "description": "Hosts that may be requested, 'host' (default ports) or "
-                                             "'host:port'; null: the hosts of the start URLs."},
-            "obey_robots": {"type": "boolean", "default": True,
-                            "description": "Read each host's robots.txt and skip what it disallows."},
-            "user_agent": {"type": "string", "minLength": 1,
-                           "default": "module_system/0.1 (+https://example.invalid/module_system/bot)",
-                           "description": "User-Agent header, also the name robots.txt rules are matched on."},
-            "delay_s": {"type": "number", "minimum": 0, "default": 0,
-                        "description": "Least seconds between two request starts to one host, across all "
-                                       "jobs of the process."},
-            "max_connections_per_host": {"type": "integer", "minimum": 1, "default": 2,
-                                         "description": "Most requests in flight to one host, across all "
-                                                        "jobs of the process."},
-            "max_page_bytes": {"type": "integer", "minimum": 1, "default": 10 * 1024 * 1024,
-                               "description": "Larger pages are skipped (checked while streaming)."},
-            "extract": {"type": "object", "default": {},
-                        "additionalProperties": {"type": "string", "minLength": 1},
-                        "description": "Field name to CSS selector: a JSON record <page>.json of the text "
-                                       "of each first match (or null) is written beside each page."},
-            "headers": {"type": "object", "default": {},
-                        "additionalProperties": {"type": "string", "x-secret": True},
-                        "description": "Extra request headers (values are secret: never logged)."},
-            "verify_tls": {"type": "boolean", "default": True,
-                           "description": "Verify https certificates; false only for trusted test servers."},
-        },
-    }
+    source_schema: ClassVar[Mapping[str, Any]] = SOURCE_SCHEMA
 
     def __init__(self, source: SourceConfig, ctx: JobContext) -> None:
         super().__init__(source, ctx)
@@ -170,9 +134,11 @@ class WebModule(BaseModule):
 
     # -- the contract ---------------------------------------------------------------
 
-    def fetch(self, workdir: Path) -> Iterator[FetchedFile | FetchFailed]:
+    def fetch(self, workdir: Path) -> Iterator[FetchedFile | FetchFailed | Unchanged]:
         """Each HTML page, breadth first from ``urls``, each followed by its ``extract`` record if any.
 
+        An unchanged page (``304`` to a conditional request) is yielded as :class:`Unchanged`,
+        and so is its ``extract`` record; a page over ``max_file_bytes`` as a rejected FetchFailed.
         Raises :class:`WebSourceError` (``WebTransientError`` when retrying may help) when
         a start URL cannot be fetched or MAX_FAILURES_IN_A_ROW pages fail in a row.
         """
@@ -181,7 +147,7 @@ class WebModule(BaseModule):
         thread_session().cookies.clear()  # cookies of another job on this thread stay with it
         frontier: deque[tuple[str, int, bool]] = deque((url, 0, True) for url in self._starts)
         queued = set(self._starts)
-        linked = pages = failed = in_a_row = 0
+        linked = pages = failed = unchanged = in_a_row = 0
         log.info("web_crawl_started", urls=len(self._starts), max_pages=self._max_pages, max_depth=self._max_depth)
         while frontier:
             if self.ctx.stop.is_set():
@@ -190,10 +156,18 @@ class WebModule(BaseModule):
             url, depth, start = frontier.popleft()
             if url in self._done:
                 continue
+            # A page whose links will be followed needs its body: never asked for conditionally.
+            needs_links = self._follow is not None and depth < self._max_depth and linked < self._max_pages
             try:
-                result = self._fetch_page(url, workdir)
+                result = self._fetch_page(url, workdir, conditional=not needs_links)
             except GateInterrupted:
                 return
+            except FileTooLarge as exc:
+                in_a_row = 0
+                uri = str(exc.fields.get("uri", url))  # after redirects: the URL that answered
+                log.warning("web_page_rejected", url=uri, reason=str(exc))
+                yield FetchFailed(page_name(uri), uri, str(exc), status="rejected")
+                continue
             except WebSourceError as exc:
                 if self.ctx.stop.is_set():
                     return
@@ -206,6 +180,13 @@ class WebModule(BaseModule):
                 continue
             in_a_row = 0
             if result is None:
+                continue
+            if isinstance(result, Unchanged):
+                unchanged += 1
+                yield result
+                if self._extract:
+                    uri = result.source_uri + "#extract"
+                    yield Unchanged(record_name(result.name), uri, self.ctx.previous.get(uri, {}))
                 continue
             file, final_url = result
             # Read before yielding: the framework removes the file once it is uploaded.
@@ -222,12 +203,17 @@ class WebModule(BaseModule):
                     queued.add(link)
                     frontier.append((link, depth + 1, False))
                     linked += 1
-        log.info("web_crawl_finished", pages=pages, failed=failed, linked=linked)
+        log.info("web_crawl_finished", pages=pages, failed=failed, unchanged=unchanged, linked=linked)
 
     # -- one page ---------------------------------------------------------------------
 
-    def _fetch_page(self, url: str, workdir: Path) -> tuple[FetchedFile, str] | None:
-        """The page at ``url`` after redirects, with its final URL; None when it is skipped."""
+    def _fetch_page(self, url: str, workdir: Path,
+                    conditional: bool = False) -> tuple[FetchedFile, str] | Unchanged | None:
+        """The page at ``url`` after redirects, with its final URL; None when it is skipped.
+
+        With ``conditional``, each URL the last manifest recorded with version marks is
+        asked for with If-None-Match / If-Modified-Since, and a 304 gives :class:`Unchanged`.
+        """
         current, previous = url, ""
         for hop in range(MAX_REDIRECTS + 1):
             try:
@@ -239,11 +225,16 @@ class WebModule(BaseModule):
                     log.info("web_page_skipped", url=current, reason=str(skip))
                 return None
             self._done.add(current)
-            take = functools.partial(self._take_page, url=current, workdir=workdir)
-            answer = self.ctx.retry.call(self._exchange, current, take, what=f"GET {current}")
+            version = self._previous_version(current) if conditional else {}
+            take = functools.partial(self._take_page, url=current, workdir=workdir, previous=version)
+            answer = self.ctx.retry.call(self._exchange, current, take, conditional_headers(version),
+                                         what=f"GET {current}")
             if answer.kind == "skipped":
                 log.info("web_page_skipped", url=current, reason=answer.reason)
                 return None
+            if answer.kind == "unchanged":
+                log.info("web_page_unchanged", url=current, redirects=hop)
+                return Unchanged(page_name(current), current, answer.identity or version)
             if answer.kind == "page":
                 assert answer.file is not None
                 log.info("web_page_fetched", url=current, bytes=answer.file.size, redirects=hop)
@@ -257,45 +248,72 @@ class WebModule(BaseModule):
             current, previous = target, current
         raise WebSourceError(f"{url}: more than {MAX_REDIRECTS} redirects", url=url)
 
+    def _previous_version(self, url: str) -> dict[str, str]:
+        """The version marks (etag, last_modified) the last manifest recorded for ``url``, when a
+        304 could stand for everything the page yielded then (its ``extract`` record landed too)."""
+        if self._extract and url + "#extract" not in self.ctx.previous:
+            return {}
+        before = self.ctx.previous.get(url, {})
+        return {k: before[k] for k in ("etag", "last_modified") if before.get(k)}
+
     def _check_allowed(self, url: str) -> None:
         if not self._hosts.allows(url):
             raise _Skip(f"host {host_key(url)} is not in allowed_hosts")
         if self._robots is not None and not self._robots.allowed(url):
             raise _Skip("disallowed by robots.txt")
 
-    def _take_page(self, response: requests.Response, url: str, workdir: Path) -> _Answer:
-        """The page body streamed into a sink, or why not."""
+    def _take_page(self, response: requests.Response, url: str, workdir: Path,
+                   previous: Mapping[str, str]) -> _Answer:
+        """The page body streamed into a sink, or why not.
+
+        ``previous``: the version marks sent as conditional headers (empty: none sent).
+        Raises FileTooLarge when the page is over ``max_file_bytes`` (the smaller limit).
+        """
         status = response.status_code
-        if status in _REDIRECTS and response.headers.get("Location"):
+        if status in REDIRECT_STATUSES and response.headers.get("Location"):
             return _Answer("redirect", location=urljoin(url, response.headers["Location"]))
-        self._raise_for_status(response, url)
+        if status == 304 and previous:
+            return _Answer("unchanged", identity={**previous, **version_identity(response.headers)})
+        raise_for_status(response, url)
         if not 200 <= status < 300 or status == 204:
             return _Answer("skipped", reason=f"HTTP {status}")
         media = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if media not in HTML_TYPES:
             return _Answer("skipped", reason=f"content type {media or 'missing'} is not HTML")
-        limit: int = self.source["max_page_bytes"]
+        limit = min(self.source["max_page_bytes"], self.ctx.max_file_bytes)
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:
-            return _Answer("skipped", reason=f"{declared} bytes declared, max_page_bytes is {limit}")
-        identity = {k.lower(): response.headers[k] for k in ("ETag", "Last-Modified") if k in response.headers}
+            return self._too_large(url, f"{declared} bytes declared")
         deadline = time.monotonic() + BODY_DEADLINE_FACTOR * self.ctx.timeout_s
-        with self.ctx.new_file(workdir, page_name(url), url, identity) as sink:
+        with self.ctx.new_file(workdir, page_name(url), url, version_identity(response.headers)) as sink:
             for chunk in response.iter_content(CHUNK_SIZE):
                 if sink.size + len(chunk) > limit:
                     sink.abort()
-                    return _Answer("skipped", reason=f"more than max_page_bytes ({limit}) bytes")
+                    return self._too_large(url, f"more than {limit} bytes")
                 sink.write(chunk)
                 if time.monotonic() > deadline:
                     raise WebTransientError(f"{url}: body not read within {BODY_DEADLINE_FACTOR}x timeout_s",
                                             url=url, retry_after=None)
             return _Answer("page", file=sink.finish())
 
-    def _record(self, workdir: Path, page: FetchedFile, record: dict[str, str | None]) -> FetchedFile:
+    def _too_large(self, url: str, size: str) -> _Answer:
+        """The smaller limit applies: over ``max_file_bytes`` raises FileTooLarge (the page is
+        rejected, in the manifest), over ``max_page_bytes`` skips it (logged only)."""
+        page_limit: int = self.source["max_page_bytes"]
+        if self.ctx.max_file_bytes <= page_limit:
+            raise FileTooLarge(f"{url}: {size}, over max_file_bytes ({self.ctx.max_file_bytes})",
+                               uri=url, max_bytes=self.ctx.max_file_bytes)
+        return _Answer("skipped", reason=f"{size}, max_page_bytes is {page_limit}")
+
+    def _record(self, workdir: Path, page: FetchedFile, record: dict[str, str | None]) -> FetchedFile | FetchFailed:
         """The ``extract`` record of ``page`` as its own file (source URI: the page's, ``#extract``)."""
-        with self.ctx.new_file(workdir, record_name(page.name), page.source_uri + "#extract") as sink:
-            sink.write(json.dumps(record, ensure_ascii=False, indent=2).encode("utf-8"))
-            return sink.finish()
+        name, uri = record_name(page.name), page.source_uri + "#extract"
+        try:
+            with self.ctx.new_file(workdir, name, uri) as sink:
+                sink.write(json.dumps(record, ensure_ascii=False, indent=2).encode("utf-8"))
+                return sink.finish()
+        except FileTooLarge as exc:
+            return FetchFailed(name, uri, str(exc), status="rejected")
 
     # -- robots.txt -------------------------------------------------------------------
 
@@ -303,7 +321,7 @@ class WebModule(BaseModule):
         """(status, text) of a robots.txt, redirects followed within the allowed hosts."""
         current = url
         for _ in range(MAX_REDIRECTS + 1):
-            status, text, location = self.ctx.retry.call(self._exchange, current, _take_robots,
+            status, text, location = self.ctx.retry.call(self._exchange, current, read_robots_answer,
                                                          what=f"GET {current}")
             if location is None:
                 return status, text
@@ -316,13 +334,17 @@ class WebModule(BaseModule):
 
     # -- HTTP -------------------------------------------------------------------------
 
-    def _exchange(self, url: str, take: Callable[[requests.Response], T]) -> T:
-        """One GET of ``url`` (redirects not followed) inside the host's gate; ``take`` reads the answer."""
+    def _exchange(self, url: str, take: Callable[[requests.Response], T],
+                  headers: Mapping[str, str] | None = None) -> T:
+        """One GET of ``url`` (redirects not followed) inside the host's gate, paced by the service's
+        ``rate_limit``; ``take`` reads the answer. ``headers`` are added to the source's."""
         gate = gate_for(host_key(url))
-        with gate.slot(self.source["max_connections_per_host"], self.source["delay_s"], self.ctx.stop):
+        pace = self.ctx.pace if self.ctx.pacer is not None else None
+        with gate.slot(self.source["max_connections_per_host"], self.source["delay_s"], self.ctx.stop, pace):
             try:
                 response = thread_session().get(
-                    url, headers=self._headers, timeout=(self.ctx.timeout_s, self.ctx.timeout_s),
+                    url, headers={**self._headers, **(headers or {})},
+                    timeout=(self.ctx.timeout_s, self.ctx.timeout_s),
                     allow_redirects=False, stream=True, verify=self.source["verify_tls"])
             except requests.RequestException as exc:
                 raise translate_request_error(exc, url) from exc
@@ -332,32 +354,3 @@ class WebModule(BaseModule):
                 raise translate_request_error(exc, url) from exc
             finally:
                 response.close()
-
-    @staticmethod
-    def _raise_for_status(response: requests.Response, url: str) -> None:
-        status = response.status_code
-        if is_retryable_status(status):
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            raise WebTransientError(f"{url}: HTTP {status} {response.reason or ''}".rstrip(), url=url,
-                                    status=status, retry_after=retry_after)
-        if status >= 400:
-            what = "gone" if status in _GONE else "refused"
-            raise WebHttpError(f"{url}: HTTP {status} {response.reason or ''} ({what})".rstrip(), url=url,
-                               status=status)
-
-
-def _take_robots(response: requests.Response) -> tuple[int, str, str | None]:
-    """(status, text, redirect location) of a robots.txt answer; 5xx raise to be retried."""
-    status = response.status_code
-    if status in _REDIRECTS and response.headers.get("Location"):
-        return status, "", response.headers["Location"]
-    if is_retryable_status(status):
-        WebModule._raise_for_status(response, response.url)
-    if not 200 <= status < 300:
-        return status, "", None
-    body = bytearray()
-    for chunk in response.iter_content(CHUNK_SIZE):
-        body += chunk
-        if len(body) >= MAX_ROBOTS_BYTES:
-            break
-    return status, bytes(body[:MAX_ROBOTS_BYTES]).decode("utf-8", errors="replace"), None

@@ -5,7 +5,9 @@ Every request the web module makes (pages and ``robots.txt``) goes through the
 
 * at most ``max_connections_per_host`` requests to the host are in flight at once
   (a request holds its slot from sending until its body is read or dropped);
-* consecutive request starts to the host are at least ``delay_s`` apart.
+* consecutive request starts to the host are at least ``delay_s`` apart;
+* a service with ``rate_limit`` paces each request once it holds its slot, right
+  before sending (see :meth:`HostGate.slot`).
 
 Jobs naming different limits for the same host each get their own limit checked
 against the shared count, so the strictest job is never exceeded.
@@ -20,7 +22,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import requests
@@ -44,6 +46,10 @@ class HostGate:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._active = 0
+        self._pacing = 0
+        """Slot holders still waiting for their service's rate_limit (not yet sent)..."""
+        self._pacing_spaced = 0
+        """... and those of them keeping a ``delay_s``."""
         self._last_start = float("-inf")
 
     @property
@@ -53,20 +59,44 @@ class HostGate:
             return self._active
 
     @contextmanager
-    def slot(self, limit: int, delay_s: float, stop: threading.Event) -> Iterator[None]:
-        """Hold one of ``limit`` slots, ``delay_s`` after the last request start; raises GateInterrupted on stop."""
+    def slot(self, limit: int, delay_s: float, stop: threading.Event,
+             pace: Callable[[], None] | None = None) -> Iterator[None]:
+        """Hold one of ``limit`` slots, ``delay_s`` after the last request start; raises GateInterrupted on stop.
+
+        ``pace`` (the service's ``rate_limit``) is waited for after the slot is taken, right
+        before the request is sent, so both spacings hold between actual request starts:
+        the start time recorded for ``delay_s`` is the moment pacing ended, and no slot is
+        taken while a paced request waits if either of the two keeps a ``delay_s`` (the
+        one starting second could not know when the other starts).
+        """
         with self._cond:
             while True:
                 if stop.is_set():
                     raise GateInterrupted()
                 now = time.monotonic()
                 wait = self._last_start + delay_s - now
-                if self._active < limit and wait <= 0:
+                pacing = self._pacing_spaced if delay_s <= 0 else self._pacing
+                free = self._active < limit and pacing == 0
+                if free and wait <= 0:
                     break
-                self._cond.wait(min(wait if self._active < limit else STOP_POLL_S, STOP_POLL_S))
+                self._cond.wait(min(wait if free else STOP_POLL_S, STOP_POLL_S))
             self._active += 1
             self._last_start = now
+            if pace is not None:
+                self._pacing += 1
+                self._pacing_spaced += delay_s > 0
         try:
+            if pace is not None:
+                try:
+                    pace()
+                finally:
+                    with self._cond:
+                        self._pacing -= 1
+                        self._pacing_spaced -= delay_s > 0
+                        self._last_start = max(self._last_start, time.monotonic())
+                        self._cond.notify_all()
+                if stop.is_set():  # the pacer returns at once when the run stops
+                    raise GateInterrupted()
             yield
         finally:
             with self._cond:

@@ -19,14 +19,19 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 from urllib.robotparser import RobotFileParser
 
+import requests
 import structlog
 
-__all__ = ["MAX_ROBOTS_BYTES", "RobotsRules"]
+from modules.web_module.exceptions import REDIRECT_STATUSES, is_retryable_status, raise_for_status
+
+__all__ = ["MAX_ROBOTS_BYTES", "RobotsRules", "read_robots_answer"]
 
 log = structlog.get_logger(__name__)
 
 #: Bytes of a robots.txt that are parsed (Google reads 500 KiB); the rest is ignored.
 MAX_ROBOTS_BYTES = 512 * 1024
+#: Bytes read from a robots.txt body at a time.
+CHUNK_SIZE = 64 * 1024
 
 #: Fetches a robots.txt URL: (HTTP status, body text), or (404, "") when it cannot be reached
 #: without leaving the allowed hosts. Raises a transient error when the server fails.
@@ -64,3 +69,20 @@ class RobotsRules:
         parser.modified()  # can_fetch() refuses everything until the parser is marked read
         log.debug("web_robots_loaded", url=robots_url, status=status, rules=rules)
         return parser
+
+
+def read_robots_answer(response: requests.Response) -> tuple[int, str, str | None]:
+    """(status, text, redirect location) of a robots.txt answer; retryable statuses raise to be retried."""
+    status = response.status_code
+    if status in REDIRECT_STATUSES and response.headers.get("Location"):
+        return status, "", response.headers["Location"]
+    if is_retryable_status(status):
+        raise_for_status(response, response.url)
+    if not 200 <= status < 300:
+        return status, "", None
+    body = bytearray()
+    for chunk in response.iter_content(CHUNK_SIZE):
+        body += chunk
+        if len(body) >= MAX_ROBOTS_BYTES:
+            break
+    return status, bytes(body[:MAX_ROBOTS_BYTES]).decode("utf-8", errors="replace"), None

@@ -6,8 +6,9 @@
       ApiSourceError                   an endpoint or the whole API could not be read
         ApiHttpError                   a reply status not worth retrying (4xx but 408/429)
           ApiUnauthorizedError         401: credentials refused (refreshed once for oauth2)
-        ApiTransientError              + Transient: 5xx, 408, refused/reset connections, timeouts
-          ApiRateLimitedError          429; ``retry_after`` (seconds) from ``Retry-After``
+        ApiTransientError              + Transient: 5xx, 408, refused/reset connections, timeouts;
+                                       ``retry_after`` (seconds) when the reply asks for a wait
+          ApiRateLimitedError          429
         ApiAuthError                   the OAuth2 token endpoint refused the client: fails the job
           ApiAuthTransientError        + Transient: the token endpoint is down or throttling
 
@@ -18,12 +19,11 @@ known secret value scrubbed (:func:`common.secret.redact`); never a header.
 
 from __future__ import annotations
 
-import datetime as dt
-import email.utils
 from typing import Any
 
 from common.exceptions import RETRY_HTTP_CODES, SourceError, Transient
 from common.secret import redact
+from modules.http_headers import retry_delay
 
 __all__ = [
     "MAX_EXCERPT_CHARS",
@@ -35,7 +35,6 @@ __all__ = [
     "ApiTransientError",
     "ApiUnauthorizedError",
     "error_for_status",
-    "parse_retry_after",
     "translate_request_error",
 ]
 
@@ -56,11 +55,13 @@ class ApiUnauthorizedError(ApiHttpError):
 
 
 class ApiTransientError(ApiSourceError, Transient):
-    """A failure that retrying may cure: 5xx, 408, a refused or reset connection, a timeout."""
+    """A failure that retrying may cure: 5xx, 408, a refused or reset connection, a timeout.
+
+    ``retry_after``: seconds the reply asked to wait (sets the retry delay), or None/absent."""
 
 
 class ApiRateLimitedError(ApiTransientError):
-    """429 Too Many Requests. ``retry_after``: seconds the server asked to wait, or None."""
+    """429 Too Many Requests."""
 
 
 class ApiAuthError(ApiSourceError):
@@ -81,25 +82,6 @@ def excerpt(text: str | bytes) -> str:
     return line if len(line) <= MAX_EXCERPT_CHARS else line[: MAX_EXCERPT_CHARS - 3] + "..."
 
 
-def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date; None if unusable."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    now = now or dt.datetime.now(dt.timezone.utc)
-    return max(0.0, (when - now).total_seconds())
-
-
 def error_for_status(status: int, url: str, body: bytes, headers: Any = None,
                      what: str = "GET") -> ApiSourceError:
     """The error for a non-2xx reply ``status`` to ``what url``, quoting an excerpt of ``body``."""
@@ -108,11 +90,11 @@ def error_for_status(status: int, url: str, body: bytes, headers: Any = None,
     fields: dict[str, Any] = {"url": url, "status": status}
     if status == 401:
         return ApiUnauthorizedError(message, **fields)
-    if status == 429:
-        header = headers.get("Retry-After") if headers is not None else None
-        return ApiRateLimitedError(message, retry_after=parse_retry_after(header), **fields)
     if status in RETRY_HTTP_CODES or status >= 500:
-        return ApiTransientError(message, **fields)
+        # Retry-After, or on 429/503 RateLimit-Reset / X-RateLimit-Reset (modules.http_headers).
+        wait = retry_delay(status, headers) if headers is not None else None
+        cls = ApiRateLimitedError if status == 429 else ApiTransientError
+        return cls(message, retry_after=wait, **fields)
     return ApiHttpError(message, **fields)
 
 

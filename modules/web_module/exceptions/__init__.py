@@ -5,7 +5,8 @@
     SourceError                    common.exceptions
       WebSourceError               a page or the site cannot be read (TLS refused, bad URL, too many redirects)
         WebTransientError          + Transient: 408/429/5xx, refused/reset connections, timeouts;
-                                   ``retry_after`` (seconds) from the Retry-After header when present
+                                   ``retry_after`` (seconds) from Retry-After, or on 429/503 from
+                                   RateLimit-Reset / X-RateLimit-Reset (:mod:`modules.http_headers`)
         WebHttpError               a final HTTP error answer (401, 403, 404, 410, other 4xx); ``status``
 
 Each carries keyword fields (``url``, ``status``, ``retry_after``), never a header value
@@ -14,24 +15,24 @@ Each carries keyword fields (``url``, ``status``, ``retry_after``), never a head
 
 from __future__ import annotations
 
-import datetime as dt
-import email.utils
-
 import requests
 
 from common.exceptions import RETRY_HTTP_CODES, SourceError, Transient
+from modules.http_headers import retry_delay
 
 __all__ = [
+    "REDIRECT_STATUSES",
     "WebHttpError",
     "WebSourceError",
     "WebTransientError",
     "is_retryable_status",
-    "parse_retry_after",
+    "raise_for_status",
     "translate_request_error",
 ]
 
-#: Longest Retry-After we pass on (the retry policy caps it again with max_backoff_s).
-MAX_RETRY_AFTER_S = 3600.0
+#: Answers whose ``Location`` the module follows by hand.
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_GONE = frozenset({404, 410})
 
 
 class WebSourceError(SourceError):
@@ -51,21 +52,17 @@ def is_retryable_status(status: int) -> bool:
     return status in RETRY_HTTP_CODES or 500 <= status < 600
 
 
-def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date; None if absent or unreadable."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return min(float(value), MAX_RETRY_AFTER_S)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    now = now or dt.datetime.now(dt.timezone.utc)
-    return min(max(0.0, (when - now).total_seconds()), MAX_RETRY_AFTER_S)
+def raise_for_status(response: requests.Response, url: str) -> None:
+    """Raise WebTransientError for a retryable status (with the wait the answer asks for),
+    WebHttpError for another 4xx/5xx; return for anything else."""
+    status = response.status_code
+    if is_retryable_status(status):
+        raise WebTransientError(f"{url}: HTTP {status} {response.reason or ''}".rstrip(), url=url,
+                                status=status, retry_after=retry_delay(status, response.headers))
+    if status >= 400:
+        what = "gone" if status in _GONE else "refused"
+        raise WebHttpError(f"{url}: HTTP {status} {response.reason or ''} ({what})".rstrip(), url=url,
+                           status=status)
 
 
 def translate_request_error(exc: requests.RequestException, url: str) -> WebSourceError:

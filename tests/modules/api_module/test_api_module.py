@@ -31,7 +31,6 @@ from modules.api_module.exceptions import (
     ApiRateLimitedError,
     ApiSourceError,
     ApiTransientError,
-    parse_retry_after,
 )
 from modules.api_module.main import ApiModule
 from modules.api_module.pagination import endpoint_slug, page_name
@@ -123,15 +122,6 @@ def test_slugs_are_stable_safe_and_unique() -> None:
     assert endpoint_slug("/v1/weather?city=paris") == endpoint_slug("/v1/weather?city=paris")
     assert endpoint_slug("/a/b") != endpoint_slug("/a-b")
     assert page_name("/../etc/passwd?x=1", 2).startswith("etc-passwd-x-1-") and page_name("/", 1).endswith("-p1.json")
-
-
-def test_parse_retry_after_seconds_date_and_garbage() -> None:
-    import datetime as dt
-    now = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
-    assert parse_retry_after("3") == 3.0
-    assert parse_retry_after("Thu, 01 Jan 2026 12:00:07 GMT", now) == 7.0
-    assert parse_retry_after("Thu, 01 Jan 2026 11:00:00 GMT", now) == 0.0
-    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
 
 
 # --------------------------------------------------------------------------- one page, auth

@@ -25,7 +25,7 @@ from common.job_config import resolve_source
 from common.retry import RetryPolicy
 from common.secret import Secret
 from common.validators import ValidatorSet
-from modules.web_module.exceptions import WebHttpError, WebSourceError, WebTransientError, parse_retry_after
+from modules.web_module.exceptions import WebHttpError, WebSourceError, WebTransientError
 from modules.web_module.main import WebModule
 from modules.web_module.pages import HostMatcher, normalize_url, page_name
 
@@ -425,15 +425,6 @@ def test_errors_pickle_with_their_fields() -> None:
     err = WebTransientError("http://h/x: HTTP 503", url="http://h/x", status=503, retry_after=2.0)
     back = pickle.loads(pickle.dumps(err))
     assert type(back) is WebTransientError and back.retry_after == 2.0 and str(back) == str(err)
-
-
-def test_parse_retry_after() -> None:
-    assert parse_retry_after("120") == 120.0 and parse_retry_after(None) is None and parse_retry_after("soon") is None
-    import datetime as dt
-
-    now = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
-    assert parse_retry_after("Thu, 01 Jan 2026 12:00:30 GMT", now) == 30.0
-    assert parse_retry_after("Thu, 01 Jan 2026 11:00:00 GMT", now) == 0.0
 
 
 # --------------------------------------------------------------------------- politeness

@@ -1,0 +1,201 @@
+"""One job's HTTP side of the ``api`` module: getting one page, however many tries it takes.
+
+Config keys read: ``base_url`` and ``max_concurrency`` (the process-wide request limit),
+``auth`` (through :mod:`.auth`), ``headers``, ``verify_tls``, ``max_response_bytes``;
+service keys through ``ctx``: ``rate_limit`` (:meth:`JobContext.pace`), ``max_file_bytes``,
+``timeout_s`` and ``retry``.
+
+Each request, every retry included:
+
+1. takes a slot of the process-wide semaphore of (``base_url``, ``max_concurrency``);
+2. waits for the service's ``rate_limit`` (``ctx.pace()``), right before it is sent, so
+   the gaps between request starts hold whatever the concurrency;
+3. is sent from the calling thread's own pooled ``requests.Session``;
+4. streams its body into the page's hashing sink from byte 0.
+
+The page is given up (the caller records why) when the body is larger than the smaller
+of ``max_response_bytes`` (an :class:`ApiSourceError`: the endpoint fails) and
+``max_file_bytes`` (:class:`~common.file_sink.FileTooLarge`: the page is rejected).
+A 401 is retried once with fresh OAuth2 credentials. Given a recorded ``etag`` or
+``last_modified``, the request is conditional and a ``304`` means :class:`Unchanged`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+import requests
+import structlog
+from requests.adapters import HTTPAdapter
+
+from common.file_sink import FileSink, FileTooLarge
+from common.interfaces.base_module import FetchedFile, JobContext, SourceConfig, Unchanged
+from common.retry import RetryPolicy
+from modules.api_module.auth import Auth, auth_for
+from modules.api_module.exceptions import (
+    ApiSourceError,
+    ApiUnauthorizedError,
+    error_for_status,
+    translate_request_error,
+)
+from modules.api_module.pagination import public_url
+from modules.http_headers import conditional_headers, version_identity
+
+__all__ = ["PageClient", "PageMeta", "service_limit"]
+
+log = structlog.get_logger(__name__)
+
+#: Bytes read from a response body at a time.
+CHUNK_SIZE = 64 * 1024
+USER_AGENT = "module_system-api/1"
+
+_limits: dict[tuple[str, int], threading.BoundedSemaphore] = {}
+_limits_lock = threading.Lock()
+
+
+def service_limit(base_url: str, max_concurrency: int) -> threading.BoundedSemaphore:
+    """The process-wide semaphore bounding requests in flight to ``base_url``."""
+    key = (base_url.rstrip("/"), max_concurrency)
+    with _limits_lock:
+        return _limits.setdefault(key, threading.BoundedSemaphore(max_concurrency))
+
+
+def _reset_limits_after_fork() -> None:
+    global _limits_lock
+    _limits.clear()
+    _limits_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_limits_after_fork)
+
+
+@dataclasses.dataclass(frozen=True)
+class PageMeta:
+    """What the next-page logic may need of a reply besides its body."""
+
+    url: str
+    """The URL that answered (after redirects): relative links resolve against it."""
+    links: Mapping[str, Mapping[str, str]]
+    identity: Mapping[str, str]
+    unchanged: bool = False
+    """A 304 to a conditional request: nothing was written."""
+
+
+class PageClient:
+    """Gets pages for one job; thread-safe (one session per calling thread)."""
+
+    def __init__(self, source: SourceConfig, ctx: JobContext, retry: RetryPolicy) -> None:
+        self.source = source
+        self.ctx = ctx
+        self._retry = retry
+        self._limit = service_limit(source["base_url"], source["max_concurrency"])
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
+        self._auth: Auth = auth_for(source["auth"], self.session, retry, ctx.timeout_s, pace=ctx.pace)
+
+    def get_page(self, url: str, name: str, workdir: Path,
+                 previous: Mapping[str, str] | None = None) -> tuple[FetchedFile, PageMeta] | Unchanged:
+        """The page at ``url`` streamed into ``workdir/name``, or :class:`Unchanged` after a 304.
+
+        ``previous``: the identity the last manifest recorded (its ``etag`` / ``last_modified``
+        make the request conditional); None or empty: an ordinary GET.
+        Raises ApiSourceError (after retries) or FileTooLarge (over ``max_file_bytes``).
+        """
+        public = public_url(url)
+        conditional = conditional_headers(previous)
+        with self.ctx.new_file(workdir, name, public) as sink:
+            refreshed = False
+            while True:
+                headers, marker = self._auth.headers()
+                try:
+                    meta = self._retry.call(self._attempt, url, {**headers, **conditional}, sink,
+                                            bool(conditional), what=f"GET {public}")
+                    break
+                except ApiUnauthorizedError:
+                    if refreshed or not self._auth.refreshable:
+                        raise
+                    refreshed = True
+                    self._auth.invalidate(marker)
+            if meta.unchanged:
+                sink.abort()
+                log.debug("api_page_unchanged", uri=public, name=sink.name)
+                return Unchanged(sink.name, public, {**dict(previous or {}), **meta.identity})
+            sink.identity = dict(meta.identity)
+            fetched = sink.finish()
+        log.debug("api_page_fetched", uri=public, name=fetched.name, bytes=fetched.size)
+        return fetched, meta
+
+    def _attempt(self, url: str, headers: Mapping[str, str], sink: FileSink, conditional: bool) -> PageMeta:
+        """One GET from byte 0, holding a slot of the service's concurrency limit."""
+        public = public_url(url)
+        sink.reset()
+        with self._limit:
+            self.ctx.pace()
+            try:
+                response = self.session().get(url, headers=dict(headers), timeout=self.ctx.timeout_s, stream=True)
+            except requests.RequestException as exc:
+                raise translate_request_error(exc, public) from exc
+            with response:
+                identity = version_identity(response.headers)
+                if response.status_code == 304 and conditional:
+                    return PageMeta(url=response.url, links={}, identity=identity, unchanged=True)
+                if not 200 <= response.status_code < 300:
+                    raise error_for_status(response.status_code, public, _head(response), response.headers)
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit():
+                    self._check_size(int(declared), public, "declared")
+                try:
+                    for chunk in response.iter_content(CHUNK_SIZE):
+                        self._check_size(sink.size + len(chunk), public, "read")
+                        sink.write(chunk)
+                except requests.RequestException as exc:
+                    raise translate_request_error(exc, public) from exc
+                return PageMeta(url=response.url, links=response.links, identity=identity)
+
+    def _check_size(self, size: int, url: str, how: str) -> None:
+        """Raise when ``size`` bytes are over the smaller of the two limits, with that limit's consequence."""
+        page_limit: int = self.source["max_response_bytes"]
+        file_limit = self.ctx.max_file_bytes
+        if size > file_limit and file_limit <= page_limit:
+            raise FileTooLarge(f"GET {url}: {size} bytes {how}, over max_file_bytes ({file_limit})",
+                               uri=url, max_bytes=file_limit)
+        if size > page_limit:
+            raise ApiSourceError(f"GET {url}: the response is larger than max_response_bytes ({page_limit})",
+                                 url=url, status=None)
+
+    def session(self) -> requests.Session:
+        """The calling thread's pooled session (one per worker thread of this job)."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_maxsize=self.source["max_concurrency"], max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            session.verify = self.source["verify_tls"]
+            session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+            session.headers.update(dict(self.source["headers"]))
+            with self._sessions_lock:
+                self._sessions.append(session)
+            self._local.session = session
+        return session
+
+    def close(self) -> None:
+        """Close every session this job opened."""
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+
+
+def _head(response: requests.Response) -> bytes:
+    """The first bytes of an error reply's body, for the message; nothing if it cannot be read."""
+    try:
+        return next(response.iter_content(1024), b"")
+    except Exception:  # noqa: BLE001 - the status is the error; a body that cannot be read adds nothing
+        return b""
