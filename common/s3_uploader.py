@@ -2,11 +2,18 @@
 
 Destination keys read: ``bucket``, ``endpoint_url``, ``region``, ``checksum``,
 ``access_key_id``/``secret_access_key``, ``multipart_threshold_mb``,
-``multipart_chunksize_mb``, ``max_concurrency``.
+``multipart_chunksize_mb``, ``max_concurrency``, ``prefix``/``rejected_prefix`` (their
+fixed start, for the stale-upload sweep).
 
-* One boto3 client and one s3transfer ``TransferManager`` per destination, shared by
-  every job of the run (clients are thread-safe; the manager bounds the part uploads
-  in flight, hence memory, across all jobs).
+* One boto3 client per destination, shared by every job of the run (clients are
+  thread-safe). Files below ``multipart_threshold_mb`` go in one PUT through an
+  s3transfer ``TransferManager``; larger ones through our resumable
+  :class:`~common.multipart_upload.MultipartUploader`, whose part pool and memory
+  budget (``max_concurrency`` parts) are shared by all jobs. Its state lives in
+  ``state_dir`` (the runner passes ``temp/uploads``), so an upload cut off by a crash,
+  a kill or a stop resumes from its finished parts on the next run.
+* On the first file put into a bucket, multipart uploads abandoned for more than a day
+  (ours, or any under the destinations' prefixes) are aborted.
 * Every object carries its SHA-256 as metadata ``sha256``. An object already present
   with the same ``sha256`` and size is not uploaded again (``skipped_same``).
 * With ``checksum: sha256`` a single-part PUT sends our streamed SHA-256 as
@@ -24,6 +31,7 @@ import base64
 import hashlib
 import json
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +43,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from s3transfer.manager import TransferConfig, TransferManager
 
 from common.config_model import DestinationConfig
-from common.exceptions import TransientUploadError, UploadError, is_transient
+from common.exceptions import TransientUploadError
+from common.multipart_state import StateStore
+from common.multipart_upload import MultipartUploader, upload_error
 from common.retry import RetryPolicy
 from common.secret import reveal
 
@@ -54,9 +64,14 @@ class UploadOutcome:
 
 
 class S3Uploader:
-    """Uploads into one destination (bucket set per call, client shared)."""
+    """Uploads into one destination (bucket set per call, client shared).
 
-    def __init__(self, dest: DestinationConfig, timeout_s: float, pool_size: int) -> None:
+    ``state_dir`` keeps the state of multipart uploads in progress so that a later
+    uploader (the next run) resumes them; None keeps it in memory only.
+    """
+
+    def __init__(self, dest: DestinationConfig, timeout_s: float, pool_size: int,
+                 state_dir: Path | None = None) -> None:
         when = "when_required" if dest.checksum == "when_required" else "when_supported"
         config = Config(
             region_name=dest.region,
@@ -86,48 +101,99 @@ class S3Uploader:
                 max_in_memory_upload_chunks=dest.max_concurrency,
             ),
         )
+        self.multipart = MultipartUploader(self.client, StateStore(state_dir), dest.checksum,
+                                           dest.multipart_chunksize_mb * MiB, dest.max_concurrency)
+        self._prefixes: dict[str, set[str]] = {}
+        self._swept: set[tuple[str, str | None]] = set()
+        self._sweep_lock = threading.Lock()
+        self.watch(dest.bucket, (dest.prefix, dest.rejected_prefix))
+
+    def watch(self, bucket: str, prefixes: Iterable[str]) -> None:
+        """Sweep stale multipart uploads under the fixed start of these key templates too."""
+        with self._sweep_lock:
+            self._prefixes.setdefault(bucket, set()).update(p.split("{", 1)[0].lstrip("/") for p in prefixes)
 
     # ----------------------------------------------------------------- files
 
-    def put_file(self, bucket: str, key: str, path: Path, size: int, sha256: str,
-                 retry: RetryPolicy, content_type: str | None = None) -> UploadOutcome:
-        """Upload ``path`` to ``key`` unless an identical object is there; verify it."""
+    def put_file(self, bucket: str, key: str, path: Path, size: int, sha256: str, retry: RetryPolicy,
+                 content_type: str | None = None, stop: threading.Event | None = None) -> UploadOutcome:
+        """Upload ``path`` to ``key`` unless an identical object is there; verify it.
+
+        ``stop`` (default ``retry.stop``, the run's stop event) ends a multipart upload
+        after its parts in flight, leaving it resumable: then
+        :class:`~common.multipart_upload.UploadStopped` is raised.
+        """
+        self._sweep(bucket, retry)
         current = retry.call(self._head, bucket, key, what=f"head {key}")
         if current is not None and _matches(current, size, sha256):
             log.debug("file_skipped_same", key=key, sha256=sha256)
             return UploadOutcome(key, "skipped_same", size, sha256)
-        retry.call(self._upload, bucket, key, path, size, sha256, content_type, what=f"put {key}")
+        extra: dict[str, Any] = {"ContentType": content_type} if content_type else {}
+        try:
+            if size >= self.threshold:
+                self.multipart.upload(bucket, key, path, size, sha256, retry,
+                                      stop if stop is not None else retry.stop, extra)
+            else:
+                self._put_once(bucket, key, size, sha256, retry,
+                               lambda: self._put_small(bucket, key, path, sha256, extra))
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise upload_error(f"upload of {key} failed", exc, key) from exc
+        head = retry.call(self._head, bucket, key, what=f"head {key}")
+        if head is None or not _matches(head, size, sha256):
+            raise TransientUploadError(f"verification of {key} failed: size or sha256 differs after upload", key=key)
         log.debug("file_uploaded", key=key, bytes=size, sha256=sha256)
         return UploadOutcome(key, "uploaded", size, sha256)
 
-    def _upload(self, bucket: str, key: str, path: Path, size: int, sha256: str, content_type: str | None) -> None:
-        extra: dict[str, Any] = {"Metadata": {"sha256": sha256}}
-        if content_type:
-            extra["ContentType"] = content_type
+    def _put_once(self, bucket: str, key: str, size: int, sha256: str, retry: RetryPolicy,
+                  put: Callable[[], None]) -> None:
+        """``put()`` under ``retry``; before a retry, a HEAD: if the failed try landed after
+        all (its answer lost), it is not sent again, so no key is written twice."""
+        tries = 0
+
+        def attempt() -> None:
+            nonlocal tries
+            tries += 1
+            if tries > 1 and (head := self._head(bucket, key)) is not None and _matches(head, size, sha256):
+                log.debug("put_landed_before_retry", key=key)
+                return
+            put()
+
+        retry.call(attempt, what=f"put {key}")
+
+    def _put_small(self, bucket: str, key: str, path: Path, sha256: str, extra: dict[str, Any]) -> None:
+        """One PUT of a file below the multipart threshold."""
+        args: dict[str, Any] = {"Metadata": {"sha256": sha256}, **extra}
         if self.checksum == "sha256":
-            if size < self.threshold:
-                extra["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha256)).decode()
-            else:
-                extra["ChecksumAlgorithm"] = "SHA256"
+            args["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha256)).decode()
         elif self.checksum == "crc32":
-            extra["ChecksumAlgorithm"] = "CRC32"
-        try:
-            self.transfer.upload(str(path), bucket, key, extra_args=extra).result()
-            head = self._head(bucket, key)
-        except (ClientError, BotoCoreError, OSError) as exc:
-            raise _upload_error(f"upload of {key} failed", exc, key) from exc
-        if head is None or not _matches(head, size, sha256):
-            raise TransientUploadError(f"verification of {key} failed: size or sha256 differs after upload", key=key)
+            args["ChecksumAlgorithm"] = "CRC32"
+        self.transfer.upload(str(path), bucket, key, extra_args=args).result()
+
+    def _sweep(self, bucket: str, retry: RetryPolicy) -> None:
+        """Once per bucket and prefix: abort multipart uploads abandoned for more than a day."""
+        with self._sweep_lock:
+            prefixes = [p for p in sorted(self._prefixes.get(bucket, ())) if (bucket, p) not in self._swept]
+            if (bucket, None) in self._swept and not prefixes:
+                return
+            try:
+                aborted = self.multipart.sweep(bucket, prefixes, retry)
+            except (ClientError, BotoCoreError) as exc:
+                log.warning("multipart_sweep_failed", bucket=bucket, error=str(upload_error("sweep", exc, "")))
+            else:
+                if aborted:
+                    log.info("multipart_swept", bucket=bucket, aborted=aborted)
+            self._swept.update([(bucket, None), *((bucket, p) for p in prefixes)])
 
     def _head(self, bucket: str, key: str) -> dict[str, Any] | None:
         try:
-            return self.client.head_object(Bucket=bucket, Key=key)
+            head: dict[str, Any] = self.client.head_object(Bucket=bucket, Key=key)
+            return head
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
-            raise _upload_error(f"cannot check {key}", exc, key) from exc
+            raise upload_error(f"cannot check {key}", exc, key) from exc
         except BotoCoreError as exc:
-            raise _upload_error(f"cannot check {key}", exc, key) from exc
+            raise upload_error(f"cannot check {key}", exc, key) from exc
 
     # ----------------------------------------------------------------- small objects
 
@@ -141,7 +207,7 @@ class S3Uploader:
         current = retry.call(self._head, bucket, key, what=f"head {key}")
         if current is not None and _matches(current, len(body), digest):
             return "skipped_same"
-        retry.call(self._put_bytes, bucket, key, body, digest, what=f"put {key}")
+        self._put_once(bucket, key, len(body), digest, retry, lambda: self._put_bytes(bucket, key, body, digest))
         return "uploaded"
 
     def _put_bytes(self, bucket: str, key: str, body: bytes, sha256: str) -> None:
@@ -152,27 +218,26 @@ class S3Uploader:
             self.client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json",
                                    Metadata={"sha256": sha256}, **extra)
         except (ClientError, BotoCoreError) as exc:
-            raise _upload_error(f"write of {key} failed", exc, key) from exc
+            raise upload_error(f"write of {key} failed", exc, key) from exc
 
     def close(self) -> None:
         self.transfer.shutdown(cancel=False)
+        self.multipart.close()
 
 
 def _matches(head: dict[str, Any], size: int, sha256: str) -> bool:
     return head.get("ContentLength") == size and head.get("Metadata", {}).get("sha256") == sha256
 
 
-def _upload_error(message: str, exc: BaseException, key: str) -> UploadError:
-    detail = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else type(exc).__name__
-    cls = TransientUploadError if is_transient(exc) else UploadError
-    return cls(f"{message}: {detail}", key=key)
-
-
 class UploaderPool:
-    """One S3Uploader per distinct destination client settings, created on first use."""
+    """One S3Uploader per distinct destination client settings, created on first use.
 
-    def __init__(self, pool_size: int) -> None:
+    ``state_dir``: where multipart uploads keep their resumable state (``temp/uploads``).
+    """
+
+    def __init__(self, pool_size: int, state_dir: Path | None = None) -> None:
         self.pool_size = pool_size
+        self.state_dir = state_dir
         self._uploaders: dict[tuple[Any, ...], S3Uploader] = {}
         self._lock = threading.Lock()
 
@@ -181,8 +246,9 @@ class UploaderPool:
         with self._lock:
             uploader = self._uploaders.get(key)
             if uploader is None:
-                uploader = self._uploaders[key] = S3Uploader(dest, timeout_s, self.pool_size)
-            return uploader
+                uploader = self._uploaders[key] = S3Uploader(dest, timeout_s, self.pool_size, self.state_dir)
+        uploader.watch(dest.bucket, (dest.prefix, dest.rejected_prefix))
+        return uploader
 
     def close(self) -> None:
         with self._lock:

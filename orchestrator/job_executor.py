@@ -82,7 +82,8 @@ class BatchRun:
         temp_root.mkdir(parents=True, exist_ok=True)
         self.context = RunContext(
             run_id=run_id or new_run_id(started), started_at=started, catalog=catalog or default_catalog(),
-            uploaders=UploaderPool(options.max_workers), stats=RunStats(len(batch.jobs)),
+            uploaders=UploaderPool(options.max_workers, state_dir=options.temp_dir / "uploads"),
+            stats=RunStats(len(batch.jobs)),
             router=router, log_dir=options.log_dir, temp_root=temp_root,  # type: ignore[arg-type]
         )
         self.interrupted = False

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -69,3 +71,15 @@ class Project:
 def list_keys(s3, bucket: str, prefix: str = "") -> list[str]:  # noqa: ANN001
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+def write_big_file(path: Path, size_mb: int) -> str:
+    """``size_mb`` MiB of non-repeating bytes; returns their SHA-256."""
+    digest = hashlib.sha256()
+    block = os.urandom(1 << 20)
+    with open(path, "wb") as fh:
+        for i in range(size_mb):
+            chunk = i.to_bytes(8, "little") + block[8:]
+            fh.write(chunk)
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -3,7 +3,6 @@ uploaded in parts, never held whole."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -11,22 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Project
+from tests.e2e.helpers import Project, write_big_file
 
 SIZE_MB = int(os.environ.get("MODULE_SYSTEM_LARGE_FILE_MB", "1024"))
 PEAK_RSS_LIMIT_MB = 300
-
-
-def write_big_file(path: Path, size_mb: int) -> str:
-    """``size_mb`` MiB of non-repeating bytes; returns their SHA-256."""
-    digest = hashlib.sha256()
-    block = os.urandom(1 << 20)
-    with open(path, "wb") as fh:
-        for i in range(size_mb):
-            chunk = i.to_bytes(8, "little") + block[8:]
-            fh.write(chunk)
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @pytest.mark.slow

@@ -1,0 +1,152 @@
+"""The state of multipart uploads in progress: one small JSON file per upload.
+
+Kept in ``temp/uploads/`` (the runner's temp directory) so that the next run resumes
+what a crash, a kill or a stop cut off. A file is named after bucket + key + sha256 +
+size + part size, holds the upload id, its creation time and, per finished part, its
+ETag, size, our SHA-256 and the checksum sent, and is rewritten atomically (temp file,
+fsync, rename) after every part: a SIGKILL loses at most the parts in flight. See
+:mod:`common.multipart_upload`, its only user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import structlog
+
+__all__ = ["MAX_PARTS", "STALE_AFTER_S", "PartRecord", "StateStore", "UploadState", "part_size_for"]
+
+log = structlog.get_logger(__name__)
+MiB = 1024 * 1024
+MAX_PARTS = 10_000
+#: Uploads (and their state) older than this are abandoned and aborted.
+STALE_AFTER_S = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class PartRecord:
+    etag: str
+    size: int
+    sha256: str
+    """Our SHA-256 of the part's bytes (hex)."""
+    checksum: str | None = None
+    """The transport checksum sent with the part (base64), repeated in CompleteMultipartUpload."""
+
+
+@dataclass
+class UploadState:
+    """One multipart upload in progress, as kept in its state file."""
+
+    bucket: str
+    key: str
+    sha256: str
+    size: int
+    part_size: int
+    upload_id: str
+    created_at: float
+    """Epoch seconds when the upload was created."""
+    parts: dict[int, PartRecord] = field(default_factory=dict)
+
+    @property
+    def part_count(self) -> int:
+        return -(-self.size // self.part_size)
+
+    def part_length(self, number: int) -> int:
+        return min(self.part_size, self.size - (number - 1) * self.part_size)
+
+    def to_json(self) -> str:
+        document = asdict(self)
+        document["parts"] = {str(n): asdict(p) for n, p in sorted(self.parts.items())}
+        return json.dumps({"version": 1, **document}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> UploadState:
+        document = json.loads(text)
+        document.pop("version", None)
+        parts = {int(n): PartRecord(**p) for n, p in document.pop("parts").items()}
+        return cls(**document, parts=parts)
+
+
+def part_size_for(size: int, chunksize: int) -> int:
+    """``chunksize``, or more (whole MiB) when ``size`` would need more than 10,000 parts."""
+    needed = -(-size // MAX_PARTS)
+    return max(chunksize, -(-needed // MiB) * MiB)
+
+
+def _alive(tmp: Path) -> bool:
+    """Whether the process that named temp file ``.NAME.PID.THREAD.tmp`` may still write it."""
+    if sys.platform == "win32":  # os.kill(pid, 0) would end the process there
+        return time.time() - tmp.stat().st_mtime < STALE_AFTER_S
+    try:
+        os.kill(int(tmp.name.split(".")[-3]), 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class StateStore:
+    """Upload states as JSON files in ``directory``; kept in memory only when it is None."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+        self._memory: dict[str, str] = {}
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            for tmp in directory.glob(".*.tmp"):  # half-written by a process that was killed
+                if not _alive(tmp):
+                    tmp.unlink(missing_ok=True)
+
+    @staticmethod
+    def name(bucket: str, key: str, sha256: str, size: int, part_size: int) -> str:
+        identity = json.dumps([bucket, key, sha256, size, part_size])
+        return hashlib.sha256(identity.encode()).hexdigest()[:40] + ".json"
+
+    def load(self, bucket: str, key: str, sha256: str, size: int, part_size: int) -> UploadState | None:
+        return self._read(self.name(bucket, key, sha256, size, part_size))
+
+    def save(self, state: UploadState) -> None:
+        name, text = self.name_of(state), state.to_json()
+        if self.directory is None:
+            self._memory[name] = text
+            return
+        tmp = self.directory / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.directory / name)
+
+    def delete(self, state: UploadState) -> None:
+        name = self.name_of(state)
+        self._memory.pop(name, None)
+        if self.directory is not None:
+            (self.directory / name).unlink(missing_ok=True)
+
+    def states(self) -> list[UploadState]:
+        names = list(self._memory) if self.directory is None else [p.name for p in self.directory.glob("*.json")]
+        return [s for s in map(self._read, names) if s is not None]
+
+    def name_of(self, state: UploadState) -> str:
+        """The file name of ``state``."""
+        return self.name(state.bucket, state.key, state.sha256, state.size, state.part_size)
+
+    def _read(self, name: str) -> UploadState | None:
+        try:
+            text = self._memory[name] if self.directory is None else (self.directory / name).read_text("utf-8")
+            return UploadState.from_json(text)
+        except (KeyError, FileNotFoundError):
+            return None
+        except (OSError, ValueError, TypeError) as exc:  # a damaged file: forget it, the upload starts over
+            log.warning("multipart_state_unreadable", file=name, error=type(exc).__name__)
+            if self.directory is not None:
+                (self.directory / name).unlink(missing_ok=True)
+            return None
