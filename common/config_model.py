@@ -55,11 +55,13 @@ class DestinationConfig:
     multipart_threshold_mb: int
     multipart_chunksize_mb: int
     max_concurrency: int
+    verify_tls: bool = True
+    """Verify the endpoint's TLS certificate."""
 
     def client_key(self) -> tuple[Any, ...]:
         """Destinations with equal keys share one boto3 client."""
         return (self.endpoint_url, self.region, self.checksum, self.access_key_id, self.secret_access_key,
-                self.max_concurrency, self.multipart_threshold_mb, self.multipart_chunksize_mb)
+                self.max_concurrency, self.multipart_threshold_mb, self.multipart_chunksize_mb, self.verify_tls)
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,7 @@ def _build_service(sid: str, raw: dict[str, Any], defaults: dict[str, Any], base
         multipart_threshold_mb=dest["multipart_threshold_mb"],
         multipart_chunksize_mb=dest["multipart_chunksize_mb"],
         max_concurrency=dest["max_concurrency"],
+        verify_tls=dest["verify_tls"],
     )
     for key in ("prefix", "rejected_prefix"):
         _check_template(getattr(destination, key), where, f"destination.{key}")

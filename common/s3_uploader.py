@@ -82,8 +82,11 @@ class S3Uploader:
             request_checksum_calculation=when,
             response_checksum_validation=when,
         )
+        if not dest.verify_tls:
+            log.warning("tls_verification_disabled", endpoint_url=dest.endpoint_url)
         self.client = boto3.session.Session().client(
             "s3",
+            verify=dest.verify_tls,
             endpoint_url=dest.endpoint_url,
             aws_access_key_id=reveal(dest.access_key_id),
             aws_secret_access_key=reveal(dest.secret_access_key),

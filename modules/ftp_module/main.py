@@ -101,6 +101,9 @@ class FtpModule(BaseModule):
             "ca_file": {"type": ["string", "null"], "default": None,
                         "description": "PEM CA bundle to verify the server certificate; null uses the "
                                        "system trust store."},
+            "verify_tls": {"type": "boolean", "default": True,
+                           "description": "With tls: verify the server's certificate and host name; "
+                                          "false logs a warning on every connection."},
             "path": {"type": "string", "minLength": 1, "default": "/",
                      "description": "Remote folder to fetch from (relative paths start at the login folder)."},
             "include": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1,
@@ -357,6 +360,10 @@ class FtpModule(BaseModule):
         ftp: ftplib.FTP
         if self.source["tls"]:
             context = ssl.create_default_context(cafile=self.source["ca_file"])
+            if not self.source["verify_tls"]:
+                log.warning("tls_verification_disabled", host=self._host, port=self._port)
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
             ftp = _FtpTls(context=context, timeout=timeout)
         else:
             ftp = ftplib.FTP(timeout=timeout)

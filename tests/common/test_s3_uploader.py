@@ -91,3 +91,16 @@ def test_pool_shares_one_uploader_per_destination(s3_server, bucket: str) -> Non
     c = pool.get(destination(s3_server.url, bucket, checksum="crc32"), 10)
     assert a is b and a is not c
     pool.close()
+
+
+def test_destination_tls_verification_switch_warns(s3_server, bucket: str) -> None:  # noqa: ANN001
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        on = S3Uploader(destination(s3_server.url, bucket), timeout_s=10, pool_size=2)
+        off = S3Uploader(destination(s3_server.url, bucket, verify_tls=False), timeout_s=10, pool_size=2)
+    assert on.client._endpoint.http_session._verify is not False  # noqa: SLF001
+    assert off.client._endpoint.http_session._verify is False  # noqa: SLF001
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["tls_verification_disabled"]
+    on.close()
+    off.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from common.config_model import ValidateConfig
 from common.exceptions import SourceError, is_transient
@@ -234,6 +235,15 @@ def test_ftps_untrusted_certificate_fails(tls_server: tuple[FtpServer, Path], tm
     assert "certificate" in str(info.value)
 
 
+def test_ftps_verification_switched_off_per_service_warns(tls_server: tuple[FtpServer, Path],
+                                                          tmp_path: Path) -> None:
+    srv, _ = tls_server
+    with capture_logs() as logs:
+        files = fetch_all(source_for(srv, tls=True, verify_tls=False), tmp_path)
+    assert [f.name for f in files] == all_names()
+    assert any(e["event"] == "tls_verification_disabled" and e["log_level"] == "warning" for e in logs)
+
+
 def test_plain_client_refused_by_tls_server(tls_server: tuple[FtpServer, Path], tmp_path: Path) -> None:
     srv, _ = tls_server
     with pytest.raises(FtpSourceError):
@@ -244,6 +254,6 @@ def test_schema_fills_defaults(server: FtpServer) -> None:
     source = resolve_source({"host": "h"}, FtpModule.source_schema, "r.yaml")
     assert dict(source) | {"include": list(source["include"])} == {
         "host": "h", "port": 21, "user": "anonymous", "password": source["password"], "tls": False,
-        "ca_file": None, "path": "/", "include": ["*"], "recursive": True, "passive": True,
+        "ca_file": None, "verify_tls": True, "path": "/", "include": ["*"], "recursive": True, "passive": True,
     }
     assert repr(source["password"]) == "'***'"
