@@ -111,7 +111,8 @@ def cut_off_upload(proxy: S3Proxy, bucket: str, state_dir: Path, path: Path, dig
 
 
 def part_numbers(proxy: S3Proxy, since: int = 0, ok: bool = False) -> list[int]:
-    return sorted(r.part_number for r in proxy.of("UploadPart", since) if r.ok or not ok)  # type: ignore[misc]
+    """The distinct part numbers sent (a try that timed out under load may send one twice)."""
+    return sorted({r.part_number for r in proxy.of("UploadPart", since) if r.ok or not ok})  # type: ignore[misc]
 
 
 def assert_landed(s3, bucket: str, key: str, digest: str, state_dir: Path) -> None:  # noqa: ANN001
