@@ -200,16 +200,19 @@ class S3Uploader:
 
     # ----------------------------------------------------------------- small objects
 
-    def put_json(self, bucket: str, key: str, document: Any, retry: RetryPolicy) -> str:
+    def put_json(self, bucket: str, key: str, document: Any, retry: RetryPolicy, skip_same: bool = True) -> str:
         """Write a small JSON document (manifest, errors) in one PUT, with its ``sha256``.
 
-        Skipped, like files, when an identical object is already there. Returns the status.
+        With ``skip_same`` (errors files) it is skipped, like files, when an identical
+        object is already there; a manifest (which holds the run id, so never matches) is
+        written without that HEAD. Returns the status.
         """
         body = json.dumps(document, indent=2, sort_keys=False, default=str).encode()
         digest = hashlib.sha256(body).hexdigest()
-        current = retry.call(self._head, bucket, key, what=f"head {key}")
-        if current is not None and _matches(current, len(body), digest):
-            return "skipped_same"
+        if skip_same:
+            current = retry.call(self._head, bucket, key, what=f"head {key}")
+            if current is not None and _matches(current, len(body), digest):
+                return "skipped_same"
         self._put_once(bucket, key, len(body), digest, retry, lambda: self._put_bytes(bucket, key, body, digest))
         return "uploaded"
 

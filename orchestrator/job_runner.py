@@ -290,7 +290,7 @@ class JobRunner:
         }
         key = manifest_key(self.service.service_id, self.job.job_id)
         try:
-            self.uploader.put_json(self.service.destination.bucket, key, document, self.retry)
+            self.uploader.put_json(self.service.destination.bucket, key, document, self.retry, skip_same=False)
         except ModuleSystemError as exc:
             log.error("manifest_failed", key=key, error=_one_line(exc))
 
