@@ -1,0 +1,196 @@
+"""Measuring one client run: wall time, CPU time and peak RSS of a child process, the
+servers' CPU time over the same interval, and a check of what landed in the bucket.
+
+The child is waited for with ``os.wait4``, which returns the resource usage of that one
+process: ``ru_maxrss`` is its own peak resident set (KiB on Linux), exactly what
+``tests/e2e/peak_rss.py`` reads from inside with ``getrusage(RUSAGE_SELF)``, without a
+wrapper in the measured process, and the same way for Python and for rclone.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.servers import ServerProcess
+
+__all__ = ["ProcessResult", "Sample", "Servers", "landed", "machine_busy_seconds", "run_process", "tail", "to_sample",
+           "verify_landing"]
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """What one child process cost."""
+
+    wall_s: float
+    cpu_s: float
+    """User + system CPU seconds of the child itself."""
+    peak_rss_mb: float
+    exit_code: int
+    s3_cpu_s: float
+    """CPU seconds the S3 server process used while the child ran."""
+    ftp_cpu_s: float
+    log: Path
+    """The child's stdout and stderr."""
+    other_cpu_s: float = 0.0
+    """CPU seconds the rest of the machine used meanwhile (other work sharing the cores)."""
+    timed_out: bool = False
+
+
+@dataclass
+class Sample:
+    """One measured run of one client on one dataset."""
+
+    dataset: str
+    client: str
+    """``module_system``, ``rclone``, ``raw``, ``ms_rerun_same``, ``ms_rerun_incremental``, ``noop``..."""
+    repeat: int
+    files: int
+    bytes: int
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+    s3_cpu_s: float
+    ftp_cpu_s: float
+    other_cpu_s: float
+    """CPU seconds used meanwhile by anything but the client and the servers: noise."""
+    exit_code: int
+    ok: bool
+    """The run exited as expected and every file landed with its size."""
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mb_s(self) -> float:
+        return self.bytes / 1e6 / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def files_s(self) -> float:
+        return self.files / self.wall_s if self.wall_s else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "mb_s": round(self.mb_s, 3), "files_s": round(self.files_s, 3)}
+
+
+class Servers:
+    """The S3 and FTP server processes of one benchmark run."""
+
+    def __init__(self, ftp_root: Path) -> None:
+        self.s3 = ServerProcess("s3")
+        try:
+            self.ftp = ServerProcess("ftp", "--root", str(ftp_root))
+        except BaseException:
+            self.s3.stop()
+            raise
+        self.s3_url: str = self.s3.info["url"]
+
+    def client(self) -> Any:
+        """A boto3 S3 client of the benchmark process itself (set-up and checks, never timed)."""
+        from module_system.testing import s3_client
+
+        return s3_client(self.s3_url)
+
+    def reset(self) -> None:
+        """Drop every bucket: keeps the server's memory flat between runs (not timed)."""
+        import requests
+
+        requests.post(f"{self.s3_url}/moto-api/reset", timeout=120)
+
+    def stop(self) -> None:
+        self.ftp.stop()
+        self.s3.stop()
+
+    def __enter__(self) -> Servers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def run_process(argv: list[str], *, cwd: Path, env: dict[str, str], log: Path, servers: Servers,
+                timeout_s: float = 3600) -> ProcessResult:
+    """Run ``argv`` to its end; its own wall, CPU and peak RSS, and the servers' CPU meanwhile."""
+    s3_before, ftp_before, busy_before = servers.s3.cpu_seconds(), servers.ftp.cpu_seconds(), machine_busy_seconds()
+    with open(log, "wb") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        expired = threading.Event()
+
+        def kill() -> None:
+            expired.set()
+            proc.kill()
+
+        timer = threading.Timer(timeout_s, kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        wall = time.perf_counter() - start
+    busy = machine_busy_seconds() - busy_before
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+    cpu, s3_cpu, ftp_cpu = usage.ru_utime + usage.ru_stime, servers.s3.cpu_seconds() - s3_before, \
+        servers.ftp.cpu_seconds() - ftp_before
+    return ProcessResult(
+        wall_s=wall, cpu_s=cpu, peak_rss_mb=usage.ru_maxrss / 1024, exit_code=proc.returncode, s3_cpu_s=s3_cpu,
+        ftp_cpu_s=ftp_cpu, log=log, other_cpu_s=max(0.0, busy - cpu - s3_cpu - ftp_cpu), timed_out=expired.is_set(),
+    )
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have spent not idle since boot (``/proc/stat``)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def landed(s3: Any, bucket: str, prefix: str = "") -> dict[str, int]:
+    """Size of every object under ``prefix`` by key (manifests excluded)."""
+    found: dict[str, int] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            if not obj["Key"].startswith("_manifests/"):
+                found[obj["Key"]] = obj["Size"]
+    return found
+
+
+def verify_landing(s3: Any, bucket: str, prefix: str, expected: dict[str, int]) -> tuple[bool, str]:
+    """Every expected file (by base name) under ``prefix`` with its size, and nothing else anywhere.
+
+    Returns ``(ok, note)``; the note counts what is missing, of the wrong size or extra.
+    """
+    objects = landed(s3, bucket)
+    under = {key.rsplit("/", 1)[-1]: size for key, size in objects.items() if key.startswith(prefix)}
+    elsewhere = [key for key in objects if not key.startswith(prefix)]
+    missing = [name for name in expected if name not in under]
+    wrong = [name for name in expected if name in under and under[name] != expected[name]]
+    extra = [name for name in under if name not in expected]
+    ok = not (missing or wrong or extra or elsewhere)
+    note = (f"{len(under)} objects, {sum(under.values())} bytes" if ok else
+            f"LANDING CHECK FAILED: {len(missing)} missing, {len(wrong)} wrong size, {len(extra)} extra, "
+            f"{len(elsewhere)} outside {prefix!r}")
+    return ok, note
+
+
+def to_sample(result: ProcessResult, dataset: str, client: str, repeat: int, files: int, size: int,
+              ok: bool, note: str, **extra: Any) -> Sample:
+    """A :class:`Sample` from a process result and its check."""
+    if result.timed_out:
+        ok, note = False, f"timed out; {note}"
+    return Sample(dataset, client, repeat, files, size, round(result.wall_s, 4), round(result.cpu_s, 3),
+                  round(result.peak_rss_mb, 1), round(result.s3_cpu_s, 3), round(result.ftp_cpu_s, 3),
+                  round(result.other_cpu_s, 3), result.exit_code, ok, note, dict(extra))
+
+
+def tail(path: Path, chars: int = 1500) -> str:
+    """The end of a log file, for error messages."""
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""

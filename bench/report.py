@@ -1,0 +1,149 @@
+"""Medians, ratios and targets of a benchmark run: the printed table and the JSON results.
+
+Ratios are throughput ratios taken within one repeat (the same servers, the same
+minute), ``other.wall / module_system.wall`` for the same files, and then the median
+over repeats: above 1 means module_system was faster.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.measure import Sample
+
+__all__ = ["Target", "evaluate_targets", "print_table", "summarise", "write_results"]
+
+CLIENT_ORDER = ("module_system", "rclone", "raw", "ms_rerun_same", "ms_rerun_incremental", "ms_no_validate",
+                "ms_switch_1ms")
+
+
+def _median(values: Iterable[float]) -> float | None:
+    data = list(values)
+    return statistics.median(data) if data else None
+
+
+def _by(samples: list[Sample], dataset: str, client: str) -> dict[int, Sample]:
+    return {s.repeat: s for s in samples if s.dataset == dataset and s.client == client}
+
+
+def _ratio(samples: list[Sample], dataset: str, num: str, den: str) -> float | None:
+    """Median over repeats of ``wall(den) / wall(num)``: how many times faster ``num`` was."""
+    a, b = _by(samples, dataset, num), _by(samples, dataset, den)
+    return _median(b[r].wall_s / a[r].wall_s for r in a if r in b and a[r].wall_s > 0)
+
+
+def summarise(samples: list[Sample]) -> list[dict[str, Any]]:
+    """One row of medians per (dataset, client), in a stable order."""
+    rows = []
+    keys = sorted({(s.dataset, s.client) for s in samples},
+                  key=lambda k: (k[0], CLIENT_ORDER.index(k[1]) if k[1] in CLIENT_ORDER else 99, k[1]))
+    for dataset, client in keys:
+        group = [s for s in samples if s.dataset == dataset and s.client == client]
+        row: dict[str, Any] = {
+            "dataset": dataset, "client": client, "runs": len(group), "all_ok": all(s.ok for s in group),
+            "files": group[0].files, "mb": round(group[0].bytes / 1e6, 1),
+            "wall_s": _median(s.wall_s for s in group), "mb_s": _median(s.mb_s for s in group),
+            "files_s": _median(s.files_s for s in group), "peak_rss_mb": _median(s.peak_rss_mb for s in group),
+            "max_peak_rss_mb": max(s.peak_rss_mb for s in group), "cpu_s": _median(s.cpu_s for s in group),
+            "s3_cpu_s": _median(s.s3_cpu_s for s in group), "ftp_cpu_s": _median(s.ftp_cpu_s for s in group),
+            "other_cpu_s": _median(s.other_cpu_s for s in group),
+            "vs_rclone": None, "vs_raw": None, "vs_first_run": None,
+        }
+        transfer = not client.startswith(("ms_rerun", "noop"))
+        if transfer and client != "rclone":
+            row["vs_rclone"] = _ratio(samples, dataset, client, "rclone")
+        if transfer and client != "raw":
+            row["vs_raw"] = _ratio(samples, dataset, client, "raw")
+        if client.startswith("ms_rerun"):
+            row["vs_first_run"] = _ratio(samples, dataset, client, "module_system")
+        if client.startswith("noop") and client != "noop_1":
+            for key in ("ms_per_job", "ms_per_job_minus_startup", "client_cpu_ms_per_job", "s3_server_cpu_ms_per_job"):
+                row[key] = _median(s.extra[key] for s in group if key in s.extra)
+        rows.append(row)
+    return rows
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    measured: float | None
+    goal: float
+    higher_is_better: bool = True
+    unit: str = "x"
+
+    @property
+    def verdict(self) -> str:
+        if self.measured is None:
+            return "not measured"
+        met = self.measured >= self.goal if self.higher_is_better else self.measured <= self.goal
+        return "MET" if met else "MISSED"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "measured": self.measured, "goal": self.goal,
+                "higher_is_better": self.higher_is_better, "unit": self.unit, "verdict": self.verdict}
+
+
+def evaluate_targets(rows: list[dict[str, Any]], noop_ms_per_job: float | None) -> list[Target]:
+    """The issue's targets against the medians."""
+    def get(dataset: str, client: str, key: str) -> float | None:
+        for row in rows:
+            if row["dataset"] == dataset and row["client"] == client:
+                return row[key]  # type: ignore[no-any-return]
+        return None
+
+    return [
+        Target("A: module_system vs rclone", get("A", "module_system", "vs_rclone"), 1.2),
+        Target("A: module_system vs raw probe", get("A", "module_system", "vs_raw"), 0.85),
+        Target("B: module_system vs rclone", get("B", "module_system", "vs_rclone"), 1.0),
+        Target("B: module_system peak RSS (max of runs)", get("B", "module_system", "max_peak_rss_mb"), 150,
+               higher_is_better=False, unit="MB"),
+        Target("C: module_system vs rclone", get("C", "module_system", "vs_rclone"), 1.2),
+        Target("A re-run, nothing changed (skipped_same): speed-up", get("A", "ms_rerun_same", "vs_first_run"), 5),
+        Target("A re-run, incremental (skipped_unchanged): speed-up",
+               get("A", "ms_rerun_incremental", "vs_first_run"), 5),
+        Target("no-op jobs: wall per job", noop_ms_per_job, 1.0, higher_is_better=False, unit="ms"),
+    ]
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_table(rows: list[dict[str, Any]], targets: list[Target]) -> None:
+    header = (f"{'set':<5}{'client':<22}{'files':>7}{'MB':>9}{'wall s':>9}{'MB/s':>8}{'files/s':>9}{'RSS MB':>8}"
+              f"{'CPU s':>8}{'S3 CPU':>8}{'FTP CPU':>8}{'other':>7}{'vs rclone':>10}{'vs raw':>8}{'vs 1st':>8}  ok")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['dataset']:<5}{r['client']:<22}{r['files']:>7}{r['mb']:>9.1f}{_fmt(r['wall_s'], '.2f'):>9}"
+              f"{_fmt(r['mb_s'], '.1f'):>8}{_fmt(r['files_s'], '.1f'):>9}{_fmt(r['peak_rss_mb'], '.0f'):>8}"
+              f"{_fmt(r['cpu_s'], '.1f'):>8}{_fmt(r['s3_cpu_s'], '.1f'):>8}{_fmt(r['ftp_cpu_s'], '.1f'):>8}"
+              f"{_fmt(r['other_cpu_s'], '.1f'):>7}"
+              f"{_fmt(r['vs_rclone'], '.2f'):>10}{_fmt(r['vs_raw'], '.2f'):>8}{_fmt(r['vs_first_run'], '.1f'):>8}"
+              f"  {'yes' if r['all_ok'] else 'NO'}")
+        if "ms_per_job" in r:
+            print(f"{'':<10}-> per job: {_fmt(r['ms_per_job'], '.2f')} ms wall, "
+                  f"{_fmt(r['ms_per_job_minus_startup'], '.2f')} ms without start-up; CPU: client "
+                  f"{_fmt(r['client_cpu_ms_per_job'], '.2f')} ms, S3 server {_fmt(r['s3_server_cpu_ms_per_job'], '.2f')} ms")
+    print("\nwall/CPU: medians; RSS: peak resident set of the client process; S3/FTP CPU: the server "
+          "processes' CPU seconds during the run;\nother: CPU seconds used meanwhile by anything else on the "
+          "machine (noise);\nvs rclone / vs raw: throughput ratio within each repeat "
+          "(>1 = module_system faster), median; vs 1st: speed-up over the first run.")
+    print("\ntargets:")
+    for t in targets:
+        measured = "-" if t.measured is None else f"{t.measured:.2f} {t.unit}"
+        sign = ">=" if t.higher_is_better else "<="
+        print(f"  {t.name:<55} {measured:>12}  (goal {sign} {t.goal:g} {t.unit})  {t.verdict}")
+
+
+def write_results(path: Path, meta: dict[str, Any], samples: list[Sample], rows: list[dict[str, Any]],
+                  targets: list[Target]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {"meta": meta, "summary": rows, "targets": [t.to_dict() for t in targets],
+                "samples": [s.to_dict() for s in samples]}
+    path.write_text(json.dumps(document, indent=1))

@@ -1,0 +1,306 @@
+"""The benchmark suite: module_system against rclone and a raw boto3 probe, FTP -> S3.
+
+    python bench/run.py                          # A, B (4 x 256 MiB), C; 3 repeats; 10,000 no-op jobs
+    python bench/run.py --quick                  # small datasets, 1,000 no-op jobs: a smoke run
+    python bench/run.py --datasets A,C --repeat 5 --profile A,C,NOOP
+    python bench/run.py --datasets B --big-mb 1024 --repeat 1 --overhead-jobs 0
+    python bench/run.py --repeat 1 --experiments --overhead-jobs 0   # without validation; 1 ms GIL switch
+
+Starts the S3 server (moto) and the FTP server (pyftpdlib) of ``module_system.testing``,
+each in a process of its own; builds the datasets once under ``--workdir`` (see
+:mod:`bench.datasets`); then, ``--repeat`` times, interleaved, for each dataset: the
+module_system CLI, ``rclone copy`` and the raw probe, each into a fresh bucket, each
+checked (every file landed with its size). After each first module_system run of A it
+runs the same batch again on the same bucket (``skipped_same``) and once more with
+``incremental: true`` (``skipped_unchanged``). Then N jobs of a no-op module measure
+the framework's cost per job. Prints medians and ratios, the targets, and writes every
+sample to ``<workdir>/results/last.json``. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/run.py` from anywhere
+
+from bench import datasets as ds
+from bench.clients import (
+    ModuleSystemClient,
+    RcloneClient,
+    rclone_missing_message,
+    run_raw_probe,
+)
+from bench.hotspots import print_summary
+from bench.measure import Sample, Servers, tail, to_sample, verify_landing
+from bench.overhead import run_noop
+from bench.report import evaluate_targets, print_table, summarise, write_results
+from bench.servers import REPO
+
+CLIENTS = ("module_system", "rclone", "raw")
+EXPERIMENTS = ("ms_no_validate", "ms_switch_1ms")
+
+
+class Bench:
+    """One invocation: servers, clients, and the samples gathered."""
+
+    def __init__(self, args: argparse.Namespace, workdir: Path, sets: dict[str, ds.Dataset], servers: Servers) -> None:
+        self.args, self.workdir, self.sets, self.servers = args, workdir, sets, servers
+        self.s3 = servers.client()
+        runs = workdir / "runs"
+        self.ms = ModuleSystemClient(runs, servers, sets, args.max_workers)
+        self.rclone = RcloneClient(runs, servers, args.max_workers) if rclone_missing_message() is None else None
+        self.samples: list[Sample] = []
+
+    def bucket(self, dataset: str, client: str, repeat: int) -> str:
+        name = f"bench-{dataset}-{client}-{repeat}".lower().replace("_", "-")
+        self.s3.create_bucket(Bucket=name)
+        return name
+
+    def record(self, sample: Sample, total: int) -> None:
+        self.samples.append(sample)
+        print(f"  [{sample.repeat + 1}/{total}] {sample.dataset} {sample.client:<21} {sample.wall_s:8.2f} s "
+              f"{sample.mb_s:8.1f} MB/s {sample.files_s:8.1f} files/s  RSS {sample.peak_rss_mb:6.0f} MB  "
+              f"CPU {sample.cpu_s:6.1f} s  S3 srv {sample.s3_cpu_s:6.1f} s  other {sample.other_cpu_s:5.1f} s  "
+              f"{'ok' if sample.ok else 'FAILED'}  {sample.note}", flush=True)
+        if not sample.ok:
+            print("    (see the logs under " + str(self.workdir / "runs") + ")", flush=True)
+
+    def run_module_system(self, name: str, repeat: int) -> None:
+        data, bucket = self.sets[name], self.bucket(name, "ms", repeat)
+        expected, prefix = data.by_basename(), self.ms.prefix(name)
+        result, report = self.ms.run(name, bucket, f"{name}-ms-{repeat}")
+        ok, note = verify_landing(self.s3, bucket, prefix, expected)
+        files = report.get("totals", {}).get("files", {})
+        ok = ok and result.exit_code == 0 and files.get("uploaded") == len(expected)
+        if result.exit_code != 0:
+            note += f"; exit {result.exit_code}: {tail(result.log, 400)!r}"
+        self.record(to_sample(result, name, "module_system", repeat, len(expected), data.total_bytes, ok, note,
+                              file_statuses=files), self.args.repeat)
+        if name in self.args.rerun:
+            for client, variant, status in (("ms_rerun_same", "plain", "skipped_same"),
+                                            ("ms_rerun_incremental", "incremental", "skipped_unchanged")):
+                again, report = self.ms.run(name, bucket, f"{name}-{client}-{repeat}", variant=variant)
+                files = report.get("totals", {}).get("files", {})
+                ok, note = verify_landing(self.s3, bucket, prefix, expected)
+                ok = ok and again.exit_code == 0 and files.get(status) == len(expected)
+                self.record(to_sample(again, name, client, repeat, len(expected), data.total_bytes, ok,
+                                      f"{files.get(status)} {status}; {note}", file_statuses=files),
+                            self.args.repeat)
+        self.servers.reset()
+
+    def run_experiment(self, name: str, repeat: int, client: str, **how: Any) -> None:
+        """module_system with one thing changed (``--experiments``); checked like the real run."""
+        data, bucket = self.sets[name], self.bucket(name, client, repeat)
+        expected = data.by_basename()
+        result, report = self.ms.run(name, bucket, f"{name}-{client}-{repeat}", **how)
+        ok, note = verify_landing(self.s3, bucket, self.ms.prefix(name), expected)
+        files = report.get("totals", {}).get("files", {})
+        ok = ok and result.exit_code == 0 and files.get("uploaded") == len(expected)
+        self.record(to_sample(result, name, client, repeat, len(expected), data.total_bytes, ok, note,
+                              file_statuses=files), self.args.repeat)
+        self.servers.reset()
+
+    def run_ms_no_validate(self, name: str, repeat: int) -> None:
+        self.run_experiment(name, repeat, "ms_no_validate", variant="no_validate")
+
+    def run_ms_switch_1ms(self, name: str, repeat: int) -> None:
+        self.run_experiment(name, repeat, "ms_switch_1ms", switch_interval=0.001)
+
+    def run_rclone(self, name: str, repeat: int) -> None:
+        assert self.rclone is not None
+        data, bucket = self.sets[name], self.bucket(name, "rclone", repeat)
+        result = self.rclone.run(data, bucket, f"{name}-rclone-{repeat}")
+        ok, note = verify_landing(self.s3, bucket, "", data.by_basename())
+        if result.exit_code != 0:
+            ok, note = False, note + f"; exit {result.exit_code}: {tail(result.log, 400)!r}"
+        self.record(to_sample(result, name, "rclone", repeat, len(data.sizes), data.total_bytes, ok, note),
+                    self.args.repeat)
+        self.servers.reset()
+
+    def run_raw(self, name: str, repeat: int) -> None:
+        data, bucket = self.sets[name], self.bucket(name, "raw", repeat)
+        result = run_raw_probe(self.workdir / "runs", self.servers, data, bucket, self.args.max_workers,
+                               f"{name}-raw-{repeat}")
+        ok, note = verify_landing(self.s3, bucket, "", data.by_basename())
+        if result.exit_code != 0:
+            ok, note = False, note + f"; exit {result.exit_code}: {tail(result.log, 400)!r}"
+        self.record(to_sample(result, name, "raw", repeat, len(data.sizes), data.total_bytes, ok, note),
+                    self.args.repeat)
+        self.servers.reset()
+
+    def transfers(self) -> None:
+        clients = [c for c in CLIENTS if c != "rclone" or self.rclone is not None]
+        if self.args.experiments:
+            clients += list(EXPERIMENTS)
+        for repeat in range(self.args.repeat):
+            order = clients[repeat % len(clients):] + clients[:repeat % len(clients)]  # no client always first
+            for name in self.sets:
+                for client in order:
+                    getattr(self, f"run_{client}")(name, repeat)
+
+    def overhead(self) -> float | None:
+        """Median wall ms per job of the no-op batch, or None when not run."""
+        jobs = self.args.overhead_jobs
+        if jobs <= 0:
+            return None
+        per_job = []
+        for repeat in range(self.args.overhead_repeat):
+            for count in (1, jobs):
+                sample = run_noop(self.workdir / "runs", self.servers, count, self.args.overhead_workers, repeat,
+                                  f"bench-noop-{count}-{repeat}")
+                self.record(sample, self.args.overhead_repeat)
+                self.servers.reset()
+                if count == jobs:
+                    base = next(s for s in reversed(self.samples) if s.client == "noop_1")
+                    sample.extra["ms_per_job_minus_startup"] = round((sample.wall_s - base.wall_s) * 1000 / jobs, 4)
+                    sample.extra["client_cpu_ms_per_job"] = round((sample.cpu_s - base.cpu_s) * 1000 / jobs, 4)
+                    sample.extra["s3_server_cpu_ms_per_job"] = round(sample.s3_cpu_s * 1000 / jobs, 4)
+                    print(f"    {jobs} no-op jobs: {sample.extra['ms_per_job']:.3f} ms/job wall, "
+                          f"{sample.extra['ms_per_job_minus_startup']:.3f} ms/job without start-up "
+                          f"(1 job: {base.wall_s:.2f} s); client CPU {sample.extra['client_cpu_ms_per_job']:.3f} "
+                          f"ms/job, S3 server CPU {sample.extra['s3_server_cpu_ms_per_job']:.3f} ms/job "
+                          f"(its manifest: HEAD + PUT)", flush=True)
+                    per_job.append(sample.extra["ms_per_job"])
+        return sorted(per_job)[len(per_job) // 2] if per_job else None
+
+    def profile(self, name: str) -> dict[str, Any] | None:
+        """One more module_system run of ``name`` (a dataset, or NOOP) under py-spy, not timed; its hotspots.
+
+        ``--gil`` samples only the thread holding the GIL: where the interpreter's one
+        core goes, which is what limits a client whose threads share it.
+        """
+        spy = shutil.which("py-spy")
+        if spy is None:
+            print("py-spy is not installed (pip install py-spy): no profile", flush=True)
+            return None
+        out = self.workdir / "results" / f"profile_{name}.txt"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        wrap = [spy, "record", "--format", "raw", "--rate", "250", "--gil", "--nonblocking", "-o", str(out), "--"]
+        if name == "NOOP":
+            jobs = self.args.profile_noop_jobs
+            sample = run_noop(self.workdir / "runs", self.servers, jobs, self.args.overhead_workers, 0,
+                              "bench-noop-profile", wrap=wrap)
+            wall, code = sample.wall_s, sample.exit_code
+        else:
+            result, _ = self.ms.run(name, self.bucket(name, "profile", 0), f"{name}-profile", wrap=wrap)
+            wall, code = result.wall_s, result.exit_code
+        self.servers.reset()
+        print(f"\nprofiled module_system on {name}: {wall:.2f} s under py-spy (exit {code})")
+        return print_summary(out) if out.exists() else None
+
+
+def _meta(args: argparse.Namespace, sets: dict[str, ds.Dataset], rclone: str | None) -> dict[str, Any]:
+    def run(*argv: str) -> str:
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=20, check=False).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    from importlib.metadata import version
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {
+        "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+        "command": " ".join(sys.argv), "args": {k: v for k, v in vars(args).items() if k != "workdir"},
+        "machine": {"cpus": len(__import__("os").sched_getaffinity(0)), "cpu": cpu, "platform": platform.platform(),
+                    "python": platform.python_version()},
+        "versions": {p: version(p) for p in ("boto3", "botocore", "moto", "pyftpdlib", "jsonschema")} | {
+            "rclone": rclone or "missing"},
+        "git": {"commit": run("git", "rev-parse", "--short", "HEAD"), "dirty": bool(run("git", "status", "--porcelain"))},
+        "datasets": {n: {"folder": d.root.name, "files": len(d.sizes), "bytes": d.total_bytes} for n, d in sets.items()},
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--datasets", default="A,B,C", help="comma-separated subset of A,B,C [A,B,C]")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each client per dataset [3]")
+    parser.add_argument("--quick", action="store_true", help="small datasets and 1,000 no-op jobs")
+    parser.add_argument("--big-mb", type=int, default=None, help="MiB per file of dataset B [256; quick 16]")
+    parser.add_argument("--max-workers", type=int, default=8,
+                        help="module_system --max-workers, rclone --transfers/--checkers, raw probe threads [8]")
+    parser.add_argument("--rerun", default="A", help="datasets whose first run is re-run (skipped_same, incremental) [A]")
+    parser.add_argument("--overhead-jobs", type=int, default=None, help="no-op jobs [10000; quick 1000; 0 skips]")
+    parser.add_argument("--overhead-workers", type=int, default=20, help="--max-workers of the no-op batch [20]")
+    parser.add_argument("--overhead-repeat", type=int, default=1, help="runs of the no-op batch [1]")
+    parser.add_argument("--experiments", action="store_true",
+                        help="also run module_system without validation, and with a 1 ms GIL switch interval")
+    parser.add_argument("--profile", default="",
+                        help="datasets to profile once more under py-spy (GIL holder sampled), e.g. A,C,NOOP")
+    parser.add_argument("--profile-noop-jobs", type=int, default=2000, help="no-op jobs of the NOOP profile [2000]")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "module_system_bench",
+                        help="datasets (reused), run directories and results [$TMPDIR/module_system_bench]")
+    args = parser.parse_args(argv)
+    args.datasets = [d.strip().upper() for d in args.datasets.split(",") if d.strip()]
+    args.rerun = [d.strip().upper() for d in args.rerun.split(",") if d.strip()]
+    args.profile = [d.strip().upper() for d in args.profile.split(",") if d.strip()]
+    unknown = set(args.datasets + args.profile) - {"A", "B", "C", "NOOP"} or set(args.datasets) - {"A", "B", "C"}
+    if unknown or args.repeat < 0:
+        parser.error(f"unknown datasets {sorted(unknown)}" if unknown else "--repeat must be 0 or more")
+    if args.overhead_jobs is None:
+        args.overhead_jobs = 1000 if args.quick else 10_000
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workdir: Path = args.workdir
+    ftp_root = workdir / "ftp_root"
+    ftp_root.mkdir(parents=True, exist_ok=True)
+    wanted = ds.specs(args.quick, args.big_mb)
+    sets = {}
+    for name in sorted(set(args.datasets) | set(args.profile) - {"NOOP"}):
+        t0 = time.perf_counter()
+        sets[name] = ds.ensure(wanted[name], ftp_root)
+        print(f"dataset {name}: {sets[name].root} ({len(sets[name].sizes)} files, "
+              f"{sets[name].total_bytes / 1e6:.1f} MB; ready in {time.perf_counter() - t0:.1f} s)", flush=True)
+    missing = rclone_missing_message()
+    if missing:
+        print(missing, flush=True)
+    rclone_version = None if missing else subprocess.run(["rclone", "version"], capture_output=True, text=True,
+                                                         check=False).stdout.splitlines()[0]
+    meta = _meta(args, sets, rclone_version)
+    print(f"machine: {meta['machine']['cpus']} CPUs ({meta['machine']['cpu']}), Python {meta['machine']['python']}; "
+          f"servers and clients share them", flush=True)
+    with Servers(ftp_root) as servers:
+        bench = Bench(args, workdir, {n: sets[n] for n in args.datasets}, servers)
+        print(f"servers: S3 {servers.s3_url} (pid {servers.s3.proc.pid}), FTP {servers.ftp.info['host']}:"
+              f"{servers.ftp.info['port']} (pid {servers.ftp.proc.pid})", flush=True)
+        bench.transfers()
+        noop_ms = bench.overhead()
+        profiles = {}
+        if args.profile:
+            bench.ms = ModuleSystemClient(workdir / "runs", servers, sets, args.max_workers)
+            bench.sets = sets
+            profiles = {name: bench.profile(name) for name in args.profile}
+    rows = summarise(bench.samples)
+    targets = evaluate_targets(rows, noop_ms)
+    print()
+    print_table(rows, targets)
+    out = workdir / "results" / "last.json"
+    meta["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
+    print(f"load average at start {' '.join(meta['loadavg_at_start'])}, at end {' '.join(meta['loadavg_at_end'])} "
+          f"(it counts this benchmark's own threads too; the 'other' column measures competing work)")
+    write_results(out, {**meta, "profiles": profiles}, bench.samples, rows, targets)
+    stamped = out.with_name(f"run_{meta['started_at'].replace(':', '')}.json")
+    shutil.copyfile(out, stamped)
+    print(f"\nresults: {out} (and {stamped.name}); datasets kept in {ftp_root}")
+    print(json.dumps({"all_runs_verified": all(s.ok for s in bench.samples)}))
+    return 0 if all(s.ok for s in bench.samples) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
