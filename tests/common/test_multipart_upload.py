@@ -88,19 +88,24 @@ def stop_after_parts(n: int, stop: threading.Event) -> FaultRule:
     return hook
 
 
-def cut_off_upload(proxy: S3Proxy, bucket: str, state_dir: Path, path: Path, digest: str) -> dict:
-    """Start an upload and cut every part after the third, as a crash would leave it; returns
-    its state file's document (a transient failure keeps the upload resumable)."""
+def reset_parts_after(n: int) -> FaultRule:
+    """A proxy rule that lets ``n`` parts through, then resets every later part, as a crash would."""
     forwarded = 0
 
-    def reset_after_three_parts(request: ProxyRequest) -> str | None:
+    def rule(request: ProxyRequest) -> str | None:
         nonlocal forwarded
         if request.operation != "UploadPart":
             return None
         forwarded += 1
-        return "reset" if forwarded > 3 else None
+        return "reset" if forwarded > n else None
 
-    proxy.fault = reset_after_three_parts
+    return rule
+
+
+def cut_off_upload(proxy: S3Proxy, bucket: str, state_dir: Path, path: Path, digest: str) -> dict:
+    """Start an upload and cut every part after the third, as a crash would leave it; returns
+    its state file's document (a transient failure keeps the upload resumable)."""
+    proxy.fault = reset_parts_after(3)
     first = uploader(proxy, bucket, state_dir)
     with pytest.raises(TransientUploadError):
         first.put_file(bucket, "p/big.bin", path, SIZE, digest, RetryPolicy(attempts=1))
@@ -127,16 +132,7 @@ def test_upload_cut_off_by_resets_resumes_with_the_missing_parts_only(s3, bucket
                                                                        big: tuple[Path, str], tmp_path: Path) -> None:
     path, digest = big
     state_dir = tmp_path / "uploads"
-    forwarded = 0
-
-    def reset_after_four_parts(request: ProxyRequest) -> str | None:
-        nonlocal forwarded
-        if request.operation != "UploadPart":
-            return None
-        forwarded += 1
-        return "reset" if forwarded > 4 else None
-
-    proxy.fault = reset_after_four_parts
+    proxy.fault = reset_parts_after(4)
     first = uploader(proxy, bucket, state_dir)
     with pytest.raises(TransientUploadError) as info:
         first.put_file(bucket, "data/big.bin", path, SIZE, digest, RetryPolicy(attempts=1))
