@@ -39,6 +39,19 @@ class Project:
         path.write_text(yaml.safe_dump(registry, sort_keys=False))
         return path
 
+    def write_ftp_registry(self, bucket: str, ftp_server: Any, folder: str, service_id: str = "sales",
+                           **service: Any) -> Path:
+        """A registry with one ``ftp`` service reading ``folder`` on ``ftp_server`` into ``bucket``
+        (the password goes through the environment, as a real registry would take it)."""
+        self.env.update({"FTP_PORT": str(ftp_server.port), "FTP_PASSWORD": ftp_server.password})
+        return self.write_registry({
+            "version": 1,
+            "defaults": {"destination": {"bucket": bucket, "endpoint_url": "${S3_URL}"}},
+            "services": {service_id: {"type": "ftp", "source": {
+                "host": "127.0.0.1", "port": "${FTP_PORT}", "user": ftp_server.user,
+                "password": "${FTP_PASSWORD}", "path": folder}, **service}},
+        })
+
     def write_batch(self, jobs: list[dict[str, Any]], name: str = "jobs.json") -> Path:
         path = self.root / name
         path.write_text(json.dumps({"description": "test batch", "jobs": jobs}))

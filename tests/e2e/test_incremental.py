@@ -11,22 +11,11 @@ from tests.e2e.helpers import Project, list_keys
 CSV = "id,amount\n1,2.5\n"
 
 
-def ftp_registry(project: Project, bucket: str, ftp_server, folder: str, **service: object) -> None:  # noqa: ANN001
-    project.env.update({"FTP_PORT": str(ftp_server.port), "FTP_PASSWORD": ftp_server.password})
-    project.write_registry({
-        "version": 1,
-        "defaults": {"destination": {"bucket": bucket, "endpoint_url": "${S3_URL}"}},
-        "services": {"sales": {"type": "ftp", "source": {
-            "host": "127.0.0.1", "port": "${FTP_PORT}", "user": ftp_server.user, "password": "${FTP_PASSWORD}",
-            "path": folder}, **service}},
-    })
-
-
 def test_incremental_ftp_rerun_downloads_only_what_changed(project: Project, s3, bucket: str,  # noqa: ANN001
                                                            ftp_server, ftp_dir: Path, ftp_root: Path) -> None:  # noqa: ANN001
     for i in range(5):
         (ftp_dir / f"f{i}.csv").write_text(CSV * (i + 1))
-    ftp_registry(project, bucket, ftp_server, "/" + ftp_dir.relative_to(ftp_root).as_posix(), incremental=True)
+    project.write_ftp_registry(bucket, ftp_server, "/" + ftp_dir.relative_to(ftp_root).as_posix(), incremental=True)
     batch = project.write_batch([{"job_id": "nightly", "service_id": "sales"}])
 
     assert project.run("--batch-file", str(batch), "--report", "r1.json").returncode == 0
@@ -75,7 +64,7 @@ def test_files_over_max_file_bytes_are_refused(project: Project, s3, bucket: str
                                                ftp_dir: Path, ftp_root: Path) -> None:
     (ftp_dir / "small.csv").write_text(CSV)
     (ftp_dir / "huge.csv").write_text(CSV * 100)
-    ftp_registry(project, bucket, ftp_server, "/" + ftp_dir.relative_to(ftp_root).as_posix(), max_file_bytes=100)
+    project.write_ftp_registry(bucket, ftp_server, "/" + ftp_dir.relative_to(ftp_root).as_posix(), max_file_bytes=100)
     batch = project.write_batch([{"job_id": "j", "service_id": "sales"}])
     result = project.run("--batch-file", str(batch), "--report", "r.json")
     assert result.returncode == 1, "a refused file counts as rejected"

@@ -20,14 +20,7 @@ PEAK_RSS_LIMIT_MB = 300
 def test_large_ftp_file_lands_with_flat_memory(project: Project, s3, bucket: str, ftp_server,  # noqa: ANN001
                                               ftp_dir: Path, ftp_root: Path) -> None:
     expected = write_big_file(ftp_dir / "big.bin", SIZE_MB)
-    project.env.update({"FTP_PORT": str(ftp_server.port), "FTP_PASSWORD": ftp_server.password})
-    project.write_registry({
-        "version": 1,
-        "defaults": {"destination": {"bucket": bucket, "endpoint_url": "${S3_URL}"}},
-        "services": {"big": {"type": "ftp", "source": {
-            "host": "127.0.0.1", "port": "${FTP_PORT}", "user": ftp_server.user, "password": "${FTP_PASSWORD}",
-            "path": "/" + ftp_dir.relative_to(ftp_root).as_posix()}}},
-    })
+    project.write_ftp_registry(bucket, ftp_server, "/" + ftp_dir.relative_to(ftp_root).as_posix(), "big")
     batch = project.write_batch([{"job_id": "big_1", "service_id": "big"}])
     rss_file = project.root / "peak_rss_kib"
     script = Path(__file__).with_name("peak_rss.py")
