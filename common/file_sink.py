@@ -23,6 +23,12 @@ class FileTooLarge(SourceError):
     """A file grew past the service's ``max_file_bytes``; the module yields it as rejected."""
 
 
+#: Files up to this size also get their MD5 while streamed: the ETag of a single-part upload,
+#: which the uploader compares instead of asking the store with a HEAD (larger files go in
+#: parts, whose ETag is not the content's MD5).
+MD5_MAX_BYTES = 64 * 1024 * 1024
+
+
 class FileSink:
     """Context manager; removes the partial file if the block raises."""
 
@@ -34,6 +40,7 @@ class FileSink:
         self.source_uri = source_uri
         self.identity = dict(identity)
         self._hash = hashlib.sha256()
+        self._md5: hashlib._Hash | None = hashlib.md5(usedforsecurity=False)
         self._size = 0
         self.max_bytes = max_bytes
         self._fh = open(self.path, "wb")  # noqa: SIM115 - closed in finish()/abort()
@@ -45,6 +52,11 @@ class FileSink:
         self._fh.write(chunk)
         self._hash.update(chunk)
         self._size += len(chunk)
+        if self._md5 is not None:
+            if self._size <= MD5_MAX_BYTES:
+                self._md5.update(chunk)
+            else:
+                self._md5 = None
         return len(chunk)
 
     def reset(self) -> None:
@@ -52,6 +64,7 @@ class FileSink:
         self._fh.seek(0)
         self._fh.truncate()
         self._hash = hashlib.sha256()
+        self._md5 = hashlib.md5(usedforsecurity=False)
         self._size = 0
 
     @property
@@ -65,6 +78,7 @@ class FileSink:
         return FetchedFile(
             path=self.path, name=self.name, source_uri=self.source_uri,
             size=self._size, sha256=self._hash.hexdigest(), identity=self.identity,
+            md5=self._md5.hexdigest() if self._md5 is not None else None,
         )
 
     def abort(self) -> None:

@@ -6,21 +6,27 @@ Destination keys read: ``bucket``, ``endpoint_url``, ``region``, ``checksum``,
 fixed start, for the stale-upload sweep).
 
 * One boto3 client per destination, shared by every job of the run (clients are
-  thread-safe). Files below ``multipart_threshold_mb`` go in one PUT through an
-  s3transfer ``TransferManager``; larger ones through our resumable
-  :class:`~common.multipart_upload.MultipartUploader`, whose part pool and memory
-  budget (``max_concurrency`` parts) are shared by all jobs. Its state lives in
-  ``state_dir`` (the runner passes ``temp/uploads``), so an upload cut off by a crash,
-  a kill or a stop resumes from its finished parts on the next run.
+  thread-safe), its connection pool sized to the workers. Files below
+  ``multipart_threshold_mb`` go in one PUT, streamed from disk by the job's own thread;
+  larger ones through our resumable :class:`~common.multipart_upload.MultipartUploader`,
+  whose part pool and memory budget (``max_concurrency`` parts) are shared by all jobs.
+  Its state lives in ``state_dir`` (the runner passes ``temp/uploads``), so an upload cut
+  off by a crash, a kill or a stop resumes from its finished parts on the next run.
 * On the first file put into a bucket, multipart uploads abandoned for more than a day
   (ours, or any under the destinations' prefixes) are aborted.
 * Every object carries its SHA-256 as metadata ``sha256``. An object already present
-  with the same ``sha256`` and size is not uploaded again (``skipped_same``).
+  with the same content is not uploaded again (``skipped_same``). What is present comes
+  from one listing per folder (:class:`~common.key_index.KeyIndex`): same size and an
+  ETag equal to the content's MD5 is the same content; a HEAD (``sha256`` metadata) only
+  where the listing cannot tell (multipart ETags, folders that cannot be listed).
 * With ``checksum: sha256`` a single-part PUT sends our streamed SHA-256 as
   ``ChecksumSHA256``, so the store itself rejects a corrupted body; multipart uploads
   send per-part SHA-256 checksums. ``crc32`` sends CRC32s; ``when_required`` sends none
   (for S3-compatible stores that reject boto3's default checksums).
-* After each upload the object is checked with a HEAD: size and ``sha256`` must match.
+* Each upload is verified: a single PUT by its answer (the ``ChecksumSHA256`` the store
+  echoes, or else an ETag equal to the MD5 we streamed), so one request per new file;
+  a multipart upload, or a PUT whose answer proves neither (SSE-KMS ETags), by a HEAD:
+  size and ``sha256`` must match.
 
 The uploader knows nothing of sources: it takes a local path, a key and a digest.
 """
@@ -40,10 +46,10 @@ import boto3
 import structlog
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from s3transfer.manager import TransferConfig, TransferManager
 
 from common.config_model import DestinationConfig
 from common.exceptions import TransientUploadError
+from common.key_index import ABSENT, Existing, KeyIndex
 from common.multipart_state import StateStore
 from common.multipart_upload import MultipartUploader, upload_error
 from common.retry import RetryPolicy
@@ -94,16 +100,7 @@ class S3Uploader:
         )
         self.checksum = dest.checksum
         self.threshold = dest.multipart_threshold_mb * MiB
-        self.transfer = TransferManager(
-            self.client,
-            TransferConfig(
-                multipart_threshold=self.threshold,
-                multipart_chunksize=dest.multipart_chunksize_mb * MiB,
-                max_request_concurrency=dest.max_concurrency,
-                max_submission_concurrency=dest.max_concurrency,
-                max_in_memory_upload_chunks=dest.max_concurrency,
-            ),
-        )
+        self.index = KeyIndex(self.client)
         self.multipart = MultipartUploader(self.client, StateStore(state_dir), dest.checksum,
                                            dest.multipart_chunksize_mb * MiB, dest.max_concurrency)
         self._prefixes: dict[str, set[str]] = {}
@@ -119,58 +116,91 @@ class S3Uploader:
     # ----------------------------------------------------------------- files
 
     def put_file(self, bucket: str, key: str, path: Path, size: int, sha256: str, retry: RetryPolicy,
-                 content_type: str | None = None, stop: threading.Event | None = None) -> UploadOutcome:
+                 content_type: str | None = None, stop: threading.Event | None = None,
+                 md5: str | None = None) -> UploadOutcome:
         """Upload ``path`` to ``key`` unless an identical object is there; verify it.
 
-        ``stop`` (default ``retry.stop``, the run's stop event) ends a multipart upload
-        after its parts in flight, leaving it resumable: then
-        :class:`~common.multipart_upload.UploadStopped` is raised.
+        ``md5`` (hex, streamed by the FileSink; computed here when None and the file goes
+        in one PUT) is what a single-part object's ETag is compared with. ``stop`` (default
+        ``retry.stop``, the run's stop event) ends a multipart upload after its parts in
+        flight: then :class:`~common.multipart_upload.UploadStopped` is raised.
         """
         self._sweep(bucket, retry)
-        current = retry.call(self._head, bucket, key, what=f"head {key}")
-        if current is not None and _matches(current, size, sha256):
+        single = size < self.threshold
+        if single and md5 is None:
+            md5 = _file_md5(path)
+        if self._is_same(bucket, key, size, sha256, md5, retry):
             log.debug("file_skipped_same", key=key, sha256=sha256)
             return UploadOutcome(key, "skipped_same", size, sha256)
         extra: dict[str, Any] = {"ContentType": content_type} if content_type else {}
         try:
-            if size >= self.threshold:
+            if single:
+                assert md5 is not None
+                answer = self._put_once(bucket, key, size, sha256, retry,
+                                        lambda: self._put_small(bucket, key, path, sha256, extra), md5)
+                verified = _echoes(answer, sha256, md5)
+            else:
                 self.multipart.upload(bucket, key, path, size, sha256, retry,
                                       stop if stop is not None else retry.stop, extra)
-            else:
-                self._put_once(bucket, key, size, sha256, retry,
-                               lambda: self._put_small(bucket, key, path, sha256, extra))
+                verified = False
         except (ClientError, BotoCoreError, OSError) as exc:
+            self.index.forget(bucket, key)
             raise upload_error(f"upload of {key} failed", exc, key) from exc
-        head = retry.call(self._head, bucket, key, what=f"head {key}")
-        if head is None or not _matches(head, size, sha256):
-            raise TransientUploadError(f"verification of {key} failed: size or sha256 differs after upload", key=key)
+        except BaseException:
+            self.index.forget(bucket, key)
+            raise
+        if not verified:  # multipart, or a store whose ETag is not the MD5 (SSE-KMS): ask
+            head = retry.call(self._head, bucket, key, what=f"head {key}")
+            if head is None or not _matches(head, size, sha256, md5):
+                self.index.forget(bucket, key)
+                raise TransientUploadError(f"verification of {key} failed: size or sha256 differs after upload",
+                                           key=key)
+            answer = head
+        self.index.record(bucket, key, size, str(answer.get("ETag", "")))
         log.debug("file_uploaded", key=key, bytes=size, sha256=sha256)
         return UploadOutcome(key, "uploaded", size, sha256)
 
+    def _is_same(self, bucket: str, key: str, size: int, sha256: str, md5: str | None, retry: RetryPolicy) -> bool:
+        """Is an object with this content at ``key``? From the folder's listing; a HEAD only
+        when the listing cannot tell (not listed, or same size with an ETag that is no MD5)."""
+        known = self.index.lookup(bucket, key, retry)
+        if known is ABSENT:
+            return False
+        if isinstance(known, Existing):
+            if known.size != size:
+                return False
+            if md5 is not None and known.etag == md5:
+                return True
+        head = retry.call(self._head, bucket, key, what=f"head {key}")
+        return head is not None and _matches(head, size, sha256, md5)
+
     def _put_once(self, bucket: str, key: str, size: int, sha256: str, retry: RetryPolicy,
-                  put: Callable[[], None]) -> None:
+                  put: Callable[[], dict[str, Any]], md5: str | None = None) -> dict[str, Any]:
         """``put()`` under ``retry``; before a retry, a HEAD: if the failed try landed after
-        all (its answer lost), it is not sent again, so no key is written twice."""
+        all (its answer lost), it is not sent again, so no key is written twice. Returns the
+        PUT's answer (or that HEAD's)."""
         tries = 0
 
-        def attempt() -> None:
+        def attempt() -> dict[str, Any]:
             nonlocal tries
             tries += 1
-            if tries > 1 and (head := self._head(bucket, key)) is not None and _matches(head, size, sha256):
+            if tries > 1 and (head := self._head(bucket, key)) is not None and _matches(head, size, sha256, md5):
                 log.debug("put_landed_before_retry", key=key)
-                return
-            put()
+                return head
+            return put()
 
-        retry.call(attempt, what=f"put {key}")
+        return retry.call(attempt, what=f"put {key}")
 
-    def _put_small(self, bucket: str, key: str, path: Path, sha256: str, extra: dict[str, Any]) -> None:
-        """One PUT of a file below the multipart threshold."""
+    def _put_small(self, bucket: str, key: str, path: Path, sha256: str, extra: dict[str, Any]) -> dict[str, Any]:
+        """One PUT of a file below the multipart threshold, streamed from disk."""
         args: dict[str, Any] = {"Metadata": {"sha256": sha256}, **extra}
         if self.checksum == "sha256":
             args["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha256)).decode()
         elif self.checksum == "crc32":
             args["ChecksumAlgorithm"] = "CRC32"
-        self.transfer.upload(str(path), bucket, key, extra_args=args).result()
+        with open(path, "rb") as body:
+            answer: dict[str, Any] = self.client.put_object(Bucket=bucket, Key=key, Body=body, **args)
+        return answer
 
     def _sweep(self, bucket: str, retry: RetryPolicy) -> None:
         """Once per bucket and prefix: abort multipart uploads abandoned for more than a day."""
@@ -205,34 +235,60 @@ class S3Uploader:
 
         With ``skip_same`` (errors files) it is skipped, like files, when an identical
         object is already there; a manifest (which holds the run id, so never matches) is
-        written without that HEAD. Returns the status.
+        written without looking. Returns the status.
         """
         body = json.dumps(document, indent=2, sort_keys=False, default=str).encode()
         digest = hashlib.sha256(body).hexdigest()
+        md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()
+        if skip_same and self._is_same(bucket, key, len(body), digest, md5, retry):
+            return "skipped_same"
+        answer = self._put_once(bucket, key, len(body), digest, retry,
+                                lambda: self._put_bytes(bucket, key, body, digest), md5)
         if skip_same:
-            current = retry.call(self._head, bucket, key, what=f"head {key}")
-            if current is not None and _matches(current, len(body), digest):
-                return "skipped_same"
-        self._put_once(bucket, key, len(body), digest, retry, lambda: self._put_bytes(bucket, key, body, digest))
+            self.index.record(bucket, key, len(body), str(answer.get("ETag", "")))
         return "uploaded"
 
-    def _put_bytes(self, bucket: str, key: str, body: bytes, sha256: str) -> None:
+    def _put_bytes(self, bucket: str, key: str, body: bytes, sha256: str) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         if self.checksum == "sha256":
             extra["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha256)).decode()
         try:
-            self.client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json",
-                                   Metadata={"sha256": sha256}, **extra)
+            answer: dict[str, Any] = self.client.put_object(Bucket=bucket, Key=key, Body=body,
+                                                            ContentType="application/json",
+                                                            Metadata={"sha256": sha256}, **extra)
+            return answer
         except (ClientError, BotoCoreError) as exc:
             raise upload_error(f"write of {key} failed", exc, key) from exc
 
     def close(self) -> None:
-        self.transfer.shutdown(cancel=False)
         self.multipart.close()
 
 
-def _matches(head: dict[str, Any], size: int, sha256: str) -> bool:
-    return head.get("ContentLength") == size and head.get("Metadata", {}).get("sha256") == sha256
+def _matches(head: dict[str, Any], size: int, sha256: str, md5: str | None = None) -> bool:
+    """Does a HEAD describe an object with this content? By our ``sha256`` metadata, or
+    (an object someone else wrote) by an ETag equal to the content's MD5."""
+    if head.get("ContentLength") != size:
+        return False
+    if head.get("Metadata", {}).get("sha256") == sha256:
+        return True
+    return md5 is not None and str(head.get("ETag", "")).strip('"') == md5
+
+
+def _echoes(answer: dict[str, Any], sha256: str, md5: str) -> bool:
+    """Does a PUT's answer prove the store holds our bytes? Its ``ChecksumSHA256`` (stores
+    that echo it) or its ETag, the body's MD5 for a single-part upload without SSE-KMS."""
+    echoed = answer.get("ChecksumSHA256")
+    if echoed:
+        return bool(echoed == base64.b64encode(bytes.fromhex(sha256)).decode())
+    return str(answer.get("ETag", "")).strip('"') == md5
+
+
+def _file_md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class UploaderPool:

@@ -243,7 +243,7 @@ class JobRunner:
             errors_doc = {"source_uri": file.source_uri, "sha256": file.sha256,
                           "errors": [p.to_dict() for p in problems]}
             try:
-                self.uploader.put_file(bucket, key, file.path, file.size, file.sha256, self.retry)
+                self.uploader.put_file(bucket, key, file.path, file.size, file.sha256, self.retry, md5=file.md5)
                 self.uploader.put_json(bucket, key + ".errors.json", errors_doc, self.retry)
                 entry = ManifestEntry(file.source_uri, key, file.size, file.sha256, "rejected",
                                       tuple(problems), file.identity)
@@ -253,7 +253,8 @@ class JobRunner:
         else:
             key = self.prefix + file.name
             try:
-                outcome = self.uploader.put_file(bucket, key, file.path, file.size, file.sha256, self.retry)
+                outcome = self.uploader.put_file(bucket, key, file.path, file.size, file.sha256, self.retry,
+                                                 md5=file.md5)
                 entry = ManifestEntry(file.source_uri, key, file.size, file.sha256, outcome.status, (), file.identity)
                 log.debug("file_done", uri=file.source_uri, key=key, status=outcome.status, bytes=file.size)
             except ModuleSystemError as exc:

@@ -60,6 +60,9 @@ class FetchedFile:
     """Hex SHA-256 of the content, computed while it was streamed."""
     identity: Mapping[str, str] = field(default_factory=dict)
     """The source's own version marks (ETag, size+mtime, ...), recorded in the manifest."""
+    md5: str | None = None
+    """Hex MD5 of the content when known (FileSink streams it for files up to 64 MiB): lets the
+    uploader check a single-part upload by its ETag instead of a HEAD. None: computed when needed."""
 
 
 @dataclass(frozen=True)

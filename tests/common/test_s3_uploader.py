@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,7 +13,9 @@ import pytest
 from common.config_model import DestinationConfig
 from common.exceptions import UploadError
 from common.retry import RetryPolicy
+from common.key_index import ABSENT, UNKNOWN, Existing, KeyIndex
 from common.s3_uploader import S3Uploader, UploaderPool
+from module_system.s3_proxy import S3Proxy
 
 RETRY = RetryPolicy(attempts=2, backoff_s=0.01)
 
@@ -104,3 +107,79 @@ def test_destination_tls_verification_switch_warns(s3_server, bucket: str) -> No
     assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["tls_verification_disabled"]
     on.close()
     off.close()
+
+
+# --------------------------------------------------------------- requests per file
+
+
+def _ops(proxy: S3Proxy, since: int = 0) -> Counter[str]:
+    return Counter(r.operation for r in proxy.requests[since:] if r.operation not in ("ListMultipartUploads",))
+
+
+def test_one_put_per_new_file_and_nothing_for_a_same_one(s3_server, s3, bucket: str, tmp_path: Path) -> None:  # noqa: ANN001
+    """A folder is listed once; a new file costs one PUT, verified by its answer (ETag = MD5),
+    and a file already there costs nothing more than that listing: no HEAD either way."""
+    files = {f"d/f{i}.txt": f"content {i}\n".encode() for i in range(5)}
+    paths = {key: local_file(tmp_path, data, key.replace("/", "_")) for key, data in files.items()}
+    with S3Proxy(s3_server.url) as proxy:
+        uploader = S3Uploader(destination(proxy.url, bucket), timeout_s=10, pool_size=2)
+        for key, (path, digest) in paths.items():
+            assert uploader.put_file(bucket, key, path, len(files[key]), digest, RETRY).status == "uploaded"
+        assert _ops(proxy) == Counter({"ListObjects": 1, "PutObject": 5})
+        mark = len(proxy.requests)
+        for key, (path, digest) in paths.items():  # the same uploader knows what it wrote
+            assert uploader.put_file(bucket, key, path, len(files[key]), digest, RETRY).status == "skipped_same"
+        assert _ops(proxy, mark) == Counter()
+        uploader.close()
+
+        mark = len(proxy.requests)
+        again = S3Uploader(destination(proxy.url, bucket), timeout_s=10, pool_size=2)  # the next run
+        for key, (path, digest) in paths.items():
+            assert again.put_file(bucket, key, path, len(files[key]), digest, RETRY).status == "skipped_same"
+        changed, digest = local_file(tmp_path, b"content 0, changed\n", "changed")
+        assert again.put_file(bucket, "d/f0.txt", changed, 19, digest, RETRY).status == "uploaded"
+        assert _ops(proxy, mark) == Counter({"ListObjects": 1, "PutObject": 1})
+        again.close()
+    for key, data in files.items():
+        obj = s3.get_object(Bucket=bucket, Key=key)
+        assert obj["Metadata"]["sha256"] == hashlib.sha256(obj["Body"].read()).hexdigest()
+        assert key == "d/f0.txt" or obj["ContentLength"] == len(data)
+
+
+def test_same_content_written_by_someone_else_is_recognised_by_its_etag(s3_server, s3, bucket: str,  # noqa: ANN001
+                                                                        tmp_path: Path) -> None:
+    s3.put_object(Bucket=bucket, Key="x/a.csv", Body=b"a,b\n1,2\n")  # no sha256 metadata
+    path, digest = local_file(tmp_path, b"a,b\n1,2\n")
+    uploader = S3Uploader(destination(s3_server.url, bucket), timeout_s=10, pool_size=2)
+    assert uploader.put_file(bucket, "x/a.csv", path, 8, digest, RETRY).status == "skipped_same"
+    uploader.close()
+
+
+def test_a_folder_that_cannot_be_listed_is_asked_about_with_heads(s3_server, bucket: str,  # noqa: ANN001
+                                                                  tmp_path: Path) -> None:
+    path, digest = local_file(tmp_path, b"payload\n")
+    no_listing = lambda request: "503" if request.operation == "ListObjects" else None  # noqa: E731
+    with S3Proxy(s3_server.url, fault=no_listing) as proxy:
+        uploader = S3Uploader(destination(proxy.url, bucket), timeout_s=10, pool_size=2)
+        assert uploader.put_file(bucket, "f/a.txt", path, 8, digest, RETRY).status == "uploaded"
+        second = S3Uploader(destination(proxy.url, bucket), timeout_s=10, pool_size=2)
+        assert second.put_file(bucket, "f/a.txt", path, 8, digest, RETRY).status == "skipped_same"
+        ops = _ops(proxy)
+        assert ops["ListObjects"] == 2 * RETRY.attempts and ops["PutObject"] == 1 and ops["HeadObject"] == 2
+        uploader.close()
+        second.close()
+
+
+def test_key_index_answers_unknown_past_its_page_limit(s3_server, s3, bucket: str) -> None:  # noqa: ANN001
+    for i in range(5):
+        s3.put_object(Bucket=bucket, Key=f"big/k{i}", Body=b"x" * i)
+    s3.put_object(Bucket=bucket, Key="big/sub/deeper", Body=b"y")
+    index = KeyIndex(s3, max_pages=2, page_size=2)
+    assert index.lookup(bucket, "big/k1", RETRY) == Existing(1, hashlib.md5(b"x").hexdigest())
+    assert index.lookup(bucket, "big/k4", RETRY) is UNKNOWN, "listed 4 of 5 keys: the rest is not known"
+    complete = KeyIndex(s3, max_pages=3, page_size=2)
+    assert complete.lookup(bucket, "big/k4", RETRY) == Existing(4, hashlib.md5(b"xxxx").hexdigest())
+    assert complete.lookup(bucket, "big/nothing", RETRY) is ABSENT
+    assert complete.lookup(bucket, "big/sub/deeper", RETRY) == Existing(1, hashlib.md5(b"y").hexdigest())
+    complete.forget(bucket, "big/k4")
+    assert complete.lookup(bucket, "big/nothing", RETRY) is UNKNOWN, "after a failed upload the folder is unsure"
