@@ -115,6 +115,25 @@ def _formatter(renderer: Any) -> logging.Formatter:
     )
 
 
+class _RenderOnce(structlog.stdlib.ProcessorFormatter):
+    """The JSON line of a record, rendered by the first handler that asks and reused by the
+    others (the run log, the job's log and a JSON console all write the same line)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: str | None = getattr(record, "_ms_json_line", None)
+        if line is None:
+            line = super().format(record)
+            record._ms_json_line = line  # type: ignore[attr-defined]
+        return line
+
+
+def _json_formatter() -> logging.Formatter:
+    return _RenderOnce(
+        foreign_pre_chain=[*_shared_processors, redact_secrets],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, structlog.processors.JSONRenderer()],
+    )
+
+
 _configured: dict[str, Any] = {}
 
 
@@ -126,7 +145,7 @@ def configure_logging(log_dir: Path | None, console_format: str = "console", str
     level = logging.getLevelName(os.environ.get("LOG_LEVEL", "INFO").upper())
     if not isinstance(level, int):
         level = logging.INFO
-    json_renderer = structlog.processors.JSONRenderer()
+    json_lines = _json_formatter()  # one instance: each record is rendered once for every handler
     root = logging.getLogger()
     for handler in _configured.get("handlers", []):
         root.removeHandler(handler)
@@ -135,7 +154,7 @@ def configure_logging(log_dir: Path | None, console_format: str = "console", str
 
     console = logging.StreamHandler(stream or sys.stderr)
     if console_format == "json":
-        console.setFormatter(_formatter(json_renderer))
+        console.setFormatter(json_lines)
         console.setLevel(level)
     else:
         console.setFormatter(_formatter(structlog.dev.ConsoleRenderer(colors=False)))
@@ -146,9 +165,9 @@ def configure_logging(log_dir: Path | None, console_format: str = "console", str
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
         executor = logging.FileHandler(log_dir / EXECUTOR_LOG, encoding="utf-8")
-        executor.setFormatter(_formatter(json_renderer))
+        executor.setFormatter(json_lines)
         executor.setLevel(level)
-        router.setFormatter(_formatter(json_renderer))
+        router.setFormatter(json_lines)
         router.setLevel(level)
         handlers += [executor, router]
 
@@ -157,6 +176,9 @@ def configure_logging(log_dir: Path | None, console_format: str = "console", str
     root.setLevel(min(h.level for h in handlers) if handlers else level)
     for name in _QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # No record shows its caller's file and line, so the standard library need not walk the
+    # stack to find them for every record (the logging HOWTO's "Optimization" switch).
+    logging._srcfile = None  # type: ignore[attr-defined]
     _configured["handlers"] = handlers
 
     structlog.configure(
