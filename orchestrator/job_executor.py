@@ -21,6 +21,8 @@ import datetime as dt
 import secrets
 import shutil
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -120,24 +122,37 @@ class BatchRun:
         try:
             with ThreadPoolExecutor(self.options.max_workers, thread_name_prefix="job") as pool:
                 running: dict[Future[JobResult], JobSpec] = {}
-                while queue or running:
+                pending = deque(queue)  # in start order
+                blocked: list[JobSpec] = []  # taken from pending, their host at its cap; they go first
+                shown = 0.0
+
+                def start(job: JobSpec) -> bool:
+                    if not self.slots.try_acquire(hosts[job.job_id]):
+                        return False
+                    running[pool.submit(self._run_one, job, hosts[job.job_id])] = job
+                    return True
+
+                while pending or blocked or running:
                     if ctx.stop.is_set():
-                        for job in queue:
+                        for job in (*blocked, *pending):
                             results[job.job_id] = self._not_started(job)
-                        queue = []
-                    for job in list(queue):
-                        if len(running) >= self.options.max_workers:
-                            break
-                        if self.slots.try_acquire(hosts[job.job_id]):
-                            queue.remove(job)
-                            running[pool.submit(self._run_one, job, hosts[job.job_id])] = job
+                        blocked, pending = [], deque()
+                    # A job whose host is at its cap waits without holding a worker; the ones
+                    # behind it may go first.
+                    if blocked:
+                        blocked = [job for job in blocked if len(running) >= self.options.max_workers or not start(job)]
+                    while pending and len(running) < self.options.max_workers:
+                        job = pending.popleft()
+                        if not start(job):
+                            blocked.append(job)
                     if not running:
                         # with every slot free any queued job can start, so the queue is empty
                         break
                     done, _ = wait(running, timeout=self.options.refresh_s, return_when=FIRST_COMPLETED)
                     for future in done:
                         results[running.pop(future).job_id] = future.result()
-                    if on_progress is not None:
+                    if on_progress is not None and (now := time.monotonic()) - shown >= self.options.refresh_s:
+                        shown = now
                         on_progress(ctx.stats.snapshot())
         finally:
             if timer is not None:
