@@ -2,17 +2,23 @@
 
 The example plugin's ``localdir`` type reads an empty folder, so a job does only what the
 framework does around any job: dispatch, bind and open its log, build the runner and
-the module, make and remove a workdir, and write the job's manifest to S3 (a HEAD and a
-PUT, since every job writes one, even an empty one). The CLI runs once with 1 job (the
+the module, make and remove a workdir, and write the job's manifest to S3 (one PUT:
+every job writes one, even an empty one). The CLI runs once with 1 job (the
 fixed cost: interpreter, imports, config, logging, uploader) and once with N jobs; both
 per-job figures are reported: ``wall(N) / N`` and ``(wall(N) - wall(1)) / N``.
 The S3 server's CPU time over the run tells how much of it went to the manifest writes.
+
+The manifests are I/O every job must do, not framework overhead: :func:`run_manifest_probe`
+sends the same number of manifest-sized PUTs with plain boto3 from as many threads, and
+the framework's overhead per job is the batch's wall time per job (start-up excluded)
+minus the probe's wall time per PUT.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,8 +27,9 @@ import yaml
 
 from bench.clients import base_env
 from bench.measure import Sample, Servers, landed, run_process, to_sample
+from bench.servers import REPO
 
-__all__ = ["run_noop"]
+__all__ = ["run_manifest_probe", "run_noop"]
 
 
 def _project(workdir: Path, jobs: int) -> tuple[Path, Path, Path]:
@@ -65,8 +72,28 @@ def run_noop(workdir: Path, servers: Servers, jobs: int, workers: int, repeat: i
     note = f"{succeeded}/{jobs} jobs succeeded, {manifests} manifests written"
     if ok:
         shutil.rmtree(run_dir.parent, ignore_errors=True)
+    size = manifest_size(servers, bucket) if ok else 600
     return to_sample(result, "noop", f"noop_{jobs}", repeat, 0, 0, ok, note, jobs=jobs,
-                     ms_per_job=round(result.wall_s * 1000 / jobs, 4))
+                     ms_per_job=round(result.wall_s * 1000 / jobs, 4), manifest_bytes=size)
+
+
+def run_manifest_probe(servers: Servers, count: int, workers: int, bucket: str, size: int) -> dict[str, float]:
+    """:mod:`bench.manifest_probe`: ``count`` manifest-sized PUTs from ``workers`` threads; its JSON line."""
+    s3 = servers.client()
+    s3.create_bucket(Bucket=bucket)
+    argv = [sys.executable, "-m", "bench.manifest_probe", "--endpoint", servers.s3_url, "--bucket", bucket,
+            "--count", str(count), "--workers", str(workers), "--size", str(size)]
+    done = subprocess.run(argv, cwd=REPO, env=base_env(servers), capture_output=True, text=True, check=True,
+                          timeout=3600)
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def manifest_size(servers: Servers, bucket: str) -> int:
+    """Bytes of one manifest the last no-op batch wrote (the probe writes objects as large)."""
+    s3 = servers.client()
+    key = next(iter(_manifest_keys(s3, bucket)), None)
+    return int(s3.head_object(Bucket=bucket, Key=key)["ContentLength"]) if key else 600
 
 
 def _manifest_keys(s3: object, bucket: str) -> list[str]:

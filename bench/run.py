@@ -42,7 +42,7 @@ from bench.clients import (
 )
 from bench.hotspots import print_summary
 from bench.measure import Sample, Servers, tail, to_sample, verify_landing
-from bench.overhead import run_noop
+from bench.overhead import run_manifest_probe, run_noop
 from bench.report import evaluate_targets, print_table, summarise, write_results
 from bench.servers import REPO
 
@@ -149,7 +149,7 @@ class Bench:
                     getattr(self, f"run_{client}")(name, repeat)
 
     def overhead(self) -> float | None:
-        """Median wall ms per job of the no-op batch, or None when not run."""
+        """Median framework overhead per no-op job (ms: wall per job minus a plain PUT), or None when not run."""
         jobs = self.args.overhead_jobs
         if jobs <= 0:
             return None
@@ -162,15 +162,24 @@ class Bench:
                 self.servers.reset()
                 if count == jobs:
                     base = next(s for s in reversed(self.samples) if s.client == "noop_1")
-                    sample.extra["ms_per_job_minus_startup"] = round((sample.wall_s - base.wall_s) * 1000 / jobs, 4)
-                    sample.extra["client_cpu_ms_per_job"] = round((sample.cpu_s - base.cpu_s) * 1000 / jobs, 4)
-                    sample.extra["s3_server_cpu_ms_per_job"] = round(sample.s3_cpu_s * 1000 / jobs, 4)
-                    print(f"    {jobs} no-op jobs: {sample.extra['ms_per_job']:.3f} ms/job wall, "
-                          f"{sample.extra['ms_per_job_minus_startup']:.3f} ms/job without start-up "
-                          f"(1 job: {base.wall_s:.2f} s); client CPU {sample.extra['client_cpu_ms_per_job']:.3f} "
-                          f"ms/job, S3 server CPU {sample.extra['s3_server_cpu_ms_per_job']:.3f} ms/job "
-                          f"(its manifest: HEAD + PUT)", flush=True)
-                    per_job.append(sample.extra["ms_per_job"])
+                    probe = run_manifest_probe(self.servers, jobs, self.args.overhead_workers,
+                                               f"bench-probe-{jobs}-{repeat}", int(sample.extra["manifest_bytes"]))
+                    self.servers.reset()
+                    extra = sample.extra
+                    extra["ms_per_job_minus_startup"] = round((sample.wall_s - base.wall_s) * 1000 / jobs, 4)
+                    extra["client_cpu_ms_per_job"] = round((sample.cpu_s - base.cpu_s) * 1000 / jobs, 4)
+                    extra["s3_server_cpu_ms_per_job"] = round(sample.s3_cpu_s * 1000 / jobs, 4)
+                    extra["probe_ms_per_put"] = round(probe["seconds"] * 1000 / jobs, 4)
+                    extra["probe_cpu_ms_per_put"] = round(probe["cpu_s"] * 1000 / jobs, 4)
+                    extra["overhead_ms_per_job"] = round(extra["ms_per_job_minus_startup"] - extra["probe_ms_per_put"], 4)
+                    print(f"    {jobs} no-op jobs: {extra['ms_per_job']:.3f} ms/job wall, "
+                          f"{extra['ms_per_job_minus_startup']:.3f} ms/job without start-up "
+                          f"(1 job: {base.wall_s:.2f} s); client CPU {extra['client_cpu_ms_per_job']:.3f} "
+                          f"ms/job, S3 server CPU {extra['s3_server_cpu_ms_per_job']:.3f} ms/job; "
+                          f"plain boto3, {jobs} manifest PUTs from {self.args.overhead_workers} threads: "
+                          f"{extra['probe_ms_per_put']:.3f} ms/PUT wall ({extra['probe_cpu_ms_per_put']:.3f} ms CPU) "
+                          f"-> framework overhead {extra['overhead_ms_per_job']:.3f} ms/job", flush=True)
+                    per_job.append(extra["overhead_ms_per_job"])
         return sorted(per_job)[len(per_job) // 2] if per_job else None
 
     def profile(self, name: str) -> dict[str, Any] | None:
