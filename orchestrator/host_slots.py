@@ -37,6 +37,11 @@ class HostSlots:
             self._used.update(capped)
             return True
 
+    def available(self, hosts: Iterable[str]) -> bool:
+        """Would :meth:`try_acquire` succeed now?"""
+        with self._lock:
+            return all(self._used[h] < self._capacity[h] for h in set(hosts) if h in self._capacity)
+
     def release(self, hosts: Iterable[str]) -> None:
         capped = [h for h in set(hosts) if h in self._capacity]
         with self._lock:

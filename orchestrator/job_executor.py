@@ -1,11 +1,13 @@
 """The job executor: a batch in, every job run to a final state, a report out.
 
 Jobs wait in one queue ordered by priority (higher first, file order among equals).
-The dispatcher (this thread) hands a job to the ``ThreadPoolExecutor`` (``max_workers``
-wide) only when a worker is free and every host the job connects to has a free slot
-(:class:`~orchestrator.host_slots.HostSlots`): the first such job in queue order goes,
-so priorities hold, and a job waiting for a busy host never holds a worker. Each job
-moves ``queued -> running -> succeeded | failed | timed_out | cancelled``.
+``max_workers`` worker threads (a ``ThreadPoolExecutor``) each take the next job from
+the :class:`~orchestrator.job_queue.JobQueue`, run it and take the next: a job starts
+only when every host it connects to has a free slot
+(:class:`~orchestrator.host_slots.HostSlots`); the first such job in queue order goes,
+so priorities hold, and a job waiting for a busy host never holds a worker. This
+thread only shows progress every ``refresh_s``. Each job moves
+``queued -> running -> succeeded | failed | timed_out | cancelled``.
 
 ``monitor_duration`` (seconds, 0 = none) sets a deadline: then queued jobs are not
 started and running ones stop at their next file boundary; all count as ``timed_out``.
@@ -21,10 +23,8 @@ import datetime as dt
 import secrets
 import shutil
 import threading
-import time
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from common.plugins import ModuleCatalog, default_catalog
 from common.s3_uploader import UploaderPool
 from orchestrator.exit_codes import ExitCode
 from orchestrator.host_slots import HostSlots
+from orchestrator.job_queue import JobQueue
 from orchestrator.job_runner import JobResult, JobRunner, RunContext, job_log_path, not_started
 from orchestrator.run_stats import RunStats, StatsSnapshot
 
@@ -119,41 +120,31 @@ class BatchRun:
             timer.daemon = True
             timer.start()
         results: dict[str, JobResult] = {}
+        jobs = JobQueue(queue, hosts, self.slots, ctx.stop)
+
+        def work() -> None:
+            while (job := jobs.take()) is not None:
+                try:
+                    results[job.job_id] = self._run_bound(job)
+                except Exception as exc:  # e.g. its log file cannot be opened
+                    log.error("job_setup_failed", job_id=job.job_id, error=str(exc)[:300])
+                    ctx.stats.job_moved("queued", "failed")
+                    results[job.job_id] = not_started(job, "failed", f"setup failed: {type(exc).__name__}")
+                finally:
+                    jobs.done(job)
+
         try:
-            with ThreadPoolExecutor(self.options.max_workers, thread_name_prefix="job") as pool:
-                running: dict[Future[JobResult], JobSpec] = {}
-                pending = deque(queue)  # in start order
-                blocked: list[JobSpec] = []  # taken from pending, their host at its cap; they go first
-                shown = 0.0
-
-                def start(job: JobSpec) -> bool:
-                    if not self.slots.try_acquire(hosts[job.job_id]):
-                        return False
-                    running[pool.submit(self._run_one, job, hosts[job.job_id])] = job
-                    return True
-
-                while pending or blocked or running:
-                    if ctx.stop.is_set():
-                        for job in (*blocked, *pending):
-                            results[job.job_id] = self._not_started(job)
-                        blocked, pending = [], deque()
-                    # A job whose host is at its cap waits without holding a worker; the ones
-                    # behind it may go first.
-                    if blocked:
-                        blocked = [job for job in blocked if len(running) >= self.options.max_workers or not start(job)]
-                    while pending and len(running) < self.options.max_workers:
-                        job = pending.popleft()
-                        if not start(job):
-                            blocked.append(job)
-                    if not running:
-                        # with every slot free any queued job can start, so the queue is empty
-                        break
-                    done, _ = wait(running, timeout=self.options.refresh_s, return_when=FIRST_COMPLETED)
+            workers = min(self.options.max_workers, len(queue))
+            with ThreadPoolExecutor(max(workers, 1), thread_name_prefix="job") as pool:
+                running = {pool.submit(work) for _ in range(workers)}
+                while running:
+                    done, running = wait(running, timeout=self.options.refresh_s)
                     for future in done:
-                        results[running.pop(future).job_id] = future.result()
-                    if on_progress is not None and (now := time.monotonic()) - shown >= self.options.refresh_s:
-                        shown = now
+                        future.result()
+                    if on_progress is not None:
                         on_progress(ctx.stats.snapshot())
+            for job in jobs.drain():
+                results[job.job_id] = self._not_started(job)
         finally:
             if timer is not None:
                 timer.cancel()
@@ -180,12 +171,6 @@ class BatchRun:
         self.context.stats.job_moved("queued", status)
         reason = "monitor duration reached" if status == "timed_out" else "run interrupted"
         return not_started(job, status, f"not started: {reason}")
-
-    def _run_one(self, job: JobSpec, hosts: tuple[str, ...]) -> JobResult:
-        try:
-            return self._run_bound(job)
-        finally:
-            self.slots.release(hosts)
 
     def _run_bound(self, job: JobSpec) -> JobResult:
         ctx = self.context
