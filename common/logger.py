@@ -117,12 +117,21 @@ def _formatter(renderer: Any) -> logging.Formatter:
 
 class _RenderOnce(structlog.stdlib.ProcessorFormatter):
     """The JSON line of a record, rendered by the first handler that asks and reused by the
-    others (the run log, the job's log and a JSON console all write the same line)."""
+    others (the run log, the job's log and a JSON console all write the same line).
+
+    A record of ours already carries its finished event dict (the structlog chain ran
+    in the caller): it is rendered as it is, without the copy of the record that
+    ProcessorFormatter makes; other libraries' records go through ProcessorFormatter."""
+
+    _render = staticmethod(structlog.processors.JSONRenderer())
 
     def format(self, record: logging.LogRecord) -> str:
         line: str | None = getattr(record, "_ms_json_line", None)
         if line is None:
-            line = super().format(record)
+            if isinstance(record.msg, dict) and hasattr(record, "_logger"):
+                line = str(self._render(None, "", dict(record.msg)))
+            else:
+                line = super().format(record)
             record._ms_json_line = line  # type: ignore[attr-defined]
         return line
 

@@ -72,7 +72,7 @@ class LocalDirModule(BaseModule):
         if self.ctx.stop.is_set():
             return
         names = self._list(root)
-        log.info("localdir_listed", path=str(root), files=len(names))
+        log.debug("localdir_listed", path=str(root), files=len(names))
         for done, name in enumerate(names):
             if self.ctx.stop.is_set():
                 log.info("localdir_fetch_stopped", fetched=done, remaining=len(names) - done)
