@@ -24,9 +24,10 @@ class FileTooLarge(SourceError):
 
 
 #: Files up to this size also get their MD5 while streamed: the ETag of a single-part upload,
-#: which the uploader compares instead of asking the store with a HEAD (larger files go in
-#: parts, whose ETag is not the content's MD5).
-MD5_MAX_BYTES = 64 * 1024 * 1024
+#: which the uploader compares instead of asking the store with a HEAD. Past it the MD5 is
+#: dropped (at most this much hashed in vain for a large file, which goes in parts anyway);
+#: the uploader reads a larger single-part file once more for it.
+MD5_MAX_BYTES = 8 * 1024 * 1024
 
 
 class FileSink:

@@ -61,7 +61,7 @@ class FetchedFile:
     identity: Mapping[str, str] = field(default_factory=dict)
     """The source's own version marks (ETag, size+mtime, ...), recorded in the manifest."""
     md5: str | None = None
-    """Hex MD5 of the content when known (FileSink streams it for files up to 64 MiB): lets the
+    """Hex MD5 of the content when known (FileSink streams it for files up to 8 MiB): lets the
     uploader check a single-part upload by its ETag instead of a HEAD. None: computed when needed."""
 
 
