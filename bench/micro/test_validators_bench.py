@@ -56,17 +56,52 @@ def _docs_s(benchmark: Any) -> None:
     benchmark.extra_info["documents_per_s"] = round(1 / benchmark.stats.stats.mean, 1)
 
 
+@pytest.fixture(scope="module")
+def csv_file_bad_last_row(tmp_path_factory: pytest.TempPathFactory, csv_file: Path) -> Path:
+    path = tmp_path_factory.mktemp("csv") / "bad_last_row.csv"
+    path.write_bytes(csv_file.read_bytes() + b"1,2024-02-30,2024-01-01T00:00:00Z,1.5,x,true\n")
+    return path
+
+
 def test_csv_checker_typed(benchmark: Any, csv_file: Path) -> None:
-    """The A/B datasets' rules: header and six typed columns."""
+    """The A/B datasets' rules: header and six typed columns (a valid file: the fast accept path)."""
     checker = CsvChecker(CsvRules(CSV_COLUMNS, CSV_TYPES, ",", True))
     assert benchmark(checker.check, csv_file) == []
     _mb_s(benchmark, csv_file.stat().st_size)
 
 
+def test_csv_checker_typed_exact(benchmark: Any, csv_file: Path) -> None:
+    """The same check on the exact path alone (``csv`` module, row by row): the reference."""
+    checker = CsvChecker(CsvRules(CSV_COLUMNS, CSV_TYPES, ",", True))
+    assert benchmark(checker.check_exact, csv_file) == []
+    _mb_s(benchmark, csv_file.stat().st_size)
+
+
+def test_csv_fast_accept_path(benchmark: Any, csv_file: Path) -> None:
+    """The fast accept path alone (one RE2 pass over the bytes, pyarrow), as ``check`` runs it."""
+    checker = CsvChecker(CsvRules(CSV_COLUMNS, CSV_TYPES, ",", True))
+    assert benchmark(checker._fast_accepts, csv_file) is True
+    _mb_s(benchmark, csv_file.stat().st_size)
+
+
+def test_csv_checker_typed_invalid_last_row(benchmark: Any, csv_file_bad_last_row: Path) -> None:
+    """The worst case: a file invalid only in its last row costs the fast attempt plus the exact path."""
+    checker = CsvChecker(CsvRules(CSV_COLUMNS, CSV_TYPES, ",", True))
+    assert len(benchmark(checker.check, csv_file_bad_last_row)) == 1
+    _mb_s(benchmark, csv_file_bad_last_row.stat().st_size)
+
+
 def test_csv_checker_header_only(benchmark: Any, csv_file: Path) -> None:
-    """Header and field counts, no types: the cost of reading rows through the checker."""
+    """Header and field counts, no types (the fast accept path on a valid file)."""
     checker = CsvChecker(CsvRules(CSV_COLUMNS, {}, ",", True))
     assert benchmark(checker.check, csv_file) == []
+    _mb_s(benchmark, csv_file.stat().st_size)
+
+
+def test_csv_checker_header_only_exact(benchmark: Any, csv_file: Path) -> None:
+    """Header and field counts on the exact path: the cost of reading rows through the checker."""
+    checker = CsvChecker(CsvRules(CSV_COLUMNS, {}, ",", True))
+    assert benchmark(checker.check_exact, csv_file) == []
     _mb_s(benchmark, csv_file.stat().st_size)
 
 
@@ -114,3 +149,20 @@ def test_file_sink_write_and_hash(benchmark: Any, tmp_path: Path) -> None:
 
     assert benchmark(write) == chunks << 20
     _mb_s(benchmark, chunks << 20)
+
+
+def test_json_schema_checker_document_fast_path(benchmark: Any, json_file: Path) -> None:
+    """Dataset C's document through the jsonschema-rs fast path (valid: jsonschema never runs)."""
+    checker = JsonSchemaChecker(ORDER_SCHEMA)
+    assert checker.fast_path, "jsonschema-rs is not installed or did not compile ORDER_SCHEMA"
+    assert benchmark(checker.check_document, json_file) == []
+    _docs_s(benchmark)
+    _mb_s(benchmark, json_file.stat().st_size)
+
+
+def test_json_schema_checker_document_jsonschema_only(benchmark: Any, json_file: Path) -> None:
+    """The same document with ``fast=False``: jsonschema alone, the behaviour before the fast path."""
+    checker = JsonSchemaChecker(ORDER_SCHEMA, fast=False)
+    assert benchmark.pedantic(checker.check_document, (json_file,), rounds=20, iterations=1) == []
+    _docs_s(benchmark)
+    _mb_s(benchmark, json_file.stat().st_size)

@@ -20,12 +20,26 @@ as row 1; a blank line counts as a row and is otherwise ignored, so row numbers 
 numbers unless a quoted cell spans lines. Locations read ``row N, column 'name'``. At
 most :data:`~common.problems.MAX_PROBLEMS_PER_FILE` problems are kept; one last problem
 tells how many more were found.
+
+Two paths, one verdict. :meth:`CsvChecker.check` first tries the *fast accept path*
+(:mod:`common.validators.csv_fast`, files of :data:`FAST_MIN_BYTES` and more): the rows
+are matched, in ranges of raw bytes, against one RE2 regular expression run by pyarrow,
+a grammar of records whose every cell passes its test, for ordinary files (a plain
+header line, ``,`` ``;`` tab or ``|`` as delimiter, cells in the common forms of their
+type: see that module for the exact sets). It can only answer "valid", does so more
+than ten times faster than the exact path, and its memory does not grow with the file.
+For anything it does not accept (an invalid cell, a ``nan`` float, a stray quote, bad
+UTF-8, no pyarrow...) the *exact path*, :meth:`CsvChecker.check_exact`, reads the whole
+file row by row with Python's ``csv`` module and the type tests of the table above, and
+is the only judge: problems, messages and row numbers are always its own, and the fast
+path accepts only a subset of what it accepts.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, datetime
 from pathlib import Path
@@ -33,6 +47,7 @@ from typing import IO
 
 from common.config_model import CsvRules, CsvType
 from common.problems import MAX_PROBLEMS_PER_FILE, Problem
+from common.validators import csv_fast
 
 __all__ = ["CsvChecker"]
 
@@ -43,6 +58,8 @@ _Plan = tuple[tuple[int, str, str, CellTest], ...]
 
 _BOOLS = frozenset({"true", "false", "1", "0", "yes", "no"})
 _BOM = codecs.BOM_UTF8
+#: Smaller files go straight to the exact path (the fast path's fixed cost is higher there).
+FAST_MIN_BYTES = 32 << 10
 
 
 def _is_int(cell: str) -> bool:
@@ -103,9 +120,16 @@ class CsvChecker:
         self._columns: list[str] | None = list(rules.columns) if rules.columns is not None else None
         # The plan for the expected header, compiled once; other headers get theirs per file.
         self._plan: _Plan | None = self._compile(self._columns) if self._columns is not None else None
+        self._fast_patterns: dict[tuple[str, ...], str] = {}
 
     def check(self, path: Path) -> list[Problem]:
         """Problems of the file at ``path``; empty when it is valid."""
+        if self._fast_accepts(path, FAST_MIN_BYTES):
+            return []
+        return self.check_exact(path)
+
+    def check_exact(self, path: Path) -> list[Problem]:
+        """:meth:`check` without the fast accept path: the reference, row by row."""
         try:
             with open(path, encoding="utf-8-sig", newline="") as fh:
                 return self._check_rows(fh, None)
@@ -117,6 +141,40 @@ class CsvChecker:
             return self._check_rows(_decode_lines(fb, bad_lines), bad_lines)
 
     # -- internals -------------------------------------------------------------------
+
+    def _fast_accepts(self, path: Path, min_bytes: int = 0) -> bool:
+        """True only when the file at ``path`` is valid (no problems); False means "not sure".
+
+        Files under ``min_bytes`` are not tried. Any error (even one opening the file) is a
+        "not sure": :meth:`check_exact` then reports or raises it as it always did.
+        """
+        max_range = min(csv.field_size_limit(), csv_fast.MAX_RANGE)  # read now: it can change
+        if self._delimiter not in csv_fast.DELIMITERS or max_range < csv_fast.MIN_RANGE:
+            return False
+        try:
+            with open(path, "rb") as fh:
+                if min_bytes and os.fstat(fh.fileno()).st_size < min_bytes or not csv_fast.available():
+                    return False
+                header = csv_fast.read_header(fh, self._delimiter, max_range)
+                if header is None or self._header_problems(header):
+                    return False
+                return csv_fast.records_match(fh, self._fast_pattern(header), max_range)
+        except Exception:  # noqa: BLE001 - whatever it is, the exact path decides
+            return False
+
+    def _fast_pattern(self, header: list[str]) -> str:
+        """The fast path's pattern for the rows under ``header`` (cached per header)."""
+        key = tuple(header)
+        pattern = self._fast_patterns.get(key)
+        if pattern is None:
+            plan = self._plan if header == self._columns and self._plan is not None else self._compile(header)
+            kinds: list[str | None] = [None] * len(header)
+            for index, _name, kind, _test in plan:
+                kinds[index] = kind
+            pattern = csv_fast.file_pattern(kinds, self._allow_empty, self._delimiter)
+            if len(self._fast_patterns) < 64:
+                self._fast_patterns[key] = pattern
+        return pattern
 
     def _compile(self, header: Sequence[str]) -> _Plan:
         """Typed columns of ``header`` (untyped ``str`` columns are left out when empty cells pass)."""
