@@ -78,7 +78,7 @@ def test_csv_checker_typed_exact(benchmark: Any, csv_file: Path) -> None:
 
 
 def test_csv_fast_accept_path(benchmark: Any, csv_file: Path) -> None:
-    """The fast accept path alone (one RE2 pass over the bytes, pyarrow), as ``check`` runs it."""
+    """The fast accept path alone (one RE2 pass over the bytes, google-re2), as ``check`` runs it."""
     checker = CsvChecker(CsvRules(CSV_COLUMNS, CSV_TYPES, ",", True))
     assert benchmark(checker._fast_accepts, csv_file) is True
     _mb_s(benchmark, csv_file.stat().st_size)

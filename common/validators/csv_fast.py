@@ -1,4 +1,4 @@
-"""The CSV checker's fast accept path: one RE2 pass (pyarrow) over the file's raw bytes.
+"""The CSV checker's fast accept path: one RE2 pass (google-re2) over the file's raw bytes.
 
 It can only say "this file is valid". :class:`~common.validators.csv_checker.CsvChecker`
 asks it first and runs its exact, row-by-row checker whenever the answer is not a sure
@@ -45,6 +45,7 @@ import csv
 import io
 import os
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import IO, Any
 
 __all__ = ["DELIMITERS", "file_pattern", "read_header", "records_match"]
@@ -55,10 +56,10 @@ DELIMITERS = frozenset(",;\t|")
 MAX_RANGE = 128 << 10
 #: Below this field size limit the fast path is not tried.
 MIN_RANGE = 4 << 10
-#: Bytes read per regex call: the pattern is compiled once per call, so not too small.
-READ_SIZE = 8 << 20
+#: Bytes read at a time (what a check holds in memory, with at most one range carried over).
+READ_SIZE = 1 << 20
 
-# -- value patterns (RE2 syntax, matched on bytes: pyarrow runs RE2 in Latin-1 mode on binary)
+# -- value patterns (RE2 syntax, matched on bytes: RE2 compiled in Latin-1 mode)
 
 _INT = r"[+-]?[0-9]+"
 _FLOAT = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
@@ -150,72 +151,69 @@ def read_header(fh: IO[bytes], delimiter: str, max_bytes: int) -> list[str] | No
     return header
 
 
-_pc: Any = None
+_re2: Any = None
 
 
-def _compute() -> Any:
-    """``pyarrow.compute``, imported on first use; False when pyarrow is not installed."""
-    global _pc
-    if _pc is None:
+def _engine() -> Any:
+    """The ``re2`` module (google-re2), imported on first use; False when it is not installed."""
+    global _re2
+    if _re2 is None:
         try:
-            import pyarrow.compute as pc  # type: ignore[import-untyped]
+            import re2
         except ImportError:
-            pc = False
-        _pc = pc
-    return _pc
+            re2 = False
+        _re2 = re2
+    return _re2
 
 
 def available() -> bool:
-    """Whether pyarrow can be imported (imports it)."""
-    return bool(_compute())
+    """Whether RE2 can be imported (imports it)."""
+    return bool(_engine())
 
 
-def records_match(fh: io.BufferedIOBase, pattern: str, max_range: int, read_size: int | None = None) -> bool:
+@lru_cache(maxsize=64)
+def _compiled(pattern: str) -> Any:
+    """``pattern`` compiled once for all files (matching bytes: Latin-1, one byte a character)."""
+    re2 = _engine()
+    options = re2.Options()
+    options.encoding = re2.Options.Encoding.LATIN1
+    options.max_mem = 64 << 20  # the DFA's budget; a pattern past it is refused, never slow
+    return re2.compile(pattern.encode("latin-1"), options)
+
+
+def records_match(fh: IO[bytes], pattern: str, max_range: int, read_size: int | None = None) -> bool:
     """Whether the rest of ``fh`` is whole records matching ``pattern``, read ``read_size`` at a time.
 
     Each matched range is at most ``max_range`` bytes and ends after a ``\\n`` (or at the
     end of the file); a line longer than that, like any range that does not match, makes
-    the answer False at once.
+    the answer False at once. RE2 runs without the GIL, so other threads go on meanwhile.
     """
-    pc = _compute()
-    if not pc:
+    if not _engine():
         return False
-    import pyarrow as pa  # type: ignore[import-untyped]
-
+    regex = _compiled(pattern)
     read_size = read_size or READ_SIZE
-    try:  # no bigger buffer than the file needs
-        read_size = max(1, min(read_size, os.fstat(fh.fileno()).st_size - fh.tell() + 1))
-    except (OSError, ValueError):
-        pass
-    buf = bytearray(max_range + read_size)  # reused: peak memory does not depend on the file
-    view = memoryview(buf)
-    kept = 0  # bytes at the start of buf not matched yet: the first of them starts a record
-    try:
-        while True:
-            got = fh.readinto(view[kept:kept + read_size])
-            if not got:  # the end: what is left may end with a record without a line break
-                return not kept or _all_match(pa, pc, buf, [0, kept], pattern)
-            end = kept + got
-            quoted = buf.find(b'"', 0, end) >= 0
-            cuts = [0]
-            start = 0
-            while end - start > max_range:
-                cut = buf.rfind(b"\n", start, start + max_range)
-                if quoted and cut >= 0:
-                    cut = _even_cut(buf, start, cut)
-                if cut < 0:
-                    return False
-                start = cut + 1
-                cuts.append(start)
-            if len(cuts) > 1 and not _all_match(pa, pc, buf, cuts, pattern):
+    carry = b""
+    while True:
+        block = fh.read(read_size)
+        if not block:
+            return not carry or regex.fullmatch(carry) is not None
+        data = carry + block if carry else block
+        view = memoryview(data)
+        start, size = 0, len(data)
+        quoted = b'"' in data
+        while size - start > max_range:
+            cut = data.rfind(b"\n", start, start + max_range)
+            if quoted and cut >= 0:
+                cut = _even_cut(data, start, cut)
+            if cut < 0:
                 return False
-            kept = end - start
-            buf[:kept] = buf[start:end]
-    finally:
-        view.release()
+            if regex.fullmatch(view[start:cut + 1]) is None:
+                return False
+            start = cut + 1
+        carry = data[start:]
 
 
-def _even_cut(data: bytearray, start: int, cut: int) -> int:
+def _even_cut(data: bytes, start: int, cut: int) -> int:
     """The last ``\\n`` at or before ``cut`` with an even number of quotes since ``start``; -1 if none."""
     odd = data.count(b'"', start, cut) & 1
     while odd:
@@ -225,10 +223,3 @@ def _even_cut(data: bytearray, start: int, cut: int) -> int:
         odd ^= data.count(b'"', previous, cut) & 1
         cut = previous
     return cut
-
-
-def _all_match(pa: Any, pc: Any, data: bytearray, cuts: list[int], pattern: str) -> bool:
-    """Whether every range ``data[cuts[i]:cuts[i + 1]]`` matches ``pattern`` (one RE2 compile)."""
-    offsets = pa.array(cuts, pa.int32()).buffers()[1]
-    ranges = pa.Array.from_buffers(pa.binary(), len(cuts) - 1, [None, offsets, pa.py_buffer(data)])
-    return bool(pc.all(pc.match_substring_regex(ranges, pattern)).as_py())

@@ -23,10 +23,9 @@ import pytest
 from common.config_model import CsvRules
 from common.problems import Problem
 from common.validators import csv_checker, csv_fast
-from common.validators.csv_checker import CsvChecker
+from common.validators.csv_checker import FAST_MIN_BYTES, CsvChecker
 
-pa = pytest.importorskip("pyarrow")
-pc = pytest.importorskip("pyarrow.compute")
+re2 = pytest.importorskip("re2")
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,9 +56,10 @@ def field_limit() -> Iterator[None]:
 # -- the value patterns: subsets of the exact tests ------------------------------------------------
 
 def _fast_matches(kind: str, cells: list[str]) -> list[str]:
-    array = pa.array([c.encode("utf-8", "surrogatepass") for c in cells], pa.binary())
-    mask = pc.match_substring_regex(array, f"^(?:{csv_fast.VALUE_PATTERNS[kind]})$").to_pylist()
-    return [c for c, hit in zip(cells, mask) if hit]
+    options = re2.Options()
+    options.encoding = re2.Options.Encoding.LATIN1
+    regex = re2.compile(f"(?:{csv_fast.VALUE_PATTERNS[kind]})".encode("latin-1"), options)
+    return [c for c in cells if regex.fullmatch(c.encode("utf-8", "surrogatepass")) is not None]
 
 
 def _words(alphabet: str, max_len: int) -> list[str]:
@@ -271,10 +271,9 @@ def test_every_short_input_the_pattern_matches_is_valid(columns: tuple[str, ...]
     """All rows texts up to 5 characters of ``a1,"``, LF, CR, space: a match is always a valid file."""
     texts = ["".join(p) for n in range(1, 6) for p in itertools.product('a1,"\n\r ', repeat=n)]
     checker = CsvChecker(rules(columns, types, ",", allow_empty))
-    pattern = checker._fast_pattern(list(columns))
-    matched = pc.match_substring_regex(pa.array([t.encode() for t in texts], pa.binary()), pattern).to_pylist()
+    regex = csv_fast._compiled(checker._fast_pattern(list(columns)))
     header = ",".join(columns) + "\n"
-    accepted = [t for t, hit in zip(texts, matched) if hit]
+    accepted = [t for t in texts if regex.fullmatch(t.encode()) is not None]
     assert len(accepted) > 50
     for text in accepted:
         assert checker._check_rows(io.StringIO(header + text, newline=""), None) == [], repr(text)
@@ -368,7 +367,7 @@ def test_ranges_and_reads_cut_anywhere(tmp_path: Path, monkeypatch: pytest.Monke
         both(path, checker)
 
 
-# -- the fast path is what check() uses; it falls back without pyarrow ---------------------------
+# -- the fast path is what check() uses; it falls back without RE2 ---------------------------
 
 def test_check_takes_the_fast_path_on_a_valid_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "big.csv"
@@ -382,23 +381,17 @@ def test_check_takes_the_fast_path_on_a_valid_file(tmp_path: Path, monkeypatch: 
     assert checker.check(path) == []
 
 
-def test_small_files_go_to_the_exact_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_tiny_file_takes_the_fast_path_and_a_threshold_can_keep_it_out(tmp_path: Path) -> None:
     path = tmp_path / "small.csv"
     path.write_text("id\n1\n")
     checker = CsvChecker(rules(types={"id": "int"}))
-    calls: list[Path] = []
-
-    def exact(p: Path) -> list[Problem]:
-        calls.append(p)
-        return []
-
-    monkeypatch.setattr(checker, "check_exact", exact)
-    assert checker.check(path) == [] and calls == [path]
-    assert checker._fast_accepts(path)  # though the fast path would take it
+    assert checker._fast_accepts(path, FAST_MIN_BYTES), "the compiled pattern is cached: no fixed cost to avoid"
+    assert not checker._fast_accepts(path, min_bytes=1024)
+    assert checker.check(path) == []
 
 
-def test_without_pyarrow_everything_goes_to_the_exact_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(csv_fast, "_pc", False)
+def test_without_re2_everything_goes_to_the_exact_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(csv_fast, "_re2", False)
     path = tmp_path / "data.csv"
     path.write_text("id\n" + "1\n" * 50_000)
     checker = CsvChecker(rules(types={"id": "int"}))
@@ -419,7 +412,7 @@ _MEMORY_PROBE = textwrap.dedent("""
     from common.config_model import CsvRules
     from common.validators.csv_checker import CsvChecker
     checker = CsvChecker(CsvRules(("id", "day", "note", "ok"), {"id": "int", "day": "date", "ok": "bool"}, ",", True))
-    assert checker._fast_accepts(sys.argv[1])  # warm-up: pyarrow imported, pools created
+    assert checker._fast_accepts(sys.argv[1])  # warm-up: re2 imported, the pattern compiled
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert checker._fast_accepts(sys.argv[2])
     print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
