@@ -283,7 +283,7 @@ class FtpModule(BaseModule):
 
             self._call(f"ftp retr {entry.remote}", uri, retrieve)
             fetched = sink.finish()
-        log.info("file_fetched", uri=uri, bytes=fetched.size)
+        log.debug("file_fetched", uri=uri, bytes=fetched.size)
         return fetched
 
     def _retrieve(self, ftp: ftplib.FTP, entry: _Entry, uri: str, sink: FileSink,
