@@ -36,6 +36,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -59,6 +60,8 @@ __all__ = ["S3Uploader", "UploadOutcome", "UploaderPool"]
 
 log = structlog.get_logger(__name__)
 MiB = 1024 * 1024
+#: Files up to this size are read into memory for their PUT; larger ones are streamed.
+SMALL_BODY = MiB
 
 
 @dataclass(frozen=True)
@@ -144,11 +147,10 @@ class S3Uploader:
                 self.multipart.upload(bucket, key, path, size, sha256, retry,
                                       stop if stop is not None else retry.stop, extra)
                 verified = False
-        except (ClientError, BotoCoreError, OSError) as exc:
+        except BaseException as exc:  # what the key holds now is not known
             self.index.forget(bucket, key)
-            raise upload_error(f"upload of {key} failed", exc, key) from exc
-        except BaseException:
-            self.index.forget(bucket, key)
+            if isinstance(exc, (ClientError, BotoCoreError, OSError)):
+                raise upload_error(f"upload of {key} failed", exc, key) from exc
             raise
         if not verified:  # multipart, or a store whose ETag is not the MD5 (SSE-KMS): ask
             head = retry.call(self._head, bucket, key, what=f"head {key}")
@@ -199,7 +201,10 @@ class S3Uploader:
             args["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha256)).decode()
         elif self.checksum == "crc32":
             args["ChecksumAlgorithm"] = "CRC32"
-        with open(path, "rb") as body:
+        with open(path, "rb") as fh:
+            # A small file goes as bytes: botocore sends a file-like body only after an
+            # ``Expect: 100-continue`` round trip. Memory: at most SMALL_BODY per worker.
+            body = fh.read() if os.fstat(fh.fileno()).st_size <= SMALL_BODY else fh
             answer: dict[str, Any] = self.client.put_object(Bucket=bucket, Key=key, Body=body, **args)
         return answer
 
