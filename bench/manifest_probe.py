@@ -20,16 +20,11 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import boto3
-from botocore.config import Config
+from bench.raw_probe import probe_client
 
 
 def put_all(endpoint: str, bucket: str, count: int, workers: int, size: int) -> dict[str, float]:
-    client = boto3.session.Session().client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing",
-        config=Config(max_pool_connections=workers + 4, retries={"total_max_attempts": 3}),
-    )
+    client = probe_client(endpoint, workers)
     body = json.dumps({"files": [], "pad": "x" * max(0, size - 24)}).encode()
     sha256 = hashlib.sha256(body)
     args = {"Bucket": bucket, "Body": body, "ContentType": "application/json",

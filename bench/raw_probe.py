@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -22,14 +23,19 @@ from s3transfer.manager import TransferConfig, TransferManager
 MiB = 1 << 20
 
 
-def upload_all(endpoint: str, bucket: str, root: Path, workers: int, threshold_mb: int, chunk_mb: int) -> int:
-    """Upload every file under ``root``; returns how many."""
-    client = boto3.session.Session().client(
+def probe_client(endpoint: str, workers: int, **config: object) -> Any:
+    """A plain boto3 S3 client for ``workers`` threads, botocore's defaults but ``config``."""
+    return boto3.session.Session().client(
         "s3", endpoint_url=endpoint, region_name="us-east-1",
         aws_access_key_id="testing", aws_secret_access_key="testing",
-        config=Config(max_pool_connections=workers + 4, retries={"total_max_attempts": 3},
-                      request_checksum_calculation="when_required", response_checksum_validation="when_required"),
+        config=Config(max_pool_connections=workers + 4, retries={"total_max_attempts": 3}, **config),
     )
+
+
+def upload_all(endpoint: str, bucket: str, root: Path, workers: int, threshold_mb: int, chunk_mb: int) -> int:
+    """Upload every file under ``root``; returns how many."""
+    client = probe_client(endpoint, workers, request_checksum_calculation="when_required",
+                          response_checksum_validation="when_required")
     config = TransferConfig(multipart_threshold=threshold_mb * MiB, multipart_chunksize=chunk_mb * MiB,
                             max_request_concurrency=workers, max_submission_concurrency=workers,
                             max_in_memory_upload_chunks=workers)
