@@ -125,11 +125,7 @@ class BatchRun:
         def work() -> None:
             while (job := jobs.take()) is not None:
                 try:
-                    results[job.job_id] = self._run_bound(job)
-                except Exception as exc:  # e.g. its log file cannot be opened
-                    log.error("job_setup_failed", job_id=job.job_id, error=str(exc)[:300])
-                    ctx.stats.job_moved("queued", "failed")
-                    results[job.job_id] = not_started(job, "failed", f"setup failed: {type(exc).__name__}")
+                    results[job.job_id] = self._run_bound(job)  # never raises
                 finally:
                     jobs.done(job)
 
@@ -181,11 +177,11 @@ class BatchRun:
             run_id=ctx.run_id, job_id=job.job_id, service_id=job.service_id, module=service.type,
             thread=threading.current_thread().name,
         )
-        ctx.router.open(job.job_id, job_log_path(ctx, job, service))
         try:
             try:
+                ctx.router.open(job.job_id, job_log_path(ctx, job, service))
                 runner = JobRunner(ctx, job, service)
-            except Exception as exc:  # e.g. a destination client that cannot be built
+            except Exception as exc:  # e.g. a log file or destination client that cannot be made
                 log.error("job_setup_failed", error=str(exc)[:300])
                 ctx.stats.job_moved("queued", "failed")
                 return not_started(job, "failed", f"setup failed: {type(exc).__name__}: {str(exc)[:300]}")
