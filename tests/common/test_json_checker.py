@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -178,21 +179,31 @@ def test_one_checker_is_shared_by_many_threads(checker: JsonSchemaChecker, tmp_p
     good = write(tmp_path, "good.json", json.dumps(order()))
     bad = write(tmp_path, "bad.json", json.dumps(order(id="x", placed="nope")))
     lines = write(tmp_path, "rows.jsonl", "\n".join(json.dumps(order(id=i if i % 3 else "x")) for i in range(60)))
-    expected = (checker.check_document(good), checker.check_document(bad), checker.check_lines(lines))
+    def check_all() -> Any:
+        return checker.check_document(good), checker.check_document(bad), checker.check_lines(lines)
+
+    expected = check_all()
     assert expected[0] == [] and len(expected[1]) == 2 and len(expected[2]) == 20
+    assert answers_differing_in_threads(check_all, expected) == []
+
+
+def answers_differing_in_threads(call: Callable[[], Any], expected: Any, threads: int = 8,
+                                 rounds: int = 25) -> list[Any]:
+    """``call()`` ``rounds`` times in each of ``threads`` threads started together; the answers
+    that differ from ``expected``."""
     mismatches: list[Any] = []
-    barrier = threading.Barrier(8)
+    barrier = threading.Barrier(threads)
 
     def work() -> None:
         barrier.wait()
-        for _ in range(25):
-            got = (checker.check_document(good), checker.check_document(bad), checker.check_lines(lines))
+        for _ in range(rounds):
+            got = call()
             if got != expected:
                 mismatches.append(got)
 
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for t in workers:
         t.start()
-    for t in threads:
+    for t in workers:
         t.join()
-    assert mismatches == []
+    return mismatches

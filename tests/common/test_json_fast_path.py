@@ -21,6 +21,7 @@ import pytest
 from common.frozen import freeze
 from common.problems import MAX_PROBLEMS_PER_FILE, Problem
 from common.validators.json_checker import RS_MAX_DEPTH, JsonSchemaChecker
+from tests.common.test_json_checker import answers_differing_in_threads
 
 pytest.importorskip("jsonschema_rs")
 
@@ -416,19 +417,4 @@ def test_fast_path_checker_is_shared_by_many_threads(tmp_path: Path) -> None:
     expected = [check(path) for check, path in files]
     assert expected[0] == [] and len(expected[1]) == 2 and len(expected[2]) == 1 and len(expected[3]) == 28
     assert expected[1] == slow.check_document(files[1][1])
-    mismatches: list[Any] = []
-    barrier = threading.Barrier(8)
-
-    def work() -> None:
-        barrier.wait()
-        for _ in range(25):
-            got = [check(path) for check, path in files]
-            if got != expected:
-                mismatches.append(got)
-
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert mismatches == []
+    assert answers_differing_in_threads(lambda: [check(path) for check, path in files], expected) == []
