@@ -19,13 +19,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+import re2
 
 from common.config_model import CsvRules
 from common.problems import Problem
 from common.validators import csv_checker, csv_fast
 from common.validators.csv_checker import FAST_MIN_BYTES, CsvChecker
-
-re2 = pytest.importorskip("re2")
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -16,14 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs  # noqa: F401 - a dependency: missing, these tests must fail, not skip
 import pytest
 
 from common.frozen import freeze
 from common.problems import MAX_PROBLEMS_PER_FILE, Problem
 from common.validators.json_checker import RS_MAX_DEPTH, JsonSchemaChecker
 from tests.common.test_json_checker import answers_differing_in_threads
-
-pytest.importorskip("jsonschema_rs")
 
 ROOT = Path(__file__).resolve().parents[2]
 D4 = "http://json-schema.org/draft-04/schema#"
