@@ -43,7 +43,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import boto3
 import structlog
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -54,6 +53,7 @@ from common.key_index import ABSENT, Existing, KeyIndex
 from common.multipart_state import StateStore
 from common.multipart_upload import MultipartUploader, upload_error
 from common.retry import RetryPolicy
+from common.s3_client import new_s3_client
 from common.secret import reveal
 
 __all__ = ["S3Uploader", "UploadOutcome", "UploaderPool"]
@@ -94,13 +94,12 @@ class S3Uploader:
         )
         if not dest.verify_tls:
             log.warning("tls_verification_disabled", endpoint_url=dest.endpoint_url)
-        self.client = boto3.session.Session().client(
-            "s3",
+        self.client = new_s3_client(
+            config,
             verify=dest.verify_tls,
             endpoint_url=dest.endpoint_url,
             aws_access_key_id=reveal(dest.access_key_id),
             aws_secret_access_key=reveal(dest.secret_access_key),
-            config=config,
         )
         self.checksum = dest.checksum
         self.threshold = dest.multipart_threshold_mb * MiB

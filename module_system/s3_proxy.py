@@ -63,6 +63,7 @@ class ProxyRequest:
     path: str
     """URL path, still percent-encoded."""
     query: str
+    user_agent: str | None = None
     fault: str | None = None
     """The fault injected into this request, if any."""
     status: int | None = None
@@ -224,7 +225,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _proxy(self) -> None:
         split = urlsplit(self.path)
-        request = ProxyRequest(self.command, split.path, split.query)
+        request = ProxyRequest(self.command, split.path, split.query, self.headers.get("User-Agent"))
         self.proxy.record(request)
         kind = self.proxy.decide(request)
         try:

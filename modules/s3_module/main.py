@@ -281,8 +281,9 @@ def _reveal(value: Any) -> str | None:
 
 def _new_client(endpoint: str | None, region: str, access_key: Any, secret_key: Any, timeout_s: float,
                 verify: bool) -> Any:
-    import boto3.session
     from botocore.config import Config
+
+    from common.s3_client import new_s3_client
 
     config = Config(
         max_pool_connections=MAX_POOL_CONNECTIONS,
@@ -291,9 +292,7 @@ def _new_client(endpoint: str | None, region: str, access_key: Any, secret_key: 
         read_timeout=timeout_s,
         tcp_keepalive=True,
     )
-    # A session of its own: boto3's default session is not safe to share between threads.
-    session = boto3.session.Session()
-    return session.client(
-        "s3", endpoint_url=endpoint, region_name=region, config=config, verify=verify,
+    return new_s3_client(
+        config, endpoint_url=endpoint, region_name=region, verify=verify,
         aws_access_key_id=_reveal(access_key), aws_secret_access_key=_reveal(secret_key),
     )

@@ -1,0 +1,92 @@
+"""boto3 S3 clients as module_system makes them: named, and without per-request work that buys nothing.
+
+Both S3 clients of a run (the uploader's and the S3 source module's) come from
+:func:`new_s3_client`. Each is an ordinary boto3 client with two differences, both
+measured on the benchmark's small files (``bench/README.md``), where botocore's own work
+per request is most of the client's CPU:
+
+* **Its User-Agent is** ``module_system/<version> Python/<version>``, set through
+  ``Config(user_agent=...)`` (boto3 appends ``Botocore/<version>``): the store's access
+  logs show which tool called, as they show ``rclone/v1.60`` for rclone. Botocore's default header is rebuilt from
+  about 30 components twice per request (~0.15 ms each time); a configured one is
+  a constant.
+* **Endpoint rules are evaluated once per bucket, not once per key.** S3's endpoint
+  ruleset declares ``Key``, ``Prefix`` and ``CopySource`` as parameters but no rule
+  reads them (botocore 1.43); since botocore passes them to the provider anyway, its
+  endpoint cache misses on every new key (~0.2 ms of rule evaluation per request).
+  :func:`drop_unread_endpoint_params` removes from the client's resolver the parameters
+  that the ruleset, read from botocore's own data, never mentions. A botocore whose
+  rules do read one keeps it: the check is made against the rules it ships, every time
+  a client is made.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import platform
+import re
+from typing import Any
+
+import boto3.session
+import botocore.loaders
+from botocore.config import Config
+
+__all__ = ["USER_AGENT", "drop_unread_endpoint_params", "new_s3_client", "unread_endpoint_params"]
+
+
+def _our_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("module_system")
+    except PackageNotFoundError:  # a source tree that was not installed
+        return "0.0.0"
+
+
+USER_AGENT = f"module_system/{_our_version()} Python/{platform.python_version()}"
+
+
+def new_s3_client(config: Config, **client_kwargs: Any) -> Any:
+    """An S3 client of a session of its own (boto3's default session is not thread-safe).
+
+    ``config`` is used as given, with :data:`USER_AGENT` unless it names its own;
+    ``client_kwargs`` go to ``Session.client`` (endpoint, credentials, ``verify``...).
+    """
+    if config.user_agent is None:
+        config = config.merge(Config(user_agent=USER_AGENT))
+    client = boto3.session.Session().client("s3", config=config, **client_kwargs)
+    drop_unread_endpoint_params(client)
+    return client
+
+
+@functools.cache
+def unread_endpoint_params(service: str) -> frozenset[str]:
+    """Parameters that ``service``'s endpoint ruleset declares and no rule mentions.
+
+    A parameter counts as mentioned when its name appears anywhere in the rules as a
+    word (a ``ref``, a ``{Name}`` template, even inside an error message), so the answer
+    errs towards keeping a parameter.
+    """
+    ruleset = botocore.loaders.create_loader().load_service_model(service, "endpoint-rule-set-1")
+    rules = json.dumps(ruleset.get("rules", []))
+    return frozenset(name for name in ruleset.get("parameters", {})
+                     if not re.search(rf"\b{re.escape(name)}\b", rules))
+
+
+def drop_unread_endpoint_params(client: Any) -> frozenset[str]:
+    """Stop ``client`` from passing unread parameters to its endpoint provider; returns them.
+
+    The provider caches its answers by parameters, so without a per-key parameter every
+    object of a bucket hits that cache. A client whose botocore does not have the
+    expected resolver is left as it is (empty answer): the optimisation is lost, never
+    the correctness.
+    """
+    resolver = getattr(client, "_ruleset_resolver", None)
+    definitions = getattr(resolver, "_param_definitions", None)
+    if not isinstance(definitions, dict):
+        return frozenset()
+    unread = unread_endpoint_params(client.meta.service_model.service_name) & definitions.keys()
+    if unread:
+        resolver._param_definitions = {name: d for name, d in definitions.items() if name not in unread}
+    return frozenset(unread)
