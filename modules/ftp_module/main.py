@@ -65,7 +65,46 @@ class _Entry:
     identity: dict[str, str] = field(default_factory=dict)
 
 
-class _FtpTls(ftplib.FTP_TLS):
+class _Ftp(ftplib.FTP):
+    """An FTP session that remembers its transfer type, so a file costs no ``TYPE I`` of its own.
+
+    ftplib's ``retrbinary`` sends ``TYPE I`` before every RETR: one more round trip per
+    file for the client and the server. :meth:`retrieve_binary` sends it only when the
+    session is not known to be binary, i.e. after a listing switched it to ASCII
+    (``retrlines`` sends ``TYPE A``), after a failed ``TYPE``, or on a new connection.
+    """
+
+    _type: str | None = None
+    """The transfer type the server last accepted; None when unknown."""
+
+    def sendcmd(self, cmd: str) -> str:
+        return self._typed(cmd, super().sendcmd)
+
+    def voidcmd(self, cmd: str) -> str:
+        return self._typed(cmd, super().voidcmd)
+
+    def _typed(self, cmd: str, send: Callable[[str], str]) -> str:
+        if cmd[:5].upper() != "TYPE ":
+            return send(cmd)
+        self._type = None  # unknown until the server says yes
+        reply = send(cmd)
+        self._type = cmd[5:].strip().upper()
+        return reply
+
+    def retrieve_binary(self, cmd: str, callback: Callable[[bytes], None], blocksize: int,
+                        rest: int | None = None) -> str:
+        """``retrbinary`` without its per-file ``TYPE I`` when the session is binary already."""
+        if self._type != "I":
+            self.voidcmd("TYPE I")
+        with self.transfercmd(cmd, rest) as conn:
+            while data := conn.recv(blocksize):
+                callback(data)
+            if isinstance(conn, ssl.SSLSocket):
+                conn.unwrap()
+        return self.voidresp()
+
+
+class _FtpTls(_Ftp, ftplib.FTP_TLS):
     """FTP_TLS whose data connections resume the control connection's TLS session.
 
     Servers that insist on session reuse (vsftpd ``require_ssl_reuse``, FileZilla,
@@ -130,7 +169,7 @@ class FtpModule(BaseModule):
         self._include: tuple[str, ...] = tuple(source["include"])
         netloc = f"[{self._host}]" if ":" in self._host else self._host
         self._base_uri = f"ftp://{netloc}:{self._port}"
-        self._ftp: ftplib.FTP | None = None
+        self._ftp: _Ftp | None = None
         self._root: str | None = None
         self._use_mlsd = True
         self._use_rest = True
@@ -266,7 +305,7 @@ class FtpModule(BaseModule):
                     torn = True
                     raise
 
-            def retrieve(ftp: ftplib.FTP) -> None:
+            def retrieve(ftp: _Ftp) -> None:
                 nonlocal torn
                 if torn:
                     sink.reset()
@@ -286,7 +325,7 @@ class FtpModule(BaseModule):
         log.debug("file_fetched", uri=uri, bytes=fetched.size)
         return fetched
 
-    def _retrieve(self, ftp: ftplib.FTP, entry: _Entry, uri: str, sink: FileSink,
+    def _retrieve(self, ftp: _Ftp, entry: _Entry, uri: str, sink: FileSink,
                   write: Callable[[bytes], None]) -> None:
         """One try: RETR from ``sink.size`` (REST) or from byte 0, then check the size.
 
@@ -304,7 +343,7 @@ class FtpModule(BaseModule):
         if offset:
             log.info("ftp_download_resumed", uri=uri, offset=offset)
             try:
-                ftp.retrbinary(command, write, blocksize=BLOCK_SIZE, rest=offset)
+                ftp.retrieve_binary(command, write, BLOCK_SIZE, rest=offset)
             except ftplib.error_perm as exc:
                 code = str(exc)[:3]
                 if code in _REST_UNSUPPORTED:
@@ -313,9 +352,9 @@ class FtpModule(BaseModule):
                 elif code != _REST_OUT_OF_RANGE:
                     raise
                 self._restart(sink, uri, offset, reason=f"reply_{code}")
-                ftp.retrbinary(command, write, blocksize=BLOCK_SIZE)
+                ftp.retrieve_binary(command, write, BLOCK_SIZE)
         else:
-            ftp.retrbinary(command, write, blocksize=BLOCK_SIZE)
+            ftp.retrieve_binary(command, write, BLOCK_SIZE)
         expected = entry.identity.get("size")
         if expected is not None and str(sink.size) != expected:
             got = sink.size
@@ -331,7 +370,7 @@ class FtpModule(BaseModule):
 
     # -- connection and error translation -------------------------------------------
 
-    def _call(self, what: str, uri: str, op: Callable[[ftplib.FTP], T]) -> T:
+    def _call(self, what: str, uri: str, op: Callable[[_Ftp], T]) -> T:
         """``op(connection)`` under the retry policy, reconnecting after a transient failure."""
 
         def attempt() -> T:
@@ -352,12 +391,12 @@ class FtpModule(BaseModule):
 
         return self.ctx.retry.call(attempt, what=what)
 
-    def _connection(self) -> ftplib.FTP:
+    def _connection(self) -> _Ftp:
         """The open connection, or a new one: connected, logged in, passive, binary."""
         if self._ftp is not None:
             return self._ftp
         timeout = self.ctx.timeout_s
-        ftp: ftplib.FTP
+        ftp: _Ftp
         if self.source["tls"]:
             context = ssl.create_default_context(cafile=self.source["ca_file"])
             if not self.source["verify_tls"]:
@@ -366,7 +405,7 @@ class FtpModule(BaseModule):
                 context.verify_mode = ssl.CERT_NONE
             ftp = _FtpTls(context=context, timeout=timeout)
         else:
-            ftp = ftplib.FTP(timeout=timeout)
+            ftp = _Ftp(timeout=timeout)
         try:
             ftp.connect(self._host, self._port, timeout=timeout)
             if isinstance(ftp, ftplib.FTP_TLS):

@@ -144,6 +144,19 @@ def test_one_connection_for_listing_and_downloads(server: FtpServer, tmp_path: P
     assert server.commands.count("USER") - logins == 1
 
 
+def test_binary_type_is_set_once_per_session_not_once_per_file(server: FtpServer, ftp_root: Path,
+                                                               tmp_path: Path) -> None:
+    before = len(server.commands)
+    files = fetch_all(source_for(server), tmp_path)
+    sent = server.commands[before:]
+    last_listing = max(i for i, command in enumerate(sent) if command == "MLSD")
+    downloads = sent[last_listing + 1:]  # MLSD switched the session to ASCII (TYPE A)
+    assert downloads.count("RETR") == len(files) == len(all_names())
+    assert downloads.count("TYPE") == 1
+    for f in files:
+        assert f.sha256 == hashlib.sha256((ftp_root / f.name).read_bytes()).hexdigest()
+
+
 def test_without_mlsd_lists_the_same_files(server_nomlsd: FtpServer, ftp_root: Path, tmp_path: Path) -> None:
     files = fetch_all(source_for(server_nomlsd), tmp_path)
     assert [f.name for f in files] == all_names()
