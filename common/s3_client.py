@@ -1,7 +1,8 @@
 """boto3 S3 clients as module_system makes them: named, and without per-request work that buys nothing.
 
 Both S3 clients of a run (the uploader's and the S3 source module's) come from
-:func:`new_s3_client`. Each is an ordinary boto3 client with two differences, both
+:func:`new_s3_client`, made from one boto3 session per process, so the service model is
+parsed once. Each is an ordinary boto3 client with two differences, both
 measured on the benchmark's small files (``bench/README.md``), where botocore's own work
 per request is most of the client's CPU:
 
@@ -16,20 +17,21 @@ per request is most of the client's CPU:
   endpoint cache misses on every new key (~0.2 ms of rule evaluation per request).
   :func:`drop_unread_endpoint_params` removes from the client's resolver the parameters
   that the ruleset, read from botocore's own data, never mentions. A botocore whose
-  rules do read one keeps it: the check is made against the rules it ships, every time
-  a client is made.
+  rules do read one keeps it: the check is made against the rules it ships, once per
+  process.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import platform
 import re
+import threading
 from typing import Any
 
 import boto3.session
 import botocore.loaders
+import botocore.session
 from botocore.config import Config
 
 __all__ = ["USER_AGENT", "drop_unread_endpoint_params", "new_s3_client", "unread_endpoint_params"]
@@ -47,34 +49,58 @@ def _our_version() -> str:
 USER_AGENT = f"module_system/{_our_version()} Python/{platform.python_version()}"
 
 
+_session_lock = threading.Lock()
+_session: tuple[boto3.session.Session, Any] | None = None
+
+
+def _shared_session() -> tuple[boto3.session.Session, Any]:
+    """The process's boto3 session and its botocore session (whose data loader caches the
+    service model and the endpoint ruleset: a second client costs ~5 ms, not ~50)."""
+    global _session
+    if _session is None:
+        core = botocore.session.get_session()
+        _session = (boto3.session.Session(botocore_session=core), core)
+    return _session
+
+
 def new_s3_client(config: Config, **client_kwargs: Any) -> Any:
-    """An S3 client of a session of its own (boto3's default session is not thread-safe).
+    """An S3 client, made from one session per process under a lock (boto3 sessions are
+    not thread-safe; the clients they make are). Credentials from the default chain
+    (no keys in ``client_kwargs``) are therefore resolved once per process, as boto3's
+    default session does.
 
     ``config`` is used as given, with :data:`USER_AGENT` unless it names its own;
     ``client_kwargs`` go to ``Session.client`` (endpoint, credentials, ``verify``...).
     """
     if config.user_agent is None:
         config = config.merge(Config(user_agent=USER_AGENT))
-    client = boto3.session.Session().client("s3", config=config, **client_kwargs)
-    drop_unread_endpoint_params(client)
+    with _session_lock:
+        session, core = _shared_session()
+        client = session.client("s3", config=config, **client_kwargs)
+        drop_unread_endpoint_params(client, core.get_component("data_loader"))
     return client
 
 
-@functools.cache
-def unread_endpoint_params(service: str) -> frozenset[str]:
+def unread_endpoint_params(service: str, loader: Any = None) -> frozenset[str]:
     """Parameters that ``service``'s endpoint ruleset declares and no rule mentions.
 
     A parameter counts as mentioned when its name appears anywhere in the rules as a
     word (a ``ref``, a ``{Name}`` template, even inside an error message), so the answer
-    errs towards keeping a parameter.
+    errs towards keeping a parameter. ``loader`` is botocore's data loader to read the
+    ruleset with (a new one by default); the answer is kept per service.
     """
-    ruleset = botocore.loaders.create_loader().load_service_model(service, "endpoint-rule-set-1")
-    rules = json.dumps(ruleset.get("rules", []))
-    return frozenset(name for name in ruleset.get("parameters", {})
-                     if not re.search(rf"\b{re.escape(name)}\b", rules))
+    known = _unread.get(service)
+    if known is None:
+        ruleset = (loader or botocore.loaders.create_loader()).load_service_model(service, "endpoint-rule-set-1")
+        words = set(re.findall(r"\w+", json.dumps(ruleset.get("rules", []))))
+        known = _unread[service] = frozenset(name for name in ruleset.get("parameters", {}) if name not in words)
+    return known
 
 
-def drop_unread_endpoint_params(client: Any) -> frozenset[str]:
+_unread: dict[str, frozenset[str]] = {}
+
+
+def drop_unread_endpoint_params(client: Any, loader: Any = None) -> frozenset[str]:
     """Stop ``client`` from passing unread parameters to its endpoint provider; returns them.
 
     The provider caches its answers by parameters, so without a per-key parameter every
@@ -86,7 +112,7 @@ def drop_unread_endpoint_params(client: Any) -> frozenset[str]:
     definitions = getattr(resolver, "_param_definitions", None)
     if not isinstance(definitions, dict):
         return frozenset()
-    unread = unread_endpoint_params(client.meta.service_model.service_name) & definitions.keys()
+    unread = unread_endpoint_params(client.meta.service_model.service_name, loader) & definitions.keys()
     if unread:
         resolver._param_definitions = {name: d for name, d in definitions.items() if name not in unread}
     return frozenset(unread)

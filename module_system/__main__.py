@@ -1,5 +1,5 @@
 """``python -m module_system`` is the ``module-system`` command."""
 
-from orchestrator.cli_init import main
+from orchestrator.cli_init import main, run_program
 
-main()
+run_program(main)

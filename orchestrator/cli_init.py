@@ -7,6 +7,7 @@ naming the file, the service or job, and the key, and exits 2; nothing runs.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -189,5 +190,30 @@ def cli_init(**kwargs: Any) -> None:
     _run(**kwargs)
 
 
+def run_program(command: click.Command) -> NoReturn:
+    """Run ``command`` as this process's program (its exit code is the process's).
+
+    The objects that imports and the run made live until the process ends, yet the
+    garbage collector would walk them in every full collection and again while Python
+    shuts down (~60 ms per run, paid by every invocation of a batch of small jobs).
+    ``gc.freeze()`` moves them out of its sight: once before the command (what the
+    imports made), once after it (what the run made). Only the program entry points
+    (``python -m orchestrator.cli_init``, ``python -m module_system``, the
+    ``module-system`` script) do this; ``main()`` or ``run_batch()`` called from Python,
+    where objects should stay collectable, do not.
+    """
+    gc.freeze()
+    try:
+        command.main()
+    finally:
+        gc.freeze()
+    sys.exit(0)  # command.main() exits itself; this only satisfies NoReturn
+
+
+def console_main() -> NoReturn:
+    """The ``module-system`` script."""
+    run_program(main)
+
+
 if __name__ == "__main__":
-    cli_init()
+    run_program(cli_init)
