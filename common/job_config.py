@@ -20,9 +20,8 @@ import re
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import jsonschema_rs
 import yaml
 
@@ -43,6 +42,9 @@ from common.exceptions import ConfigError, PluginError
 from common.frozen import freeze, thaw
 from common.plugins import ModuleCatalog, default_catalog
 from common.secret import Secret
+
+if TYPE_CHECKING:
+    import jsonschema
 
 __all__ = ["load_batch", "load_registry", "merge", "resolve_source"]
 
@@ -229,6 +231,8 @@ def _load_json_schema(path: Path, where: _Where) -> dict[str, Any]:
         raise where.error(key, f"schema file {path} is not readable JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise where.error(key, f"schema file {path} is not a JSON Schema object")
+    import jsonschema  # only services with a JSON Schema need it
+
     cls = jsonschema.validators.validator_for(doc, default=jsonschema.Draft202012Validator)
     try:
         cls.check_schema(doc)
@@ -411,41 +415,59 @@ def _secretize(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -
     return value
 
 
-_validators: dict[tuple[int, int], tuple[Mapping[str, Any], Mapping[str, Any], Any, Any]] = {}
+class _Validators:
+    """The validators of one schema (with the root's ``$defs``): jsonschema-rs compiled at
+    once (None if it does not take the schema), jsonschema's made on first need."""
+
+    def __init__(self, schema: Mapping[str, Any], root: Mapping[str, Any]) -> None:
+        self.schema, self.root = schema, root  # held: the cache's ids stay theirs
+        self.full = schema
+        if schema is not root and "$defs" not in schema and "$defs" in root:
+            self.full = {**schema, "$defs": root["$defs"]}
+        try:
+            self.fast: Any = jsonschema_rs.Draft202012Validator(thaw(self.full), validate_formats=False,
+                                                                offline=True)
+        except Exception:  # a schema it does not take: jsonschema alone
+            self.fast = None
+        self._slow: Any = None
+
+    @property
+    def slow(self) -> Any:
+        if self._slow is None:
+            import jsonschema  # only once a value fails (or jsonschema-rs cannot judge it)
+
+            self._slow = jsonschema.Draft202012Validator(self.full)
+        return self._slow
 
 
-def _validators_of(schema: Mapping[str, Any], root: Mapping[str, Any]) -> tuple[Any, Any]:
-    """(compiled jsonschema-rs validator or None, jsonschema validator) of ``schema`` with
-    ``root``'s ``$defs``, built once per schema: a batch of 10,000 jobs checks each job
-    against the same job schema."""
+_validators: dict[tuple[int, int], _Validators] = {}
+
+
+def _validators_of(schema: Mapping[str, Any], root: Mapping[str, Any]) -> _Validators:
+    """Built once per schema: a batch of 10,000 jobs checks each job against the same job schema."""
     hit = _validators.get((id(schema), id(root)))
-    if hit is not None and hit[0] is schema and hit[1] is root:
-        return hit[2], hit[3]
-    full = schema
-    if schema is not root and "$defs" not in schema and "$defs" in root:
-        full = {**schema, "$defs": root["$defs"]}
-    try:
-        fast = jsonschema_rs.Draft202012Validator(thaw(full), validate_formats=False, offline=True)
-    except Exception:  # a schema it does not take: jsonschema alone
-        fast = None
-    validator = jsonschema.Draft202012Validator(full)
-    _validators[(id(schema), id(root))] = (schema, root, fast, validator)  # holds both: ids stay theirs
-    return fast, validator
+    if hit is None or hit.schema is not schema or hit.root is not root:
+        hit = _validators[(id(schema), id(root))] = _Validators(schema, root)
+    return hit
 
 
 def _check(instance: Any, schema: Mapping[str, Any], root: Mapping[str, Any], where: _Where, prefix: str) -> None:
-    fast, validator = _validators_of(schema, root)
-    if fast is not None:
+    """Raise ``where.error`` for the first problem of ``instance``; jsonschema-rs decides
+    validity, jsonschema finds and words the problem."""
+    validators = _validators_of(schema, root)
+    if validators.fast is not None:
         try:
-            if fast.is_valid(instance):
+            if validators.fast.is_valid(instance):
                 return
         except Exception:  # a value it cannot read (e.g. a Secret): jsonschema decides
             pass
-    errors = list(validator.iter_errors(instance))
+    errors = list(validators.slow.iter_errors(instance))
     if not errors:
         return
+    from jsonschema.exceptions import best_match
+
     error = min(errors, key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
-    error = jsonschema.exceptions.best_match([error])
+    error = best_match([error])
     path = [str(p) for p in error.absolute_path]
     key, message = _describe(error, path)
     full = ".".join(p for p in [prefix, key] if p)
