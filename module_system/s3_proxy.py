@@ -40,7 +40,7 @@ import struct
 import threading
 from collections import Counter
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -63,13 +63,18 @@ class ProxyRequest:
     path: str
     """URL path, still percent-encoded."""
     query: str
-    user_agent: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    """The request's headers, names in lower case."""
     fault: str | None = None
     """The fault injected into this request, if any."""
     status: int | None = None
     """The upstream status (or 503 for an injected SlowDown); None if nothing came back."""
     delivered: bool = False
     """Whether the client received the answer."""
+
+    @property
+    def user_agent(self) -> str | None:
+        return self.headers.get("user-agent")
 
     @property
     def params(self) -> dict[str, str]:
@@ -225,7 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _proxy(self) -> None:
         split = urlsplit(self.path)
-        request = ProxyRequest(self.command, split.path, split.query, self.headers.get("User-Agent"))
+        request = ProxyRequest(self.command, split.path, split.query, {k.lower(): v for k, v in self.headers.items()})
         self.proxy.record(request)
         kind = self.proxy.decide(request)
         try:

@@ -183,3 +183,27 @@ def test_key_index_answers_unknown_past_its_page_limit(s3_server, s3, bucket: st
     assert complete.lookup(bucket, "big/sub/deeper", RETRY) == Existing(1, hashlib.md5(b"y").hexdigest())
     complete.forget(bucket, "big/k4")
     assert complete.lookup(bucket, "big/nothing", RETRY) is UNKNOWN, "after a failed upload the folder is unsure"
+
+
+@pytest.mark.parametrize("mode", ["sha256", "crc32", "when_required"])
+def test_bodies_are_hashed_for_the_signature_only_without_a_sha256_checksum(
+        s3_server, bucket: str, tmp_path: Path, mode: str) -> None:  # noqa: ANN001
+    """Over http a body whose SHA-256 travels as ``x-amz-checksum-sha256`` is not hashed again
+    for SigV4; with a CRC32 or no checksum, the signature covers the body."""
+    data = os.urandom((5 << 20) + 100)
+    with S3Proxy(s3_server.url) as proxy:
+        uploader = S3Uploader(destination(proxy.url, bucket, checksum=mode, multipart_threshold_mb=5,
+                                          multipart_chunksize_mb=5), timeout_s=30, pool_size=2)
+        small, small_digest = local_file(tmp_path, b"a,b\n1,2\n", "small.csv")
+        big, big_digest = local_file(tmp_path, data, "big.bin")
+        uploader.put_file(bucket, "in/small.csv", small, small.stat().st_size, small_digest, RETRY)
+        uploader.put_file(bucket, "in/big.bin", big, len(data), big_digest, RETRY)
+        uploader.close()
+    bodies = proxy.of("PutObject") + proxy.of("UploadPart")
+    assert len(bodies) == 3  # one small PUT, two parts
+    for request in bodies:
+        payload = request.headers["x-amz-content-sha256"]
+        if mode == "sha256":
+            assert payload == "UNSIGNED-PAYLOAD" and request.headers["x-amz-checksum-sha256"]
+        else:
+            assert len(payload) == 64 and int(payload, 16) >= 0  # the body's own SHA-256, signed
