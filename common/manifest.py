@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from common.problems import Problem
@@ -33,10 +33,10 @@ class ManifestEntry:
     identity: Mapping[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["errors"] = [p.to_dict() for p in self.errors]
-        out["identity"] = dict(self.identity)
-        return out
+        # Spelt out: dataclasses.asdict deep-copies field by field, ~25 us an entry.
+        return {"source_uri": self.source_uri, "key": self.key, "size": self.size, "sha256": self.sha256,
+                "status": self.status, "errors": [p.to_dict() for p in self.errors],
+                "identity": dict(self.identity)}
 
 
 def manifest_key(service_id: str, job_id: str) -> str:

@@ -1,0 +1,19 @@
+"""A manifest entry's JSON form: every field, errors and identity as plain JSON values."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+
+from common.manifest import ManifestEntry
+from common.problems import Problem
+
+
+def test_to_dict_carries_every_field_as_json() -> None:
+    entry = ManifestEntry("ftp://h:21/out/a.csv", "in/a.csv", 12, "ab" * 32, "rejected",
+                          (Problem("bad value", "row 3, column 'amount'"),), {"size": "12", "modify": "20261122"})
+    out = entry.to_dict()
+    assert list(out) == [f.name for f in fields(ManifestEntry)]
+    assert out["errors"] == [{"location": "row 3, column 'amount'", "message": "bad value"}]
+    assert out["identity"] == {"size": "12", "modify": "20261122"}
+    assert json.loads(json.dumps(out)) == out
