@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,11 +31,24 @@ class FileTooLarge(SourceError):
 MD5_MAX_BYTES = 8 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class PartHashing:
+    """Per-part SHA-256s the sink streams for the uploader's multipart upload.
+
+    ``part_size`` is the destination's part size; hashing starts once the file reaches
+    ``from_bytes`` (the multipart threshold), after a catch-up read of what is on disk by
+    then, so a small file costs nothing and a large one is never read again to be hashed.
+    """
+
+    part_size: int
+    from_bytes: int
+
+
 class FileSink:
     """Context manager; removes the partial file if the block raises."""
 
     def __init__(self, workdir: Path, name: str, source_uri: str, identity: Mapping[str, str],
-                 max_bytes: int | None = None) -> None:
+                 max_bytes: int | None = None, parts: PartHashing | None = None) -> None:
         self.name = safe_relative_name(name)
         self.path = workdir / self.name
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,6 +58,8 @@ class FileSink:
         self._md5: hashlib._Hash | None = hashlib.md5(usedforsecurity=False)
         self._size = 0
         self.max_bytes = max_bytes
+        self._parts_of = parts
+        self._start_parts()
         self._fh = open(self.path, "wb")  # noqa: SIM115 - closed in finish()/abort()
 
     def write(self, chunk: bytes) -> int:
@@ -52,6 +68,11 @@ class FileSink:
                                uri=self.source_uri, max_bytes=self.max_bytes)
         self._fh.write(chunk)
         self._hash.update(chunk)
+        if self._parts_of is not None:
+            if self._parts is None and self._size + len(chunk) >= self._parts_of.from_bytes:
+                self._catch_up()
+            if self._parts is not None:
+                self._hash_parts(chunk)
         self._size += len(chunk)
         if self._md5 is not None:
             if self._size <= MD5_MAX_BYTES:
@@ -67,6 +88,7 @@ class FileSink:
         self._hash = hashlib.sha256()
         self._md5 = hashlib.md5(usedforsecurity=False)
         self._size = 0
+        self._start_parts()
 
     @property
     def size(self) -> int:
@@ -76,11 +98,51 @@ class FileSink:
         from common.interfaces.base_module import FetchedFile
 
         self._fh.close()
+        part_sha256 = None
+        if self._parts is not None and self._parts_of is not None:
+            if self._part_left < self._parts_of.part_size:  # the last, shorter part
+                self._parts.append(self._part.hexdigest())
+            part_sha256 = tuple(self._parts)
         return FetchedFile(
             path=self.path, name=self.name, source_uri=self.source_uri,
             size=self._size, sha256=self._hash.hexdigest(), identity=self.identity,
             md5=self._md5.hexdigest() if self._md5 is not None else None,
+            part_size=self._parts_of.part_size if part_sha256 is not None and self._parts_of else None,
+            part_sha256=part_sha256,
         )
+
+    # -- part digests ------------------------------------------------------------
+
+    def _start_parts(self) -> None:
+        self._parts: list[str] | None = None  # None: not hashing parts (yet)
+        self._part = hashlib.sha256()
+        self._part_left = self._parts_of.part_size if self._parts_of else 0
+
+    def _catch_up(self) -> None:
+        """Start part hashing: hash the ``self._size`` bytes already on disk, part by part."""
+        self._parts = []
+        self._fh.flush()
+        with open(self.path, "rb") as fh:
+            remaining = self._size
+            while remaining:
+                block = fh.read(min(1 << 20, remaining))
+                if not block:  # cannot happen: the bytes were just written and flushed
+                    raise OSError(f"{self.path} is shorter than the {self._size} bytes written")
+                self._hash_parts(block)
+                remaining -= len(block)
+
+    def _hash_parts(self, data: bytes) -> None:
+        assert self._parts is not None and self._parts_of is not None
+        view = memoryview(data)
+        while view:
+            take = min(len(view), self._part_left)
+            self._part.update(view[:take])
+            self._part_left -= take
+            view = view[take:]
+            if self._part_left == 0:
+                self._parts.append(self._part.hexdigest())
+                self._part = hashlib.sha256()
+                self._part_left = self._parts_of.part_size
 
     def abort(self) -> None:
         self._fh.close()

@@ -41,7 +41,7 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -141,8 +141,14 @@ class MultipartUploader:
     # ------------------------------------------------------------------ one upload
 
     def upload(self, bucket: str, key: str, path: Path, size: int, sha256: str, retry: RetryPolicy,
-               stop: threading.Event | None, extra: dict[str, Any]) -> None:
+               stop: threading.Event | None, extra: dict[str, Any], part_sha256: Sequence[str] | None = None) -> None:
         """Upload ``path`` (``size`` bytes, ``sha256``) to ``key`` in parts, resuming an earlier attempt.
+
+        ``part_sha256`` (hex, one per part of :func:`part_size_for`, streamed by the FileSink
+        while the file was fetched) spares the pass that reads and hashes the file before
+        its parts go: with ``checksum: sha256`` each is sent as its part's checksum, so the
+        store itself refuses a part whose bytes changed on disk since. Otherwise (another
+        checksum, or digests for another part size) the parts are hashed here.
 
         Raises :class:`UploadStopped` (aborted), :class:`LocalFileChanged` or another
         :class:`UploadError` (transient ones keep the upload resumable).
@@ -155,8 +161,10 @@ class MultipartUploader:
             state = self._resume(bucket, key, sha256, size, part_size, retry)
             if state is None:
                 state = self._create(bucket, key, sha256, size, part_size, retry, extra)
+            streamed = (tuple(part_sha256) if part_sha256 is not None and self.checksum == "sha256"
+                        and len(part_sha256) == state.part_count else None)
             try:
-                self._send_parts(state, path, retry, stop)
+                self._send_parts(state, path, retry, stop, streamed)
                 self._complete(state, retry)
             except UploadStopped:
                 log.info("multipart_stopped", key=key, upload_id=state.upload_id, parts_done=len(state.parts),
@@ -215,19 +223,26 @@ class MultipartUploader:
             Bucket=state.bucket, Key=state.key, UploadId=state.upload_id)
         return {p["PartNumber"]: (p["ETag"].strip('"'), p["Size"]) for page in pages for p in page.get("Parts", [])}
 
-    def _send_parts(self, state: UploadState, path: Path, retry: RetryPolicy, stop: threading.Event | None) -> None:
-        """Read the file in order, hashing it whole and per part; send each part not already done."""
+    def _send_parts(self, state: UploadState, path: Path, retry: RetryPolicy, stop: threading.Event | None,
+                    streamed: tuple[str, ...] | None = None) -> None:
+        """Send each part not already done, in order; its SHA-256 from ``streamed`` or, without
+        it, from reading the file here (hashing it whole too, to catch a file that changed)."""
         whole = hashlib.sha256()
         done = dict(state.parts)
         lock = threading.Lock()
         errors: list[BaseException] = []
         pending: list[Future[None]] = []
-        with open(path, "rb") as fh:
+        grew = False
+        with contextlib.nullcontext() if streamed else open(path, "rb") as fh:
             try:
                 for number in range(1, state.part_count + 1):
                     if errors or (stop is not None and stop.is_set()):
                         break
-                    part_sha, checksum = self._hash_part(fh, state.part_length(number), whole, path, state.key)
+                    if streamed:
+                        part_sha = streamed[number - 1]
+                        checksum: str | None = base64.b64encode(bytes.fromhex(part_sha)).decode()
+                    else:
+                        part_sha, checksum = self._hash_part(fh, state.part_length(number), whole, path, state.key)
                     record = done.get(number)
                     if record is not None and record.sha256 == part_sha:
                         continue
@@ -238,7 +253,8 @@ class MultipartUploader:
                     except BaseException:
                         self.slots.release()
                         raise
-                grew = fh.read(1) != b""
+                if not streamed:
+                    grew = fh.read(1) != b""
             finally:
                 wait(pending)
         if errors:
@@ -250,7 +266,7 @@ class MultipartUploader:
         if len(state.parts) < state.part_count:
             raise UploadStopped(f"stopped: upload of {state.key} aborted ({len(state.parts)} of "
                                 f"{state.part_count} parts)", key=state.key, parts_done=len(state.parts))
-        if grew or whole.hexdigest() != state.sha256:
+        if not streamed and (grew or whole.hexdigest() != state.sha256):
             raise LocalFileChanged(f"{path.name} changed: its SHA-256 is no longer {state.sha256[:12]}...",
                                    key=state.key)
 

@@ -50,7 +50,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from common.config_model import DestinationConfig
 from common.exceptions import TransientUploadError
 from common.key_index import ABSENT, Existing, KeyIndex
-from common.multipart_state import StateStore
+from common.multipart_state import StateStore, part_size_for
 from common.multipart_upload import MultipartUploader, upload_error
 from common.retry import RetryPolicy
 from common.s3_client import new_s3_client
@@ -121,11 +121,14 @@ class S3Uploader:
 
     def put_file(self, bucket: str, key: str, path: Path, size: int, sha256: str, retry: RetryPolicy,
                  content_type: str | None = None, stop: threading.Event | None = None,
-                 md5: str | None = None) -> UploadOutcome:
+                 md5: str | None = None, part_size: int | None = None,
+                 part_sha256: tuple[str, ...] | None = None) -> UploadOutcome:
         """Upload ``path`` to ``key`` unless an identical object is there; verify it.
 
         ``md5`` (hex, streamed by the FileSink; computed here when None and the file goes
-        in one PUT) is what a single-part object's ETag is compared with. ``stop`` (default
+        in one PUT) is what a single-part object's ETag is compared with. ``part_sha256``
+        (hex digests of ``part_size`` parts, streamed by the FileSink) spare a multipart
+        upload its own hashing pass when ``part_size`` is the one it uses. ``stop`` (default
         ``retry.stop``, the run's stop event) ends a multipart upload after its parts in
         flight: then :class:`~common.multipart_upload.UploadStopped` is raised.
         """
@@ -144,8 +147,10 @@ class S3Uploader:
                                         lambda: self._put_small(bucket, key, path, sha256, extra), md5)
                 verified = _echoes(answer, sha256, md5)
             else:
+                usable = part_size is not None and part_size == part_size_for(size, self.multipart.chunksize)
                 self.multipart.upload(bucket, key, path, size, sha256, retry,
-                                      stop if stop is not None else retry.stop, extra)
+                                      stop if stop is not None else retry.stop, extra,
+                                      part_sha256=part_sha256 if usable else None)
                 verified = False
         except BaseException as exc:  # what the key holds now is not known
             self.index.forget(bucket, key)

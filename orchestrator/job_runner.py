@@ -22,8 +22,9 @@ from typing import Any
 
 import structlog
 
-from common.config_model import JobSpec, ServiceConfig
+from common.config_model import DestinationConfig, JobSpec, ServiceConfig
 from common.exceptions import ModuleSystemError, is_transient
+from common.file_sink import PartHashing
 from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, Unchanged
 from common.logger import JobLogRouter, job_log_name
 from common.manifest import FILE_STATUSES, ManifestEntry, load_landed, manifest_key, public_source
@@ -35,6 +36,8 @@ from common.s3_uploader import UploaderPool
 from common.secret import redact
 from common.validators import validators_for
 from orchestrator.run_stats import JobStatus, RunStats
+
+MiB = 1024 * 1024
 
 log = structlog.get_logger(__name__)
 
@@ -198,6 +201,7 @@ class JobRunner:
             timeout_s=self.service.timeout_s, stop=self.run.stop, max_file_bytes=self.service.max_file_bytes,
             previous={uri: entry.identity for uri, entry in self.previous.items()},
             pacer=pacer.wait if (pacer := self.run.pacer_for(self.service)) else None,
+            parts=_part_hashing(self.service.destination),
         )
         module = cls(source, ctx)
         files: Iterator[FetchedFile | FetchFailed | Unchanged] = iter(())
@@ -243,7 +247,8 @@ class JobRunner:
             errors_doc = {"source_uri": file.source_uri, "sha256": file.sha256,
                           "errors": [p.to_dict() for p in problems]}
             try:
-                self.uploader.put_file(bucket, key, file.path, file.size, file.sha256, self.retry, md5=file.md5)
+                self.uploader.put_file(bucket, key, file.path, file.size, file.sha256, self.retry, md5=file.md5,
+                                       part_size=file.part_size, part_sha256=file.part_sha256)
                 self.uploader.put_json(bucket, key + ".errors.json", errors_doc, self.retry)
                 entry = ManifestEntry(file.source_uri, key, file.size, file.sha256, "rejected",
                                       tuple(problems), file.identity)
@@ -254,7 +259,7 @@ class JobRunner:
             key = self.prefix + file.name
             try:
                 outcome = self.uploader.put_file(bucket, key, file.path, file.size, file.sha256, self.retry,
-                                                 md5=file.md5)
+                                                 md5=file.md5, part_size=file.part_size, part_sha256=file.part_sha256)
                 entry = ManifestEntry(file.source_uri, key, file.size, file.sha256, outcome.status, (), file.identity)
                 log.debug("file_done", uri=file.source_uri, key=key, status=outcome.status, bytes=file.size)
             except ModuleSystemError as exc:
@@ -294,6 +299,14 @@ class JobRunner:
             self.uploader.put_json(self.service.destination.bucket, key, document, self.retry, skip_same=False)
         except ModuleSystemError as exc:
             log.error("manifest_failed", key=key, error=_one_line(exc))
+
+
+def _part_hashing(destination: DestinationConfig) -> PartHashing | None:
+    """With SHA-256 part checksums, sinks stream the part digests of files that go in parts."""
+    if destination.checksum != "sha256":
+        return None
+    return PartHashing(part_size=destination.multipart_chunksize_mb * MiB,
+                       from_bytes=destination.multipart_threshold_mb * MiB)
 
 
 def job_log_path(run: RunContext, job: JobSpec, service: ServiceConfig) -> Path:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
-from common.file_sink import FileSink
+from common.file_sink import FileSink, PartHashing
 from common.problems import Problem
 
 if TYPE_CHECKING:
@@ -63,6 +63,11 @@ class FetchedFile:
     md5: str | None = None
     """Hex MD5 of the content when known (FileSink streams it for files up to 8 MiB): lets the
     uploader check a single-part upload by its ETag instead of a HEAD. None: computed when needed."""
+    part_size: int | None = None
+    part_sha256: tuple[str, ...] | None = None
+    """Hex SHA-256 of each ``part_size`` part, streamed by the FileSink for files that will go in
+    a multipart upload (``JobContext.parts``): the uploader sends them as the parts' checksums
+    without reading the file once more. None: the uploader hashes the parts itself."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,9 @@ class JobContext:
     """Source identities (by source URI) from the last manifest when ``incremental`` is on."""
     pacer: Callable[[], None] | None = None
     """Blocks until the service's ``rate_limit`` allows one more request; None: no limit."""
+    parts: PartHashing | None = None
+    """Per-part SHA-256s the sinks stream for large files (set by the runner when the
+    destination sends SHA-256 part checksums); None: none."""
 
     def new_file(self, workdir: Path, name: str, source_uri: str,
                  identity: Mapping[str, str] | None = None) -> FileSink:
@@ -126,7 +134,7 @@ class JobContext:
 
         Writing past ``max_file_bytes`` raises :class:`~common.file_sink.FileTooLarge`.
         """
-        return FileSink(workdir, name, source_uri, identity or {}, max_bytes=self.max_file_bytes)
+        return FileSink(workdir, name, source_uri, identity or {}, max_bytes=self.max_file_bytes, parts=self.parts)
 
     def unchanged(self, source_uri: str, identity: Mapping[str, str]) -> bool:
         """Whether the file at ``source_uri`` is the one the last run recorded.

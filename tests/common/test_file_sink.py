@@ -35,3 +35,35 @@ def test_md5_is_dropped_past_the_limit_and_restarts_with_the_file(tmp_path: Path
         sink.write(b"z" * 4)
         fetched = sink.finish()
     assert fetched.md5 == hashlib.md5(b"zzzz").hexdigest() and fetched.size == 4
+
+
+def parts_of(data: bytes, size: int) -> tuple[str, ...]:
+    return tuple(hashlib.sha256(data[i:i + size]).hexdigest() for i in range(0, len(data), size))
+
+
+@pytest.mark.parametrize("total", [99, 100, 101, 250, 300, 1000])
+@pytest.mark.parametrize("chunk", [1, 7, 64, 100, 333])
+def test_part_digests_are_streamed_once_the_file_reaches_the_threshold(tmp_path: Path, total: int,
+                                                                        chunk: int) -> None:
+    data = bytes(range(256)) * 4
+    data = data[:total]
+    parts = file_sink.PartHashing(part_size=50, from_bytes=100)
+    with FileSink(tmp_path, "big.bin", "ftp://h/big.bin", {}, parts=parts) as sink:
+        for start in range(0, total, chunk):
+            sink.write(data[start:start + chunk])
+        fetched = sink.finish()
+    assert fetched.sha256 == hashlib.sha256(data).hexdigest()
+    if total < 100:  # below the threshold: a single PUT, no part digests
+        assert fetched.part_sha256 is None and fetched.part_size is None
+    else:
+        assert fetched.part_size == 50 and fetched.part_sha256 == parts_of(data, 50)
+
+
+def test_part_digests_start_over_with_the_file(tmp_path: Path) -> None:
+    parts = file_sink.PartHashing(part_size=4, from_bytes=8)
+    with FileSink(tmp_path, "big.bin", "ftp://h/big.bin", {}, parts=parts) as sink:
+        sink.write(b"stale bytes here")
+        sink.reset()  # a download restarted from byte 0
+        sink.write(b"0123456789")
+        fetched = sink.finish()
+    assert fetched.part_sha256 == parts_of(b"0123456789", 4)

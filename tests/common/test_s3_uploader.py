@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 from collections import Counter
@@ -207,3 +208,36 @@ def test_bodies_are_hashed_for_the_signature_only_without_a_sha256_checksum(
             assert payload == "UNSIGNED-PAYLOAD" and request.headers["x-amz-checksum-sha256"]
         else:
             assert len(payload) == 64 and int(payload, 16) >= 0  # the body's own SHA-256, signed
+
+
+def test_multipart_upload_sends_the_part_digests_streamed_while_fetching(s3_server, s3, bucket: str,  # noqa: ANN001
+                                                                        tmp_path: Path) -> None:
+    """The FileSink's part digests become the parts' checksums as they are: the file is not
+    read and hashed once more. Digests for another part size are not used."""
+    from common.file_sink import FileSink, PartHashing
+
+    data = os.urandom((12 << 20) + 3)
+    with FileSink(tmp_path, "big.bin", "ftp://h/big.bin", {}, parts=PartHashing(5 << 20, 5 << 20)) as sink:
+        for start in range(0, len(data), 1 << 20):
+            sink.write(data[start:start + (1 << 20)])
+        fetched = sink.finish()
+    assert fetched.part_sha256 is not None and len(fetched.part_sha256) == 3
+
+    def sent_checksums(part_size: int, digests: tuple[str, ...], key: str) -> list[str]:
+        with S3Proxy(s3_server.url) as proxy:
+            uploader = S3Uploader(destination(proxy.url, bucket, multipart_threshold_mb=5, multipart_chunksize_mb=5),
+                                  timeout_s=30, pool_size=2)
+            outcome = uploader.put_file(bucket, key, fetched.path, fetched.size, fetched.sha256, RETRY,
+                                        part_size=part_size, part_sha256=digests)
+            uploader.close()
+        assert outcome.status == "uploaded"
+        assert hashlib.sha256(s3.get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest() == fetched.sha256
+        parts = sorted(proxy.of("UploadPart"), key=lambda r: r.part_number or 0)
+        return [base64.b64decode(r.headers["x-amz-checksum-sha256"]).hex() for r in parts]
+
+    assert sent_checksums(5 << 20, fetched.part_sha256, "streamed.bin") == list(fetched.part_sha256)
+    stand_ins = tuple(hashlib.sha256(str(n).encode()).hexdigest() for n in range(3))
+    # digests of 4 MiB parts do not fit 5 MiB parts: the uploader hashes the file itself
+    assert sent_checksums(4 << 20, stand_ins, "hashed.bin") == list(fetched.part_sha256)
+    # and given digests are used as they are (moto does not check part checksums, a store does)
+    assert sent_checksums(5 << 20, stand_ins, "as-given.bin") == list(stand_ins)
