@@ -15,6 +15,7 @@ import pytest
 
 from common.config_model import DestinationConfig
 from common.exceptions import TransientUploadError, UploadError, is_transient
+from common.multipart_state import PartRecord, StateStore, UploadState
 from common.multipart_upload import LocalFileChanged, UploadStopped
 from common.retry import RetryPolicy
 from common.s3_uploader import S3Uploader
@@ -313,3 +314,12 @@ def test_checksum_modes_complete_and_leave_nothing(s3, bucket: str, proxy: S3Pro
     assert part_numbers(proxy) == [1, 2, 3]
     assert "-3" in s3.head_object(Bucket=bucket, Key="f.bin")["ETag"]
     assert_landed(s3, bucket, "f.bin", digest, tmp_path / "uploads")
+
+
+def test_upload_state_round_trips_through_its_file(tmp_path: Path) -> None:
+    state = UploadState("b", "in/big.csv", "ab" * 32, 100, 50, "upload-1", 1700000000.5,
+                        {2: PartRecord('"e2"', 50, "cd" * 32, None), 1: PartRecord('"e1"', 50, "ef" * 32, "QUJD")})
+    store = StateStore(tmp_path)
+    store.save(state)
+    assert store.states() == [state]
+    assert [p.name for p in tmp_path.iterdir()] == [store.name_of(state)]  # no temp file left behind
