@@ -8,13 +8,15 @@
 
 Starts the S3 server (moto) and the FTP server (pyftpdlib) of ``module_system.testing``,
 each in a process of its own; builds the datasets once under ``--workdir`` (see
-:mod:`bench.datasets`); then, ``--repeat`` times, interleaved, for each dataset: the
+:mod:`bench.datasets`); byte-compiles the packages and runs one unrecorded warm-up transfer
+per dataset; then, ``--repeat`` times, interleaved, for each dataset: the
 module_system CLI, ``rclone copy`` and the raw probe, each into a fresh bucket, each
 checked (every file landed with its size). After each first module_system run of A it
 runs the same batch again on the same bucket (``skipped_same``) and once more with
 ``incremental: true`` (``skipped_unchanged``). Then N jobs of a no-op module measure
 the framework's cost per job. Prints medians and ratios, the targets, and writes every
-sample to ``<workdir>/results/last.json``. See bench/README.md.
+sample to ``<workdir>/results/last.json``; a target is met when every repeat meets it.
+See bench/README.md.
 """
 
 from __future__ import annotations
