@@ -8,9 +8,9 @@ per request is most of the client's CPU:
 
 * **Its User-Agent is** ``module_system/<version> Python/<version>``, set through
   ``Config(user_agent=...)`` (boto3 appends ``Botocore/<version>``): the store's access
-  logs show which tool called, as they show ``rclone/v1.60`` for rclone. Botocore's default header is rebuilt from
-  about 30 components twice per request (~0.15 ms each time); a configured one is
-  a constant.
+  logs show which tool called, as they show ``rclone/v1.60`` for rclone. Botocore
+  rebuilds its default header from about 30 components twice per request (~0.15 ms
+  each time); a configured one is a constant.
 * **Endpoint rules are evaluated once per bucket, not once per key.** S3's endpoint
   ruleset declares ``Key``, ``Prefix`` and ``CopySource`` as parameters but no rule
   reads them (botocore 1.43); since botocore passes them to the provider anyway, its
