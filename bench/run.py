@@ -8,8 +8,8 @@
 
 Starts the S3 server (moto) and the FTP server (pyftpdlib) of ``module_system.testing``,
 each in a process of its own; builds the datasets once under ``--workdir`` (see
-:mod:`bench.datasets`); byte-compiles the packages and runs one unrecorded warm-up transfer
-per dataset; then, ``--repeat`` times, interleaved, for each dataset: the
+:mod:`bench.datasets`); byte-compiles the packages; then for each dataset, after one
+unrecorded warm-up transfer, ``--repeat`` times, interleaved: the
 module_system CLI, ``rclone copy`` and the raw probe, each into a fresh bucket, each
 checked (every file landed with its size). After each first module_system run of A it
 runs the same batch again on the same bucket (``skipped_same``) and once more with
@@ -141,30 +141,31 @@ class Bench:
                     self.args.repeat)
         self.servers.reset()
 
-    def warm_up(self) -> None:
-        """One unrecorded raw-probe transfer of each dataset before the measured ones.
+    def warm_up(self, name: str) -> None:
+        """One unrecorded raw-probe transfer of dataset ``name`` before its measured ones.
 
-        A server's first transfer of a dataset pays for growing its memory (moto holds the
-        uploaded objects and parts in the server process: on B the first run's S3 server
-        used ~10.7 CPU-s against 7.3-7.9 in the next ones). Without a warm-up that cost
-        lands on whichever client happens to go first in the first repeat.
+        A server's first transfer of a dataset after other work pays for growing its memory
+        again (moto holds the uploaded objects and parts in the server process): in runs
+        that went repeat by repeat through A, B and C, the first B transfer of every repeat
+        cost the S3 server 8.8-11.2 CPU-s against 7.4-9.0 for the other two, whichever
+        client it was. So each dataset's repeats run back to back after one warm-up.
         """
-        for name, data in self.sets.items():
-            bucket = self.bucket(name, "warmup", 0)
-            result = run_raw_probe(self.workdir / "runs", self.servers, data, bucket, self.args.max_workers,
-                                   f"{name}-warmup")
-            print(f"  warm-up {name}: {result.wall_s:.2f} s (raw probe, not recorded)", flush=True)
-            self.servers.reset()
+        data = self.sets[name]
+        bucket = self.bucket(name, "warmup", 0)
+        result = run_raw_probe(self.workdir / "runs", self.servers, data, bucket, self.args.max_workers,
+                               f"{name}-warmup")
+        print(f"  warm-up {name}: {result.wall_s:.2f} s (raw probe, not recorded)", flush=True)
+        self.servers.reset()
 
     def transfers(self) -> None:
         clients = [c for c in CLIENTS if c != "rclone" or self.rclone is not None]
         if self.args.experiments:
             clients += list(EXPERIMENTS)
-        if self.args.repeat:
-            self.warm_up()
-        for repeat in range(self.args.repeat):
-            order = clients[repeat % len(clients):] + clients[:repeat % len(clients)]  # no client always first
-            for name in self.sets:
+        for name in self.sets:
+            if self.args.repeat:
+                self.warm_up(name)
+            for repeat in range(self.args.repeat):
+                order = clients[repeat % len(clients):] + clients[:repeat % len(clients)]  # no client always first
                 for client in order:
                     getattr(self, f"run_{client}")(name, repeat)
 

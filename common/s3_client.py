@@ -18,7 +18,8 @@ per request is most of the client's CPU:
   :func:`drop_unread_endpoint_params` removes from the client's resolver the parameters
   that the ruleset, read from botocore's own data, never mentions. A botocore whose
   rules do read one keeps it: the check is made against the rules it ships, once per
-  process.
+  process. botocore 1.44 does the same for S3 itself (``S3_UNREFERENCED_PARAMS``); with
+  it this step finds nothing left to drop.
 """
 
 from __future__ import annotations

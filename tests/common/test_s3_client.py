@@ -108,7 +108,10 @@ def test_rules_are_evaluated_once_per_bucket_not_once_per_key() -> None:
         for bucket in ("one-bucket", "another-bucket"):
             for number in range(20):
                 built_request(client, "put_object", Bucket=bucket, Key=f"k/{number}.csv", Body=b"x")
-    assert evaluations == {"plain": 40, "ours": 2}
+    assert evaluations["ours"] == 2
+    # botocore >= 1.44 leaves these parameters out for S3 by itself (S3_UNREFERENCED_PARAMS);
+    # an older one evaluates the rules for every key
+    assert evaluations["plain"] in (2, 40)
 
 
 def test_a_user_agent_of_our_own_unless_the_config_names_one() -> None:
