@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from bench.clients import (
     run_raw_probe,
 )
 from bench.hotspots import print_summary
-from bench.measure import Sample, Servers, tail, to_sample, verify_landing
+from bench.measure import ProcessResult, Sample, Servers, tail, to_sample, verify_landing
 from bench.overhead import run_manifest_probe, run_noop
 from bench.report import evaluate_targets, print_table, summarise, write_results
 from bench.servers import REPO
@@ -121,23 +122,22 @@ class Bench:
 
     def run_rclone(self, name: str, repeat: int) -> None:
         assert self.rclone is not None
-        data, bucket = self.sets[name], self.bucket(name, "rclone", repeat)
-        result = self.rclone.run(data, bucket, f"{name}-rclone-{repeat}")
-        ok, note = verify_landing(self.s3, bucket, "", data.by_basename())
-        if result.exit_code != 0:
-            ok, note = False, note + f"; exit {result.exit_code}: {tail(result.log, 400)!r}"
-        self.record(to_sample(result, name, "rclone", repeat, len(data.sizes), data.total_bytes, ok, note),
-                    self.args.repeat)
-        self.servers.reset()
+        rclone = self.rclone
+        self._run_reference(name, repeat, "rclone", lambda data, bucket, label: rclone.run(data, bucket, label))
 
     def run_raw(self, name: str, repeat: int) -> None:
-        data, bucket = self.sets[name], self.bucket(name, "raw", repeat)
-        result = run_raw_probe(self.workdir / "runs", self.servers, data, bucket, self.args.max_workers,
-                               f"{name}-raw-{repeat}")
+        self._run_reference(name, repeat, "raw", lambda data, bucket, label: run_raw_probe(
+            self.workdir / "runs", self.servers, data, bucket, self.args.max_workers, label))
+
+    def _run_reference(self, name: str, repeat: int, client: str,
+                       run: Callable[[ds.Dataset, str, str], ProcessResult]) -> None:
+        """One run of a reference client (rclone, the raw probe) into a fresh bucket, checked and recorded."""
+        data, bucket = self.sets[name], self.bucket(name, client, repeat)
+        result = run(data, bucket, f"{name}-{client}-{repeat}")
         ok, note = verify_landing(self.s3, bucket, "", data.by_basename())
         if result.exit_code != 0:
             ok, note = False, note + f"; exit {result.exit_code}: {tail(result.log, 400)!r}"
-        self.record(to_sample(result, name, "raw", repeat, len(data.sizes), data.total_bytes, ok, note),
+        self.record(to_sample(result, name, client, repeat, len(data.sizes), data.total_bytes, ok, note),
                     self.args.repeat)
         self.servers.reset()
 
