@@ -8,6 +8,7 @@ naming the file, the service or job, and the key, and exits 2; nothing runs.
 from __future__ import annotations
 
 import gc
+import math
 import os
 import signal
 import sys
@@ -27,6 +28,7 @@ from common.plugins import default_catalog
 from orchestrator.console import ProgressDisplay, print_summary
 from orchestrator.exit_codes import ExitCode
 from orchestrator.job_executor import BatchRun, RunOptions
+from orchestrator.output_paths import check_writable_dir, check_writable_file
 from orchestrator.run_report import build_report, write_failed_jobs, write_json
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -98,9 +100,12 @@ def run_batch(batch_file: Path, registry_file: Path | None = None, max_workers: 
     """Everything ``run`` does, as a function (the demo and tests call it too). Raises ConfigError."""
     if max_workers < 1:
         raise ConfigError(f"--max-workers must be at least 1, not {max_workers}")
-    if monitor_duration < 0:
-        raise ConfigError(f"--monitor-duration must be 0 or more, not {monitor_duration}")
+    if not math.isfinite(monitor_duration) or monitor_duration < 0:
+        raise ConfigError(f"--monitor-duration must be a finite number of seconds, 0 or more, not {monitor_duration}")
     registry, batch = _load(registry_file, batch_file)
+    if report is not None:
+        check_writable_file(report, "--report")
+    check_writable_dir(log_dir, "--log-dir")
     fmt = log_format or ("console" if sys.stdout.isatty() else "json")
     router = configure_logging(log_dir, fmt)
     temp_dir = Path("temp")
