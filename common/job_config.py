@@ -48,7 +48,7 @@ from common.secret import Secret
 if TYPE_CHECKING:
     import jsonschema
 
-__all__ = ["load_batch", "load_registry", "merge", "resolve_source"]
+__all__ = ["batch_registry", "load_batch", "load_registry", "merge", "read_batch", "resolve_source"]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 _BATCH_SCHEMA: dict[str, Any] = {
@@ -57,6 +57,9 @@ _BATCH_SCHEMA: dict[str, Any] = {
     "required": ["jobs"],
     "properties": {
         "description": {"type": "string", "description": "Free text for people; not used by the run."},
+        "registry": {"type": "string", "minLength": 1,
+                     "description": "The registry these jobs run against (relative to the batch file), used when "
+                                    "`--registry` is not given; failed-jobs files record their run's registry here."},
         "jobs": {"type": "array", "minItems": 1, "items": {"type": "object"}, "description": "The jobs to run."},
     },
 }
@@ -249,13 +252,27 @@ def _secret(value: Any) -> Secret | None:
 # --------------------------------------------------------------------------- batch
 
 
-def load_batch(path: str | os.PathLike[str], registry: Registry, catalog: ModuleCatalog | None = None) -> Batch:
-    """Parse and completely validate the batch at ``path`` against ``registry``."""
+def read_batch(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The batch document at ``path``, parsed and checked at its top level (not its jobs)."""
+    raw = load_json_file(Path(path), "batch", {"jobs": "job"})
+    _check(raw, _BATCH_SCHEMA, _BATCH_SCHEMA, _Where(str(path)), "")
+    return raw  # type: ignore[no-any-return]
+
+
+def batch_registry(path: str | os.PathLike[str], document: Mapping[str, Any]) -> Path | None:
+    """The registry the batch ``document`` (read from ``path``) names, relative to its file; or None."""
+    named = document.get("registry")
+    return Path(path).parent / named if named else None
+
+
+def load_batch(path: str | os.PathLike[str], registry: Registry, catalog: ModuleCatalog | None = None,
+               document: dict[str, Any] | None = None) -> Batch:
+    """Parse and completely validate the batch at ``path`` against ``registry``
+    (``document``: the batch already read by :func:`read_batch`, not read again)."""
     path = Path(path)
     catalog = catalog or default_catalog()
-    raw = load_json_file(path, "batch", {"jobs": "job"})
+    raw = read_batch(path) if document is None else document
     where = _Where(str(path))
-    _check(raw, _BATCH_SCHEMA, _BATCH_SCHEMA, where, "")
     seen: dict[str, int] = {}
     jobs = []
     for index, job in enumerate(raw["jobs"]):

@@ -22,14 +22,15 @@ import click
 
 from common.config_model import Batch, Registry
 from common.exceptions import ConfigError
-from common.job_config import load_batch, load_registry
+from common.job_config import batch_registry, load_batch, load_registry, read_batch
 from common.logger import configure_logging
 from common.plugins import default_catalog
+from common.terminal_text import printable
 from orchestrator.console import ProgressDisplay, print_summary
 from orchestrator.exit_codes import ExitCode
 from orchestrator.job_executor import BatchRun, RunOptions
 from orchestrator.output_paths import check_writable_dir, check_writable_file
-from orchestrator.run_report import build_report, write_failed_jobs, write_json
+from orchestrator.run_report import build_report, rerun_args, write_failed_jobs, write_json
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,9 +50,11 @@ def _batch_option(fn: F) -> F:
 
 
 def _load(registry_file: Path | None, batch_file: Path) -> tuple[Registry, Batch]:
-    """Both files parsed and validated, or ConfigError."""
-    registry = load_registry(registry_file or Path(_default_registry()))
-    return registry, load_batch(batch_file, registry)
+    """Both files parsed and validated, or ConfigError. The registry: ``--registry``, else the
+    one the batch names (a failed-jobs file names its run's), else the default."""
+    document = read_batch(batch_file)
+    registry = load_registry(registry_file or batch_registry(batch_file, document) or Path(_default_registry()))
+    return registry, load_batch(batch_file, registry, document=document)
 
 
 def _config_errors_exit_2(fn: F) -> F:
@@ -61,7 +64,7 @@ def _config_errors_exit_2(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ConfigError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {printable(str(exc))}", err=True)
             sys.exit(ExitCode.USAGE)
 
     wrapper.__name__ = fn.__name__
@@ -115,10 +118,11 @@ def run_batch(batch_file: Path, registry_file: Path | None = None, max_workers: 
     with _stop_on_signals(run):
         outcome = run.execute(display)
     display.close(outcome.stats)
-    failed_file = write_failed_jobs(outcome, batch, temp_dir)
+    failed_file = write_failed_jobs(outcome, batch, temp_dir, registry.path)
     if report is not None:
         write_json(report, build_report(outcome, batch, failed_file))
-    print_summary(outcome.results, fmt, failed_file, report)
+    rerun = rerun_args(failed_file, registry.path, Path(_default_registry())) if failed_file else None
+    print_summary(outcome.results, fmt, failed_file, report, rerun_args=rerun)
     return outcome.exit_code
 
 
@@ -170,8 +174,8 @@ def run_command(**kwargs: Any) -> None:
 def validate_command(batch_file: Path, registry_file: Path | None) -> None:
     """Check the registry and the batch; run nothing."""
     registry, batch = _load(registry_file, batch_file)
-    click.echo(f"ok: {registry.path}: {len(registry.services)} service(s); "
-               f"{batch.path}: {len(batch.jobs)} job(s)")
+    click.echo(printable(f"ok: {registry.path}: {len(registry.services)} service(s); "
+                         f"{batch.path}: {len(batch.jobs)} job(s)"))
 
 
 @main.command("modules")
@@ -184,7 +188,7 @@ def modules_command() -> None:
         if info.error:
             broken = True
             line += f"  UNAVAILABLE: {info.error}"
-        click.echo(line)
+        click.echo(printable(line))
     sys.exit(ExitCode.JOBS_FAILED if broken else ExitCode.OK)
 
 
