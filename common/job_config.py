@@ -1,6 +1,7 @@
 """The configuration edge: the registry (YAML) and the batch (JSON) in, frozen objects out.
 
-This module alone sees raw YAML/JSON. It interpolates ``${VAR}`` / ``${VAR:-default}``,
+This module alone sees raw YAML/JSON, read through :mod:`common.config_loader` (UTF-8 only,
+no duplicate keys, bounded depth and YAML alias expansion). It interpolates ``${VAR}`` / ``${VAR:-default}``,
 validates against the shipped ``schemas/registry.schema.json`` plus each module's
 ``source_schema``, fills every default from those schemas, wraps ``x-secret`` strings in
 :class:`~common.secret.Secret`, loads and checks JSON Schema files, and builds
