@@ -42,7 +42,10 @@ def build_report(outcome: RunOutcome, batch: Batch, failed_jobs_file: Path | Non
 
 
 def write_failed_jobs(outcome: RunOutcome, batch: Batch, temp_dir: Path) -> Path | None:
-    """``temp/failed_jobs_<run_id>.json`` with every job that did not succeed, or None."""
+    """``<temp_dir>/failed_jobs_<run_id>.json`` with every job that did not succeed, or None.
+
+    ``temp_dir`` is the run's state directory (``--state-dir``).
+    """
     redo = {r.job_id for r in outcome.results if r.status != "succeeded"}
     if not redo:
         return None
