@@ -381,7 +381,7 @@ def _batch_section() -> str:
         + "\n\nEach entry of `jobs`:\n\n" + _table(schema_rows(_JOB_SCHEMA)) + "\n\n" + "\n".join(_schema_notes(_JOB_SCHEMA))
         + "\n\nA duplicate `job_id` or a `service_id` the registry does not define is an error\n"
         "naming the job; so is malformed JSON. The failed-jobs file a run writes\n"
-        "(`temp/failed_jobs_<run_id>.json`) is a batch file of this format."
+        "(`failed_jobs_<run_id>.json` in the `--state-dir`, `temp` by default) is a batch file of this format."
     )
 
 
