@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from common.file_lock import FileLock
 from common.multipart_state import StateStore, UploadState
 from module_system.s3_proxy import ProxyRequest, S3Proxy
 from tests.e2e.helpers import Project, list_keys, write_big_file
@@ -89,6 +90,41 @@ def test_two_runs_at_once_in_one_directory_both_succeed(project: Project, s3, s3
     state = project.root / "temp"
     assert list((state / "work").iterdir()) == [], "each run removed its own work dir and lock"
     assert list((state / "uploads").iterdir()) == [], "no state or lock file left"
+    events = [e for _, err in outputs for e in ("multipart_created", "multipart_waiting_for_other_run",
+                                                "multipart_landed_by_other_run", "file_skipped_same") if f'"{e}"' in err]
+    big = [r["jobs"][0]["files"] for r in reports]
+    print(f"\ntwo runs at once: {len(expected)} files each, both exit 0; per run uploaded/skipped_same "
+          f"{[(f['uploaded'], f['skipped_same']) for f in big]}; events seen: {sorted(set(events))}")
+
+
+def test_a_run_waits_for_an_upload_another_run_holds_and_sends_nothing_it_landed(
+        project: Project, s3, bucket: str, proxy: S3Proxy, tmp_path: Path) -> None:  # noqa: ANN001
+    folder = tmp_path / "source"
+    folder.mkdir()
+    digest = write_big_file(folder / "big.bin", 10)
+    key = "data/localdir/files/validated/big.bin"
+    registry = localdir_registry(project, bucket, proxy.url, folder)
+    batch = project.write_batch([{"job_id": "files_1", "service_id": "files"}])
+    state = project.root / "temp"
+    other_run = FileLock(StateStore(state / "uploads").key_lock(bucket, key).path)  # as another run holds it
+    assert other_run.try_acquire()
+    run = start(project, project.root, "--batch-file", str(batch), "--registry", str(registry),
+                "--report", "report.json")
+    job_log = state / "logs" / "files_1_files_localdir.log"
+    deadline = time.monotonic() + 60
+    while run.poll() is None and time.monotonic() < deadline and not (
+            job_log.exists() and "multipart_waiting_for_other_run" in job_log.read_text()):
+        time.sleep(0.02)
+    assert run.poll() is None, run.communicate()[1][-2000:]
+    # the other run lands the file, then lets go
+    s3.put_object(Bucket=bucket, Key=key, Body=(folder / "big.bin").read_bytes(), Metadata={"sha256": digest})
+    other_run.release(unlink=True)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 0, err[-2000:]
+    assert project.report()["jobs"][0]["files"]["skipped_same"] == 1
+    assert not [r for r in proxy.requests if r.key == key and r.operation in (
+        "CreateMultipartUpload", "UploadPart", "PutObject")], "nothing sent for a file the other run landed"
+    assert list((state / "uploads").iterdir()) == []
 
 
 def test_a_run_cleans_up_the_work_dir_of_a_killed_run(project: Project, s3_server, bucket: str,  # noqa: ANN001
