@@ -199,7 +199,7 @@ class S3Uploader:
             self._swept.add(bucket)
             try:
                 aborted = self.multipart.sweep(bucket, retry)
-            except (ClientError, BotoCoreError) as exc:
+            except (ClientError, BotoCoreError, OSError) as exc:  # OSError: a lock file of the state dir
                 log.warning("multipart_sweep_failed", bucket=bucket, error=str(upload_error("sweep", exc, "")))
             else:
                 if aborted:
