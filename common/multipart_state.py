@@ -114,6 +114,10 @@ class StateStore:
             for tmp in directory.glob(".*.tmp"):  # half-written by a process that was killed
                 if not _alive(tmp):
                     tmp.unlink(missing_ok=True)
+            for path in directory.glob("*.lock"):  # a killed process's: no one holds it, nothing to keep
+                lock = FileLock(path)
+                if lock.try_acquire():
+                    lock.release(unlink=True)
 
     @staticmethod
     def name(bucket: str, key: str, sha256: str, size: int, part_size: int) -> str:
