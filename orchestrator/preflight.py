@@ -139,16 +139,21 @@ def _reason(exc: BaseException, retry: RetryPolicy) -> str:
 
 
 def _clean_up(client: Any, bucket: str, upload_id: str, retried: bool, retry: RetryPolicy) -> None:
-    """Abort the probe's upload; after a retried create, any other upload at the probe key too."""
-    ids = {upload_id}
+    """Abort the probe's upload; after a retried create, any other upload at the probe key too
+    (another run's probe aborted meanwhile is gone already: ``NoSuchUpload`` is fine)."""
     try:
+        ids = {upload_id}
         if retried:
             listed = retry.call(client.list_multipart_uploads, Bucket=bucket, Prefix=PROBE_KEY,
                                 what=f"list write checks {bucket}")
             ids.update(u["UploadId"] for u in listed.get("Uploads", []) if u["Key"] == PROBE_KEY)
         for upload in sorted(ids):
-            retry.call(client.abort_multipart_upload, Bucket=bucket, Key=PROBE_KEY, UploadId=upload,
-                       what=f"abort write check {bucket}")
+            try:
+                retry.call(client.abort_multipart_upload, Bucket=bucket, Key=PROBE_KEY, UploadId=upload,
+                           what=f"abort write check {bucket}")
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                    raise
     except (ClientError, BotoCoreError, OSError) as exc:  # writable all the same; the bucket's lifecycle rule ends it
         code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else type(exc).__name__
         log.warning("write_check_not_aborted", bucket=bucket, key=PROBE_KEY, error=code)

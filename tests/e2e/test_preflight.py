@@ -211,3 +211,25 @@ def test_a_job_does_not_point_at_a_manifest_that_could_not_be_written(project: P
     assert job["error"] == ("1 file(s) failed (not fetched or not uploaded); the manifest could not be written "
                             "either: write of _manifests/sales/sales_1.json failed: SlowDown")
     assert list_keys(s3, bucket) == []
+
+
+def test_a_write_check_whose_answer_was_lost_leaves_no_upload_behind(project: Project, s3, bucket: str,  # noqa: ANN001
+                                                                    proxy: S3Proxy, folder: Path) -> None:
+    lost: list[ProxyRequest] = []
+
+    def lose_first_check(request: ProxyRequest) -> str | None:  # created, but the answer never arrives
+        if request.operation == "CreateMultipartUpload" and request.key == PROBE_KEY and not lost:
+            lost.append(request)
+            return "reset_after"
+        return None
+
+    proxy.fault = lose_first_check
+    registry(project, {"sales": (bucket, proxy.url)}, folder)
+    batch = project.write_batch([{"job_id": "sales_1", "service_id": "sales"}])
+    result = project.run("--batch-file", str(batch))
+    assert result.returncode == 0, result.stderr[-2000:]
+    checks = [r for r in proxy.requests if PROBE_KEY in (r.key, r.params.get("prefix"))]
+    assert [r.operation for r in checks] == ["CreateMultipartUpload", "CreateMultipartUpload",
+                                             "ListMultipartUploads", "AbortMultipartUpload", "AbortMultipartUpload"]
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == [], "the lost one is aborted too"
+    assert list_keys(s3, bucket) == ["_manifests/sales/sales_1.json", "data/localdir/sales/validated/one.csv"]
