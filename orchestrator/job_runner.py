@@ -38,6 +38,7 @@ from common.validators import validators_for
 from orchestrator.run_stats import JobStatus, RunStats
 
 MiB = 1024 * 1024
+_SEE_MANIFEST = "; see the manifest"
 
 log = structlog.get_logger(__name__)
 
@@ -142,7 +143,7 @@ class JobRunner:
             failed = sum(1 for e in self.entries.values() if e.status == "failed")
             status = "succeeded" if failed == 0 else "failed"
             if failed:
-                error = f"{failed} file(s) failed (not fetched or not uploaded); see the manifest"
+                error = f"{failed} file(s) failed (not fetched or not uploaded){_SEE_MANIFEST}"
         except _Stopped:
             status = self.run.stopped_status()
             error = "stopped: " + ("monitor duration reached" if status == "timed_out" else "run interrupted")
@@ -151,7 +152,9 @@ class JobRunner:
             if not isinstance(exc, ModuleSystemError):
                 log.error("job_crashed", error=error, exc_info=True)
         finished = _now()
-        self._write_manifest(status, started, finished, source_used, error)
+        unwritten = self._write_manifest(status, started, finished, source_used, error)
+        if unwritten is not None and error is not None and error.endswith(_SEE_MANIFEST):  # there is none to see
+            error = error.removesuffix(_SEE_MANIFEST) + f"; the manifest could not be written either: {unwritten}"
         self.run.stats.job_moved("running", status)
         counts = {s: 0 for s in FILE_STATUSES}
         for entry in self.entries.values():
@@ -286,7 +289,8 @@ class JobRunner:
                              (Problem(_one_line(exc)),), file.identity)
 
     def _write_manifest(self, status: str, started: str, finished: str, source_used: str | int | None,
-                        error: str | None) -> None:
+                        error: str | None) -> str | None:
+        """Write the job's manifest; returns None, or why it could not be written."""
         source_index = 0 if source_used in (None, "primary") else int(source_used) + 1
         document = {
             "run_id": self.run.run_id, "job_id": self.job.job_id, "service_id": self.service.service_id,
@@ -299,6 +303,8 @@ class JobRunner:
             self.uploader.put_json(self.service.destination.bucket, key, document, self.retry, skip_same=False)
         except ModuleSystemError as exc:
             log.error("manifest_failed", key=key, error=_one_line(exc))
+            return _one_line(exc)
+        return None
 
 
 def _part_hashing(destination: DestinationConfig) -> PartHashing | None:

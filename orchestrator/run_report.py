@@ -43,7 +43,7 @@ def build_report(outcome: RunOutcome, batch: Batch, failed_jobs_file: Path | Non
 
 
 def write_failed_jobs(outcome: RunOutcome, batch: Batch, temp_dir: Path, registry: Path | None = None) -> Path | None:
-    """``temp/failed_jobs_<run_id>.json`` with every job that did not succeed, or None.
+    """``<temp_dir>/failed_jobs_<run_id>.json`` (``temp_dir`` is the run's ``--state-dir``) with every job that did not succeed, or None.
 
     ``registry`` (the run's) is recorded as an absolute path under the batch key
     ``registry``, so that the file re-runs its jobs against the same services from any
