@@ -6,7 +6,8 @@ the :class:`Owner` (job, source attempt, source URI). The first claim wins. A cl
 granted again to the same owner, and to a later attempt of the same job (a job-level retry
 or a fallback source replaces the attempt before it). It is refused to another job, and to
 another source URI of the same attempt: then that file is not written and is recorded
-``failed`` with the reason :meth:`KeyClaims.claim` returns, naming the other owner.
+``failed`` with the reason :meth:`KeyClaims.claim` returns, naming the other owner. A key
+longer than S3 allows is refused the same way.
 
 So within a run no key is written for two sources, and no manifest claims a key another
 one claims. Names are already made distinct (``common/safe_names.key_name``), so a refusal
@@ -53,14 +54,14 @@ class KeyClaims:
             if size > MAX_KEY_BYTES:
                 return f"key {key[:60]}... is {size} bytes, over the {MAX_KEY_BYTES} an S3 key may have"
         with self._lock:
-            for key in keys:
-                held = self._owners.get((bucket, key))
-                if held is not None and not _may_take(held, owner):
-                    break
-            else:
+            conflict = next(((key, held) for key in keys
+                             if (held := self._owners.get((bucket, key))) is not None and not _may_take(held, owner)),
+                            None)
+            if conflict is None:
                 for key in keys:
                     self._owners[(bucket, key)] = owner
                 return None
+        key, held = conflict
         if held.job_id != owner.job_id:
             return (f"key {key} is already written in this run by job {held.job_id} (from {held.source_uri}); "
                     f"give each job its own destination.prefix, e.g. with {{job_id}}")

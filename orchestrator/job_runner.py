@@ -288,7 +288,7 @@ class JobRunner:
                 entry = self._failed(file, exc)
         if entry.status != "failed":
             stale = (valid_key,) if problems else (rejected_key, rejected_key + ERRORS_SUFFIX)
-            entry = self._remove_stale(entry, stale)
+            entry = self._remove_stale(entry, tuple(k for k in stale if k not in keys))  # one prefix for both
         self._record(entry, file.size)
 
     def _remove_stale(self, entry: ManifestEntry, keys: tuple[str, ...]) -> ManifestEntry:

@@ -317,3 +317,16 @@ def test_a_fallback_that_delivers_everything_is_the_jobs_result(project: Project
         assert list_keys(s3, bucket, "data/") == ["data/scripted/query/validated/a.csv",
                                                   "data/scripted/query/validated/b.csv",
                                                   "data/scripted/query/validated/old.csv"]
+
+
+def test_one_prefix_for_valid_and_rejected_files_keeps_the_file_just_landed(project: Project, s3,  # noqa: ANN001
+                                                                           bucket: str, source: str) -> None:
+    s3_registry(project, bucket, {"drop": s3_service(source, "in/", validate={"json_schema": "schema.json"},
+                                                     destination={"prefix": "all/", "rejected_prefix": "all/"})})
+    batch = project.write_batch([{"job_id": "j1", "service_id": "drop"}])
+    for data, code, keys in ((b'{"id": "x"}', 1, ["all/r.json", "all/r.json.errors.json"]),
+                             (b'{"id": 1}', 0, ["all/r.json"])):
+        put_all(s3, source, {"in/r.json": data})
+        result = project.run("--batch-file", str(batch))
+        assert result.returncode == code, result.stderr
+        assert list_keys(s3, bucket, "all/") == keys and body(s3, bucket, "all/r.json") == data
