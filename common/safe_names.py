@@ -20,8 +20,9 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
+from dataclasses import dataclass
 
-__all__ = ["DIGEST_CHARS", "ERRORS_SUFFIX", "key_name", "safe_relative_name"]
+__all__ = ["DIGEST_CHARS", "ERRORS_SUFFIX", "FileKeys", "file_keys", "key_name", "safe_relative_name"]
 
 #: The suffix of the errors document beside a rejected file; no data key ends with it.
 ERRORS_SUFFIX = ".errors.json"
@@ -70,3 +71,29 @@ def key_name(name: str) -> str:
     digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:DIGEST_CHARS]
     marked = f"{stem}~{digest}{ext}"
     return f"{folder}/{marked}" if folder else marked
+
+
+@dataclass(frozen=True)
+class FileKeys:
+    """The keys of one file: where it lands, what it writes, what it makes stale."""
+
+    key: str
+    """Where the file lands."""
+    writes: tuple[str, ...]
+    """Every key written for it: the file, and for a rejected one its errors document."""
+    stale: tuple[str, ...]
+    """Its copies under the other prefix, removed once it landed: the valid copy of a rejected
+    file, or the rejected copy and errors document of a valid one."""
+
+
+def file_keys(name: str, prefix: str, rejected_prefix: str, rejected: bool) -> FileKeys:
+    """The keys of the file ``name`` under the destination's prefixes (docs/KEYS.md).
+
+    Raises ValueError when the name has no usable path segment.
+    """
+    suffix = key_name(name)
+    valid, bad = prefix + suffix, rejected_prefix + suffix
+    writes = (bad, bad + ERRORS_SUFFIX) if rejected else (valid,)
+    stale = (valid,) if rejected else (bad, bad + ERRORS_SUFFIX)
+    # With one prefix for both, the file's own key is never stale.
+    return FileKeys(writes[0], writes, tuple(k for k in stale if k not in writes))

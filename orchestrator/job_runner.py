@@ -39,7 +39,7 @@ from common.problems import Problem
 from common.rate_limit import RatePacer
 from common.retry import RetryPolicy
 from common.s3_uploader import UploaderPool
-from common.safe_names import ERRORS_SUFFIX, key_name
+from common.safe_names import ERRORS_SUFFIX, file_keys
 from common.secret import redact
 from common.validators import validators_for
 from orchestrator.job_entries import JobEntries
@@ -254,18 +254,16 @@ class JobRunner:
             problems = [Problem(f"validator failed: {_one_line(exc)}")]
         bucket = self.service.destination.bucket
         try:
-            name = key_name(file.name)
+            keys = file_keys(file.name, self.prefix, self.rejected_prefix, rejected=bool(problems))
         except ValueError as exc:
             self._record(self._refused(file, str(exc)), file.size)
             return
-        valid_key, rejected_key = self.prefix + name, self.rejected_prefix + name
-        keys = (rejected_key, rejected_key + ERRORS_SUFFIX) if problems else (valid_key,)
-        refused = self.run.claims.claim(bucket, keys, self._owner(file.source_uri))
+        refused = self.run.claims.claim(bucket, keys.writes, self._owner(file.source_uri))
         if refused is not None:
             self._record(self._refused(file, refused), file.size)
             return
         if problems:
-            key = rejected_key
+            key = keys.key
             errors_doc = {"source_uri": file.source_uri, "sha256": file.sha256,
                           "errors": [p.to_dict() for p in problems]}
             try:
@@ -278,7 +276,7 @@ class JobRunner:
             except ModuleSystemError as exc:
                 entry = self._failed(file, exc)
         else:
-            key = valid_key
+            key = keys.key
             try:
                 outcome = self.uploader.put_file(bucket, key, file.path, file.size, file.sha256, self.retry,
                                                  md5=file.md5, part_size=file.part_size, part_sha256=file.part_sha256)
@@ -287,8 +285,7 @@ class JobRunner:
             except ModuleSystemError as exc:
                 entry = self._failed(file, exc)
         if entry.status != "failed":
-            stale = (valid_key,) if problems else (rejected_key, rejected_key + ERRORS_SUFFIX)
-            entry = self._remove_stale(entry, tuple(k for k in stale if k not in keys))  # one prefix for both
+            entry = self._remove_stale(entry, keys.stale)
         self._record(entry, file.size)
 
     def _remove_stale(self, entry: ManifestEntry, keys: tuple[str, ...]) -> ManifestEntry:

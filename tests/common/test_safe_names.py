@@ -69,3 +69,15 @@ def test_unpaired_surrogates_are_replaced_and_marked() -> None:
     key = key_name(raw)
     assert key.startswith("caf_~") and key.endswith(".csv")
     key.encode("utf-8")  # a valid key
+
+
+def test_file_keys_of_a_valid_and_a_rejected_file() -> None:
+    from common.safe_names import file_keys
+
+    valid = file_keys("a/b.csv", "v/", "r/", rejected=False)
+    assert (valid.key, valid.writes, valid.stale) == ("v/a/b.csv", ("v/a/b.csv",), ("r/a/b.csv", "r/a/b.csv.errors.json"))
+    bad = file_keys("a/b.csv", "v/", "r/", rejected=True)
+    assert (bad.key, bad.writes, bad.stale) == ("r/a/b.csv", ("r/a/b.csv", "r/a/b.csv.errors.json"), ("v/a/b.csv",))
+    same = file_keys("b.csv", "all/", "all/", rejected=False)
+    assert same.stale == ("all/b.csv.errors.json",), "one prefix for both: the file's own key is never stale"
+    assert file_keys("b.csv", "all/", "all/", rejected=True).stale == ()
