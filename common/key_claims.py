@@ -63,9 +63,9 @@ class KeyClaims:
                 return None
         key, held = conflict
         if held.job_id != owner.job_id:
-            return (f"key {key} is already written in this run by job {held.job_id} (from {held.source_uri}); "
+            return (f"key {key} is already used in this run by job {held.job_id} (from {held.source_uri}); "
                     f"give each job its own destination.prefix, e.g. with {{job_id}}")
-        return f"key {key} is already written in this run from {held.source_uri}"
+        return f"key {key} is already used in this run by {held.source_uri}"
 
     def owner(self, bucket: str, key: str) -> Owner | None:
         with self._lock:
