@@ -29,7 +29,7 @@ __all__ = ["MAX_KEY_BYTES", "KeyClaims", "Owner"]
 MAX_KEY_BYTES = 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Owner:
     job_id: str
     attempt: int
