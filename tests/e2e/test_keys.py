@@ -229,8 +229,9 @@ def test_validated_holds_only_the_last_valid_version_of_each_source(project: Pro
 def test_long_and_nested_names_fail_alone(project: Project, s3, bucket: str, source: str) -> None:  # noqa: ANN001
     long_segment = "in/" + "s" * 300 + ".txt"
     too_long = "in/" + "/".join(["L" * 199] * 5) + ".txt"  # 1,006 bytes: fine at the source, not under the prefix
+    blank = "in/ "  # no usable segment once made safe
     objects = {long_segment: b"long", "in/m": b"a file", "in/m/x.txt": b"below it", too_long: b"x",
-               "in/ok.txt": b"ok"}
+               "in/ok.txt": b"ok", blank: b"blank"}
     put_all(s3, source, objects)
     s3_registry(project, bucket, {"drop": s3_service(source, "in/")})
     batch = project.write_batch([{"job_id": "j1", "service_id": "drop"}])
@@ -240,11 +241,13 @@ def test_long_and_nested_names_fail_alone(project: Project, s3, bucket: str, sou
         files = by_uri(manifest(s3, bucket, "drop", "j1"))
         failed = files.pop(f"s3://{source}/{too_long}")
         assert failed["status"] == "failed" and "over the 1024 an S3 key may have" in failed["errors"][0]["message"]
+        failed = files.pop(f"s3://{source}/{blank}")
+        assert failed["status"] == "failed" and "no usable path segment" in failed["errors"][0]["message"]
         assert {f["status"] for f in files.values()} == {expected} and len(files) == 4
         for uri, entry in files.items():
             assert body(s3, bucket, entry["key"]) == objects[uri.split("/", 3)[3]]
         assert {f["key"] for f in files.values()} == {"data/s3/drop/validated/" + k[3:] for k in objects
-                                                      if k != too_long}
+                                                      if k not in (too_long, blank)}
 
 
 # ---------------------------------------------------------------------- items 20 and 16: a scripted plugin
