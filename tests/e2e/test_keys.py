@@ -104,7 +104,8 @@ def test_names_that_sanitise_alike_land_under_distinct_stable_keys(project: Proj
 
 def test_a_source_file_cannot_shadow_an_errors_document(project: Project, s3, bucket: str,  # noqa: ANN001
                                                         source: str) -> None:
-    put_all(s3, source, {"in/a.json": b'{"id": "one"}', "in/a.json.errors.json": b'{"id": 7}'})
+    put_all(s3, source, {"in/a.json": b'{"id": "one"}', "in/a.json.errors.json": b'{"id": 7}',
+                         "in/b.json ": b'{"id": "two"}'})  # checked as JSON: its name ends in spaces
     s3_registry(project, bucket, {"drop": s3_service(source, "in/", validate={"json_schema": "schema.json"})})
     batch = project.write_batch([{"job_id": "j1", "service_id": "drop"}])
     for run in range(2):
@@ -116,7 +117,8 @@ def test_a_source_file_cannot_shadow_an_errors_document(project: Project, s3, bu
         assert shadow.startswith("data/s3/drop/validated/a.json.errors~") and not shadow.endswith(".errors.json")
         assert body(s3, bucket, shadow) == b'{"id": 7}'
         files = by_uri(manifest(s3, bucket, "drop", "j1"))
-        expected = ["rejected", "uploaded"] if run == 0 else ["rejected", "skipped_same"]
+        assert files[f"s3://{source}/in/b.json "]["key"] == "data/s3/drop/rejected/" + key_name("b.json ")
+        expected = ["rejected", "rejected", "uploaded" if run == 0 else "skipped_same"]
         assert sorted(f["status"] for f in files.values()) == expected
 
 
