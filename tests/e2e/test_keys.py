@@ -156,8 +156,8 @@ def test_ftp_names_differing_in_a_leading_space_land_apart(project: Project, s3,
 
 
 @pytest.mark.parametrize("incremental", [False, True])
-def test_a_second_job_cannot_overwrite_the_key_of_another(project: Project, s3, bucket: str, source: str,  # noqa: ANN001
-                                                          incremental: bool) -> None:
+def test_a_second_job_cannot_overwrite_the_key_of_another(project: Project, s3, bucket: str,  # noqa: ANN001
+                                                          source: str, incremental: bool) -> None:
     put_all(s3, source, {"east/sales.csv": b"id\n1\n", "west/sales.csv": b"id\n2\n", "west/only.csv": b"id\n3\n"})
     s3_registry(project, bucket, {"sales": s3_service(source, "east/", incremental=incremental)})
     batch = project.write_batch([{"job_id": "east", "service_id": "sales"},
@@ -297,13 +297,15 @@ def test_a_duplicate_source_uri_is_failed_and_every_landed_object_is_listed(proj
 
 
 @pytest.mark.usefixtures("scripted")
-def test_a_fallback_that_delivers_everything_is_the_jobs_result(project: Project, s3, bucket: str) -> None:  # noqa: ANN001
+def test_a_fallback_that_delivers_everything_is_the_jobs_result(project: Project, s3,  # noqa: ANN001
+                                                                bucket: str) -> None:
     primary = [{"name": "a.csv", "uri": "db://primary/a", "body": "id\n1\n"},
                {"name": "old.csv", "uri": "db://primary/old", "body": "id\n0\n"},
                {"name": "b.csv", "uri": "db://primary/b", "fail": True}]
     mirror = [{"name": "a.csv", "uri": "db://mirror/a", "body": "id\n1\n"},
               {"name": "b.csv", "uri": "db://mirror/b", "body": "id\n2\n"}]
-    scripted_registry(project, bucket, {"files": primary, "then_fail": True}, fallback=[{"files": mirror, "then_fail": False}])
+    scripted_registry(project, bucket, {"files": primary, "then_fail": True},
+                      fallback=[{"files": mirror, "then_fail": False}])
     batch = project.write_batch([{"job_id": "j1", "service_id": "query"}])
     for expected in ("uploaded", "skipped_same"):
         result = project.run("--batch-file", str(batch), "--report", "report.json")
