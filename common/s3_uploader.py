@@ -216,6 +216,32 @@ class S3Uploader:
         except BotoCoreError as exc:
             raise upload_error(f"cannot check {key}", exc, key) from exc
 
+    def delete_owned(self, bucket: str, key: str, retry: RetryPolicy) -> bool:
+        """Delete the object at ``key`` if it is one of ours (it carries ``sha256`` metadata).
+
+        For stale copies (docs/KEYS.md). Returns whether an object was deleted; an object
+        without our metadata is left alone (someone else's). The folder listing answers
+        most keys without a request; a HEAD only when it holds or may hold the key.
+        """
+        if self.index.lookup(bucket, key, retry) is ABSENT:
+            return False
+        head = retry.call(self._head, bucket, key, what=f"head {key}")
+        if head is None:
+            return False
+        if "sha256" not in head.get("Metadata", {}):
+            log.warning("stale_copy_not_ours", key=key)
+            return False
+
+        def delete() -> None:
+            try:
+                self.client.delete_object(Bucket=bucket, Key=key)
+            except (ClientError, BotoCoreError) as exc:
+                raise upload_error(f"delete of {key} failed", exc, key) from exc
+
+        retry.call(delete, what=f"delete {key}")
+        self.index.discard(bucket, key)
+        return True
+
     # ----------------------------------------------------------------- small objects
 
     def put_json(self, bucket: str, key: str, document: Any, retry: RetryPolicy, skip_same: bool = True) -> str:

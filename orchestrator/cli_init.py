@@ -112,11 +112,11 @@ def run_batch(batch_file: Path, registry_file: Path | None = None, max_workers: 
     if not math.isfinite(monitor_duration) or monitor_duration < 0:
         raise ConfigError(f"--monitor-duration must be a finite number of seconds, 0 or more, not {monitor_duration}")
     registry, batch = _load(registry_file, batch_file)
-    check_state_dir(state_dir)
-    log_dir = log_dir if log_dir is not None else state_dir / "logs"
     if report is not None:
         check_writable_file(report, "--report")
+    log_dir = log_dir if log_dir is not None else state_dir / "logs"
     check_writable_dir(log_dir, "--log-dir")
+    check_state_dir(state_dir)
     fmt = log_format or ("console" if sys.stdout.isatty() else "json")
     router = configure_logging(log_dir, fmt)
     try:
