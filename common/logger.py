@@ -12,7 +12,9 @@ in ``console`` format shows warnings and errors only, since the live display own
 with every value made printable (:func:`terminal_safe`: a file name's escape sequences
 are shown, not obeyed); JSON lines escape control characters by themselves.
 Every known secret value is scrubbed from every record (:func:`common.secret.redact`),
-and tracebacks are rendered without frame locals.
+and so is every credential inside a URL that a string field quotes (user info passwords,
+``?token=``-like query values: :func:`common.secret.redact_url`); tracebacks are rendered
+without frame locals.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 
-from common.secret import known_secrets
+from common.secret import MASK, known_secrets, redact_url
 from common.terminal_text import printable
 
 __all__ = ["EXECUTOR_LOG", "JobLogRouter", "configure_logging", "job_log_name"]
@@ -42,11 +44,11 @@ def job_log_name(job_id: str, service_id: str, module: str) -> str:
 
 
 def redact_secrets(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    """structlog processor: replace every known secret value in string fields."""
+    """structlog processor: replace every known secret value, and every credential inside
+    a URL, in string fields."""
     secrets = known_secrets()
-    if secrets:
-        for key, value in event_dict.items():
-            event_dict[key] = _scrub(value, secrets)
+    for key, value in event_dict.items():
+        event_dict[key] = _scrub(value, secrets)
     return event_dict
 
 
@@ -54,8 +56,8 @@ def _scrub(value: Any, secrets: frozenset[str]) -> Any:
     if isinstance(value, str):
         for secret in secrets:
             if secret in value:
-                value = value.replace(secret, "***")
-        return value
+                value = value.replace(secret, MASK)
+        return redact_url(value)
     if isinstance(value, dict):
         return {k: _scrub(v, secrets) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

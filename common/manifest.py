@@ -1,8 +1,9 @@
 """Per-job manifests: what a job saw and what became of each file.
 
 Written to ``_manifests/{service_id}/{job_id}.json`` in the destination bucket at the
-end of every job, whatever its status. Holds no credentials: source URIs are built by
-modules without them, and the source section is summarised without secret keys.
+end of every job, whatever its status. Holds no credentials: source URIs reach the framework
+with the secrets inside URLs masked (:func:`common.secret.redact_url`), and the source
+section is summarised without secret keys (:func:`public_source`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from common.problems import Problem
-from common.secret import Secret
+from common.secret import MASK, Secret, is_sensitive_name, redact_url
 
 FileStatus = Literal["uploaded", "skipped_same", "skipped_unchanged", "rejected", "failed"]
 FILE_STATUSES: tuple[FileStatus, ...] = ("uploaded", "skipped_same", "skipped_unchanged", "rejected", "failed")
@@ -64,7 +65,13 @@ def load_landed(client: Any, bucket: str, key: str) -> dict[str, ManifestEntry]:
 
 
 def public_source(source: Mapping[str, Any]) -> dict[str, Any]:
-    """The source section without secret values, for manifests and reports."""
+    """The source section without secret values, for manifests and reports.
+
+    ``x-secret`` values (:class:`Secret`) are left out; a plain value under a key named
+    like a credential (``query: {api_key: ...}``, ``headers: {X-Api-Key: ...}``) becomes
+    ``***``; every string has the credentials inside URLs masked (``base_url`` with
+    ``user:pw@`` or ``?token=``).
+    """
     out: dict[str, Any] = {}
     for key, value in source.items():
         if isinstance(value, Secret):
@@ -72,7 +79,15 @@ def public_source(source: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(value, Mapping):
             out[key] = public_source(value)
         elif isinstance(value, tuple):
-            out[key] = [public_source(v) if isinstance(v, Mapping) else v for v in value if not isinstance(v, Secret)]
+            out[key] = [_public_value(v) for v in value if not isinstance(v, Secret)]
+        elif is_sensitive_name(str(key)) and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            out[key] = MASK
         else:
-            out[key] = value
+            out[key] = _public_value(value)
     return out
+
+
+def _public_value(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return public_source(value)
+    return redact_url(value) if isinstance(value, str) else value

@@ -4,12 +4,26 @@ Registry strings whose schema says ``"x-secret": true`` (passwords, tokens, keys
 held as :class:`Secret`. ``str()``/``repr()`` give ``'***'``; only :meth:`Secret.reveal`
 hands the value to the library that needs it. Every revealed value is also remembered
 so that the log redaction processor can scrub it from any record that quotes it.
+
+Secrets inside URLs are not registered anywhere (a ``base_url`` with ``?api_key=...``
+is a plain string), so they are recognised by their place instead
+(:func:`redact_url`, applied by :func:`redact` to any text):
+
+* user info: ``scheme://user:pw@host`` becomes ``scheme://user:***@host``, and
+  ``scheme://token@host`` (a token as the user name) becomes ``scheme://***@host``;
+* query (or ``;``) parameters whose name is in :data:`SENSITIVE_NAMES` (compared in lower
+  case, ``-`` read as ``_``, one leading ``x_`` ignored): ``?token=abc&x=1`` becomes
+  ``?token=***&x=1``. Names are matched exactly, not as substrings, so pagination
+  parameters such as ``page_token`` or ``cursor`` are kept (their values differ per page
+  and keep the pages' source URIs apart).
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
+from urllib.parse import unquote_plus
 
 _known: set[str] = set()
 _lock = threading.Lock()
@@ -56,9 +70,55 @@ def known_secrets() -> frozenset[str]:
         return frozenset(_known)
 
 
+#: Query parameter (and mapping key / header) names whose values are credentials; see the
+#: module docstring for how a name is compared.
+SENSITIVE_NAMES = frozenset({
+    "token", "access_token", "refresh_token", "id_token", "auth_token", "api_token", "oauth_token",
+    "private_token", "bearer", "jwt", "auth", "authorization", "api_key", "apikey", "key", "access_key",
+    "secret_key", "secret", "client_secret", "app_secret", "password", "passwd", "pwd", "pass",
+    "signature", "sig", "session_id", "sessionid", "credential", "credentials",
+    "amz_signature", "amz_credential", "amz_security_token", "goog_signature", "goog_credential",
+    "cookie",
+})
+MASK = "***"
+
+_QUERY_PARAM = re.compile(r"([?&;])([^=&;#?\s\"'<>]+)=([^&;#\s\"'<>]*)")
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/?#@\s\"'<>]+)@")
+
+
+def is_sensitive_name(name: str) -> bool:
+    """Whether a query parameter, header or mapping key named ``name`` holds a credential."""
+    normal = unquote_plus(name).strip().lower().replace("-", "_")
+    return normal in SENSITIVE_NAMES or (normal.startswith("x_") and normal[2:] in SENSITIVE_NAMES)
+
+
+def _mask_param(match: re.Match[str]) -> str:
+    sep, name, value = match.groups()
+    if not value or value == MASK or not is_sensitive_name(name):
+        return match.group(0)
+    return f"{sep}{name}={MASK}"
+
+
+def _mask_userinfo(match: re.Match[str]) -> str:
+    scheme, info = match.groups()
+    user, colon, _ = info.partition(":")
+    return f"{scheme}{user}:{MASK}@" if colon else f"{scheme}{MASK}@"
+
+
+def redact_url(text: str) -> str:
+    """``text`` (a URL, or any text quoting URLs) with the credentials inside URLs masked:
+    user info passwords and the values of :data:`SENSITIVE_NAMES` query parameters."""
+    if "=" in text:
+        text = _QUERY_PARAM.sub(_mask_param, text)
+    if "@" in text:
+        text = _USERINFO.sub(_mask_userinfo, text)
+    return text
+
+
 def redact(text: str) -> str:
-    """``text`` with every known secret value replaced by ``***``."""
+    """``text`` with every known secret value replaced by ``***``, and every credential
+    inside a URL masked (:func:`redact_url`)."""
     for value in known_secrets():
         if value in text:
-            text = text.replace(value, "***")
-    return text
+            text = text.replace(value, MASK)
+    return redact_url(text)

@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from common.manifest import LANDED
+from common.secret import redact
 from common.terminal_text import printable
 from orchestrator.job_runner import JobResult
 from orchestrator.run_stats import StatsSnapshot
@@ -102,7 +103,7 @@ def print_summary(results: Sequence[JobResult], fmt: str, failed_jobs_file: Path
     for r in results:
         f = _summary_fields(r)
         table.add_row(*map(_text, (r.job_id, r.service_id, r.status, str(f["files_ok"]), str(f["files_rejected"]),
-                                   str(f["files_failed"]), human_bytes(r.bytes), f"{r.seconds:.2f}", r.error or "")))
+                                   str(f["files_failed"]), human_bytes(r.bytes), f"{r.seconds:.2f}", f["error"] or "")))
     console.print(table)
     if failed_jobs_file:
         console.print(_text(f"Failed jobs written to {failed_jobs_file} (re-run with {rerun})"), soft_wrap=True)
@@ -120,7 +121,7 @@ def _summary_fields(r: JobResult) -> dict[str, Any]:
         "job_id": r.job_id, "service_id": r.service_id, "status": r.status,
         "files_ok": sum(r.files.get(status, 0) for status in LANDED),
         "files_rejected": r.files.get("rejected", 0), "files_failed": r.files.get("failed", 0),
-        "bytes": r.bytes, "seconds": round(r.seconds, 3), "error": r.error,
+        "bytes": r.bytes, "seconds": round(r.seconds, 3), "error": redact(r.error) if r.error else r.error,
     }
 
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from common.file_sink import FileSink, PartHashing
 from common.problems import Problem
+from common.secret import redact, redact_url
 
 if TYPE_CHECKING:
     from common.retry import RetryPolicy
@@ -71,6 +72,9 @@ class FetchedFile:
     a multipart upload (``JobContext.parts``): the uploader sends them as the parts' checksums
     without reading the file once more. None: the uploader hashes the parts itself."""
 
+    def __post_init__(self) -> None:
+        _redact_uri(self)
+
 
 @dataclass(frozen=True)
 class FetchFailed:
@@ -87,6 +91,10 @@ class FetchFailed:
     """One line: why it could not be read (no secrets)."""
     status: Literal["failed", "rejected"] = "failed"
 
+    def __post_init__(self) -> None:
+        _redact_uri(self)
+        object.__setattr__(self, "error", redact(self.error))
+
 
 @dataclass(frozen=True)
 class Unchanged:
@@ -97,6 +105,36 @@ class Unchanged:
     name: str
     source_uri: str
     identity: Mapping[str, str]
+
+    def __post_init__(self) -> None:
+        _redact_uri(self)
+
+
+def _redact_uri(item: FetchedFile | FetchFailed | Unchanged) -> None:
+    """The root of URL secret redaction: whatever a module put in ``source_uri``, the framework
+    (manifest, logs, report, incremental lookups) only ever sees it with the credentials inside
+    it masked (:func:`common.secret.redact_url`: user info passwords, ``?token=``-like values)."""
+    object.__setattr__(item, "source_uri", redact_url(item.source_uri))
+
+
+class _PreviousByUri(Mapping[str, Mapping[str, str]]):
+    """The last manifest's identities, looked up by a source URI with or without its URL
+    secrets: the manifest recorded the redacted form, a module may ask with the real one."""
+
+    def __init__(self, entries: Mapping[str, Mapping[str, str]]) -> None:
+        self._entries = entries
+
+    def __getitem__(self, uri: str) -> Mapping[str, str]:
+        return self._entries[redact_url(uri)]
+
+    def __contains__(self, uri: object) -> bool:
+        return isinstance(uri, str) and redact_url(uri) in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 class Validators(Protocol):
@@ -129,6 +167,10 @@ class JobContext:
     parts: PartHashing | None = None
     """Per-part SHA-256s the sinks stream for large files (set by the runner when the
     destination sends SHA-256 part checksums); None: none."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.previous, _PreviousByUri):
+            object.__setattr__(self, "previous", _PreviousByUri(self.previous))
 
     def new_file(self, workdir: Path, name: str, source_uri: str,
                  identity: Mapping[str, str] | None = None) -> FileSink:

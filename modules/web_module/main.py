@@ -9,7 +9,9 @@ values), ``verify_tls``. The job's ``timeout_s`` is the connect and read timeout
 The crawl is breadth first and in document order, so it is the same on every run. Each
 URL is requested at most once per job and only if it is http(s), on an allowed host and
 allowed by ``robots.txt`` (when ``obey_robots``); redirects are followed by hand, each
-``Location`` checked the same way. Pages are streamed into the job's workdir through the
+``Location`` checked the same way and by :class:`~modules.redirect_policy.RedirectPolicy`
+(never from https to http, never to a link-local or metadata address). The secret
+``headers`` go only to the origins (scheme, host, port) of the start URLs. Pages are streamed into the job's workdir through the
 per-host gate of :mod:`modules.web_module.politeness`; only HTML (``text/html``,
 ``application/xhtml+xml``) up to ``max_page_bytes`` is kept, the rest is skipped and
 logged. With ``extract``, a JSON record of the fields follows each page as its own file.
@@ -51,6 +53,7 @@ from common.file_sink import FileTooLarge
 from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig, Unchanged
 from common.secret import reveal
 from modules.http_headers import conditional_headers, version_identity
+from modules.redirect_policy import MAX_REDIRECTS, RedirectPolicy
 from modules.web_module.config import SOURCE_SCHEMA
 from modules.web_module.exceptions import (
     REDIRECT_STATUSES,
@@ -60,7 +63,7 @@ from modules.web_module.exceptions import (
     translate_request_error,
 )
 from modules.web_module.pages import (
-    HostMatcher,
+    AllowedHosts,
     compile_selector,
     default_allowed_hosts,
     host_key,
@@ -79,8 +82,6 @@ T = TypeVar("T")
 
 #: Bytes read from a response body at a time.
 CHUNK_SIZE = 64 * 1024
-#: Redirect hops followed from one URL.
-MAX_REDIRECTS = 5
 #: This many pages failing one after another (after retries) means the site itself is failing.
 MAX_FAILURES_IN_A_ROW = 5
 #: One page download may take at most this many times ``timeout_s`` in all (a trickling server).
@@ -126,9 +127,11 @@ class WebModule(BaseModule):
                 raise WebSourceError(f"{url}: not a usable http(s) URL", url=url)
             self._starts.append(normal)
         hosts = source["allowed_hosts"]
-        self._hosts = HostMatcher(default_allowed_hosts(source["urls"]) if hosts is None else hosts)
-        self._headers = {str(k): str(reveal(v)) for k, v in source["headers"].items()}
-        self._headers["User-Agent"] = source["user_agent"]
+        self._hosts = AllowedHosts(default_allowed_hosts(source["urls"]) if hosts is None else hosts, source["urls"])
+        # Credentials stay with the start URLs' origins; a redirect is followed only within the rules.
+        self._policy = RedirectPolicy(self._hosts, self._starts)
+        self._secret_headers = {str(k): str(reveal(v)) for k, v in source["headers"].items()}
+        self._user_agent: str = source["user_agent"]
         self._robots = RobotsRules(source["user_agent"], self._robots_text) if source["obey_robots"] else None
         self._done: set[str] = set()
 
@@ -240,9 +243,11 @@ class WebModule(BaseModule):
                 log.info("web_page_fetched", url=current, bytes=answer.file.size, redirects=hop)
                 return answer.file, current
             target = normalize_url(answer.location or "")
-            if target is None or target in self._done:
-                reason = "not an http(s) URL" if target is None else "already fetched"
-                log.info("web_redirect_not_followed", url=current, location=answer.location, reason=reason)
+            refusal = self._policy.refusal(current, target) if target is not None else "not an http(s) URL"
+            if refusal is None and target in self._done:
+                refusal = "already fetched"
+            if refusal is not None or target is None:
+                log.info("web_redirect_not_followed", url=current, location=answer.location, reason=refusal)
                 return None
             log.debug("web_redirect", url=current, location=target)
             current, previous = target, current
@@ -326,24 +331,31 @@ class WebModule(BaseModule):
             if location is None:
                 return status, text
             target = normalize_url(urljoin(current, location))
-            if target is None or not self._hosts.allows(target):
-                log.info("web_robots_redirect_not_followed", url=current, location=location)
+            refusal = self._policy.refusal(current, target) if target is not None else "not an http(s) URL"
+            if refusal is not None or target is None:
+                log.info("web_robots_redirect_not_followed", url=current, location=location, reason=refusal)
                 return 404, ""
             current = target
         return 404, ""
 
     # -- HTTP -------------------------------------------------------------------------
 
+    def _headers_for(self, url: str) -> dict[str, str]:
+        """The User-Agent, and the secret ``headers`` when ``url`` is on a start URL's origin."""
+        secret = self._secret_headers if self._policy.sends_credentials(url) else {}
+        return {**secret, "User-Agent": self._user_agent}
+
     def _exchange(self, url: str, take: Callable[[requests.Response], T],
                   headers: Mapping[str, str] | None = None) -> T:
         """One GET of ``url`` (redirects not followed) inside the host's gate, paced by the service's
-        ``rate_limit``; ``take`` reads the answer. ``headers`` are added to the source's."""
+        ``rate_limit``; ``take`` reads the answer. ``headers`` are added to the source's, whose
+        secret ``headers`` go only to the start URLs' origins."""
         gate = gate_for(host_key(url))
         pace = self.ctx.pace if self.ctx.pacer is not None else None
         with gate.slot(self.source["max_connections_per_host"], self.source["delay_s"], self.ctx.stop, pace):
             try:
                 response = thread_session().get(
-                    url, headers={**self._headers, **(headers or {})},
+                    url, headers={**self._headers_for(url), **(headers or {})},
                     timeout=(self.ctx.timeout_s, self.ctx.timeout_s),
                     allow_redirects=False, stream=True, verify=self.source["verify_tls"])
             except requests.RequestException as exc:

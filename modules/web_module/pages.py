@@ -3,11 +3,14 @@
 * :func:`normalize_url` gives the one spelling of a URL used for de-duplication, naming
   and requests: http(s) only, scheme and host in lower case, default port and fragment
   dropped, user info dropped (credentials go in ``headers``), empty path ``/``.
-* :class:`HostMatcher` reads ``allowed_hosts`` entries: ``host:port`` matches that exact
-  port; a bare ``host`` matches it on the default ports (80 for http, 443 for https).
+* :class:`AllowedHosts` (:mod:`modules.redirect_policy`) reads ``allowed_hosts`` entries:
+  ``host:port`` matches that exact port; a bare ``host`` matches it on the default ports
+  (80 for http, 443 for https) and on the ports of the start URLs with that host.
 * :func:`page_name` is ``<host>/<slug of path and query>-<8 hex of sha1(url)>.html``
   (``<host>_<port>`` for a non-default port): safe as a key and a local path, the same on
-  every run, and unique per URL thanks to the hash.
+  every run, and unique per URL thanks to the hash. Both are computed from the URL with
+  its credentials masked (:func:`common.secret.redact_url`): a ``?token=`` value never
+  becomes part of a key.
 * :func:`parse_page` reads a downloaded page once for the links to follow and the
   ``extract`` fields.
 """
@@ -26,7 +29,11 @@ from bs4 import BeautifulSoup
 from bs4.element import Tag
 from requests.utils import requote_uri
 
+from common.secret import redact_url
+from modules.redirect_policy import AllowedHosts
+
 __all__ = [
+    "AllowedHosts",
     "HostMatcher",
     "ParsedPage",
     "compile_selector",
@@ -80,33 +87,14 @@ def default_allowed_hosts(urls: Iterable[str]) -> tuple[str, ...]:
     return tuple(hosts)
 
 
-class HostMatcher:
-    """Whether a normalised URL's host is one of ``allowed_hosts``."""
-
-    def __init__(self, entries: Iterable[str]) -> None:
-        self._exact: set[str] = set()
-        self._default_port: set[str] = set()
-        for entry in entries:
-            entry = entry.strip().lower()
-            parts = urlsplit(entry if "://" in entry else "//" + entry)  # a pasted URL gives its host
-            host = parts.hostname or ""
-            netloc = f"[{host}]" if ":" in host else host
-            if parts.port is None:
-                self._default_port.add(netloc)
-            else:
-                self._exact.add(f"{netloc}:{parts.port}")
-
-    def allows(self, url: str) -> bool:
-        parts = urlsplit(url)
-        key = host_key(url)
-        if key in self._exact:
-            return True
-        return key.rpartition(":")[0] in self._default_port and (parts.port is None
-                                                                 or parts.port == DEFAULT_PORTS.get(parts.scheme))
+HostMatcher = AllowedHosts
+"""The former name of :class:`~modules.redirect_policy.AllowedHosts`."""
 
 
 def page_name(url: str) -> str:
-    """``<host>/<slug>-<8 hex>.html`` for a normalised URL: safe, stable across runs, unique."""
+    """``<host>/<slug>-<8 hex>.html`` for a normalised URL: safe, stable across runs, unique
+    (URLs differing only in a masked credential share a name)."""
+    url = redact_url(url)
     parts = urlsplit(url)
     host = _HOST_UNSAFE.sub("_", parts.hostname or "host").strip("_.") or "host"
     if parts.port is not None:
