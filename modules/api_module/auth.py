@@ -15,6 +15,11 @@ shares the token. A lock per credentials makes one thread fetch while the others
 A token is refreshed when ``expires_in`` has (nearly) run out, or after a 401. Token
 requests are paced by the service's ``rate_limit`` like page requests (the ``pace``
 callable of the job that asks), since the token endpoint is often the API's own host.
+
+The token request never follows a redirect: a ``3xx`` from ``token_url`` is an
+:class:`ApiAuthError` naming the URL and where it pointed (the client secret would be
+posted there otherwise). It carries the source's ``headers`` only when ``token_url``
+is on ``base_url``'s origin (``headers_for``, from :mod:`modules.redirect_policy`).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import requests
 import structlog
 
 from common.retry import RetryPolicy
-from common.secret import Secret, reveal
+from common.secret import Secret, redact_url, reveal
 from modules.api_module.exceptions import (
     ApiAuthError,
     ApiAuthTransientError,
@@ -115,8 +120,10 @@ class OAuth2ClientCredentials:
     refreshable = True
 
     def __init__(self, block: Mapping[str, Any], session: Callable[[], requests.Session],
-                 retry: RetryPolicy, timeout_s: float, pace: Callable[[], None] | None = None) -> None:
+                 retry: RetryPolicy, timeout_s: float, pace: Callable[[], None] | None = None,
+                 headers_for: Callable[[str], Mapping[str, str]] | None = None) -> None:
         self.token_url: str = block["token_url"]
+        self._headers_for = headers_for
         self._client_id: str = block["client_id"]
         self._client_secret: Secret = _secret(block["client_secret"])
         self._scope: str | None = block.get("scope") or None
@@ -167,9 +174,15 @@ class OAuth2ClientCredentials:
             auth = (self._client_id, self._client_secret.reveal())
         if self._pace is not None:
             self._pace()
+        headers = {**(self._headers_for(self.token_url) if self._headers_for else {}), "Accept": "application/json"}
         try:
             with self._session().post(self.token_url, data=data, auth=auth, timeout=self._timeout_s,
-                                      headers={"Accept": "application/json"}) as response:
+                                      headers=headers, allow_redirects=False) as response:
+                if response.is_redirect:
+                    location = redact_url(response.headers.get("Location", ""))
+                    raise ApiAuthError(f"POST {redact_url(self.token_url)}: HTTP {response.status_code} redirect to "
+                                       f"{location!r} not followed: token requests never follow redirects",
+                                       url=redact_url(self.token_url), status=response.status_code)
                 if response.status_code != 200:
                     raise _token_error(error_for_status(response.status_code, self.token_url, response.content[:1024],
                                                        response.headers, what="POST"))
@@ -213,9 +226,11 @@ def _secret(value: Any) -> Secret:
 
 
 def auth_for(block: Mapping[str, Any], session: Callable[[], requests.Session], retry: RetryPolicy,
-             timeout_s: float, pace: Callable[[], None] | None = None) -> Auth:
+             timeout_s: float, pace: Callable[[], None] | None = None,
+             headers_for: Callable[[str], Mapping[str, str]] | None = None) -> Auth:
     """The authenticator of a validated ``auth`` block; ``session`` gives the calling thread's session,
-    ``pace`` waits for the service's ``rate_limit`` before a token request."""
+    ``pace`` waits for the service's ``rate_limit`` before a token request, ``headers_for`` gives the
+    source's headers that a request to a URL may carry."""
     kind = block["type"]
     if kind == "none":
         return StaticAuth({})
@@ -227,5 +242,5 @@ def auth_for(block: Mapping[str, Any], session: Callable[[], requests.Session], 
         pair = f"{block['username']}:{reveal(block['password'])}".encode()
         return StaticAuth({"Authorization": Secret("Basic " + base64.b64encode(pair).decode("ascii"))})
     if kind == "oauth2_client_credentials":
-        return OAuth2ClientCredentials(block, session, retry, timeout_s, pace)
+        return OAuth2ClientCredentials(block, session, retry, timeout_s, pace, headers_for)
     raise ValueError(f"unknown auth type {kind!r}")  # the schema rules this out

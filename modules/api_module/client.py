@@ -1,7 +1,8 @@
 """One job's HTTP side of the ``api`` module: getting one page, however many tries it takes.
 
 Config keys read: ``base_url`` and ``max_concurrency`` (the process-wide request limit),
-``auth`` (through :mod:`.auth`), ``headers``, ``verify_tls``, ``max_response_bytes``;
+``auth`` (through :mod:`.auth`), ``headers``, ``verify_tls``, ``max_response_bytes``,
+``follow_redirects`` and ``allowed_hosts``;
 service keys through ``ctx``: ``rate_limit`` (:meth:`JobContext.pace`), ``max_file_bytes``,
 ``timeout_s`` and ``retry``.
 
@@ -10,8 +11,15 @@ Each request, every retry included:
 1. takes a slot of the process-wide semaphore of (``base_url``, ``max_concurrency``);
 2. waits for the service's ``rate_limit`` (``ctx.pace()``), right before it is sent, so
    the gaps between request starts hold whatever the concurrency;
-3. is sent from the calling thread's own pooled ``requests.Session``;
+3. is sent from the calling thread's own pooled ``requests.Session``, redirects off;
 4. streams its body into the page's hashing sink from byte 0.
+
+A ``3xx`` fails the endpoint unless ``follow_redirects``; then it is followed by hand
+(at most :data:`~modules.redirect_policy.MAX_REDIRECTS` hops) where the
+:class:`~modules.redirect_policy.RedirectPolicy` allows: within ``allowed_hosts``, never
+from https to http nor to a link-local or metadata address. ``auth`` and ``headers``
+go only to ``base_url``'s origin (scheme, host, port); a request elsewhere carries
+neither.
 
 The page is given up (the caller records why) when the body is larger than the smaller
 of ``max_response_bytes`` (an :class:`ApiSourceError`: the endpoint fails) and
@@ -27,6 +35,7 @@ import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urljoin
 
 import requests
 import structlog
@@ -37,6 +46,7 @@ from common.interfaces.base_module import FetchedFile, JobContext, SourceConfig,
 from common.retry import RetryPolicy
 from modules.api_module.auth import Auth, auth_for
 from modules.api_module.exceptions import (
+    ApiHttpError,
     ApiSourceError,
     ApiUnauthorizedError,
     error_for_status,
@@ -44,6 +54,7 @@ from modules.api_module.exceptions import (
 )
 from modules.api_module.pagination import public_url
 from modules.http_headers import conditional_headers, version_identity
+from modules.redirect_policy import MAX_REDIRECTS, REDIRECT_STATUSES, AllowedHosts, RedirectPolicy, origin_of
 
 __all__ = ["PageClient", "PageMeta", "service_limit"]
 
@@ -97,7 +108,10 @@ class PageClient:
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
-        self._auth: Auth = auth_for(source["auth"], self.session, retry, ctx.timeout_s, pace=ctx.pace)
+        self._policy = redirect_policy(source)
+        self._headers = dict(source["headers"])
+        self._auth: Auth = auth_for(source["auth"], self.session, retry, ctx.timeout_s, pace=ctx.pace,
+                                    headers_for=self._headers_for)
 
     def get_page(self, url: str, name: str, workdir: Path,
                  previous: Mapping[str, str] | None = None) -> tuple[FetchedFile, PageMeta] | Unchanged:
@@ -114,8 +128,7 @@ class PageClient:
             while True:
                 headers, marker = self._auth.headers()
                 try:
-                    meta = self._retry.call(self._attempt, url, {**headers, **conditional}, sink,
-                                            bool(conditional), what=f"GET {public}")
+                    meta = self._retry.call(self._attempt, url, headers, conditional, sink, what=f"GET {public}")
                     break
                 except ApiUnauthorizedError:
                     if refreshed or not self._auth.refreshable:
@@ -131,20 +144,39 @@ class PageClient:
         log.debug("api_page_fetched", uri=public, name=fetched.name, bytes=fetched.size)
         return fetched, meta
 
-    def _attempt(self, url: str, headers: Mapping[str, str], sink: FileSink, conditional: bool) -> PageMeta:
-        """One GET from byte 0, holding a slot of the service's concurrency limit."""
-        public = public_url(url)
+    def _attempt(self, url: str, credentials: Mapping[str, str], conditional: Mapping[str, str],
+                 sink: FileSink) -> PageMeta:
+        """One GET from byte 0, redirects followed by hand where the policy allows; each
+        request holds a slot of the service's concurrency limit."""
         sink.reset()
+        current = url
+        for _ in range(MAX_REDIRECTS + 1):
+            meta = self._request(current, credentials, conditional, sink)
+            if isinstance(meta, PageMeta):
+                return meta
+            current = meta
+        raise ApiHttpError(f"GET {public_url(url)}: more than {MAX_REDIRECTS} redirects",
+                           url=public_url(url), status=None)
+
+    def _request(self, url: str, credentials: Mapping[str, str], conditional: Mapping[str, str],
+                 sink: FileSink) -> PageMeta | str:
+        """One GET of ``url``: the page, or the URL a redirect that may be followed points to."""
+        public = public_url(url)
+        headers = {**self._headers_for(url), **(credentials if self._policy.sends_credentials(url) else {}),
+                   **conditional}
         with self._limit:
             self.ctx.pace()
             try:
-                response = self.session().get(url, headers=dict(headers), timeout=self.ctx.timeout_s, stream=True)
+                response = self.session().get(url, headers=headers, timeout=self.ctx.timeout_s, stream=True,
+                                              allow_redirects=False)
             except requests.RequestException as exc:
                 raise translate_request_error(exc, public) from exc
             with response:
+                if response.status_code in REDIRECT_STATUSES and response.headers.get("Location"):
+                    return self._redirect_target(url, response.status_code, response.headers["Location"])
                 identity = version_identity(response.headers)
                 if response.status_code == 304 and conditional:
-                    return PageMeta(url=response.url, links={}, identity=identity, unchanged=True)
+                    return PageMeta(url=url, links={}, identity=identity, unchanged=True)
                 if not 200 <= response.status_code < 300:
                     raise error_for_status(response.status_code, public, _head(response), response.headers)
                 declared = response.headers.get("Content-Length", "")
@@ -156,7 +188,21 @@ class PageClient:
                         sink.write(chunk)
                 except requests.RequestException as exc:
                     raise translate_request_error(exc, public) from exc
-                return PageMeta(url=response.url, links=response.links, identity=identity)
+                return PageMeta(url=url, links=response.links, identity=identity)
+
+    def _redirect_target(self, url: str, status: int, location: str) -> str:
+        """The absolute URL to follow; ApiHttpError (the endpoint fails) when the policy refuses it."""
+        target = urljoin(url, location.strip())
+        refusal = self._policy.refusal(url, target)
+        if refusal is not None:
+            raise ApiHttpError(f"GET {public_url(url)}: HTTP {status} redirect to {public_url(target)} "
+                               f"not followed: {refusal}", url=public_url(url), status=status)
+        log.debug("api_redirect", uri=public_url(url), location=public_url(target), status=status)
+        return target
+
+    def _headers_for(self, url: str) -> dict[str, str]:
+        """The source's ``headers`` when ``url`` is on base_url's origin, else none."""
+        return dict(self._headers) if self._policy.sends_credentials(url) else {}
 
     def _check_size(self, size: int, url: str, how: str) -> None:
         """Raise when ``size`` bytes are over the smaller of the two limits, with that limit's consequence."""
@@ -178,8 +224,8 @@ class PageClient:
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             session.verify = self.source["verify_tls"]
+            # The source's headers are added per request (only to base_url's origin), never here.
             session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
-            session.headers.update(dict(self.source["headers"]))
             with self._sessions_lock:
                 self._sessions.append(session)
             self._local.session = session
@@ -199,3 +245,14 @@ def _head(response: requests.Response) -> bytes:
         return next(response.iter_content(1024), b"")
     except Exception:  # noqa: BLE001 - the status is the error; a body that cannot be read adds nothing
         return b""
+
+
+def redirect_policy(source: SourceConfig) -> RedirectPolicy:
+    """The redirect and credential rules of an ``api`` source: credentials bound to base_url's
+    origin, redirects (when ``follow_redirects``) within ``allowed_hosts`` (default: that origin)."""
+    base_url: str = source["base_url"]
+    entries = source["allowed_hosts"]
+    if entries is None:
+        origin = origin_of(base_url)
+        entries = [] if origin is None else [str(origin).split("://", 1)[1]]
+    return RedirectPolicy(AllowedHosts(entries, [base_url]), [base_url], follow=source["follow_redirects"])

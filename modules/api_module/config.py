@@ -134,6 +134,14 @@ SOURCE_SCHEMA: dict[str, Any] = {
                   "description": "Extra query parameters added to every request (an endpoint's own win)."},
         "verify_tls": {"type": "boolean", "default": True,
                        "description": "Verify HTTPS certificates; false logs a warning on every job."},
+        "follow_redirects": {"type": "boolean", "default": False, "description":
+                             "Follow 3xx answers of endpoints (never of token_url), at most 5 hops, only to "
+                             "allowed_hosts, never from https to http nor to a link-local or metadata address; "
+                             "auth and headers go only to base_url's origin. False: a 3xx fails its endpoint."},
+        "allowed_hosts": {"type": ["array", "null"], "default": None, "items": {"type": "string", "minLength": 1},
+                          "description": "Hosts a followed redirect may reach: 'host:port' (that port only) or "
+                                         "'host' (ports 80 and 443, and base_url's port when it is that host); "
+                                         "null: base_url's host and port."},
         "max_response_bytes": {"type": "integer", "minimum": 1, "default": 100 * 1024 * 1024,
                                "description": "A page larger than this fails its endpoint (default 100 MiB)."},
     },

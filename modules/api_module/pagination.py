@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
+from common.secret import redact_url
 from modules.api_module.config import Paging
 
 __all__ = [
@@ -47,8 +48,11 @@ def endpoint_slug(endpoint: str) -> str:
     """A safe, stable file-name stem for ``endpoint``, unique per distinct endpoint string.
 
     ``/v1/weather?city=paris`` -> ``v1-weather-city-paris-1b2c3d4e`` (the suffix is 8 hex
-    of the endpoint's SHA-1, so endpoints that read alike still differ).
+    of the endpoint's SHA-1, so endpoints that read alike still differ). Both are taken
+    from the endpoint with its credentials masked (``?api_key=...`` reads ``api_key=***``,
+    :func:`common.secret.redact_url`): no secret value becomes part of a key.
     """
+    endpoint = redact_url(endpoint)
     text = _SLUG_CHARS.sub("-", endpoint).strip("-").lower()[:_SLUG_MAX].strip("-") or "root"
     return f"{text}-{hashlib.sha1(endpoint.encode('utf-8')).hexdigest()[:8]}"
 
@@ -84,13 +88,14 @@ def with_params(url: str, params: Mapping[str, Any]) -> str:
 
 
 def public_url(url: str) -> str:
-    """``url`` without user info (``user:pass@``) or fragment: safe for logs, errors and manifests."""
+    """``url`` without user info (``user:pass@``) or fragment, the values of credential query
+    parameters masked (``?token=***``): safe for logs, errors and manifests."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
     netloc = f"{host}:{parts.port}" if parts.port is not None else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    return redact_url(urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")))
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
