@@ -82,7 +82,9 @@ SENSITIVE_NAMES = frozenset({
 })
 MASK = "***"
 
-_QUERY_PARAM = re.compile(r"([?&;])([^=&;#?\s\"'<>]+)=([^&;#\s\"'<>]*)")
+# A value ends at the next parameter, fragment, blank or quote; one trailing ``:,.)`` before
+# a blank stays outside it (``GET http://h/?token=abc: HTTP 404`` keeps its colon).
+_QUERY_PARAM = re.compile(r"([?&;])([^=&;#?\s\"'<>]+)=([^&;#\s\"'<>]*?)(?=[:,.)]?(?:[&;#\s\"'<>]|$))")
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/?#@\s\"'<>]+)@")
 
 
