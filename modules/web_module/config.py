@@ -35,8 +35,9 @@ SOURCE_SCHEMA: dict[str, Any] = {
                                                     "depth 0)."}}},
         "allowed_hosts": {"type": ["array", "null"], "default": None,
                           "items": {"type": "string", "minLength": 1},
-                          "description": "Hosts that may be requested, 'host' (default ports) or "
-                                         "'host:port'; null: the hosts of the start URLs."},
+                          "description": "Hosts that may be requested: 'host:port' (that port only) or 'host' "
+                                         "(ports 80 and 443, and the start URLs' ports with that host); null: "
+                                         "the hosts and ports of the start URLs."},
         "obey_robots": {"type": "boolean", "default": True,
                         "description": "Read each host's robots.txt and skip what it disallows."},
         "user_agent": {"type": "string", "minLength": 1,
@@ -56,7 +57,8 @@ SOURCE_SCHEMA: dict[str, Any] = {
                                    "of each first match (or null) is written beside each page."},
         "headers": {"type": "object", "default": {},
                     "additionalProperties": {"type": "string", "x-secret": True},
-                    "description": "Extra request headers (values are secret: never logged)."},
+                    "description": "Extra request headers (values are secret: never logged, sent only to "
+                                   "the start URLs' origins)."},
         "verify_tls": {"type": "boolean", "default": True,
                        "description": "Verify https certificates; false only for trusted test servers."},
     },
