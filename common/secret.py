@@ -117,6 +117,19 @@ def redact_url(text: str) -> str:
     return text
 
 
+#: Schemes whose ``?``, ``&`` and ``;`` start a query: elsewhere (``s3://``, ``ftp://``) they are
+#: characters of a file name, and masking them could make two files' URIs alike.
+_QUERY_SCHEMES = ("http://", "https://", "ws://", "wss://")
+
+
+def redact_source_uri(uri: str) -> str:
+    """A file's source URI with its credentials masked: :func:`redact_url` for an http(s) URL;
+    for other schemes only the user info (``s3://b/a?token=1.csv`` names a file, not a query)."""
+    if uri[:8].lower().startswith(_QUERY_SCHEMES):
+        return redact_url(uri)
+    return _USERINFO.sub(_mask_userinfo, uri) if "@" in uri else uri
+
+
 def redact(text: str) -> str:
     """``text`` with every known secret value replaced by ``***``, and every credential
     inside a URL masked (:func:`redact_url`)."""

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from common.file_sink import FileSink, PartHashing
 from common.problems import Problem
-from common.secret import redact, redact_url
+from common.secret import redact, redact_source_uri
 
 if TYPE_CHECKING:
     from common.retry import RetryPolicy
@@ -113,8 +113,9 @@ class Unchanged:
 def _redact_uri(item: FetchedFile | FetchFailed | Unchanged) -> None:
     """The root of URL secret redaction: whatever a module put in ``source_uri``, the framework
     (manifest, logs, report, incremental lookups) only ever sees it with the credentials inside
-    it masked (:func:`common.secret.redact_url`: user info passwords, ``?token=``-like values)."""
-    object.__setattr__(item, "source_uri", redact_url(item.source_uri))
+    it masked (:func:`common.secret.redact_source_uri`: user info passwords, and in http(s) URLs
+    ``?token=``-like values)."""
+    object.__setattr__(item, "source_uri", redact_source_uri(item.source_uri))
 
 
 class _PreviousByUri(Mapping[str, Mapping[str, str]]):
@@ -125,10 +126,10 @@ class _PreviousByUri(Mapping[str, Mapping[str, str]]):
         self._entries = entries
 
     def __getitem__(self, uri: str) -> Mapping[str, str]:
-        return self._entries[redact_url(uri)]
+        return self._entries[redact_source_uri(uri)]
 
     def __contains__(self, uri: object) -> bool:
-        return isinstance(uri, str) and redact_url(uri) in self._entries
+        return isinstance(uri, str) and redact_source_uri(uri) in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)

@@ -59,6 +59,12 @@ def test_source_uris_are_masked_when_a_module_hands_them_over(tmp_path: Path) ->
     assert failed.error == "GET http://u:***@h/x?token=***: HTTP 404"
 
 
+def test_file_names_in_other_schemes_are_not_read_as_queries(tmp_path: Path) -> None:
+    names = [FetchedFile(tmp_path / "f", "a", f"s3://b/in/a?token={n}.csv", 1, "0" * 64).source_uri for n in (1, 2)]
+    assert names == ["s3://b/in/a?token=1.csv", "s3://b/in/a?token=2.csv"], "two files keep two URIs"
+    assert FetchedFile(tmp_path / "f", "a", "ftp://u:pw@h/x", 1, "0" * 64).source_uri == "ftp://u:***@h/x"
+
+
 def test_previous_identities_are_found_by_the_unmasked_uri() -> None:
     ctx = JobContext(run_id="r", job_id="j", service_id="s", module="api", validators=None,  # type: ignore[arg-type]
                      retry=RetryPolicy(attempts=1, backoff_s=0, max_backoff_s=0), timeout_s=1,
