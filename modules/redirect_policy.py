@@ -24,21 +24,32 @@ The rules (``docs/sources/api.md`` and ``docs/sources/web.md``, "Redirects"):
   origins* (scheme, host and port of the configured URLs), and to the ``https`` form of an
   ``http`` origin on the default ports (the same host, now authenticated by TLS). Anywhere
   else a request carries no configured header at all.
+* **cookies stay home too** (:class:`OriginBoundSession`, the session class of both
+  modules): a cookie a server sets goes back only to the origin that set it (and its
+  ``https`` form), not to the same host on another port or over ``http``, as the
+  cookie rules of browsers would allow.
 """
 
 from __future__ import annotations
 
+import http.cookiejar
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
+
+import requests
+from requests.structures import CaseInsensitiveDict
 
 __all__ = [
     "MAX_REDIRECTS",
     "REDIRECT_STATUSES",
     "AllowedHosts",
     "Origin",
+    "OriginBoundSession",
+    "OriginCookiePolicy",
     "RedirectPolicy",
     "is_metadata_address",
     "origin_of",
@@ -213,3 +224,50 @@ def _is_ip(host: str) -> bool:
 def _host_port(origin: Origin) -> str:
     host = f"[{origin.host}]" if ":" in origin.host else origin.host
     return f"{host}:{origin.port}"
+
+
+class OriginCookiePolicy(http.cookiejar.DefaultCookiePolicy):
+    """The standard cookie rules, plus: a cookie is returned only to the origin that set it,
+    or to the ``https`` form of an ``http`` origin on port 80 (``session.cookies.set_policy``)."""
+
+    _ATTR = "x-module-system-origin"
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        if not super().set_ok(cookie, request):
+            return False
+        origin = origin_of(request.get_full_url())
+        cookie._rest[self._ATTR] = str(origin) if origin else ""  # type: ignore[attr-defined]
+        return True
+
+    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        origin = origin_of(request.get_full_url())
+        home = cookie.get_nonstandard_attr(self._ATTR)
+        if origin is None or home is None:
+            return False
+        upgraded = origin.scheme == "https" and origin.port == 443 and home == str(Origin("http", origin.host, 80))
+        return (home == str(origin) or upgraded) and super().return_ok(cookie, request)
+
+
+class OriginBoundSession(requests.Session):
+    """A ``requests.Session`` whose stored cookies go back only to the origin that set them.
+
+    ``requests`` builds each request's ``Cookie`` header from a fresh copy of the session's
+    jar with the default policy, so setting a policy on ``session.cookies`` alone would not
+    hold: the header is made again here under :class:`OriginCookiePolicy`. A ``Cookie``
+    header given with the request (or the session) is left as it is, as ``requests`` does.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cookies.set_policy(OriginCookiePolicy())
+
+    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
+        prepared = super().prepare_request(request)
+        if "Cookie" in CaseInsensitiveDict(request.headers or {}) or "Cookie" in self.headers:
+            return prepared
+        prepared.headers.pop("Cookie", None)
+        jar = prepared._cookies  # type: ignore[attr-defined]  # the merged copy requests made
+        if isinstance(jar, http.cookiejar.CookieJar):
+            jar.set_policy(OriginCookiePolicy())
+            prepared.prepare_cookies(jar)
+        return prepared

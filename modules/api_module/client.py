@@ -54,7 +54,14 @@ from modules.api_module.exceptions import (
 )
 from modules.api_module.pagination import public_url
 from modules.http_headers import conditional_headers, version_identity
-from modules.redirect_policy import MAX_REDIRECTS, REDIRECT_STATUSES, AllowedHosts, RedirectPolicy, origin_of
+from modules.redirect_policy import (
+    MAX_REDIRECTS,
+    REDIRECT_STATUSES,
+    AllowedHosts,
+    OriginBoundSession,
+    RedirectPolicy,
+    origin_of,
+)
 
 __all__ = ["PageClient", "PageMeta", "service_limit"]
 
@@ -219,7 +226,7 @@ class PageClient:
         """The calling thread's pooled session (one per worker thread of this job)."""
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
-            session = requests.Session()
+            session = OriginBoundSession()  # a cookie goes back only to the origin that set it
             adapter = HTTPAdapter(pool_maxsize=self.source["max_concurrency"], max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)

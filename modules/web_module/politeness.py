@@ -28,6 +28,8 @@ from contextlib import contextmanager
 import requests
 import requests.adapters
 
+from modules.redirect_policy import OriginBoundSession
+
 __all__ = ["GateInterrupted", "HostGate", "gate_for", "thread_session"]
 
 #: How often a waiting request looks at the job's stop event, in seconds.
@@ -122,7 +124,7 @@ def thread_session() -> requests.Session:
     """This thread's session, created on first use; never shared with another thread."""
     session: requests.Session | None = getattr(_local, "session", None)
     if session is None:
-        session = requests.Session()
+        session = OriginBoundSession()  # a cookie goes back only to the origin that set it
         adapter = requests.adapters.HTTPAdapter(pool_connections=16, pool_maxsize=POOL_MAXSIZE, max_retries=0)
         session.mount("http://", adapter)
         session.mount("https://", adapter)

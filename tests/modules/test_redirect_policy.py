@@ -3,7 +3,11 @@ and where credentials may go."""
 
 from __future__ import annotations
 
-from modules.redirect_policy import AllowedHosts, RedirectPolicy, is_metadata_address
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from modules.redirect_policy import AllowedHosts, OriginBoundSession, RedirectPolicy, is_metadata_address
 
 BASE = "http://127.0.0.1:8000/"
 
@@ -61,3 +65,35 @@ def test_metadata_addresses() -> None:
     assert all(map(is_metadata_address, ["169.254.169.254", "169.254.170.2", "fe80::1%eth0", "fd00:ec2::254",
                                          "::ffff:169.254.169.254", "100.100.100.200"]))
     assert not any(map(is_metadata_address, ["127.0.0.1", "10.0.0.1", "::1", "example.com", "fd00::1"]))
+
+
+def test_a_cookie_goes_back_only_to_the_origin_that_set_it() -> None:
+    received: dict[int, list[str | None]] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            port = self.server.server_address[1]
+            received.setdefault(port, []).append(self.headers.get("Cookie"))
+            self.send_response(200)
+            self.send_header("Set-Cookie", f"sid=from-{port}; Path=/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass
+
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), Handler) for _ in range(2)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    a, b = (int(server.server_address[1]) for server in servers)
+    try:
+        with OriginBoundSession() as session:
+            for port in (a, a, b, b):
+                session.get(f"http://127.0.0.1:{port}/", timeout=5)
+            session.get(f"http://127.0.0.1:{b}/", headers={"Cookie": "given=1"}, timeout=5)
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    assert received[a] == [None, f"sid=from-{a}"]
+    assert received[b] == [None, f"sid=from-{b}", "given=1"], "the same host on another port gets none of a's"
