@@ -11,8 +11,9 @@ URL is requested at most once per job and only if it is http(s), on an allowed h
 allowed by ``robots.txt`` (when ``obey_robots``); redirects are followed by hand, each
 ``Location`` checked the same way and by :class:`~modules.redirect_policy.RedirectPolicy`
 (never from https to http, never to a link-local or metadata address). The secret
-``headers`` go only to the origins (scheme, host, port) of the start URLs. Pages are streamed into the job's workdir through the
-per-host gate of :mod:`modules.web_module.politeness`; only HTML (``text/html``,
+``headers`` go only to the origins (scheme, host, port) of the start URLs. Pages are
+streamed into the job's workdir through the per-host gate of
+:mod:`modules.web_module.politeness`; only HTML (``text/html``,
 ``application/xhtml+xml``) up to ``max_page_bytes`` is kept, the rest is skipped and
 logged. With ``extract``, a JSON record of the fields follows each page as its own file.
 
