@@ -21,6 +21,9 @@ Registry keys read (``source`` of a ``type: api`` service; schema in
     Verify HTTPS certificates (false logs a warning).
 ``max_response_bytes``
     A larger page fails its endpoint.
+``follow_redirects``, ``allowed_hosts``
+    Whether a 3xx is followed, and where to (:mod:`modules.redirect_policy`); ``auth``
+    and ``headers`` go only to ``base_url``'s origin.
 
 Flow: the endpoints run in a thread pool ``max_concurrency`` wide, each walking its
 pages in order (pagination is sequential); each page is streamed into a hashing sink
