@@ -10,7 +10,9 @@ from typing import Any
 
 from modules.api_module.testing import ApiServer, json_reply
 from tests.e2e.helpers import Project, list_keys
+from tests.modules.api_module.test_api_reliability import Versioned
 from tests.modules.web_module.test_web_module import Page, Site, html
+from tests.modules.web_module.test_web_reliability import ConditionalSite
 
 URL_TOKEN = "urltok-Hh61-query-secret"
 URL_PASSWORD = "urlpw-Ks29-userinfo-secret"
@@ -96,3 +98,30 @@ def test_url_credentials_are_used_but_never_written(project: Project, s3, bucket
     names = texts["keys"].splitlines()
     assert any("/v1-data-token-x-1-" in k for k in names) and any("/index-token-x-1-" in k for k in names), \
         "a key names the parameter, never its value"
+
+
+def test_incremental_runs_match_urls_whose_secret_was_masked(project: Project, s3, bucket: str) -> None:  # noqa: ANN001
+    """The manifest records the masked URI; the second run still finds it and asks conditionally."""
+    with ApiServer() as api, ConditionalSite() as site:
+        api.route("/v1/stations", Versioned({"stations": ["a"]}))
+        site.routes["/index.html"] = Page(html("Index"), headers={"Content-Type": "text/html", "ETag": '"i-1"'})
+        project.env.update({"API_URL": api.url, "SITE_URL": site.url, "URL_TOKEN": URL_TOKEN})
+        project.write_registry({
+            "version": 1,
+            "defaults": {"destination": {"bucket": bucket, "endpoint_url": "${S3_URL}"}, "timeout_s": 5},
+            "services": {
+                "api_inc": {"type": "api", "incremental": True, "source": {
+                    "base_url": "${API_URL}", "endpoints": ["/v1/stations?token=${URL_TOKEN}"]}},
+                "web_inc": {"type": "web", "incremental": True, "source": {
+                    "urls": ["${SITE_URL}/index.html?token=${URL_TOKEN}"], "obey_robots": False}},
+            },
+        })
+        batch = project.write_batch([{"job_id": "a", "service_id": "api_inc"}, {"job_id": "w", "service_id": "web_inc"}])
+        for _ in range(2):
+            result = project.run("--batch-file", str(batch), "--report", "report.json")
+            assert result.returncode == 0, result.stderr
+        files = {j["job_id"]: j["files"] for j in project.report()["jobs"]}
+    assert files["a"]["skipped_unchanged"] == 1 and files["w"]["skipped_unchanged"] == 1
+    assert [r.headers.get("if-none-match") for r in api.requests] == [None, '"v1"']
+    assert [status for _, status in site.answers] == [200, 304]
+    assert not any(URL_TOKEN in k for k in list_keys(s3, bucket))
