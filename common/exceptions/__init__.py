@@ -6,6 +6,7 @@
       ConfigError                  registry/batch/CLI mistakes: exit 2, one line, nothing runs
       PluginError                  a module failed to load or declares a bad schema
       SourceError                  a source could not be read (per module: FtpSourceError, ...)
+        ListingIncomplete          the source was listed only in part: the job fails, what was listed lands
       UploadError                  put, verify or manifest write to S3 failed
     Transient                      mixin: retrying may help (timeouts, resets, 5xx, 429, FTP 4xx)
 
@@ -35,6 +36,7 @@ __all__ = [
     "is_transient",
     "RETRY_HTTP_CODES",
     "RETRY_FTP_CODES",
+    "ListingIncomplete",
 ]
 
 #: HTTP status codes worth retrying (Scrapy's RETRY_HTTP_CODES plus 429).
@@ -151,3 +153,15 @@ def _is_transient_library_error(exc: BaseException) -> bool:
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         return exc.response.status_code in RETRY_HTTP_CODES
     return False
+
+
+class ListingIncomplete(SourceError):
+    """The source could be listed only in part: a page limit was reached while the source
+    still offered more (``paginate.max_pages``), or a listing said it was truncated without
+    saying where it goes on (an S3 page with ``IsTruncated`` and no continuation token).
+
+    A module raises it *after* yielding every file it did list, so those files land and
+    the manifest records them; the job then ends ``failed`` with this message (exit 1) and
+    the failed-jobs file re-runs it. An incomplete listing is never a success. Not
+    transient: listing again would stop at the same place.
+    """

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, TypeVar
 
 import structlog
 
-from common.exceptions import Transient
+from common.exceptions import ListingIncomplete, Transient
 from common.file_sink import FileSink, FileTooLarge
 from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig, Unchanged
 from common.secret import redact, reveal
@@ -44,7 +44,8 @@ T = TypeVar("T")
 BLOCK_SIZE = 1 << 20
 #: This many files failing one after another means the source itself is failing.
 MAX_FAILURES_IN_A_ROW = 5
-#: Folders deeper than this under ``path`` are not walked (guards against symlink loops).
+#: Folders deeper than this under ``path`` are not walked (guards against symlink loops); a tree
+#: that goes deeper was listed in part: the job fails with ListingIncomplete once its files landed.
 MAX_DEPTH = 64
 #: Replies to MLSD meaning "this server does not do MLSD": list with NLST from then on.
 _MLSD_UNSUPPORTED = ("500", "502")
@@ -173,6 +174,8 @@ class FtpModule(BaseModule):
         self._root: str | None = None
         self._use_mlsd = True
         self._use_rest = True
+        self._too_deep: list[str] = []
+        """Folders at MAX_DEPTH whose sub-folders were not listed."""
 
     # -- the contract ---------------------------------------------------------------
 
@@ -180,7 +183,8 @@ class FtpModule(BaseModule):
         """List the tree under ``path``, then stream each matching file, in name order.
 
         A file that still fails after retries is yielded as FetchFailed; a login failure,
-        or MAX_FAILURES_IN_A_ROW files failing one after another, fails the source.
+        or MAX_FAILURES_IN_A_ROW files failing one after another, fails the source; a tree
+        deeper than MAX_DEPTH raises ListingIncomplete after the files it did list.
         """
         entries = self._list_tree()
         in_a_row = 0
@@ -212,6 +216,10 @@ class FtpModule(BaseModule):
                 continue
             in_a_row = 0
             yield fetched
+        if self._too_deep:
+            raise ListingIncomplete(f"listing incomplete: {len(self._too_deep)} folder(s) at depth {MAX_DEPTH} "
+                                    f"have sub-folders that were not listed (first: {self._too_deep[0]})",
+                                    uri=self._uri(self._too_deep[0]))
 
     def close(self) -> None:
         """Say QUIT and close the control connection; never raises."""
@@ -239,6 +247,7 @@ class FtpModule(BaseModule):
                 continue
             if depth >= MAX_DEPTH and dirs:
                 log.warning("ftp_depth_limit", path=folder, max_depth=MAX_DEPTH)
+                self._too_deep.append(folder)
                 continue
             pending.extend((posixpath.join(folder, d), f"{prefix}{d}/", depth + 1) for d in dirs)
         found.sort(key=lambda e: e.name)

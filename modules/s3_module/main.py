@@ -17,7 +17,9 @@ Registry keys read (``source`` of a ``type: s3`` service):
 
 Objects are listed in key order (ListObjectsV2, one page at a time, each page
 retried on its own) and downloaded one at a time in 1 MiB chunks into a hashing
-sink; a retried download starts the file over. "Folder" markers (keys ending in
+sink; a retried download starts the file over. A page that says the listing is truncated
+without a continuation token ends the listing with ListingIncomplete (the job fails once
+the objects listed so far have landed). "Folder" markers (keys ending in
 ``/``) are skipped, and so is an object deleted between listing and download.
 
 One boto3 client is shared by every job of the process reading the same endpoint,
@@ -35,6 +37,7 @@ from typing import Any, ClassVar
 
 import structlog
 
+from common.exceptions import ListingIncomplete
 from common.file_sink import FileSink, FileTooLarge
 from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, Unchanged
 from common.secret import Secret
@@ -132,7 +135,11 @@ class S3Module(BaseModule):
     # ------------------------------------------------------------------ listing
 
     def _objects(self, client: Any) -> Iterator[Mapping[str, Any]]:
-        """Listed objects worth fetching, page by page, in key order."""
+        """Listed objects worth fetching, page by page, in key order.
+
+        Raises ListingIncomplete, after the objects of the page, when a page says the listing
+        is truncated but gives no continuation token (or the one it was asked with).
+        """
         bucket, prefix = self.source["bucket"], self.source["prefix"]
         patterns = tuple(self.source["include"])
         token: str | None = None
@@ -145,9 +152,14 @@ class S3Module(BaseModule):
                 base = PurePosixPath(key).name
                 if any(fnmatch.fnmatchcase(base, pattern) for pattern in patterns):
                     yield obj
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
+            if not page.get("IsTruncated"):
                 return
+            following = page.get("NextContinuationToken")
+            if not following or following == token:  # "there is more" but not where: never complete
+                why = "a repeated" if following else "no"
+                raise ListingIncomplete(f"listing incomplete: s3://{bucket}/{prefix} was listed as truncated "
+                                        f"with {why} continuation token", uri=f"s3://{bucket}/{prefix}")
+            token = following
 
     def _list_page(self, client: Any, token: str | None) -> Mapping[str, Any]:
         # One page per call rather than a paginator loop, so that a failed page is
