@@ -321,8 +321,15 @@ def _validation_section() -> str:
     lines = ["| file suffix | check |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
     return (
         "### Validation (`validate`)\n\n"
-        "Each fetched file is checked by its suffix (case-insensitive); a suffix with no\n"
-        "configured check passes:\n\n" + "\n".join(lines) + "\n\n"
+        "Each fetched file is checked by its suffix (case-insensitive):\n\n" + "\n".join(lines) + "\n\n"
+        "A file whose suffix no configured rule checks (`x.csv.gz`, `notes.txt`, a `.csv` without\n"
+        "`validate.csv`) is *unchecked*, and the service's `on_unchecked` decides: `reject` lands it\n"
+        "under the rejected prefix with the problem `not checked: no rule of this service's validate\n"
+        "section checks '.gz' files (...)`; `accept` lands it under the valid prefix, its manifest\n"
+        "entry marked `\"unchecked\": true`. Without `on_unchecked`, a service whose `validate`\n"
+        "section (its own or from `defaults`) names any rule rejects unchecked files, and a service\n"
+        "without one accepts them. A module may check files itself (the `api` module's\n"
+        "`records_path`); what it checks is never unchecked.\n\n"
         "The JSON Schema file is resolved relative to the registry file, loaded and checked\n"
         "as a JSON Schema when the registry is read; its `$schema` picks the draft (2020-12\n"
         "when absent) and `format` is enforced. Validity is decided by a compiled validator\n"

@@ -34,7 +34,7 @@ from common.rate_limit import RatePacer
 from common.retry import RetryPolicy
 from common.s3_uploader import UploaderPool
 from common.secret import redact
-from common.validators import validators_for
+from common.validators import judge, validators_for
 from orchestrator.run_stats import JobStatus, RunStats
 
 MiB = 1024 * 1024
@@ -241,6 +241,8 @@ class JobRunner:
         except Exception as exc:  # a crashing validator rejects the file, it does not sink the job
             log.error("validator_crashed", uri=file.source_uri, error=_one_line(exc), exc_info=True)
             problems = [Problem(f"validator failed: {_one_line(exc)}")]
+        problems, unchecked = judge(problems, file.name, self.service.on_unchecked,
+                                    validators_for(self.service.validate).suffixes())
         bucket = self.service.destination.bucket
         if problems:
             key = self.rejected_prefix + file.name
@@ -260,8 +262,10 @@ class JobRunner:
             try:
                 outcome = self.uploader.put_file(bucket, key, file.path, file.size, file.sha256, self.retry,
                                                  md5=file.md5, part_size=file.part_size, part_sha256=file.part_sha256)
-                entry = ManifestEntry(file.source_uri, key, file.size, file.sha256, outcome.status, (), file.identity)
-                log.debug("file_done", uri=file.source_uri, key=key, status=outcome.status, bytes=file.size)
+                entry = ManifestEntry(file.source_uri, key, file.size, file.sha256, outcome.status, (), file.identity,
+                                      unchecked)
+                log.debug("file_done", uri=file.source_uri, key=key, status=outcome.status, bytes=file.size,
+                          unchecked=unchecked)
             except ModuleSystemError as exc:
                 entry = self._failed(file, exc)
         self._record(entry, file.size)
@@ -273,7 +277,7 @@ class JobRunner:
                                        (Problem("reported unchanged but not in the last manifest"),)), 0)
             return
         self._record(ManifestEntry(file.source_uri, before.key, before.size, before.sha256, "skipped_unchanged",
-                                   (), file.identity), before.size)
+                                   (), file.identity, before.unchecked), before.size)
         log.debug("file_unchanged", uri=file.source_uri, key=before.key)
 
     def _record(self, entry: ManifestEntry, size: int) -> None:

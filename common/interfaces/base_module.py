@@ -100,7 +100,8 @@ class Unchanged:
 class Validators(Protocol):
     """The service's compiled ``validate`` section, chosen per file by its suffix."""
 
-    def check(self, file: FetchedFile) -> list[Problem]: ...
+    def check(self, file: FetchedFile) -> list[Problem] | None:
+        """Problems of ``file`` (empty: valid); None when no rule of the service checks it."""
 
 
 @dataclass(frozen=True)
@@ -196,8 +197,13 @@ class BaseModule(abc.ABC):
         :meth:`close`, which is always called.
         """
 
-    def validate(self, file: FetchedFile) -> list[Problem]:
-        """Problems found in ``file``; empty when valid. Default: the service's ``validate`` section."""
+    def validate(self, file: FetchedFile) -> list[Problem] | None:
+        """Problems found in ``file``; empty when valid; None when nothing could check it.
+
+        Default: the service's ``validate`` section, which gives None for a file whose
+        suffix no rule checks (the service's ``on_unchecked`` then accepts or rejects it).
+        A module that checks a file itself returns a list, even an empty one.
+        """
         return self.ctx.validators.check(file)
 
     def close(self) -> None:

@@ -324,7 +324,7 @@ class ApiModule(BaseModule):
 
     # ------------------------------------------------------------------ validate, close
 
-    def validate(self, file: FetchedFile) -> list[Problem]:
+    def validate(self, file: FetchedFile) -> list[Problem] | None:
         """With ``records_path`` and a JSON Schema: each record of the page on its own
         (locations ``records[3]: $.temp``). Otherwise the service's ``validate`` section."""
         records_path = self.source.get("records_path")
