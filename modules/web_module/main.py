@@ -20,7 +20,10 @@ after retries, yield :class:`FetchFailed`; 408/429/5xx and connection errors are
 asks: :mod:`modules.http_headers`). A start URL that cannot be fetched raises the source
 error, and so do :data:`MAX_FAILURES_IN_A_ROW` failing pages in a row: the site is down.
 A page over the service's ``max_file_bytes`` (when it is not above ``max_page_bytes``)
-is yielded as a ``rejected`` FetchFailed.
+is yielded as a ``rejected`` FetchFailed. A page whose links or ``extract`` fields are
+needed but which is over the HTML parse bound (:mod:`common.html_tree`: bytes, nodes,
+nesting) is yielded all the same, unparsed, and :meth:`WebModule.validate` rejects it with
+the reason, so it lands under the rejected prefix and its links are not followed.
 
 Service keys used through ``ctx``: ``rate_limit`` (every request, robots.txt included,
 waits for :meth:`JobContext.pace` once it holds its host slot) and ``incremental``: a
@@ -48,7 +51,9 @@ import structlog
 
 from common.exceptions import Transient
 from common.file_sink import FileTooLarge
+from common.html_tree import HtmlTooLarge
 from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig, Unchanged
+from common.problems import Problem
 from common.secret import reveal
 from modules.http_headers import conditional_headers, version_identity
 from modules.web_module.config import SOURCE_SCHEMA
@@ -131,6 +136,8 @@ class WebModule(BaseModule):
         self._headers["User-Agent"] = source["user_agent"]
         self._robots = RobotsRules(source["user_agent"], self._robots_text) if source["obey_robots"] else None
         self._done: set[str] = set()
+        self._unparsed: dict[str, str] = {}
+        """Page name -> why it could not be parsed (over the HTML parse bound): rejected by validate."""
 
     # -- the contract ---------------------------------------------------------------
 
@@ -148,7 +155,7 @@ class WebModule(BaseModule):
         frontier: deque[tuple[str, int, bool]] = deque((url, 0, True) for url in self._starts)
         queued = set(self._starts)
         linked = pages = failed = unchanged = in_a_row = 0
-        beyond: set[str] = set()  # links left out once max_pages was reached
+        beyond = 0  # allowed links left out once max_pages was reached (per page linking them)
         log.info("web_crawl_started", urls=len(self._starts), max_pages=self._max_pages, max_depth=self._max_depth)
         while frontier:
             if self.ctx.stop.is_set():
@@ -191,8 +198,15 @@ class WebModule(BaseModule):
                 continue
             file, final_url = result
             # Read before yielding: the framework removes the file once it is uploaded.
-            parsed = parse_page(file.path, final_url, self._follow if depth < self._max_depth else None,
-                                self._extract)
+            try:
+                parsed = parse_page(file.path, final_url, self._follow if depth < self._max_depth else None,
+                                    self._extract)
+            except HtmlTooLarge as exc:
+                log.warning("web_page_not_parsed", url=final_url, reason=str(exc))
+                self._unparsed[file.name] = str(exc)
+                pages += 1
+                yield file
+                continue
             pages += 1
             yield file
             if parsed.record is not None:
@@ -201,14 +215,22 @@ class WebModule(BaseModule):
                 if link in queued or not self._hosts.allows(link):
                     continue
                 if linked >= self._max_pages:
-                    beyond.add(link)
+                    beyond += 1
                     continue
                 queued.add(link)
                 frontier.append((link, depth + 1, False))
                 linked += 1
         if beyond:  # the crawl's configured scope, not a failure: see docs/sources/web.md
-            log.warning("web_max_pages_reached", max_pages=self._max_pages, links_not_followed=len(beyond))
+            log.warning("web_max_pages_reached", max_pages=self._max_pages, links_not_followed=beyond)
         log.info("web_crawl_finished", pages=pages, failed=failed, unchanged=unchanged, linked=linked)
+
+    def validate(self, file: FetchedFile) -> list[Problem] | None:
+        """A page too large to parse for its links and fields is rejected with the reason;
+        any other file goes through the service's ``validate`` section."""
+        reason = self._unparsed.pop(file.name, None)
+        if reason is not None:
+            return [Problem(f"links and extract fields not read: {reason}", location="document")]
+        return super().validate(file)
 
     # -- one page ---------------------------------------------------------------------
 
