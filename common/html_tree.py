@@ -10,7 +10,7 @@ The bound
     document over :data:`MAX_HTML_BYTES` is not parsed at all, and parsing stops as soon as
     the tree holds more than :data:`MAX_HTML_NODES` nodes (elements, attributes and text
     runs; comments and processing instructions are dropped), so one parse never holds
-    more than about ``MAX_HTML_NODES`` nodes plus the document's text: at most ~250 MB
+    more than about ``MAX_HTML_NODES`` nodes plus the document's text: at most ~210 MB
     whatever the page (measured figures: docs/sources/web.md). Either limit raises
     :class:`HtmlTooLarge`, which the callers turn into a rejected page with its reason.
     libxml2 stops building a tree at 256 levels of nesting and would silently drop the
