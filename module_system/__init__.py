@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from common.exceptions import (
     ConfigError,
+    ListingIncomplete,
     ModuleSystemError,
     PluginError,
     SourceError,
@@ -40,6 +41,7 @@ __all__ = [
     "FetchedFile",
     "FileSink",
     "JobContext",
+    "ListingIncomplete",
     "ModuleSystemError",
     "PluginError",
     "Problem",
