@@ -56,7 +56,7 @@ class ValidatorSet:
 
     def check(self, file: FetchedFile) -> list[Problem] | None:
         """Problems of ``file`` (empty: valid); None when no configured rule checks its suffix."""
-        suffix = PurePosixPath(file.name).suffix.lower()
+        suffix = PurePosixPath(file.name.rstrip()).suffix.lower()  # the name as the source gives it: "a.csv "
         if suffix == ".json" and self.json:
             return self.json.check_document(file.path)
         if suffix in (".jsonl", ".ndjson") and self.json:
@@ -70,7 +70,7 @@ class ValidatorSet:
 
 def unchecked_problem(name: str, checked: tuple[str, ...]) -> Problem:
     """The problem of a file no rule checks, under ``on_unchecked: reject``."""
-    suffix = PurePosixPath(name).suffix.lower()
+    suffix = PurePosixPath(name.rstrip()).suffix.lower()
     kind = f"{suffix!r} files" if suffix else "files without a suffix"
     rules = ", ".join(checked) if checked else "no file type"
     return Problem(f"not checked: no rule of this service's validate section checks {kind} "
