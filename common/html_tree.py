@@ -90,7 +90,7 @@ class HtmlTooLarge(ValueError):
     """The document is over one of the parse limits; the message says which (one line)."""
 
 
-class RightToLeftTranslator(HTMLTranslator):  # type: ignore[misc]
+class RightToLeftTranslator(HTMLTranslator):
     """cssselect's HTML translator with each combinator turned into a condition on its right
     side: ``A B`` -> ``B[ancestor::A]``, ``A > B`` -> ``B[parent::A]``, ``A + B`` ->
     ``B[preceding-sibling::*[1][self::A]]``, ``A ~ B`` -> ``B[preceding-sibling::A]``.
@@ -125,9 +125,9 @@ class RightToLeftTranslator(HTMLTranslator):  # type: ignore[misc]
                                  add_name_test: bool = True) -> XPathExpr:
         try:
             a, b = cssselect.parser.parse_series(function.arguments)
-        except ValueError:
-            a = b = None
-        if a != 0 or b is None:
+        except ValueError:  # cssselect's own method words the error
+            a, b = 1, 0
+        if a != 0:
             return super().xpath_nth_child_function(xpath, function, last, add_name_test)
         if b < 1:
             return xpath.add_condition("0")
