@@ -60,15 +60,15 @@ def site() -> Iterator[Site]:
 
 def baseline_mb(project: Project, service: dict[str, Any], small_url: str) -> float:
     """Peak RSS of the CLI crawling one small page with ``service``'s settings."""
-    project.write_registry({**registry(project, {"small": {**service, "source": {
-        **service["source"], "urls": [small_url]}}})})
+    project.write_registry(registry({"small": {**service, "source": {**service["source"], "urls": [small_url]}}}))
     batch = project.write_batch([{"job_id": "small_1", "service_id": "small"}], name="small.json")
     result, peak, _ = run_measured(project, "--batch-file", str(batch))
     assert result.returncode == 0, result.stderr[-3000:]
     return peak
 
 
-def registry(project: Project, services: dict[str, Any]) -> dict[str, Any]:  # noqa: ARG001
+def registry(services: dict[str, Any]) -> dict[str, Any]:
+    """A registry of ``services`` landing in the test's bucket (``$BUCKET``)."""
     return {"version": 1,
             "defaults": {"destination": {"bucket": "${BUCKET}", "endpoint_url": "${S3_URL}"},
                          "retry": {"attempts": 2, "backoff_s": 0.01, "max_backoff_s": 0.05}, "timeout_s": 30},
@@ -99,7 +99,7 @@ def test_a_9_mb_page_is_crawled_and_validated_within_the_memory_bound(project: P
                      "json_schema": "record.schema.json"},
     }
     base = baseline_mb(project, service, site.url + "/small.html")
-    project.write_registry(registry(project, {"catalogue": service}))
+    project.write_registry(registry({"catalogue": service}))
     batch = project.write_batch([{"job_id": "catalogue_1", "service_id": "catalogue"}])
     result, peak_mb, seconds = run_measured(project, "--batch-file", str(batch), "--report", "report.json")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -131,7 +131,7 @@ def test_a_page_over_the_parse_bound_is_rejected_with_the_reason(project: Projec
         service = {"type": "web", "source": {"urls": [site.url + "/dense.html"],
                                              "follow": {"selector": "a.article", "max_pages": 3}}}
         base = baseline_mb(project, service, site.url + "/small.html")
-        project.write_registry(registry(project, {"dense": service}))
+        project.write_registry(registry({"dense": service}))
         batch = project.write_batch([{"job_id": "dense_1", "service_id": "dense"}])
         result, peak_mb, seconds = run_measured(project, "--batch-file", str(batch), "--report", "report.json")
         paths = site.paths()
