@@ -69,14 +69,20 @@ def _config_errors_exit_2(fn: F) -> F:
 
 @contextmanager
 def _stop_on_signals(run: BatchRun) -> Iterator[None]:
-    """SIGINT/SIGTERM stop the run cleanly; a second SIGINT forces the default behaviour."""
+    """SIGINT/SIGTERM stop the run cleanly: transfers in flight are cut (the transfer
+    watchdog), jobs end ``cancelled``, the report and failed-jobs file are written, exit 130.
+    A second signal ends the process at once with exit 130 and nothing more written."""
     if sys.platform == "win32" or not _in_main_thread():
         yield
         return
+    received = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        if received:
+            os.write(2, b"error: second interrupt; exiting now without the report\n")
+            os._exit(int(ExitCode.INTERRUPTED))
+        received.append(signum)
         run.interrupt()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

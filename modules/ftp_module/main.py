@@ -29,10 +29,11 @@ from typing import Any, ClassVar, TypeVar
 
 import structlog
 
-from common.exceptions import Transient
+from common.exceptions import Transient, TransferStopped
 from common.file_sink import FileSink, FileTooLarge
 from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig, Unchanged
 from common.secret import redact, reveal
+from common.transfer_watchdog import Transfer, shut_socket, watch
 from modules.ftp_module.exceptions import FtpAuthError, FtpSourceError, FtpTransientError
 
 __all__ = ["FtpModule"]
@@ -76,6 +77,19 @@ class _Ftp(ftplib.FTP):
 
     _type: str | None = None
     """The transfer type the server last accepted; None when unknown."""
+    _data: socket.socket | None = None
+    """The data connection of the transfer in flight, for :meth:`cut`."""
+    transfer: Transfer | None = None
+    """The watched transfer the bytes of data connections count towards (see :meth:`FtpModule._call`)."""
+
+    def cut(self) -> None:
+        """Shut the data and control sockets (from the watchdog thread): the blocked read returns."""
+        shut_socket(self._data)
+        shut_socket(self.sock)
+
+    def _arrived(self, n: int) -> None:
+        if self.transfer is not None:
+            self.transfer.arrived(n)
 
     def sendcmd(self, cmd: str) -> str:
         return self._typed(cmd, super().sendcmd)
@@ -97,10 +111,46 @@ class _Ftp(ftplib.FTP):
         if self._type != "I":
             self.voidcmd("TYPE I")
         with self.transfercmd(cmd, rest) as conn:
-            while data := conn.recv(blocksize):
-                callback(data)
-            if isinstance(conn, ssl.SSLSocket):
-                conn.unwrap()
+            self._data = conn
+            try:
+                while data := conn.recv(blocksize):
+                    self._arrived(len(data))
+                    callback(data)
+                if isinstance(conn, ssl.SSLSocket):
+                    conn.unwrap()
+            finally:
+                self._data = None
+        return self.voidresp()
+
+    def putline(self, line: str) -> None:
+        """ftplib's ``putline``; a name the listing decoded with ``surrogateescape`` goes back
+        to the server as the bytes it sent (a folder with a non-UTF-8 name can be listed)."""
+        if "\r" in line or "\n" in line:
+            raise ValueError("an illegal newline character should not be contained")
+        assert self.sock is not None
+        self.sock.sendall((line + "\r\n").encode(self.encoding, errors="surrogateescape"))
+
+    def retrlines(self, cmd: str, callback: Callable[[str], Any] | None = None) -> str:
+        """ftplib's ``retrlines`` (MLSD, NLST), counting the bytes for the watchdog and decoding
+        names that are not valid UTF-8 with ``surrogateescape`` instead of failing the listing."""
+        callback = callback or ftplib.print_line
+        self.sendcmd("TYPE A")
+        with self.transfercmd(cmd) as conn, conn.makefile("r", encoding=self.encoding,
+                                                          errors="surrogateescape") as fp:
+            self._data = conn
+            try:
+                while True:
+                    line = fp.readline(self.maxline + 1)
+                    if len(line) > self.maxline:
+                        raise ftplib.Error(f"got more than {self.maxline} bytes")
+                    if not line:
+                        break
+                    self._arrived(len(line))
+                    callback(line[:-2] if line[-2:] == "\r\n" else line[:-1] if line[-1:] == "\n" else line)
+                if isinstance(conn, ssl.SSLSocket):
+                    conn.unwrap()
+            finally:
+                self._data = None
         return self.voidresp()
 
 
@@ -375,7 +425,17 @@ class FtpModule(BaseModule):
 
         def attempt() -> T:
             try:
-                return op(self._connection())
+                ftp = self._connection()
+                with watch(what, self.ctx.stop, self.ctx.timeout_s, cut=ftp.cut,
+                           stalled=lambda msg: FtpTransientError(msg, uri=uri)) as transfer:
+                    ftp.transfer = transfer
+                    try:
+                        return op(ftp)
+                    finally:
+                        ftp.transfer = None
+            except TransferStopped:
+                self._drop(polite=False)
+                raise
             except FileTooLarge:
                 self._drop(polite=False)  # abandoned mid-transfer: the session is out of step
                 raise

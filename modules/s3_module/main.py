@@ -16,7 +16,7 @@ Registry keys read (``source`` of a ``type: s3`` service):
     Secrets; when absent (or empty) boto3's default credential chain applies.
 
 Objects are listed in key order (ListObjectsV2, one page at a time, each page
-retried on its own) and downloaded one at a time in 1 MiB chunks into a hashing
+retried on its own) and downloaded one at a time in 64 KiB reads, under the transfer watchdog, into a hashing
 sink; a retried download starts the file over. "Folder" markers (keys ending in
 ``/``) are skipped, and so is an object deleted between listing and download.
 
@@ -38,14 +38,16 @@ import structlog
 from common.file_sink import FileSink, FileTooLarge
 from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, Unchanged
 from common.secret import Secret
-from modules.s3_module.exceptions import S3AuthError, S3SourceError, translate_s3_error
+from common.transfer_watchdog import shut_response, watch
+from modules.s3_module.exceptions import S3AuthError, S3SourceError, S3TransientError, translate_s3_error
 
 __all__ = ["S3Module", "s3_client_for"]
 
 log = structlog.get_logger(__name__)
 
-#: Bytes read from a response body at a time.
-CHUNK_SIZE = 1024 * 1024
+#: Bytes read from a response body at a time. Small enough that the transfer watchdog sees a
+#: slow body progress (a read returns only when this much arrived): 64 KiB per ``timeout_s``.
+CHUNK_SIZE = 64 * 1024
 #: HTTP connections one shared client keeps; jobs on the same source share them.
 MAX_POOL_CONNECTIONS = 50
 #: botocore's own attempts per request; the job's retry policy does the rest.
@@ -194,14 +196,19 @@ class S3Module(BaseModule):
         """One download attempt from byte 0; the response metadata without its body."""
         bucket = self.source["bucket"]
         sink.reset()
+        holder: dict[str, Any] = {}
+        uri = f"s3://{bucket}/{key}"
         try:
-            response = client.get_object(Bucket=bucket, Key=key)
-            body = response.pop("Body")
-            try:
-                for chunk in body.iter_chunks(CHUNK_SIZE):
-                    sink.write(chunk)
-            finally:
-                body.close()
+            with watch(f"get {uri}", self.ctx.stop, self.ctx.timeout_s, cut=lambda: shut_response(holder.get("body")),
+                       stalled=lambda msg: S3TransientError(msg, bucket=bucket, key=key)) as transfer:
+                response = client.get_object(Bucket=bucket, Key=key)
+                body = holder["body"] = response.pop("Body")
+                try:
+                    for chunk in body.iter_chunks(CHUNK_SIZE):
+                        transfer.arrived(len(chunk))
+                        sink.write(chunk)
+                finally:
+                    body.close()
         except Exception as exc:
             if _is_library_error(exc):
                 raise translate_s3_error(exc, bucket, key) from exc

@@ -50,6 +50,7 @@ from common.exceptions import Transient
 from common.file_sink import FileTooLarge
 from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig, Unchanged
 from common.secret import reveal
+from common.transfer_watchdog import Transfer, shut_response, watch
 from modules.http_headers import conditional_headers, version_identity
 from modules.web_module.config import SOURCE_SCHEMA
 from modules.web_module.exceptions import (
@@ -131,6 +132,8 @@ class WebModule(BaseModule):
         self._headers["User-Agent"] = source["user_agent"]
         self._robots = RobotsRules(source["user_agent"], self._robots_text) if source["obey_robots"] else None
         self._done: set[str] = set()
+        self._transfer: Transfer | None = None
+        """The watched transfer of the request in flight (see :meth:`_exchange`)."""
 
     # -- the contract ---------------------------------------------------------------
 
@@ -287,6 +290,8 @@ class WebModule(BaseModule):
         deadline = time.monotonic() + BODY_DEADLINE_FACTOR * self.ctx.timeout_s
         with self.ctx.new_file(workdir, page_name(url), url, version_identity(response.headers)) as sink:
             for chunk in response.iter_content(CHUNK_SIZE):
+                if self._transfer is not None:
+                    self._transfer.arrived(len(chunk))
                 if sink.size + len(chunk) > limit:
                     sink.abort()
                     return self._too_large(url, f"more than {limit} bytes")
@@ -349,8 +354,12 @@ class WebModule(BaseModule):
             except requests.RequestException as exc:
                 raise translate_request_error(exc, url) from exc
             try:
-                return take(response)
+                with watch(f"GET {url}", self.ctx.stop, self.ctx.timeout_s, cut=lambda: shut_response(response),
+                           stalled=lambda msg: WebTransientError(msg, url=url, retry_after=None)) as transfer:
+                    self._transfer = transfer
+                    return take(response)
             except requests.RequestException as exc:
                 raise translate_request_error(exc, url) from exc
             finally:
+                self._transfer = None
                 response.close()
