@@ -34,17 +34,20 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Literal, ParamSpec, TypeVar
 
 import structlog
 
 from common.exceptions import TransferStopped
 
-__all__ = ["MIN_RATE_BYTES_PER_S", "TICK_S", "Transfer", "shut_response", "shut_socket", "watch"]
+__all__ = ["MIN_RATE_BYTES_PER_S", "TICK_S", "Transfer", "ends_on_stop", "shut_response", "shut_socket", "watch"]
 
 log = structlog.get_logger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 #: A transfer averaging less than this over a window of ``timeout_s`` seconds is cut.
 MIN_RATE_BYTES_PER_S = 1024
@@ -195,3 +198,17 @@ def shut_response(response: object) -> None:
     raw = getattr(response, "raw", None) or getattr(response, "_raw_stream", None) or response
     connection = getattr(raw, "connection", None) or getattr(raw, "_connection", None)
     shut_socket(getattr(connection, "sock", None))
+
+
+def ends_on_stop(fetch: Callable[P, Iterator[T]]) -> Callable[P, Iterator[T]]:
+    """Decorate a module's ``fetch``: a read cut because the run stopped ends the generator
+    quietly, as stopping between files does (the framework then marks the job stopped)."""
+
+    @functools.wraps(fetch)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Iterator[T]:
+        try:
+            yield from fetch(*args, **kwargs)
+        except TransferStopped as exc:
+            log.info("fetch_stopped", what=getattr(exc, "what", None))
+
+    return wrapper

@@ -60,6 +60,7 @@ from common.exceptions import is_transient
 from common.file_sink import FileTooLarge
 from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig, Unchanged
 from common.problems import Problem
+from common.transfer_watchdog import ends_on_stop
 from modules.api_module.client import PageClient, PageMeta, service_limit
 from modules.api_module.config import SOURCE_SCHEMA, Paging, paging_from
 from modules.api_module.exceptions import ApiAuthError, ApiSourceError, ApiTransientError
@@ -109,6 +110,7 @@ class ApiModule(BaseModule):
 
     # ------------------------------------------------------------------ fetch
 
+    @ends_on_stop
     def fetch(self, workdir: Path) -> Iterator[Item]:
         """Every page of every endpoint, in completion order (Unchanged for a 304, a rejected
         FetchFailed for a page over ``max_file_bytes``).

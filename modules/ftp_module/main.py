@@ -22,6 +22,7 @@ import ftplib
 import posixpath
 import socket
 import ssl
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +34,9 @@ from common.exceptions import Transient, TransferStopped
 from common.file_sink import FileSink, FileTooLarge
 from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig, Unchanged
 from common.secret import redact, reveal
-from common.transfer_watchdog import Transfer, shut_socket, watch
+from common.transfer_watchdog import Transfer, ends_on_stop, shut_socket, watch
 from modules.ftp_module.exceptions import FtpAuthError, FtpSourceError, FtpTransientError
+from modules.ftp_module.listing import Listing, LoopGuard, bad_name_reason, parse_mlsd, parse_mlst, printable
 
 __all__ = ["FtpModule"]
 
@@ -45,7 +47,7 @@ T = TypeVar("T")
 BLOCK_SIZE = 1 << 20
 #: This many files failing one after another means the source itself is failing.
 MAX_FAILURES_IN_A_ROW = 5
-#: Folders deeper than this under ``path`` are not walked (guards against symlink loops).
+#: Folders deeper than this under ``path`` are not walked (the last guard against symlink loops).
 MAX_DEPTH = 64
 #: Replies to MLSD meaning "this server does not do MLSD": list with NLST from then on.
 _MLSD_UNSUPPORTED = ("500", "502")
@@ -64,6 +66,8 @@ class _Entry:
     name: str
     """Path relative to the configured ``path``, ``/`` separated."""
     identity: dict[str, str] = field(default_factory=dict)
+    problem: str | None = None
+    """Why the file cannot be fetched (a name that is not UTF-8); None when it can."""
 
 
 class _Ftp(ftplib.FTP):
@@ -226,6 +230,7 @@ class FtpModule(BaseModule):
 
     # -- the contract ---------------------------------------------------------------
 
+    @ends_on_stop
     def fetch(self, workdir: Path) -> Iterator[FetchedFile | FetchFailed | Unchanged]:
         """List the tree under ``path``, then stream each matching file, in name order.
 
@@ -239,6 +244,9 @@ class FtpModule(BaseModule):
                 log.info("ftp_fetch_stopped", fetched=done, remaining=len(entries) - done)
                 return
             uri = self._uri(entry.remote)
+            if entry.problem is not None:
+                yield FetchFailed(entry.name, self._uri(printable(entry.remote)), entry.problem)
+                continue
             version = {k: entry.identity[k] for k in ("size", "modify") if k in entry.identity}
             if "size" in version and self.ctx.unchanged(uri, version):
                 yield Unchanged(entry.name, uri, version)
@@ -270,36 +278,73 @@ class FtpModule(BaseModule):
     # -- listing ----------------------------------------------------------------------
 
     def _list_tree(self) -> list[_Entry]:
-        """Every file under the root matching ``include``, sorted by relative name."""
+        """Every file under the root matching ``include``, sorted by relative name.
+
+        Breadth first, folders in name order; no folder or file taken twice (see
+        :mod:`modules.ftp_module.listing` for the loop rules), no deeper than MAX_DEPTH.
+        """
         root = self._call("ftp connect", self._base_uri, lambda ftp: self._root)
         assert root is not None
         found: list[_Entry] = []
-        pending: list[tuple[str, str, int]] = [(root, "", 0)]
+        guard = LoopGuard()
+        root_unique = self._call(f"ftp mlst {root}", self._uri(root), lambda ftp: self._unique_of(ftp, root))
+        guard.enter(root_unique)
+        # (folder, its relative prefix, depth, its unique or None, fingerprints of its ancestors' listings)
+        pending: deque[tuple[str, str, int, str | None, tuple[str, ...]]] = deque([(root, "", 0, root_unique, ())])
+        loops = 0
         while pending:
             if self.ctx.stop.is_set():
                 break
-            folder, prefix, depth = pending.pop()
-            files, dirs = self._call(f"ftp list {folder}", self._uri(folder),
-                                     lambda ftp, d=folder: self._list_dir(ftp, d))
-            log.debug("ftp_listed", path=folder, files=len(files), dirs=len(dirs))
-            for name, identity in files:
-                if any(fnmatch.fnmatchcase(name, pattern) for pattern in self._include):
-                    found.append(_Entry(posixpath.join(folder, name), prefix + name, identity))
+            folder, prefix, depth, own, ancestors = pending.popleft()
+            listing = self._call(f"ftp list {folder}", self._uri(printable(folder)),
+                                 lambda ftp, d=folder: self._list_dir(ftp, d))
+            log.debug("ftp_listed", path=printable(folder), files=len(listing.files), dirs=len(listing.dirs))
+            fingerprint = ""
+            if own is None:  # no identity from the server: compare what the folder shows
+                fingerprint = listing.fingerprint()
+                if fingerprint in ancestors:  # no identity from the server: the same listing as an ancestor
+                    loops += 1
+                    log.info("ftp_loop_skipped", path=printable(folder), rule="same listing as an ancestor")
+                    continue
+            for name, identity, unique in sorted(listing.files, key=lambda f: f[0]):
+                if not any(fnmatch.fnmatchcase(name, pattern) for pattern in self._include):
+                    continue
+                if not guard.take_file(unique):
+                    log.info("ftp_duplicate_file_skipped", path=printable(posixpath.join(folder, name)))
+                    continue
+                remote = posixpath.join(folder, name)
+                found.append(_Entry(remote, printable(prefix + name), identity, bad_name_reason(remote)))
             if not self.source["recursive"]:
                 continue
-            if depth >= MAX_DEPTH and dirs:
-                log.warning("ftp_depth_limit", path=folder, max_depth=MAX_DEPTH)
+            if depth >= MAX_DEPTH and listing.dirs:
+                log.warning("ftp_depth_limit", path=printable(folder), max_depth=MAX_DEPTH)
                 continue
-            pending.extend((posixpath.join(folder, d), f"{prefix}{d}/", depth + 1) for d in dirs)
+            for name, unique in sorted(listing.dirs):
+                if not guard.enter(unique):
+                    loops += 1
+                    log.info("ftp_loop_skipped", path=printable(posixpath.join(folder, name)),
+                             rule="folder already listed")
+                    continue
+                pending.append((posixpath.join(folder, name), f"{prefix}{name}/", depth + 1, unique,
+                                (*ancestors, fingerprint) if fingerprint else ancestors))
         found.sort(key=lambda e: e.name)
-        log.info("ftp_tree_listed", path=root, files=len(found))
+        log.info("ftp_tree_listed", path=printable(root), files=len(found), loops_skipped=loops)
         return found
 
-    def _list_dir(self, ftp: ftplib.FTP, folder: str) -> tuple[list[tuple[str, dict[str, str]]], list[str]]:
-        """(files with identity, sub-folder names) of one folder."""
+    def _unique_of(self, ftp: ftplib.FTP, folder: str) -> str | None:
+        """The folder's ``unique`` fact (MLST), or None when the server does not give it."""
+        if not self._use_mlsd:
+            return None
+        try:
+            return parse_mlst(ftp.sendcmd(f"MLST {folder}"))
+        except ftplib.error_perm:
+            return None
+
+    def _list_dir(self, ftp: ftplib.FTP, folder: str) -> Listing:
+        """The files (with identity) and sub-folders of one folder."""
         if self._use_mlsd:
             try:
-                return _parse_mlsd(list(ftp.mlsd(folder)))
+                return parse_mlsd(list(ftp.mlsd(folder)))
             except ftplib.error_perm as exc:
                 code = str(exc)[:3]
                 if code in _MLSD_UNSUPPORTED:
@@ -309,17 +354,16 @@ class FtpModule(BaseModule):
                     raise
         return self._list_dir_nlst(ftp, folder)
 
-    def _list_dir_nlst(self, ftp: ftplib.FTP, folder: str) -> tuple[list[tuple[str, dict[str, str]]], list[str]]:
+    def _list_dir_nlst(self, ftp: ftplib.FTP, folder: str) -> Listing:
         """NLST, then CWD into each name to tell folders; SIZE and MDTM for identity."""
         try:
             names = ftp.nlst(folder)
         except ftplib.error_temp as exc:
             if str(exc)[:3] == "450" and "no files" in str(exc).lower():
-                return [], []  # ProFTPD's answer for an empty folder
+                return Listing()  # ProFTPD's answer for an empty folder
             raise
         ftp.voidcmd("TYPE I")  # NLST switched to ASCII, where servers refuse SIZE
-        files: list[tuple[str, dict[str, str]]] = []
-        dirs: list[str] = []
+        listing = Listing()
         for raw in names:
             name = posixpath.basename(raw.rstrip("/"))
             if name in ("", ".", ".."):
@@ -328,10 +372,10 @@ class FtpModule(BaseModule):
             try:
                 ftp.cwd(remote)
             except ftplib.error_perm:
-                files.append((name, _size_and_mtime(ftp, remote)))
+                listing.files.append((name, _size_and_mtime(ftp, remote), None))
             else:
-                dirs.append(name)
-        return files, dirs
+                listing.dirs.append((name, None))
+        return listing
 
     # -- downloading ------------------------------------------------------------------
 
@@ -474,6 +518,8 @@ class FtpModule(BaseModule):
             if isinstance(ftp, ftplib.FTP_TLS):
                 ftp.prot_p()
             ftp.set_pasv(self.source["passive"])
+            if self._use_mlsd:
+                _ask_for_unique(ftp)
             ftp.voidcmd("TYPE I")
             if self._root is None:
                 self._root = self._resolve_root(ftp)
@@ -525,20 +571,13 @@ class FtpModule(BaseModule):
         return FtpTransientError(f"{uri}: connection failed: {type(exc).__name__}: {reply}", uri=uri)
 
 
-def _parse_mlsd(listing: list[tuple[str, dict[str, str]]]) -> tuple[list[tuple[str, dict[str, str]]], list[str]]:
-    files: list[tuple[str, dict[str, str]]] = []
-    dirs: list[str] = []
-    for name, facts in listing:
-        kind = facts.get("type", "").lower()
-        if name in ("", ".", "..") or "/" in name:
-            continue
-        if kind == "file":
-            files.append((name, {k: facts[k] for k in ("size", "modify") if k in facts}))
-        elif kind == "dir":
-            dirs.append(name)
-        elif kind not in ("cdir", "pdir"):
-            log.debug("ftp_entry_skipped", name=name, type=kind)
-    return files, dirs
+def _ask_for_unique(ftp: ftplib.FTP) -> None:
+    """Ask MLSD/MLST for the ``unique`` fact too (pyftpdlib, for one, leaves it out unless asked),
+    which the walk's loop guard needs. A server that does not know OPTS MLST keeps its default."""
+    try:
+        ftp.sendcmd("OPTS MLST type;size;modify;unique;")
+    except (ftplib.error_perm, ftplib.error_temp, ftplib.error_reply):
+        pass
 
 
 def _size_and_mtime(ftp: ftplib.FTP, remote: str) -> dict[str, str]:

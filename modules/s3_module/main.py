@@ -38,7 +38,7 @@ import structlog
 from common.file_sink import FileSink, FileTooLarge
 from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, Unchanged
 from common.secret import Secret
-from common.transfer_watchdog import shut_response, watch
+from common.transfer_watchdog import ends_on_stop, shut_response, watch
 from modules.s3_module.exceptions import S3AuthError, S3SourceError, S3TransientError, translate_s3_error
 
 __all__ = ["S3Module", "s3_client_for"]
@@ -89,6 +89,7 @@ class S3Module(BaseModule):
         """The S3 endpoint; no cap unless the service sets ``limits.max_connections``."""
         return (source["endpoint_url"] or f"https://s3.{source['region']}.amazonaws.com",)
 
+    @ends_on_stop
     def fetch(self, workdir: Path) -> Iterator[FetchedFile | FetchFailed | Unchanged]:
         """Each object under ``prefix`` matching ``include``, in key order.
 

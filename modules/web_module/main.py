@@ -50,7 +50,7 @@ from common.exceptions import Transient
 from common.file_sink import FileTooLarge
 from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig, Unchanged
 from common.secret import reveal
-from common.transfer_watchdog import Transfer, shut_response, watch
+from common.transfer_watchdog import Transfer, ends_on_stop, shut_response, watch
 from modules.http_headers import conditional_headers, version_identity
 from modules.web_module.config import SOURCE_SCHEMA
 from modules.web_module.exceptions import (
@@ -137,6 +137,7 @@ class WebModule(BaseModule):
 
     # -- the contract ---------------------------------------------------------------
 
+    @ends_on_stop
     def fetch(self, workdir: Path) -> Iterator[FetchedFile | FetchFailed | Unchanged]:
         """Each HTML page, breadth first from ``urls``, each followed by its ``extract`` record if any.
 
