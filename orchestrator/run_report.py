@@ -7,7 +7,9 @@ and params.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -54,13 +56,26 @@ def write_failed_jobs(outcome: RunOutcome, batch: Batch, temp_dir: Path) -> Path
                 entry["params"] = thaw(job.params)
             jobs.append(entry)
     path = temp_dir / f"failed_jobs_{outcome.run_id}.json"
-    write_json(path, {"description": f"Jobs of run {outcome.run_id} that did not succeed ({batch.path})",
-                      "jobs": jobs})
-    return path
+    written = write_json(path, {"description": f"Jobs of run {outcome.run_id} that did not succeed ({batch.path})",
+                                "jobs": jobs}, what="the failed-jobs file")
+    return path if written else None
 
 
-def write_json(path: Path, document: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_json(path: Path, document: Any, what: str = "the report") -> bool:
+    """Write ``document`` to ``path`` atomically (a ``.tmp`` file, then a rename).
+
+    The run is over when this is called, so a write that fails (a full disk, a folder that
+    is not writable) is one ``error:`` line on stderr and False, never a traceback: the
+    exit code stays that of the run.
+    """
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        print(f"error: cannot write {what} {path}: {exc.strerror or exc}", file=sys.stderr)
+        return False
+    return True

@@ -56,7 +56,7 @@ from typing import Any, ClassVar
 
 import structlog
 
-from common.exceptions import is_transient
+from common.exceptions import DiskFullError, is_transient
 from common.file_sink import FileTooLarge
 from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig, Unchanged
 from common.problems import Problem
@@ -246,6 +246,9 @@ class ApiModule(BaseModule):
             except FileTooLarge as exc:
                 log.warning("api_page_rejected", endpoint=endpoint, uri=public_url(url), reason=str(exc))
                 yield FetchFailed(name, public_url(url), str(exc), status="rejected")
+                return
+            except DiskFullError as exc:  # the page is failed; the pages after it cannot be reached
+                yield FetchFailed(name, public_url(url), str(exc))
                 return
             except ApiSourceError as exc:
                 raise _EndpointFailed(name, public_url(url), exc) from exc

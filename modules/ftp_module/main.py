@@ -30,7 +30,7 @@ from typing import Any, ClassVar, TypeVar
 
 import structlog
 
-from common.exceptions import Transient, TransferStopped
+from common.exceptions import DiskFullError, Transient, TransferStopped
 from common.file_sink import FileSink, FileTooLarge
 from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig, Unchanged
 from common.secret import redact, reveal
@@ -261,6 +261,9 @@ class FtpModule(BaseModule):
                 raise
             except FileTooLarge as err:  # grew past the limit while downloading
                 yield FetchFailed(entry.name, uri, str(err), status="rejected")
+                continue
+            except DiskFullError as err:  # local, not the server's fault: not retried, not counted
+                yield FetchFailed(entry.name, uri, str(err))
                 continue
             except FtpSourceError as err:
                 in_a_row += 1

@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 import structlog
 
+from common.exceptions import DiskFullError
 from common.file_sink import FileSink, FileTooLarge
 from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, Unchanged
 from common.secret import Secret
@@ -123,7 +124,7 @@ class S3Module(BaseModule):
             except FileTooLarge as exc:  # grew between listing and download
                 yield FetchFailed(obj["Key"], uri, str(exc), status="rejected")
                 continue
-            except (S3SourceError, ValueError) as exc:
+            except (S3SourceError, DiskFullError, ValueError) as exc:
                 yield FetchFailed(obj["Key"], uri, str(exc))
                 continue
             if fetched is None:

@@ -46,7 +46,7 @@ from urllib.parse import urljoin
 import requests
 import structlog
 
-from common.exceptions import Transient
+from common.exceptions import DiskFullError, Transient
 from common.file_sink import FileTooLarge
 from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig, Unchanged
 from common.secret import reveal
@@ -171,6 +171,9 @@ class WebModule(BaseModule):
                 uri = str(exc.fields.get("uri", url))  # after redirects: the URL that answered
                 log.warning("web_page_rejected", url=uri, reason=str(exc))
                 yield FetchFailed(page_name(uri), uri, str(exc), status="rejected")
+                continue
+            except DiskFullError as exc:  # local: this page fails, the crawl goes on
+                yield FetchFailed(page_name(url), url, str(exc))
                 continue
             except WebSourceError as exc:
                 if self.ctx.stop.is_set():
@@ -320,6 +323,8 @@ class WebModule(BaseModule):
                 return sink.finish()
         except FileTooLarge as exc:
             return FetchFailed(name, uri, str(exc), status="rejected")
+        except DiskFullError as exc:
+            return FetchFailed(name, uri, str(exc))
 
     # -- robots.txt -------------------------------------------------------------------
 
