@@ -12,10 +12,12 @@ from importlib.metadata import PackageNotFoundError, version
 
 from common.exceptions import (
     ConfigError,
+    DiskFullError,
     ModuleSystemError,
     PluginError,
     SourceError,
     Transient,
+    TransferStopped,
     TransientSourceError,
     UploadError,
     is_transient,
@@ -26,6 +28,7 @@ from common.plugins import ENTRY_POINT_GROUP
 from common.problems import Problem
 from common.retry import RetryPolicy
 from common.secret import Secret
+from common.transfer_watchdog import ends_on_stop, watch
 
 try:
     __version__ = version("module_system")
@@ -35,6 +38,7 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 __all__ = [
     "BaseModule",
     "ConfigError",
+    "DiskFullError",
     "ENTRY_POINT_GROUP",
     "FetchFailed",
     "FetchedFile",
@@ -48,8 +52,11 @@ __all__ = [
     "SourceConfig",
     "SourceError",
     "Transient",
+    "TransferStopped",
     "TransientSourceError",
     "UploadError",
     "__version__",
+    "ends_on_stop",
     "is_transient",
+    "watch",
 ]
