@@ -19,7 +19,9 @@ when:
   block then raises :class:`~common.exceptions.TransferStopped` (not retried); or
 * it is too slow (curl's ``--speed-limit``/``--speed-time``): in a window of
   ``timeout_s`` seconds fewer than ``timeout_s * MIN_RATE_BYTES_PER_S`` bytes
-  arrived, i.e. its average rate over the window fell below 1 KiB/s. The block then
+  arrived, i.e. its average rate over the window fell below 1 KiB/s, and no whole
+  reply either (:meth:`Transfer.answered`: an FTP conversation of many short control
+  replies is slow in bytes but alive). The block then
   raises ``stalled(message)``: the module's own transient error, so the retry
   policy tries the file again and, failing that, the file is ``failed``.
 
@@ -71,10 +73,16 @@ class Transfer:
         self._window_bytes = 0
         self._lock = threading.Lock()
         self._over = False
+        self._answered = False
 
     def arrived(self, n: int) -> None:
         """``n`` more bytes came in (listing lines count too)."""
         self.bytes += n
+
+    def answered(self) -> None:
+        """A whole reply came in (an FTP control reply): the peer is alive, whatever its size.
+        A conversation of many small replies (NLST's CWD/SIZE/MDTM per entry) is not a stall."""
+        self._answered = True
 
     def _check(self, now: float) -> None:
         """Called by the watchdog thread: cut the transfer when the run stops or it stalls."""
@@ -86,10 +94,10 @@ class Transfer:
         if now - self._window_start < self.timeout_s:
             return
         got = self.bytes - self._window_bytes
-        if got < self.timeout_s * MIN_RATE_BYTES_PER_S:
+        if got < self.timeout_s * MIN_RATE_BYTES_PER_S and not self._answered:
             self._abort("stalled")
             return
-        self._window_start, self._window_bytes = now, self.bytes
+        self._window_start, self._window_bytes, self._answered = now, self.bytes, False
 
     def _abort(self, why: Literal["stopped", "stalled"]) -> None:
         with self._lock:  # never cut a socket the module has gone on to use for something else

@@ -95,6 +95,13 @@ class _Ftp(ftplib.FTP):
         if self.transfer is not None:
             self.transfer.arrived(n)
 
+    def getline(self) -> str:
+        """ftplib's ``getline``; a whole control reply line tells the watchdog the server is alive."""
+        line = super().getline()
+        if self.transfer is not None:
+            self.transfer.answered()
+        return line
+
     def sendcmd(self, cmd: str) -> str:
         return self._typed(cmd, super().sendcmd)
 
@@ -514,18 +521,23 @@ class FtpModule(BaseModule):
         else:
             ftp = _Ftp(timeout=timeout)
         try:
-            ftp.connect(self._host, self._port, timeout=timeout)
-            if isinstance(ftp, ftplib.FTP_TLS):
-                ftp.auth()
-            ftp.login(self.source["user"], reveal(self.source["password"]))
-            if isinstance(ftp, ftplib.FTP_TLS):
-                ftp.prot_p()
-            ftp.set_pasv(self.source["passive"])
-            if self._use_mlsd:
-                _ask_for_unique(ftp)
-            ftp.voidcmd("TYPE I")
-            if self._root is None:
-                self._root = self._resolve_root(ftp)
+            # A server that drips its banner or replies is cut like any slow transfer.
+            with watch(f"ftp connect {self._base_uri}", self.ctx.stop, timeout, cut=ftp.cut,
+                       stalled=lambda msg: FtpTransientError(msg, uri=self._base_uri)) as transfer:
+                ftp.transfer = transfer
+                ftp.connect(self._host, self._port, timeout=timeout)
+                if isinstance(ftp, ftplib.FTP_TLS):
+                    ftp.auth()
+                ftp.login(self.source["user"], reveal(self.source["password"]))
+                if isinstance(ftp, ftplib.FTP_TLS):
+                    ftp.prot_p()
+                ftp.set_pasv(self.source["passive"])
+                if self._use_mlsd:
+                    _ask_for_unique(ftp)
+                ftp.voidcmd("TYPE I")
+                if self._root is None:
+                    self._root = self._resolve_root(ftp)
+            ftp.transfer = None
         except BaseException:
             _close_quietly(ftp, polite=False)
             raise

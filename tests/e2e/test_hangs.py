@@ -274,6 +274,57 @@ def test_a_too_slow_ftp_download_fails(project: Project, bucket: str,
     assert job(project)["files"]["failed"] == 1
 
 
+class DrippingBanner:
+    """A TCP server that greets each client with an FTP banner, one byte every 0.2 s."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        with conn:
+            for byte in b"220 " + b"welcome " * 1000:
+                if self.closed.wait(0.2):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        self.closed.set()
+        self.sock.close()
+
+
+def test_an_ftp_server_dripping_its_banner_is_cut(project: Project, bucket: str) -> None:
+    banner = DrippingBanner()
+    try:
+        project.env.update({"FTP_PORT": str(banner.port), "FTP_PASSWORD": "unused-password"})
+        project.write_registry({
+            "version": 1,
+            "defaults": {"destination": {"bucket": bucket, "endpoint_url": "${S3_URL}"}, "timeout_s": 1,
+                         "retry": {"attempts": 2, "backoff_s": 0.01, "max_backoff_s": 0.1}},
+            "services": {"slow": {"type": "ftp", "source": {"host": "127.0.0.1", "port": "${FTP_PORT}",
+                                                             "password": "${FTP_PASSWORD}"}}},
+        })
+        code, _, err = finish(project, start(project))
+    finally:
+        banner.close()
+    assert code == 1, err
+    assert job(project)["status"] == "failed"
+    assert "too slow" in job(project)["error"]
+
+
 # ---------------------------------------------------------------------- s3
 
 
