@@ -28,6 +28,7 @@ from orchestrator.console import ProgressDisplay, print_summary
 from orchestrator.exit_codes import ExitCode
 from orchestrator.job_executor import BatchRun, RunOptions
 from orchestrator.run_report import build_report, write_failed_jobs, write_json
+from orchestrator.worker_threads import exit_if_abandoned
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -211,6 +212,9 @@ def run_program(command: click.Command) -> NoReturn:
     gc.freeze()
     try:
         command.main()
+    except SystemExit as done:
+        exit_if_abandoned(done.code)  # a job stuck past the stop grace must not hold the exit
+        raise
     finally:
         gc.freeze()
     sys.exit(0)  # command.main() exits itself; this only satisfies NoReturn

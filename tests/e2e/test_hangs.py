@@ -218,6 +218,43 @@ def test_a_too_slow_page_fails_and_the_others_land(project: Project, s3, bucket:
     assert not [k for k in list_keys(s3, bucket) if "b.json" in k or "drip" in k], "a cut file never lands"
 
 
+class DrippingHeaders:
+    """An HTTP server that answers its status line one byte every 0.2 s (nothing can cut that
+    read: it happens inside requests before a response object exists)."""
+
+    def __init__(self) -> None:
+        self.banner = DrippingBanner(b"HTTP/1.1 200 OK\r\nX-Slow: " + b"z" * 100_000)
+        self.url = f"http://127.0.0.1:{self.banner.port}"
+
+    def close(self) -> None:
+        self.banner.close()
+
+
+@pytest.mark.parametrize("how", ["sigint", "monitor"])
+def test_a_job_stuck_past_the_grace_is_abandoned(project: Project, bucket: str, how: str) -> None:
+    server = DrippingHeaders()
+    try:
+        project.write_registry({
+            "version": 1,
+            "defaults": {"destination": {"bucket": bucket, "endpoint_url": "${S3_URL}"}, "timeout_s": 60},
+            "services": {"slow": {"type": "api", "source": {"base_url": server.url, "endpoints": ["/x"]}}},
+        })
+        if how == "sigint":
+            proc = start(project)
+            assert server.banner.greeted.wait(GUARD_S)
+            proc.send_signal(signal.SIGINT)
+        else:
+            proc = start(project, "--monitor-duration", "1")
+        code, _, err = finish(project, proc)
+    finally:
+        server.close()
+    assert code == (130 if how == "sigint" else 1), err
+    result = job(project)
+    assert result["status"] == ("cancelled" if how == "sigint" else "timed_out")
+    assert "abandoned" in result["error"]
+    assert [j["job_id"] for j in failed_jobs_file(project)["jobs"]] == ["slow_1"]
+
+
 # ---------------------------------------------------------------------- ftp
 
 
@@ -275,12 +312,15 @@ def test_a_too_slow_ftp_download_fails(project: Project, bucket: str,
 
 
 class DrippingBanner:
-    """A TCP server that greets each client with an FTP banner, one byte every 0.2 s."""
+    """A TCP server that greets each client with ``banner`` (an FTP one by default), one byte
+    every 0.2 s; ``greeted`` is set once a client is being greeted."""
 
-    def __init__(self) -> None:
+    def __init__(self, banner: bytes = b"220 " + b"welcome " * 1000) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
+        self.text = banner
         self.closed = threading.Event()
+        self.greeted = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -292,8 +332,9 @@ class DrippingBanner:
             threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
 
     def _drip(self, conn: socket.socket) -> None:
+        self.greeted.set()
         with conn:
-            for byte in b"220 " + b"welcome " * 1000:
+            for byte in self.text:
                 if self.closed.wait(0.2):
                     return
                 try:
