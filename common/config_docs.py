@@ -202,6 +202,12 @@ validated completely by `common/job_config.py` before any job starts
 and one line naming the file, the service or job, and the key; values are never quoted
 in these messages.
 
+Both files must be UTF-8. A key written twice in one mapping (YAML) or object (JSON) is an
+error, as is nesting deeper than 64 levels; YAML anchors, aliases and merge keys
+(`<<: *name`) work, but the nodes aliases bring in (counted as expanded) may not exceed
+100,000 or ten times the nodes written in the file, whichever is larger, so a small file
+cannot expand into a huge one (`common/config_loader.py`).
+
 The key tables below are generated from the JSON Schemas the code validates against:
 `common/schemas/registry.schema.json`, each source module's `source_schema`, and the
 batch schemas in `common/job_config.py`. Regenerate this page with
@@ -380,8 +386,17 @@ def _batch_section() -> str:
         "JSON. Top level:\n\n" + _table(schema_rows(_BATCH_SCHEMA)) + "\n\n" + "\n".join(_schema_notes(_BATCH_SCHEMA))
         + "\n\nEach entry of `jobs`:\n\n" + _table(schema_rows(_JOB_SCHEMA)) + "\n\n" + "\n".join(_schema_notes(_JOB_SCHEMA))
         + "\n\nA duplicate `job_id` or a `service_id` the registry does not define is an error\n"
-        "naming the job; so is malformed JSON. The failed-jobs file a run writes\n"
-        "(`temp/failed_jobs_<run_id>.json`) is a batch file of this format."
+        "naming the job; so is malformed JSON, and so is a `job_id` that would make the job's log\n"
+        "file name (`{job_id}_{service_id}_{module}.log`) or manifest name (`{job_id}.json`) longer\n"
+        "than 255 bytes. The failed-jobs file a run writes\n"
+        "(`failed_jobs_<run_id>.json` in the `--state-dir`, `temp` by default) is a batch file of this\n"
+        "format.\n\n"
+        "**Which registry a batch runs against:** `--registry` when given; else the batch's\n"
+        "`registry` key (a path relative to the batch file); else `$MODULE_SYSTEM_REGISTRY`; else\n"
+        "`./project_registry.yaml`. A failed-jobs file records the absolute path of its run's\n"
+        "registry in `registry`, so `--batch-file` on it re-runs those jobs against the same\n"
+        "services from any directory; the re-run hint printed under the summary also names it\n"
+        "with `--registry` when it was not the default one."
     )
 
 

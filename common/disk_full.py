@@ -33,13 +33,14 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS
 
 
-def disk_full_error(exc: OSError, path: Path, directory: Path, written: int) -> DiskFullError:
-    """The DiskFullError for ``exc`` (raised writing ``path`` under ``directory``), logged once per filesystem."""
+def disk_full_error(exc: OSError, name: str, directory: Path, written: int) -> DiskFullError:
+    """The DiskFullError for ``exc`` (raised writing the file ``name`` under ``directory``), logged
+    once per filesystem."""
     where = os.path.abspath(directory)
     reason = "quota exceeded" if exc.errno == errno.EDQUOT else "no space left"
     _report_once(directory, reason)
-    return DiskFullError(f"disk full: {reason} in the temp dir {where} after {written} bytes of {path.name}",
-                         path=str(path), temp_dir=where)
+    return DiskFullError(f"disk full: {reason} in the temp dir {where} after {written} bytes of {name}",
+                         name=name, temp_dir=where)
 
 
 def _report_once(directory: Path, reason: str) -> None:

@@ -3,11 +3,20 @@
 Modules stream source bytes into a :class:`FileSink` (``ftplib.retrbinary(cmd,
 sink.write)``, ``for chunk in body.iter_chunks(): sink.write(chunk)``) and get a
 :class:`FetchedFile` from :meth:`FileSink.finish`, so content is read once.
+
+The local file's name is the sink's own (a unique name under the workdir, keeping only a
+short plain extension of the source name), never the source name: a name too long for
+the file system, one that is a folder of another (``m`` and ``m/x.txt``), or names that
+differ only in what the file system folds together cannot break or mix local files.
+``name`` stays the logical, source-relative name (the runner derives the key from it).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +24,6 @@ from typing import TYPE_CHECKING
 
 from common.disk_full import disk_full_error, is_disk_full
 from common.exceptions import SourceError
-from common.safe_names import safe_relative_name
 
 if TYPE_CHECKING:
     from common.interfaces.base_module import FetchedFile
@@ -30,6 +38,9 @@ class FileTooLarge(SourceError):
 #: dropped (at most this much hashed in vain for a large file, which goes in parts anyway);
 #: the uploader reads a larger single-part file once more for it.
 MD5_MAX_BYTES = 8 * 1024 * 1024
+
+#: A source name's extension kept on the local file (for tools that look at it): short and plain.
+_PLAIN_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}$")
 
 
 @dataclass(frozen=True)
@@ -55,9 +66,16 @@ class FileSink:
 
     def __init__(self, workdir: Path, name: str, source_uri: str, identity: Mapping[str, str],
                  max_bytes: int | None = None, parts: PartHashing | None = None) -> None:
-        self.name = safe_relative_name(name)
-        self.path = workdir / self.name
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        suffix = _PLAIN_SUFFIX.search(name.rpartition("/")[2])
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+            fd, path = tempfile.mkstemp(suffix=suffix.group(0) if suffix else "", prefix="f", dir=workdir)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(exc, name, workdir, 0) from exc
+            raise
+        self.path = Path(path)
         self.source_uri = source_uri
         self.identity = dict(identity)
         self._hash = hashlib.sha256()
@@ -66,12 +84,7 @@ class FileSink:
         self.max_bytes = max_bytes
         self._parts_of = parts
         self._start_parts()
-        try:
-            self._fh = open(self.path, "wb")  # noqa: SIM115 - closed in finish()/abort()
-        except OSError as exc:
-            if is_disk_full(exc):
-                raise disk_full_error(exc, self.path, workdir, 0) from exc
-            raise
+        self._fh = os.fdopen(fd, "wb")  # noqa: SIM115 - closed in finish()/abort()
         self._workdir = workdir
 
     def write(self, chunk: bytes) -> int:
@@ -88,7 +101,7 @@ class FileSink:
                     self._hash_parts(chunk)
         except OSError as exc:
             if is_disk_full(exc):
-                raise disk_full_error(exc, self.path, self._workdir, self._size) from exc
+                raise disk_full_error(exc, self.name, self._workdir, self._size) from exc
             raise
         self._size += len(chunk)
         if self._md5 is not None:
@@ -118,7 +131,7 @@ class FileSink:
             self._fh.close()  # flushes the last buffered bytes: may find the disk full too
         except OSError as exc:
             if is_disk_full(exc):
-                raise disk_full_error(exc, self.path, self._workdir, self._size) from exc
+                raise disk_full_error(exc, self.name, self._workdir, self._size) from exc
             raise
         part_sha256 = None
         if self._parts is not None and self._parts_of is not None:

@@ -1,6 +1,7 @@
 """The configuration edge: the registry (YAML) and the batch (JSON) in, frozen objects out.
 
-This module alone sees raw YAML/JSON. It interpolates ``${VAR}`` / ``${VAR:-default}``,
+This module alone sees raw YAML/JSON, read through :mod:`common.config_loader` (UTF-8 only,
+no duplicate keys, bounded depth and YAML alias expansion). It interpolates ``${VAR}`` / ``${VAR:-default}``,
 validates against the shipped ``schemas/registry.schema.json`` plus each module's
 ``source_schema``, fills every default from those schemas, wraps ``x-secret`` strings in
 :class:`~common.secret.Secret`, loads and checks JSON Schema files, and builds
@@ -23,8 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jsonschema_rs
-import yaml
 
+from common.config_loader import load_json_file, load_yaml_file
 from common.config_model import (
     DEFAULT_PREFIXES,
     GENERIC_PREFIXES,
@@ -40,13 +41,15 @@ from common.config_model import (
 )
 from common.exceptions import ConfigError, PluginError
 from common.frozen import freeze, thaw
+from common.logger import job_log_name
+from common.manifest import manifest_key
 from common.plugins import ModuleCatalog, default_catalog
 from common.secret import Secret
 
 if TYPE_CHECKING:
     import jsonschema
 
-__all__ = ["load_batch", "load_registry", "merge", "resolve_source"]
+__all__ = ["batch_registry", "load_batch", "load_registry", "merge", "read_batch", "resolve_source"]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 _BATCH_SCHEMA: dict[str, Any] = {
@@ -55,6 +58,9 @@ _BATCH_SCHEMA: dict[str, Any] = {
     "required": ["jobs"],
     "properties": {
         "description": {"type": "string", "description": "Free text for people; not used by the run."},
+        "registry": {"type": "string", "minLength": 1,
+                     "description": "The registry these jobs run against (relative to the batch file), used when "
+                                    "`--registry` is not given; failed-jobs files record their run's registry here."},
         "jobs": {"type": "array", "minItems": 1, "items": {"type": "object"}, "description": "The jobs to run."},
     },
 }
@@ -102,16 +108,7 @@ def load_registry(path: str | os.PathLike[str], catalog: ModuleCatalog | None = 
     path = Path(path)
     catalog = catalog or default_catalog()
     where = _Where(str(path))
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read registry: {exc.strerror or exc}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: invalid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
+    raw = load_yaml_file(path, "registry", {"services": "service"})
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the registry must be a mapping with 'version' and 'services'")
     root = registry_schema()
@@ -223,12 +220,12 @@ def _build_validate(raw: Mapping[str, Any], base_dir: Path, where: _Where) -> Va
 
 def _load_json_schema(path: Path, where: _Where) -> dict[str, Any]:
     key = "validate.json_schema"
+    if not path.exists():
+        raise where.error(key, f"schema file {path} does not exist")
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise where.error(key, f"schema file {path} does not exist") from None
-    except (OSError, ValueError) as exc:
-        raise where.error(key, f"schema file {path} is not readable JSON: {exc}") from None
+        doc = load_json_file(path, "schema file")
+    except ConfigError as exc:
+        raise where.error(key, f"schema file {exc}") from None
     if not isinstance(doc, dict):
         raise where.error(key, f"schema file {path} is not a JSON Schema object")
     import jsonschema  # only services with a JSON Schema need it
@@ -256,18 +253,27 @@ def _secret(value: Any) -> Secret | None:
 # --------------------------------------------------------------------------- batch
 
 
-def load_batch(path: str | os.PathLike[str], registry: Registry, catalog: ModuleCatalog | None = None) -> Batch:
-    """Parse and completely validate the batch at ``path`` against ``registry``."""
+def read_batch(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The batch document at ``path``, parsed and checked at its top level (not its jobs)."""
+    raw = load_json_file(Path(path), "batch", {"jobs": "job"})
+    _check(raw, _BATCH_SCHEMA, _BATCH_SCHEMA, _Where(str(path)), "")
+    return raw  # type: ignore[no-any-return]
+
+
+def batch_registry(path: str | os.PathLike[str], document: Mapping[str, Any]) -> Path | None:
+    """The registry the batch ``document`` (read from ``path``) names, relative to its file; or None."""
+    named = document.get("registry")
+    return Path(path).parent / named if named else None
+
+
+def load_batch(path: str | os.PathLike[str], registry: Registry, catalog: ModuleCatalog | None = None,
+               document: dict[str, Any] | None = None) -> Batch:
+    """Parse and completely validate the batch at ``path`` against ``registry``
+    (``document``: the batch already read by :func:`read_batch`, not read again)."""
     path = Path(path)
     catalog = catalog or default_catalog()
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read batch: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ConfigError(f"{path}: malformed JSON: {exc}") from None
+    raw = read_batch(path) if document is None else document
     where = _Where(str(path))
-    _check(raw, _BATCH_SCHEMA, _BATCH_SCHEMA, where, "")
     seen: dict[str, int] = {}
     jobs = []
     for index, job in enumerate(raw["jobs"]):
@@ -282,8 +288,24 @@ def load_batch(path: str | os.PathLike[str], registry: Registry, catalog: Module
         if service is None:
             known = ", ".join(sorted(registry.services))
             raise jw.error("service_id", f"unknown service {job['service_id']!r}; known services: {known}")
+        _check_file_names(job["job_id"], service, jw)
         jobs.append(_build_job(job, index, service, catalog, jw))
     return Batch(path=path, description=raw.get("description", ""), jobs=tuple(jobs))
+
+
+#: The longest file name (one path segment) that common file systems take: ext4, XFS, APFS.
+MAX_NAME_BYTES = 255
+
+
+def _check_file_names(job_id: str, service: ServiceConfig, where: _Where) -> None:
+    """The run names files after the job (its log file, its manifest): refuse here, at
+    validation, a job_id that would make one of them longer than a file system takes."""
+    names = {"log file name {job_id}_{service_id}_{module}.log": job_log_name(job_id, service.service_id, service.type),
+             "manifest name {job_id}.json": manifest_key(service.service_id, job_id).rsplit("/", 1)[-1]}
+    for what, name in names.items():
+        size = len(name.encode("utf-8"))
+        if size > MAX_NAME_BYTES:
+            raise where.error("job_id", f"too long: its {what} would be {size} bytes, more than {MAX_NAME_BYTES}")
 
 
 def _build_job(job: dict[str, Any], index: int, service: ServiceConfig, catalog: ModuleCatalog,

@@ -94,6 +94,12 @@ class KeyIndex:
         with folder.lock:
             folder.objects[key] = Existing(size, etag.strip('"'))
 
+    def discard(self, bucket: str, key: str) -> None:
+        """``key`` holds nothing any more (this run deleted it)."""
+        folder = self._folder(bucket, key)
+        with folder.lock:
+            folder.objects.pop(key, None)
+
     def forget(self, bucket: str, key: str) -> None:
         """What ``key`` holds is not known any more (an upload failed part-way)."""
         folder = self._folder(bucket, key)

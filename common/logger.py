@@ -8,7 +8,9 @@ and ``thread``. Files under the log dir:
 * ``{job_id}_{service_id}_{module}.log``: the records of one job, routed by ``job_id``.
 
 ``LOG_LEVEL`` (env) sets the level of the files and of JSON console output; the console
-in ``console`` format shows warnings and errors only, since the live display owns it.
+in ``console`` format shows warnings and errors only, since the live display owns it,
+with every value made printable (:func:`terminal_safe`: a file name's escape sequences
+are shown, not obeyed); JSON lines escape control characters by themselves.
 Every known secret value is scrubbed from every record (:func:`common.secret.redact`),
 and tracebacks are rendered without frame locals.
 """
@@ -19,6 +21,7 @@ import logging
 import os
 import sys
 import threading
+import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,6 +29,7 @@ import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 
 from common.secret import known_secrets
+from common.terminal_text import printable
 
 __all__ = ["EXECUTOR_LOG", "JobLogRouter", "configure_logging", "job_log_name"]
 
@@ -137,10 +141,47 @@ _shared_processors: list[Any] = [
 ]
 
 
-def _formatter(renderer: Any) -> logging.Formatter:
+def terminal_safe(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor for the console renderer: every value as printable text.
+
+    Strings go through :func:`~common.terminal_text.printable` (a file name's escape
+    sequences are shown, not obeyed); other values are shown as their ``repr``, escaped
+    the same way; an exception becomes its ``type: message`` lines (the frames are in the
+    JSON log files), since the console renderer cannot print structured exceptions."""
+    out: dict[str, Any] = {}
+    for key, value in event_dict.items():
+        if key == "exc_info":
+            key, value = "exception", _exception_lines(value)
+        elif key == "exception" and not isinstance(value, str):
+            value = "\n".join(f"{e.get('exc_type')}: {e.get('exc_value')}" for e in value if isinstance(e, dict))
+        if key == "exception":
+            out[key] = printable(str(value), keep_newlines=True)
+        elif isinstance(value, str):
+            out[key] = printable(value)
+        elif value is None or isinstance(value, (bool, int, float)):
+            out[key] = value
+        else:  # the renderer shows its repr: kept as it is unless that holds a control character
+            shown = repr(value)
+            safe = printable(shown)
+            out[key] = value if safe == shown else safe
+    return out
+
+
+def _exception_lines(exc_info: Any) -> str:
+    """``exc_info`` (True, an exception, or a ``sys.exc_info()`` tuple) as a traceback."""
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    if isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    if not isinstance(exc_info, tuple) or exc_info[0] is None:
+        return ""
+    return "".join(traceback.format_exception(*exc_info)).rstrip("\n")
+
+
+def _formatter(renderer: Any, *processors: Any) -> logging.Formatter:
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*_shared_processors, redact_secrets],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *processors, renderer],
     )
 
 
@@ -195,7 +236,7 @@ def configure_logging(log_dir: Path | None, console_format: str = "console", str
         console.setFormatter(json_lines)
         console.setLevel(level)
     else:
-        console.setFormatter(_formatter(structlog.dev.ConsoleRenderer(colors=False)))
+        console.setFormatter(_formatter(structlog.dev.ConsoleRenderer(colors=False), terminal_safe))
         console.setLevel(max(level, logging.WARNING))
     handlers.append(console)
 

@@ -1,11 +1,16 @@
 """The state of multipart uploads in progress: one small JSON file per upload.
 
-Kept in ``temp/uploads/`` (the runner's temp directory) so that the next run resumes
-what a crash, a kill or a stop cut off. A file is named after bucket + key + sha256 +
-size + part size, holds the upload id, its creation time and, per finished part, its
-ETag, size, our SHA-256 and the checksum sent, and is rewritten atomically (temp file,
-rename; no fsync) after every part: a SIGKILL loses at most the parts in flight. See
-:mod:`common.multipart_upload`, its only user.
+Kept in ``<state-dir>/uploads/`` (``--state-dir``, default ``temp``) so that the next run
+resumes what a crash, a kill or a stop cut off. A file is named after bucket + key +
+sha256 + size + part size, holds the upload id, its creation time and, per finished
+part, its ETag, size, our SHA-256 and the checksum sent, and is rewritten atomically
+(temp file, rename; no fsync) after every part: a SIGKILL loses at most the parts in
+flight. See :mod:`common.multipart_upload`, its only user.
+
+Runs sharing one state directory may run at once: whoever uses the states of a key
+(uploads, resumes, aborts them) first takes that key's lock, ``<hash>.lock`` beside the
+states (:meth:`StateStore.key_lock`, a :class:`~common.file_lock.FileLock`), so no two
+processes ever use one upload or its file at the same time.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
+
+from common.file_lock import FileLock
 
 __all__ = ["MAX_PARTS", "STALE_AFTER_S", "PartRecord", "StateStore", "UploadState", "part_size_for"]
 
@@ -107,11 +114,23 @@ class StateStore:
             for tmp in directory.glob(".*.tmp"):  # half-written by a process that was killed
                 if not _alive(tmp):
                     tmp.unlink(missing_ok=True)
+            for path in directory.glob("*.lock"):  # a killed process's: no one holds it, nothing to keep
+                lock = FileLock(path)
+                if lock.try_acquire():
+                    lock.release(unlink=True)
 
     @staticmethod
     def name(bucket: str, key: str, sha256: str, size: int, part_size: int) -> str:
         identity = json.dumps([bucket, key, sha256, size, part_size])
         return hashlib.sha256(identity.encode()).hexdigest()[:40] + ".json"
+
+    def key_lock(self, bucket: str, key: str) -> FileLock | None:
+        """The lock (not yet taken) that guards every state of ``key`` against other processes;
+        None when states are kept in memory (one process)."""
+        if self.directory is None:
+            return None
+        name = hashlib.sha256(json.dumps([bucket, key]).encode()).hexdigest()[:40]
+        return FileLock(self.directory / f"{name}.lock")
 
     def load(self, bucket: str, key: str, sha256: str, size: int, part_size: int) -> UploadState | None:
         return self._read(self.name(bucket, key, sha256, size, part_size))

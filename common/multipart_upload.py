@@ -6,8 +6,14 @@
 10,000 parts) and ``max_concurrency`` (parts in flight per uploader).
 
 * **State.** One small JSON file per upload (:mod:`common.multipart_state`), in
-  ``temp/uploads/``, rewritten atomically after every part: a SIGKILL loses at most
-  the parts in flight.
+  ``<state-dir>/uploads/``, rewritten atomically after every part: a SIGKILL loses at
+  most the parts in flight.
+* **Runs at once.** Runs sharing the state directory coordinate per key: an upload
+  (resume, parts, completion, or aborting superseded versions) holds the key's file
+  lock (:meth:`StateStore.key_lock`). A second run that wants the same key waits for
+  the first (its stop event ends the wait); when it gets the lock it asks S3 once
+  (a HEAD) whether the other run landed this very file meanwhile, and if so sends
+  nothing. One process coordinates its own threads with a lock per key too.
 * **Parts.** Each part is streamed from the file while it is sent (no part is held in
   memory); at most ``max_concurrency`` parts are in flight per uploader, all jobs
   together, on its own thread pool. The job's thread reads the file once, in order,
@@ -24,11 +30,11 @@
 * **Failure.** A transient failure that outlived its retries keeps the state (the next
   run resumes). A permanent one (the local file changed, the upload vanished, access
   denied) aborts the upload and deletes the state.
-* **Stale uploads.** :meth:`MultipartUploader.sweep` aborts uploads whose state is
-  older than a day, and uploads under given prefixes initiated more than a day ago
-  that no state knows of.
-
-Two processes sharing one state directory are not coordinated; one process is.
+* **Stale uploads.** :meth:`MultipartUploader.sweep` aborts the uploads whose state
+  file is older than a day, and only those: uploads this project started and knows.
+  It never lists a bucket's uploads to abort unknown ones, which may belong to another
+  tool. An upload whose state was lost (a deleted state directory) is left to the
+  bucket's lifecycle rule (``AbortIncompleteMultipartUpload``).
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -141,8 +147,12 @@ class MultipartUploader:
     # ------------------------------------------------------------------ one upload
 
     def upload(self, bucket: str, key: str, path: Path, size: int, sha256: str, retry: RetryPolicy,
-               stop: threading.Event | None, extra: dict[str, Any], part_sha256: Sequence[str] | None = None) -> None:
+               stop: threading.Event | None, extra: dict[str, Any],
+               part_sha256: Sequence[str] | None = None) -> dict[str, Any] | None:
         """Upload ``path`` (``size`` bytes, ``sha256``) to ``key`` in parts, resuming an earlier attempt.
+
+        Returns None, or the HEAD of the object when another run that shares the state
+        directory, waited for, landed this very file under ``key`` meanwhile (nothing sent).
 
         ``part_sha256`` (hex, one per part of :func:`part_size_for`, streamed by the FileSink
         while the file was fetched) spares the pass that reads and hashes the file before
@@ -154,7 +164,10 @@ class MultipartUploader:
         :class:`UploadError` (transient ones keep the upload resumable).
         """
         part_size = part_size_for(size, self.chunksize)
-        with self._key_lock(bucket, key):
+        with self._key_lock(bucket, key), self._claimed(bucket, key, size, sha256, retry, stop) as landed:
+            if landed is not None:
+                log.info("multipart_landed_by_other_run", key=key)
+                return landed
             if path.stat().st_size != size:
                 raise LocalFileChanged(f"{path.name} is {path.stat().st_size} bytes, not {size}", key=key)
             self._abort_superseded(bucket, key, StateStore.name(bucket, key, sha256, size, part_size), retry)
@@ -179,6 +192,7 @@ class MultipartUploader:
                                 parts=state.part_count, error=str(exc)[:200])
                 raise
             self.store.delete(state)
+        return None
 
     def _create(self, bucket: str, key: str, sha256: str, size: int, part_size: int, retry: RetryPolicy,
                 extra: dict[str, Any]) -> UploadState:
@@ -340,13 +354,18 @@ class MultipartUploader:
 
     def _landed(self, state: UploadState) -> bool:
         """Whether the object is there with this upload's size and sha256."""
+        return self._holds(state.bucket, state.key, state.size, state.sha256) is not None
+
+    def _holds(self, bucket: str, key: str, size: int, sha256: str) -> dict[str, Any] | None:
+        """The HEAD of ``key`` if it holds an object of this size and sha256, else None."""
         try:
-            head = self.client.head_object(Bucket=state.bucket, Key=state.key)
+            head: dict[str, Any] = self.client.head_object(Bucket=bucket, Key=key)
         except ClientError as exc:
             if _code(exc) in ("404", "NoSuchKey", "NotFound"):
-                return False
+                return None
             raise
-        return bool(head.get("ContentLength") == state.size and head.get("Metadata", {}).get("sha256") == state.sha256)
+        same = head.get("ContentLength") == size and head.get("Metadata", {}).get("sha256") == sha256
+        return head if same else None
 
     # ------------------------------------------------------------------ housekeeping
 
@@ -372,34 +391,50 @@ class MultipartUploader:
             if state.bucket == bucket and state.key == key and self.store.name_of(state) != keep:
                 self._abort(state, retry, reason="superseded by another version of the file")
 
-    def sweep(self, bucket: str, prefixes: Iterable[str], retry: RetryPolicy) -> int:
-        """Abort stale uploads in ``bucket``; returns how many.
+    def sweep(self, bucket: str, retry: RetryPolicy) -> int:
+        """Abort the uploads in ``bucket`` whose state file is older than a day; returns how many.
 
-        Stale: our state is older than a day, or (under ``prefixes``) S3 says the upload
-        was initiated more than a day ago and no state of ours knows it.
+        Only uploads we have a state of are touched (S3's own list of uploads is never
+        read: what is not ours may be another tool's upload in progress); a key another
+        process is uploading now (its lock is held) is left to it.
         """
-        now, aborted, known = time.time(), 0, set()
+        now, aborted = time.time(), 0
         for state in self.store.states():
-            if state.bucket != bucket:
+            if state.bucket != bucket or now - state.created_at <= STALE_AFTER_S:
                 continue
-            if now - state.created_at > STALE_AFTER_S:
+            lock = self.store.key_lock(state.bucket, state.key)
+            if lock is not None and not lock.try_acquire():
+                continue
+            try:
                 self._abort(state, retry, reason="stale")
                 aborted += 1
-            else:
-                known.add(state.upload_id)
-        for prefix in prefixes:
-            uploads = retry.call(self._list_uploads, bucket, prefix, what=f"list uploads {bucket}/{prefix}")
-            for upload in uploads:
-                if upload["UploadId"] in known or now - upload["Initiated"].timestamp() <= STALE_AFTER_S:
-                    continue
-                self._abort_id(bucket, upload["Key"], upload["UploadId"], retry,
-                               reason="stale, initiated more than a day ago")
-                aborted += 1
+            finally:
+                if lock is not None:
+                    lock.release(unlink=True)
         return aborted
 
-    def _list_uploads(self, bucket: str, prefix: str) -> list[dict[str, Any]]:
-        pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix)
-        return [u for page in pages for u in page.get("Uploads", [])]
+    @contextlib.contextmanager
+    def _claimed(self, bucket: str, key: str, size: int, sha256: str, retry: RetryPolicy,
+                 stop: threading.Event | None) -> Iterator[dict[str, Any] | None]:
+        """Hold ``key``'s uploads against other processes sharing the state directory.
+
+        Yields None, or (after waiting for another process that held them) the HEAD of the
+        object that process landed if it is this very file. Raises :class:`UploadStopped`
+        when ``stop`` is set while waiting.
+        """
+        lock = self.store.key_lock(bucket, key)
+        if lock is None:
+            yield None
+            return
+        waited = not lock.try_acquire()
+        if waited:
+            log.info("multipart_waiting_for_other_run", key=key)
+            if not lock.acquire(stop):
+                raise UploadStopped(f"stopped: waiting for another run's upload of {key}", key=key, parts_done=0)
+        try:
+            yield retry.call(self._holds, bucket, key, size, sha256, what=f"head {key}") if waited else None
+        finally:
+            lock.release(unlink=True)
 
     @contextlib.contextmanager
     def _key_lock(self, bucket: str, key: str) -> Iterator[None]:

@@ -1,19 +1,19 @@
 """Putting files into the destination bucket: checked, idempotent, verified.
 
 Destination keys read: ``bucket``, ``endpoint_url``, ``region``, ``checksum``,
-``access_key_id``/``secret_access_key``, ``multipart_threshold_mb``,
-``multipart_chunksize_mb``, ``max_concurrency``, ``prefix``/``rejected_prefix`` (their
-fixed start, for the stale-upload sweep).
+``access_key_id``/``secret_access_key``, ``verify_tls``, ``multipart_threshold_mb``,
+``multipart_chunksize_mb``, ``max_concurrency``.
 
 * One boto3 client per destination, shared by every job of the run (clients are
   thread-safe), its connection pool sized to the workers. Files below
   ``multipart_threshold_mb`` go in one PUT, streamed from disk by the job's own thread;
   larger ones through our resumable :class:`~common.multipart_upload.MultipartUploader`,
   whose part pool and memory budget (``max_concurrency`` parts) are shared by all jobs.
-  Its state lives in ``state_dir`` (the runner passes ``temp/uploads``), so an upload cut
-  off by a crash, a kill or a stop resumes from its finished parts on the next run.
-* On the first file put into a bucket, multipart uploads abandoned for more than a day
-  (ours, or any under the destinations' prefixes) are aborted.
+  Its state lives in ``state_dir`` (the runner passes ``<state-dir>/uploads``), so an
+  upload cut off by a crash or a kill resumes from its finished parts on the next run.
+* On the first file put into a bucket, our multipart uploads abandoned for more than a
+  day (their state file says so) are aborted; uploads we hold no state of are never
+  touched (see :meth:`~common.multipart_upload.MultipartUploader.sweep`).
 * Every object carries its SHA-256 as metadata ``sha256``. An object already present
   with the same content is not uploaded again (``skipped_same``). What is present comes
   from one listing per folder (:class:`~common.key_index.KeyIndex`): same size and an
@@ -38,7 +38,7 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -56,7 +56,7 @@ from common.retry import RetryPolicy
 from common.s3_client import new_s3_client
 from common.secret import reveal
 
-__all__ = ["S3Uploader", "UploadOutcome", "UploaderPool"]
+__all__ = ["S3Uploader", "UploadOutcome", "UploaderPool", "destination_client"]
 
 log = structlog.get_logger(__name__)
 MiB = 1024 * 1024
@@ -81,41 +81,16 @@ class S3Uploader:
 
     def __init__(self, dest: DestinationConfig, timeout_s: float, pool_size: int,
                  state_dir: Path | None = None) -> None:
-        when = "when_required" if dest.checksum == "when_required" else "when_supported"
-        config = Config(
-            region_name=dest.region,
-            max_pool_connections=max(pool_size, dest.max_concurrency) + 4,
-            connect_timeout=timeout_s,
-            read_timeout=timeout_s,
-            retries={"total_max_attempts": 1},  # our RetryPolicy retries, and counts
-            parameter_validation=False,  # our own code builds every request: ~10% of a small PUT's CPU
-            request_checksum_calculation=when,
-            response_checksum_validation=when,
-            s3=_s3_options(dest),
-        )
         if not dest.verify_tls:
             log.warning("tls_verification_disabled", endpoint_url=dest.endpoint_url)
-        self.client = new_s3_client(
-            config,
-            verify=dest.verify_tls,
-            endpoint_url=dest.endpoint_url,
-            aws_access_key_id=reveal(dest.access_key_id),
-            aws_secret_access_key=reveal(dest.secret_access_key),
-        )
+        self.client = destination_client(dest, timeout_s, pool_size)
         self.checksum = dest.checksum
         self.threshold = dest.multipart_threshold_mb * MiB
         self.index = KeyIndex(self.client)
         self.multipart = MultipartUploader(self.client, StateStore(state_dir), dest.checksum,
                                            dest.multipart_chunksize_mb * MiB, dest.max_concurrency)
-        self._prefixes: dict[str, set[str]] = {}
-        self._swept: set[tuple[str, str | None]] = set()
+        self._swept: set[str] = set()
         self._sweep_lock = threading.Lock()
-        self.watch(dest.bucket, (dest.prefix, dest.rejected_prefix))
-
-    def watch(self, bucket: str, prefixes: Iterable[str]) -> None:
-        """Sweep stale multipart uploads under the fixed start of these key templates too."""
-        with self._sweep_lock:
-            self._prefixes.setdefault(bucket, set()).update(p.split("{", 1)[0].lstrip("/") for p in prefixes)
 
     # ----------------------------------------------------------------- files
 
@@ -148,9 +123,12 @@ class S3Uploader:
                 verified = _echoes(answer, sha256, md5)
             else:
                 usable = part_size is not None and part_size == part_size_for(size, self.multipart.chunksize)
-                self.multipart.upload(bucket, key, path, size, sha256, retry,
-                                      stop if stop is not None else retry.stop, extra,
-                                      part_sha256=part_sha256 if usable else None)
+                landed = self.multipart.upload(bucket, key, path, size, sha256, retry,
+                                               stop if stop is not None else retry.stop, extra,
+                                               part_sha256=part_sha256 if usable else None)
+                if landed is not None:  # another run sharing the state dir put this very file there
+                    self.index.record(bucket, key, size, str(landed.get("ETag", "")))
+                    return UploadOutcome(key, "skipped_same", size, sha256)
                 verified = False
         except BaseException as exc:  # what the key holds now is not known
             self.index.forget(bucket, key)
@@ -214,19 +192,18 @@ class S3Uploader:
         return answer
 
     def _sweep(self, bucket: str, retry: RetryPolicy) -> None:
-        """Once per bucket and prefix: abort multipart uploads abandoned for more than a day."""
+        """Once per bucket: abort our multipart uploads abandoned for more than a day."""
         with self._sweep_lock:
-            prefixes = [p for p in sorted(self._prefixes.get(bucket, ())) if (bucket, p) not in self._swept]
-            if (bucket, None) in self._swept and not prefixes:
+            if bucket in self._swept:
                 return
+            self._swept.add(bucket)
             try:
-                aborted = self.multipart.sweep(bucket, prefixes, retry)
-            except (ClientError, BotoCoreError) as exc:
+                aborted = self.multipart.sweep(bucket, retry)
+            except (ClientError, BotoCoreError, OSError) as exc:  # OSError: a lock file of the state dir
                 log.warning("multipart_sweep_failed", bucket=bucket, error=str(upload_error("sweep", exc, "")))
             else:
                 if aborted:
                     log.info("multipart_swept", bucket=bucket, aborted=aborted)
-            self._swept.update([(bucket, None), *((bucket, p) for p in prefixes)])
 
     def _head(self, bucket: str, key: str) -> dict[str, Any] | None:
         try:
@@ -238,6 +215,32 @@ class S3Uploader:
             raise upload_error(f"cannot check {key}", exc, key) from exc
         except BotoCoreError as exc:
             raise upload_error(f"cannot check {key}", exc, key) from exc
+
+    def delete_owned(self, bucket: str, key: str, retry: RetryPolicy) -> bool:
+        """Delete the object at ``key`` if it is one of ours (it carries ``sha256`` metadata).
+
+        For stale copies (docs/KEYS.md). Returns whether an object was deleted; an object
+        without our metadata is left alone (someone else's). The folder listing answers
+        most keys without a request; a HEAD only when it holds or may hold the key.
+        """
+        if self.index.lookup(bucket, key, retry) is ABSENT:
+            return False
+        head = retry.call(self._head, bucket, key, what=f"head {key}")
+        if head is None:
+            return False
+        if "sha256" not in head.get("Metadata", {}):
+            log.warning("stale_copy_not_ours", key=key)
+            return False
+
+        def delete() -> None:
+            try:
+                self.client.delete_object(Bucket=bucket, Key=key)
+            except (ClientError, BotoCoreError) as exc:
+                raise upload_error(f"delete of {key} failed", exc, key) from exc
+
+        retry.call(delete, what=f"delete {key}")
+        self.index.discard(bucket, key)
+        return True
 
     # ----------------------------------------------------------------- small objects
 
@@ -274,6 +277,29 @@ class S3Uploader:
 
     def close(self) -> None:
         self.multipart.close()
+
+
+def destination_client(dest: DestinationConfig, timeout_s: float, pool_size: int) -> Any:
+    """The boto3 client of a destination: its timeouts, checksums and pool; botocore's retries off."""
+    when = "when_required" if dest.checksum == "when_required" else "when_supported"
+    config = Config(
+        region_name=dest.region,
+        max_pool_connections=max(pool_size, dest.max_concurrency) + 4,
+        connect_timeout=timeout_s,
+        read_timeout=timeout_s,
+        retries={"total_max_attempts": 1},  # our RetryPolicy retries, and counts
+        parameter_validation=False,  # our own code builds every request: ~10% of a small PUT's CPU
+        request_checksum_calculation=when,
+        response_checksum_validation=when,
+        s3=_s3_options(dest),
+    )
+    return new_s3_client(
+        config,
+        verify=dest.verify_tls,
+        endpoint_url=dest.endpoint_url,
+        aws_access_key_id=reveal(dest.access_key_id),
+        aws_secret_access_key=reveal(dest.secret_access_key),
+    )
 
 
 def _s3_options(dest: DestinationConfig) -> dict[str, Any] | None:
@@ -323,7 +349,7 @@ def _file_md5(path: Path) -> str:
 class UploaderPool:
     """One S3Uploader per distinct destination client settings, created on first use.
 
-    ``state_dir``: where multipart uploads keep their resumable state (``temp/uploads``).
+    ``state_dir``: where multipart uploads keep their resumable state (``<state-dir>/uploads``).
     """
 
     def __init__(self, pool_size: int, state_dir: Path | None = None) -> None:
@@ -338,7 +364,6 @@ class UploaderPool:
             uploader = self._uploaders.get(key)
             if uploader is None:
                 uploader = self._uploaders[key] = S3Uploader(dest, timeout_s, self.pool_size, self.state_dir)
-        uploader.watch(dest.bucket, (dest.prefix, dest.rejected_prefix))
         return uploader
 
     def close(self) -> None:

@@ -26,7 +26,9 @@ is supported on both sides: one upstream connection per client connection.
     (the client cannot know whether the request took effect);
 ``"drip"``
     forward it, relay the status and headers, then the body one byte every ``drip_s``
-    seconds until the client goes away (a server too slow to finish, too fast to time out).
+    seconds until the client goes away (a server too slow to finish, too fast to time out);
+``"hang"``
+    read the request, do not forward it, never answer (until the proxy stops).
 
 ``requests`` lists each request in arrival order (:class:`ProxyRequest`: method, path,
 query, then the status relayed and whether the client received it); ``injected`` counts
@@ -168,6 +170,7 @@ class S3Proxy:
         self.target_host, self.target_port = parts.hostname or "127.0.0.1", parts.port or 80
         self.fault = fault
         self.drip_s = 0.2
+        self.closing = threading.Event()
         self.requests: list[ProxyRequest] = []
         self.injected: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -188,7 +191,7 @@ class S3Proxy:
         rule = self.fault
         kind = rule(request) if rule is not None else None
         if kind is not None:
-            if kind not in ("503", "reset", "reset_after", "drip"):
+            if kind not in ("503", "reset", "reset_after", "drip", "hang"):
                 raise ValueError(f"unknown fault {kind!r}")
             request.fault = kind
             with self._lock:
@@ -206,6 +209,7 @@ class S3Proxy:
             self.injected.clear()
 
     def stop(self) -> None:
+        self.closing.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
@@ -238,6 +242,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.proxy.record(request)
         kind = self.proxy.decide(request)
         try:
+            if kind == "hang":
+                self._drain_body()
+                self.proxy.closing.wait()
+                self.close_connection = True
+                return
             if kind in ("503", "reset"):
                 self._drain_body()
                 if kind == "reset":

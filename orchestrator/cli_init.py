@@ -8,6 +8,7 @@ naming the file, the service or job, and the key, and exits 2; nothing runs.
 from __future__ import annotations
 
 import gc
+import math
 import os
 import signal
 import sys
@@ -21,13 +22,17 @@ import click
 
 from common.config_model import Batch, Registry
 from common.exceptions import ConfigError
-from common.job_config import load_batch, load_registry
+from common.job_config import batch_registry, load_batch, load_registry, read_batch
 from common.logger import configure_logging
 from common.plugins import default_catalog
+from common.terminal_text import printable
 from orchestrator.console import ProgressDisplay, print_summary
 from orchestrator.exit_codes import ExitCode
 from orchestrator.job_executor import BatchRun, RunOptions
-from orchestrator.run_report import build_report, write_failed_jobs, write_json
+from orchestrator.output_paths import check_writable_dir, check_writable_file
+from orchestrator.preflight import check_destinations
+from orchestrator.run_report import build_report, rerun_args, write_failed_jobs, write_json
+from orchestrator.state_dir import check_state_dir
 from orchestrator.worker_threads import exit_if_abandoned
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -48,9 +53,11 @@ def _batch_option(fn: F) -> F:
 
 
 def _load(registry_file: Path | None, batch_file: Path) -> tuple[Registry, Batch]:
-    """Both files parsed and validated, or ConfigError."""
-    registry = load_registry(registry_file or Path(_default_registry()))
-    return registry, load_batch(batch_file, registry)
+    """Both files parsed and validated, or ConfigError. The registry: ``--registry``, else the
+    one the batch names (a failed-jobs file names its run's), else the default."""
+    document = read_batch(batch_file)
+    registry = load_registry(registry_file or batch_registry(batch_file, document) or Path(_default_registry()))
+    return registry, load_batch(batch_file, registry, document=document)
 
 
 def _config_errors_exit_2(fn: F) -> F:
@@ -60,7 +67,7 @@ def _config_errors_exit_2(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ConfigError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {printable(str(exc))}", err=True)
             sys.exit(ExitCode.USAGE)
 
     wrapper.__name__ = fn.__name__
@@ -100,27 +107,40 @@ def _in_main_thread() -> bool:
 
 
 def run_batch(batch_file: Path, registry_file: Path | None = None, max_workers: int = 20,
-              monitor_duration: float = 0, report: Path | None = None, log_dir: Path = Path("temp/logs"),
-              log_format: str | None = None) -> ExitCode:
-    """Everything ``run`` does, as a function (the demo and tests call it too). Raises ConfigError."""
+              monitor_duration: float = 0, report: Path | None = None, log_dir: Path | None = None,
+              log_format: str | None = None, state_dir: Path = Path("temp")) -> ExitCode:
+    """Everything ``run`` does, as a function (the demo and tests call it too). Raises ConfigError.
+
+    ``log_dir`` None is ``<state_dir>/logs``. Every destination is checked before any job
+    starts (:func:`orchestrator.preflight.check_destinations`).
+    """
     if max_workers < 1:
         raise ConfigError(f"--max-workers must be at least 1, not {max_workers}")
-    if monitor_duration < 0:
-        raise ConfigError(f"--monitor-duration must be 0 or more, not {monitor_duration}")
+    if not math.isfinite(monitor_duration) or monitor_duration < 0:
+        raise ConfigError(f"--monitor-duration must be a finite number of seconds, 0 or more, not {monitor_duration}")
     registry, batch = _load(registry_file, batch_file)
+    if report is not None:
+        check_writable_file(report, "--report")
+    log_dir = log_dir if log_dir is not None else state_dir / "logs"
+    check_writable_dir(log_dir, "--log-dir")
+    check_state_dir(state_dir)
     fmt = log_format or ("console" if sys.stdout.isatty() else "json")
     router = configure_logging(log_dir, fmt)
-    temp_dir = Path("temp")
+    try:
+        check_destinations(registry, batch)
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED
     run = BatchRun(registry, batch, RunOptions(max_workers=max_workers, monitor_duration=monitor_duration,
-                                               log_dir=log_dir, temp_dir=temp_dir), router)
+                                               log_dir=log_dir, temp_dir=state_dir), router)
     display = ProgressDisplay(fmt)
     with _stop_on_signals(run):
         outcome = run.execute(display)
     display.close(outcome.stats)
-    failed_file = write_failed_jobs(outcome, batch, temp_dir)
+    failed_file = write_failed_jobs(outcome, batch, state_dir, registry.path)
     if report is not None:
         write_json(report, build_report(outcome, batch, failed_file))
-    print_summary(outcome.results, fmt, failed_file, report)
+    rerun = rerun_args(failed_file, registry.path, Path(_default_registry())) if failed_file else None
+    print_summary(outcome.results, fmt, failed_file, report, rerun_args=rerun)
     return outcome.exit_code
 
 
@@ -132,10 +152,13 @@ _run_options = [
                  help="Seconds to wait for the batch; then remaining jobs time out. 0 waits for all."),
     click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
                  help="Write the run report (JSON) here."),
-    click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("temp/logs"),
-                 show_default=True, help="Where log files go."),
+    click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                 help="Where log files go [default: <state-dir>/logs]."),
     click.option("--log-format", type=click.Choice(["console", "json"]), default=None,
                  help="Console output style [default: console on a TTY, json otherwise]."),
+    click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("temp"),
+                 envvar="MODULE_SYSTEM_STATE_DIR", show_default=True, show_envvar=True,
+                 help="Where temp files, the resume state of uploads and failed-jobs files live."),
 ]
 
 
@@ -147,8 +170,9 @@ def _with_run_options(fn: F) -> F:
 
 @_config_errors_exit_2
 def _run(batch_file: Path, registry_file: Path | None, max_workers: int, monitor_duration: float,
-         report: Path | None, log_dir: Path, log_format: str | None) -> None:
-    code = run_batch(batch_file, registry_file, max_workers, monitor_duration, report, log_dir, log_format)
+         report: Path | None, log_dir: Path | None, log_format: str | None, state_dir: Path) -> None:
+    code = run_batch(batch_file, registry_file, max_workers, monitor_duration, report, log_dir, log_format,
+                     state_dir=state_dir)
     sys.exit(int(code))
 
 
@@ -172,8 +196,8 @@ def run_command(**kwargs: Any) -> None:
 def validate_command(batch_file: Path, registry_file: Path | None) -> None:
     """Check the registry and the batch; run nothing."""
     registry, batch = _load(registry_file, batch_file)
-    click.echo(f"ok: {registry.path}: {len(registry.services)} service(s); "
-               f"{batch.path}: {len(batch.jobs)} job(s)")
+    click.echo(printable(f"ok: {registry.path}: {len(registry.services)} service(s); "
+                         f"{batch.path}: {len(batch.jobs)} job(s)"))
 
 
 @main.command("modules")
@@ -186,7 +210,7 @@ def modules_command() -> None:
         if info.error:
             broken = True
             line += f"  UNAVAILABLE: {info.error}"
-        click.echo(line)
+        click.echo(printable(line))
     sys.exit(ExitCode.JOBS_FAILED if broken else ExitCode.OK)
 
 

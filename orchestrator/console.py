@@ -3,11 +3,14 @@
 On a TTY (``--log-format console``) a ``rich`` live panel redraws in place; otherwise a
 JSON stats line goes to stderr every few seconds. The end summary is one line per job
 (a table in console format, JSON lines in json format) and the failed-jobs file's path.
+Every name, URI and error shown in console format goes through
+:func:`common.terminal_text.printable` and reaches rich as ``Text``, never as markup.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -20,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from common.manifest import LANDED
+from common.terminal_text import printable
 from orchestrator.job_runner import JobResult
 from orchestrator.run_stats import StatsSnapshot
 
@@ -78,14 +82,17 @@ def _stats_table(s: StatsSnapshot) -> Text:
 
 
 def print_summary(results: Sequence[JobResult], fmt: str, failed_jobs_file: Path | None,
-                  report_file: Path | None, stream: TextIO | None = None) -> None:
-    """One line per job, then where the failed-jobs file and report are."""
+                  report_file: Path | None, stream: TextIO | None = None,
+                  rerun_args: Sequence[str] | None = None) -> None:
+    """One line per job, then where the failed-jobs file and report are, and the
+    arguments that re-run the failed jobs (``rerun_args``, default ``--batch-file FILE``)."""
     stream = stream or sys.stdout
+    rerun = shlex.join(rerun_args or ["--batch-file", str(failed_jobs_file)]) if failed_jobs_file else None
     if fmt == "json":
         for r in results:
             stream.write(json.dumps({"event": "job_summary", **_summary_fields(r)}) + "\n")
         stream.write(json.dumps({"event": "run_summary", "failed_jobs_file": _str(failed_jobs_file),
-                                 "report": _str(report_file)}) + "\n")
+                                 "rerun": rerun, "report": _str(report_file)}) + "\n")
         stream.flush()
         return
     console = Console(file=stream, width=max(Console(file=stream).width, 120))
@@ -94,13 +101,18 @@ def print_summary(results: Sequence[JobResult], fmt: str, failed_jobs_file: Path
         table.add_column(column, justify="right" if column in ("ok", "rejected", "failed", "bytes", "seconds") else "left")
     for r in results:
         f = _summary_fields(r)
-        table.add_row(r.job_id, r.service_id, r.status, str(f["files_ok"]), str(f["files_rejected"]),
-                      str(f["files_failed"]), human_bytes(r.bytes), f"{r.seconds:.2f}", r.error or "")
+        table.add_row(*map(_text, (r.job_id, r.service_id, r.status, str(f["files_ok"]), str(f["files_rejected"]),
+                                   str(f["files_failed"]), human_bytes(r.bytes), f"{r.seconds:.2f}", r.error or "")))
     console.print(table)
     if failed_jobs_file:
-        console.print(f"Failed jobs written to {failed_jobs_file} (re-run with --batch-file {failed_jobs_file})")
+        console.print(_text(f"Failed jobs written to {failed_jobs_file} (re-run with {rerun})"), soft_wrap=True)
     if report_file:
-        console.print(f"Report written to {report_file}")
+        console.print(_text(f"Report written to {report_file}"))
+
+
+def _text(value: str) -> Text:
+    """``value`` for rich: control characters made visible, never read as markup."""
+    return Text(printable(value))
 
 
 def _summary_fields(r: JobResult) -> dict[str, Any]:

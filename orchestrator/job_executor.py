@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from orchestrator.host_slots import HostSlots
 from orchestrator.job_queue import JobQueue
 from orchestrator.job_runner import JobResult, JobRunner, RunContext, job_log_path, not_started
 from orchestrator.run_stats import RunStats, StatsSnapshot
+from orchestrator.state_dir import RunWorkdir
 from orchestrator.worker_threads import STOP_GRACE_S, run_workers
 
 log = structlog.get_logger(__name__)
@@ -49,6 +49,7 @@ class RunOptions:
     monitor_duration: float = 0
     log_dir: Path = Path("temp/logs")
     temp_dir: Path = Path("temp")
+    """The state directory (``--state-dir``): ``work/<run_id>/`` and ``uploads/`` go under it."""
     refresh_s: float = 0.5
     """How often the progress callback is called."""
 
@@ -82,10 +83,11 @@ class BatchRun:
                  catalog: ModuleCatalog | None = None, run_id: str | None = None) -> None:
         started = dt.datetime.now(dt.timezone.utc)
         self.registry, self.batch, self.options = registry, batch, options
-        temp_root = options.temp_dir / "work"
-        temp_root.mkdir(parents=True, exist_ok=True)
+        run_id = run_id or new_run_id(started)
+        self.workdir = RunWorkdir.claim(options.temp_dir / "work", run_id)  # this run's own, removed at the end
+        temp_root = self.workdir.path
         self.context = RunContext(
-            run_id=run_id or new_run_id(started), started_at=started, catalog=catalog or default_catalog(),
+            run_id=run_id, started_at=started, catalog=catalog or default_catalog(),
             uploaders=UploaderPool(options.max_workers, state_dir=options.temp_dir / "uploads"),
             stats=RunStats(len(batch.jobs)),
             router=router, log_dir=options.log_dir, temp_root=temp_root,  # type: ignore[arg-type]
@@ -144,7 +146,7 @@ class BatchRun:
             if timer is not None:
                 timer.cancel()
             ctx.uploaders.close()
-            shutil.rmtree(ctx.temp_root, ignore_errors=True)
+            self.workdir.release()
         outcome = RunOutcome(ctx.run_id, ctx.started_at, dt.datetime.now(dt.timezone.utc),
                              tuple(results[j.job_id] for j in self.batch.jobs), self.interrupted,
                              ctx.stats.snapshot())

@@ -6,6 +6,11 @@ stopping at a file boundary is not asking again. A validation problem is data (t
 file goes to the rejected prefix with ``<name>.errors.json``); a file that cannot be
 uploaded after retries is ``failed`` and the job goes on; only a source-level failure
 fails the job, after the job-level retries and every fallback source.
+
+Keys: a file lands under its prefix plus ``key_name(file.name)`` (distinct names give
+distinct keys), and only once the run's :class:`~common.key_claims.KeyClaims` grants the
+keys it writes; when it lands, its stale copy under the other prefix (valid vs rejected)
+is removed. See docs/KEYS.md. Entries are kept per source attempt (``JobEntries``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from common.config_model import DestinationConfig, JobSpec, ServiceConfig
 from common.exceptions import ModuleSystemError, is_transient
 from common.file_sink import PartHashing
 from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, Unchanged
+from common.key_claims import KeyClaims, Owner
 from common.logger import JobLogRouter, job_log_name
 from common.manifest import FILE_STATUSES, ManifestEntry, load_landed, manifest_key, public_source
 from common.plugins import ModuleCatalog
@@ -33,11 +39,14 @@ from common.problems import Problem
 from common.rate_limit import RatePacer
 from common.retry import RetryPolicy
 from common.s3_uploader import UploaderPool
+from common.safe_names import ERRORS_SUFFIX, file_keys
 from common.secret import redact
 from common.validators import validators_for
+from orchestrator.job_entries import JobEntries
 from orchestrator.run_stats import JobStatus, RunStats
 
 MiB = 1024 * 1024
+_SEE_MANIFEST = "; see the manifest"
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +67,8 @@ class RunContext:
     stop_reason: str = "interrupted"
     """``timeout`` (past --monitor-duration) or ``interrupted`` (a signal)."""
     pacers: dict[str, RatePacer] = field(default_factory=dict)
+    claims: KeyClaims = field(default_factory=KeyClaims)
+    """Which job and source own which destination key in this run (docs/KEYS.md)."""
     _pacers_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def pacer_for(self, service: ServiceConfig) -> RatePacer | None:
@@ -111,7 +122,7 @@ class JobRunner:
         self.run = run
         self.job = job
         self.service = service
-        self.entries: dict[str, ManifestEntry] = {}
+        self.entries = JobEntries()
         self.previous: dict[str, ManifestEntry] = {}
         """Landed files of the job's last manifest (incremental services only)."""
         self.attempts = 0
@@ -139,10 +150,10 @@ class JobRunner:
                                             manifest_key(self.service.service_id, self.job.job_id))
                 log.debug("previous_manifest_loaded", files=len(self.previous))
             source_used = self._run_sources()
-            failed = sum(1 for e in self.entries.values() if e.status == "failed")
+            failed = self.entries.counts()["failed"]
             status = "succeeded" if failed == 0 else "failed"
             if failed:
-                error = f"{failed} file(s) failed (not fetched or not uploaded); see the manifest"
+                error = f"{failed} file(s) failed (not fetched or not uploaded){_SEE_MANIFEST}"
         except _Stopped:
             status = self.run.stopped_status()
             error = "stopped: " + ("monitor duration reached" if status == "timed_out" else "run interrupted")
@@ -151,12 +162,11 @@ class JobRunner:
             if not isinstance(exc, ModuleSystemError):
                 log.error("job_crashed", error=error, exc_info=True)
         finished = _now()
-        self._write_manifest(status, started, finished, source_used, error)
+        unwritten = self._write_manifest(status, started, finished, source_used, error)
+        if unwritten is not None and error is not None and error.endswith(_SEE_MANIFEST):  # there is none to see
+            error = error.removesuffix(_SEE_MANIFEST) + f"; the manifest could not be written either: {unwritten}"
         self.run.stats.job_moved("running", status)
-        counts = {s: 0 for s in FILE_STATUSES}
-        for entry in self.entries.values():
-            counts[entry.status] += 1
-        size = sum(e.size for e in self.entries.values() if e.status == "uploaded")
+        counts, size = dict(self.entries.counts()), self.entries.uploaded_bytes()
         result = JobResult(self.job.job_id, self.job.service_id, status, self.attempts, counts, size,
                            time.monotonic() - t0, error, source_used, started, finished)
         log.info("job_finished", status=status, files=counts, bytes=size, seconds=round(result.seconds, 3),
@@ -173,6 +183,7 @@ class JobRunner:
             label: str | int = "primary" if index == 0 else index - 1
             for attempt in range(1, self.service.retry.attempts + 1):
                 self.attempts += 1
+                self.entries.new_attempt()
                 try:
                     self._ingest(cls, source)
                     if index:
@@ -216,6 +227,9 @@ class JobRunner:
                     file = next(files)
                 except StopIteration:
                     break
+                if self.entries.seen(file.source_uri):
+                    self._duplicate(file)
+                    continue
                 if isinstance(file, FetchFailed):
                     self._record(ManifestEntry(file.source_uri, None, 0, "", file.status, (Problem(file.error),)), 0)
                     (log.error if file.status == "failed" else log.warning)(
@@ -244,21 +258,30 @@ class JobRunner:
             log.error("validator_crashed", uri=file.source_uri, error=_one_line(exc), exc_info=True)
             problems = [Problem(f"validator failed: {_one_line(exc)}")]
         bucket = self.service.destination.bucket
+        try:
+            keys = file_keys(file.name, self.prefix, self.rejected_prefix, rejected=bool(problems))
+        except ValueError as exc:
+            self._record(self._refused(file, str(exc)), file.size)
+            return
+        refused = self.run.claims.claim(bucket, keys.writes, self._owner(file.source_uri))
+        if refused is not None:
+            self._record(self._refused(file, refused), file.size)
+            return
         if problems:
-            key = self.rejected_prefix + file.name
+            key = keys.key
             errors_doc = {"source_uri": file.source_uri, "sha256": file.sha256,
                           "errors": [p.to_dict() for p in problems]}
             try:
                 self.uploader.put_file(bucket, key, file.path, file.size, file.sha256, self.retry, md5=file.md5,
                                        part_size=file.part_size, part_sha256=file.part_sha256)
-                self.uploader.put_json(bucket, key + ".errors.json", errors_doc, self.retry)
+                self.uploader.put_json(bucket, key + ERRORS_SUFFIX, errors_doc, self.retry)
                 entry = ManifestEntry(file.source_uri, key, file.size, file.sha256, "rejected",
                                       tuple(problems), file.identity)
                 log.info("file_rejected", uri=file.source_uri, key=key, problems=len(problems))
             except ModuleSystemError as exc:
                 entry = self._failed(file, exc)
         else:
-            key = self.prefix + file.name
+            key = keys.key
             try:
                 outcome = self.uploader.put_file(bucket, key, file.path, file.size, file.sha256, self.retry,
                                                  md5=file.md5, part_size=file.part_size, part_sha256=file.part_sha256)
@@ -266,7 +289,29 @@ class JobRunner:
                 log.debug("file_done", uri=file.source_uri, key=key, status=outcome.status, bytes=file.size)
             except ModuleSystemError as exc:
                 entry = self._failed(file, exc)
+        if entry.status != "failed":
+            entry = self._remove_stale(entry, keys.stale)
         self._record(entry, file.size)
+
+    def _remove_stale(self, entry: ManifestEntry, keys: tuple[str, ...]) -> ManifestEntry:
+        """Delete our objects at ``keys``: the copy under the other prefix of a file that just landed.
+
+        A key claimed in this run by another job or source is not ours to clean. A copy that
+        cannot be deleted fails the file (so the job is re-run and tries again).
+        """
+        bucket = self.service.destination.bucket
+        for key in keys:
+            if self.run.claims.claim(bucket, (key,), self._owner(entry.source_uri)) is not None:
+                continue
+            try:
+                if self.uploader.delete_owned(bucket, key, self.retry):
+                    log.info("stale_copy_removed", uri=entry.source_uri, key=key)
+            except ModuleSystemError as exc:
+                log.error("stale_copy_not_removed", uri=entry.source_uri, key=key, error=_one_line(exc))
+                return ManifestEntry(entry.source_uri, entry.key, entry.size, entry.sha256, "failed",
+                                     (Problem(f"landed, but its stale copy {key} was not removed: {_one_line(exc)}"),),
+                                     entry.identity)
+        return entry
 
     def _record_unchanged(self, file: Unchanged) -> None:
         before = self.previous.get(file.source_uri)
@@ -274,13 +319,38 @@ class JobRunner:
             self._record(ManifestEntry(file.source_uri, None, 0, "", "failed",
                                        (Problem("reported unchanged but not in the last manifest"),)), 0)
             return
+        assert before.key is not None  # load_landed keeps only entries with a key
+        refused = self.run.claims.claim(self.service.destination.bucket, (before.key,), self._owner(file.source_uri))
+        if refused is not None:
+            log.error("file_key_refused", uri=file.source_uri, error=refused)
+            self._record(ManifestEntry(file.source_uri, None, before.size, before.sha256, "failed",
+                                       (Problem(refused),), file.identity), 0)
+            return
         self._record(ManifestEntry(file.source_uri, before.key, before.size, before.sha256, "skipped_unchanged",
                                    (), file.identity), before.size)
         log.debug("file_unchanged", uri=file.source_uri, key=before.key)
 
     def _record(self, entry: ManifestEntry, size: int) -> None:
-        self.entries[entry.source_uri] = entry
+        self.entries.add(entry)
         self.run.stats.file_done(entry.status, size)
+
+    def _owner(self, source_uri: str) -> Owner:
+        return Owner(self.job.job_id, self.entries.attempt, source_uri)
+
+    def _refused(self, file: FetchedFile, reason: str) -> ManifestEntry:
+        log.error("file_key_refused", uri=file.source_uri, name=file.name, error=reason)
+        return ManifestEntry(file.source_uri, None, file.size, file.sha256, "failed", (Problem(reason),),
+                             file.identity)
+
+    def _duplicate(self, file: FetchedFile | FetchFailed | Unchanged) -> None:
+        """A second file with a source URI this attempt already handled: not uploaded, ``failed``."""
+        if isinstance(file, FetchedFile):
+            file.path.unlink(missing_ok=True)
+        reason = (f"duplicate source_uri {file.source_uri} (name {file.name!r}): the module yielded it "
+                  "more than once; not uploaded")
+        log.error("file_duplicate_uri", uri=file.source_uri, name=file.name)
+        size, digest = (file.size, file.sha256) if isinstance(file, FetchedFile) else (0, "")
+        self._record(ManifestEntry(file.source_uri, None, size, digest, "failed", (Problem(reason),)), size)
 
     def _failed(self, file: FetchedFile, exc: Exception) -> ManifestEntry:
         log.error("file_failed", uri=file.source_uri, error=_one_line(exc))
@@ -288,19 +358,23 @@ class JobRunner:
                              (Problem(_one_line(exc)),), file.identity)
 
     def _write_manifest(self, status: str, started: str, finished: str, source_used: str | int | None,
-                        error: str | None) -> None:
+                        error: str | None) -> str | None:
+        """Write the job's manifest; returns None, or why it could not be written."""
         source_index = 0 if source_used in (None, "primary") else int(source_used) + 1
         document = {
             "run_id": self.run.run_id, "job_id": self.job.job_id, "service_id": self.service.service_id,
             "module": self.service.type, "source": public_source(self.job.sources[source_index]),
             "source_used": source_used, "started_at": started, "finished_at": finished,
-            "status": status, "error": error, "files": [e.to_dict() for e in self.entries.values()],
+            "status": status, "error": error, "files": [e.to_dict() for e in self.entries.files],
+            "abandoned": [e.to_dict() for e in self.entries.abandoned()],
         }
         key = manifest_key(self.service.service_id, self.job.job_id)
         try:
             self.uploader.put_json(self.service.destination.bucket, key, document, self.retry, skip_same=False)
         except ModuleSystemError as exc:
             log.error("manifest_failed", key=key, error=_one_line(exc))
+            return _one_line(exc)
+        return None
 
 
 def _part_hashing(destination: DestinationConfig) -> PartHashing | None:

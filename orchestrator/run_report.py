@@ -2,7 +2,8 @@
 
 The failed-jobs file is in the batch format, so ``--batch-file`` on it re-runs exactly
 the jobs that did not succeed (failed, timed out or cancelled), with their priorities
-and params.
+and params, against the registry of the run (recorded in it). :func:`rerun_args` is the
+hint printed under the summary.
 """
 
 from __future__ import annotations
@@ -43,8 +44,12 @@ def build_report(outcome: RunOutcome, batch: Batch, failed_jobs_file: Path | Non
     }
 
 
-def write_failed_jobs(outcome: RunOutcome, batch: Batch, temp_dir: Path) -> Path | None:
-    """``temp/failed_jobs_<run_id>.json`` with every job that did not succeed, or None."""
+def write_failed_jobs(outcome: RunOutcome, batch: Batch, temp_dir: Path, registry: Path | None = None) -> Path | None:
+    """``<temp_dir>/failed_jobs_<run_id>.json`` (``temp_dir`` is the run's ``--state-dir``) with every job that did not succeed, or None.
+
+    ``registry`` (the run's) is recorded as an absolute path under the batch key
+    ``registry``, so that the file re-runs its jobs against the same services from any
+    directory, without ``--registry``."""
     redo = {r.job_id for r in outcome.results if r.status != "succeeded"}
     if not redo:
         return None
@@ -56,8 +61,10 @@ def write_failed_jobs(outcome: RunOutcome, batch: Batch, temp_dir: Path) -> Path
                 entry["params"] = thaw(job.params)
             jobs.append(entry)
     path = temp_dir / f"failed_jobs_{outcome.run_id}.json"
-    written = write_json(path, {"description": f"Jobs of run {outcome.run_id} that did not succeed ({batch.path})",
-                                "jobs": jobs}, what="the failed-jobs file")
+    document: dict[str, Any] = {"description": f"Jobs of run {outcome.run_id} that did not succeed ({batch.path})"}
+    if registry is not None:
+        document["registry"] = str(registry.resolve())
+    written = write_json(path, {**document, "jobs": jobs}, what="the failed-jobs file")
     return path if written else None
 
 
@@ -79,3 +86,13 @@ def write_json(path: Path, document: Any, what: str = "the report") -> bool:
         print(f"error: cannot write {what} {path}: {exc.strerror or exc}", file=sys.stderr)
         return False
     return True
+
+
+def rerun_args(failed_jobs_file: Path, registry: Path, default_registry: Path) -> list[str]:
+    """The command-line arguments that re-run a failed-jobs file: ``--batch-file`` and,
+    when the run's registry was not the default one, ``--registry`` (the file records it
+    too; the hint says it so that what is printed is what will run)."""
+    args = ["--batch-file", str(failed_jobs_file)]
+    if registry.resolve() != default_registry.resolve():
+        args += ["--registry", str(registry)]
+    return args

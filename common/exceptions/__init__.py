@@ -109,7 +109,7 @@ class TransferStopped(ModuleSystemError):
 class DiskFullError(ModuleSystemError):
     """No space left (ENOSPC) or quota exceeded (EDQUOT) while a file was written to the temp
     dir. Not a source failure and not retried: the file in hand is ``failed`` and the module
-    goes on with the next one (a smaller file may still fit). Fields: ``path``, ``temp_dir``."""
+    goes on with the next one (a smaller file may still fit). Fields: ``name``, ``temp_dir``."""
 
 
 _TRANSIENT_ERRNOS = frozenset(

@@ -49,11 +49,13 @@ class FetchedFile:
     """One source file, complete on disk under the job's workdir."""
 
     path: Path
-    """Local file holding the content."""
+    """Local file holding the content (a name of the sink's own, not derived from ``name``)."""
     name: str
-    """Source-relative name with ``/`` separators (sub-folders kept); becomes the key suffix."""
+    """Source-relative name with ``/`` separators (sub-folders kept), as the source gives it;
+    the framework derives the key suffix from it (``common.safe_names.key_name``, docs/KEYS.md)."""
     source_uri: str
-    """Where it came from, without credentials (``ftp://host:21/out/a.csv``)."""
+    """Where it came from, without credentials (``ftp://host:21/out/a.csv``); one file per URI
+    in a job (a second file with the same URI is recorded failed, not uploaded)."""
     size: int
     """Bytes on disk."""
     sha256: str
@@ -130,7 +132,8 @@ class JobContext:
 
     def new_file(self, workdir: Path, name: str, source_uri: str,
                  identity: Mapping[str, str] | None = None) -> FileSink:
-        """A hashing sink for ``name`` under ``workdir``; ``sink.finish()`` gives the FetchedFile.
+        """A hashing sink for ``name``, written to a file of its own under ``workdir``;
+        ``sink.finish()`` gives the FetchedFile.
 
         Writing past ``max_file_bytes`` raises :class:`~common.file_sink.FileTooLarge`.
         """

@@ -44,7 +44,7 @@ class ValidatorSet:
             self.html = HtmlChecker(config.html)
 
     def check(self, file: FetchedFile) -> list[Problem]:
-        suffix = PurePosixPath(file.name).suffix.lower()
+        suffix = PurePosixPath(file.name.rstrip()).suffix.lower()  # the name as the source gives it: "a.csv "
         if suffix == ".json" and self.json:
             return self.json.check_document(file.path)
         if suffix in (".jsonl", ".ndjson") and self.json:

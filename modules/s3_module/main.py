@@ -5,7 +5,9 @@ Registry keys read (``source`` of a ``type: s3`` service):
 ``bucket``
     The bucket to read (required).
 ``prefix``
-    Only keys starting with it; the file name is the key relative to it, sub-folders kept.
+    Only keys starting with it; the file name is the key relative to the prefix's folder
+    (the prefix up to its last ``/``), sub-folders kept: ``prefix: data`` keeps the names
+    ``data/x`` and ``datax`` whole, ``prefix: data/`` names ``data/x`` as ``x``.
 ``include``
     Glob patterns (``fnmatch``, case-sensitive) on an object's base name; default all.
 ``endpoint_url``
@@ -66,7 +68,8 @@ class S3Module(BaseModule):
         "properties": {
             "bucket": {"type": "string", "minLength": 1, "description": "Bucket to read."},
             "prefix": {"type": "string", "default": "",
-                       "description": "Only keys under this prefix; names are relative to it."},
+                       "description": "Only keys starting with this; names are relative to its folder "
+                                      "(the prefix up to its last `/`)."},
             "include": {"type": "array", "items": {"type": "string", "minLength": 1}, "default": ["*"],
                         "description": "Glob patterns on the object's base name; an object matching any is read."},
             "endpoint_url": {"type": ["string", "null"], "default": None,
@@ -124,7 +127,7 @@ class S3Module(BaseModule):
             except FileTooLarge as exc:  # grew between listing and download
                 yield FetchFailed(obj["Key"], uri, str(exc), status="rejected")
                 continue
-            except (S3SourceError, DiskFullError, ValueError) as exc:
+            except (S3SourceError, DiskFullError) as exc:
                 yield FetchFailed(obj["Key"], uri, str(exc))
                 continue
             if fetched is None:
@@ -175,7 +178,6 @@ class S3Module(BaseModule):
         listed_etag = str(obj.get("ETag", "")).strip('"')
         identity = {"etag": listed_etag, "size": str(obj["Size"]),
                     "last_modified": _iso(obj.get("LastModified"), "")}
-        # ValueError for a key with no usable path segment, such as ".": the file fails.
         sink = self.ctx.new_file(workdir, self._name(key), f"s3://{bucket}/{key}", identity)
         with sink:
             try:
@@ -218,11 +220,13 @@ class S3Module(BaseModule):
         return response  # type: ignore[no-any-return]
 
     def _name(self, key: str) -> str:
-        """``key`` relative to ``prefix``, sub-folders kept; the base name if nothing is left."""
-        prefix = self.source["prefix"]
-        name = key[len(prefix):] if key.startswith(prefix) else key
-        name = name.lstrip("/")
-        return name or PurePosixPath(key).name
+        """``key`` relative to the folder of ``prefix`` (up to its last ``/``), sub-folders kept.
+
+        ``prefix: data`` names ``data/x`` and ``datax`` as such, never ``x``: a prefix is cut
+        only at a ``/``, so two keys cannot lose different parts and meet under one name.
+        """
+        folder = self.source["prefix"][: self.source["prefix"].rfind("/") + 1]
+        return key[len(folder):]
 
 
 def _iso(value: Any, default: str) -> str:

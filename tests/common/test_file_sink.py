@@ -67,3 +67,20 @@ def test_part_digests_start_over_with_the_file(tmp_path: Path) -> None:
         sink.write(b"0123456789")
         fetched = sink.finish()
     assert fetched.part_sha256 == parts_of(b"0123456789", 4)
+
+
+@pytest.mark.parametrize("names", [
+    ["s" * 300 + ".txt"],  # longer than a file name may be
+    ["m", "m/x.txt"],  # a file, and a file below it
+    ["../../escape.csv", "/etc/passwd", "a\\b.csv", "caf\udce9.csv"],
+])
+def test_local_files_never_use_the_source_name(tmp_path: Path, names: list[str]) -> None:
+    fetched = []
+    for n, name in enumerate(names):
+        with FileSink(tmp_path, name, f"s3://b/{n}", {}) as sink:
+            sink.write(name.encode("utf-8", "surrogateescape"))
+            fetched.append(sink.finish())
+    assert [f.name for f in fetched] == names, "the logical name is kept as given"
+    assert all(f.path.parent == tmp_path for f in fetched) and len({f.path for f in fetched}) == len(names)
+    assert [f.path.read_bytes() for f in fetched] == [n.encode("utf-8", "surrogateescape") for n in names]
+    assert fetched[0].path.suffix == (".txt" if names[0].endswith(".txt") else "" if names[0] == "m" else ".csv")

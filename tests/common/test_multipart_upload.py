@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -258,8 +260,8 @@ def test_stale_uploads_are_aborted_on_first_use_of_the_bucket(s3, bucket: str, p
     ours = cut_off_upload(proxy, bucket, state_dir, path, digest)
     [state_file] = state_dir.glob("*.json")
     state_file.write_text(json.dumps({**ours, "created_at": time.time() - 2 * 86400}))
-    # moto dates every upload 2010-11-10, so these look abandoned too
-    orphan = s3.create_multipart_upload(Bucket=bucket, Key="p/svc/orphan.bin")["UploadId"]
+    # moto dates every upload 2010-11-10: these look abandoned, but no state of ours knows them
+    under_our_prefix = s3.create_multipart_upload(Bucket=bucket, Key="p/svc/other-tool.bin")["UploadId"]
     foreign = s3.create_multipart_upload(Bucket=bucket, Key="elsewhere/keep.bin")["UploadId"]
 
     mark = len(proxy.requests)
@@ -270,12 +272,51 @@ def test_stale_uploads_are_aborted_on_first_use_of_the_bucket(s3, bucket: str, p
     up.put_file(bucket, "p/svc/small2.txt", small, 6, hashlib.sha256(b"small\n").hexdigest(), RetryPolicy())
     up.close()
     aborted = {r.params["uploadId"] for r in proxy.of("AbortMultipartUpload", mark)}
-    assert aborted == {ours["upload_id"], orphan}
-    assert len(proxy.of("ListMultipartUploads", mark)) == 2, "once per prefix (p/, r/), on first use only"
-    remaining = [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
-    assert remaining == [foreign], "uploads outside our prefixes are not ours to abort"
+    assert aborted == {ours["upload_id"]}, "only the upload our stale state file knows"
+    assert not proxy.of("ListMultipartUploads", mark), "the bucket's uploads are never listed"
+    remaining = {u["UploadId"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])}
+    assert remaining == {under_our_prefix, foreign}, "uploads we hold no state of are not ours to abort"
     assert list(state_dir.glob("*")) == []
-    s3.abort_multipart_upload(Bucket=bucket, Key="elsewhere/keep.bin", UploadId=foreign)
+
+
+def test_a_stale_upload_another_process_holds_is_not_swept(s3, bucket: str, proxy: S3Proxy,  # noqa: ANN001
+                                                           big: tuple[Path, str], tmp_path: Path) -> None:
+    path, digest = big
+    state_dir = tmp_path / "uploads"
+    ours = cut_off_upload(proxy, bucket, state_dir, path, digest)
+    [state_file] = state_dir.glob("*.json")
+    state_file.write_text(json.dumps({**ours, "created_at": time.time() - 2 * 86400}))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(StateStore(state_dir).key_lock(bucket, "p/big.bin").path)],
+                              stdout=subprocess.PIPE, stdin=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        mark = len(proxy.requests)
+        small = tmp_path / "small.txt"
+        small.write_bytes(b"small\n")
+        up = uploader(proxy, bucket, state_dir)
+        up.put_file(bucket, "p/small.txt", small, 6, hashlib.sha256(b"small\n").hexdigest(), RetryPolicy())
+        up.close()
+        assert not proxy.of("AbortMultipartUpload", mark), "another process is using that upload now"
+        assert state_file.exists()
+    finally:
+        holder.communicate(b"\n", timeout=30)
+    up = uploader(proxy, bucket, state_dir)
+    up.put_file(bucket, "p/small2.txt", small, 6, hashlib.sha256(b"small\n").hexdigest(), RetryPolicy())
+    up.close()
+    assert {r.params["uploadId"] for r in proxy.of("AbortMultipartUpload", mark)} == {ours["upload_id"]}
+    assert list(state_dir.glob("*.json")) == []
+
+
+#: A child process that holds a FileLock until it reads a line.
+HOLD_LOCK = """
+import sys
+from pathlib import Path
+from common.file_lock import FileLock
+lock = FileLock(Path(sys.argv[1]))
+assert lock.try_acquire()
+print("held", flush=True)
+sys.stdin.readline()
+"""
 
 
 def test_a_lost_complete_answer_is_not_a_failure(s3, bucket: str, proxy: S3Proxy,  # noqa: ANN001

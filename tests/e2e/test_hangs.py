@@ -137,50 +137,27 @@ def test_ctrl_c_cuts_a_dripping_http_read(project: Project, bucket: str, drip: D
     assert [j["job_id"] for j in failed_jobs_file(project)["jobs"]] == ["slow_1"]
 
 
-class BlackHole:
-    """A TCP server that accepts connections and reads requests but never answers."""
+def test_a_second_ctrl_c_exits_at_once(project: Project, s3_server, bucket: str,  # noqa: ANN001
+                                       drip: DripServer) -> None:
+    """The first Ctrl-C cannot finish at once (the destination never answers the upload; the
+    stop grace would end it after 5 s), the second ends the process there and then."""
+    uploading = threading.Event()
 
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.asked = threading.Event()
-        self.conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+    def hang_puts(request: Any) -> str | None:
+        if request.operation == "PutObject":
+            uploading.set()
+            return "hang"
+        return None
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
-            threading.Thread(target=self._swallow, args=(conn,), daemon=True).start()
-
-    def _swallow(self, conn: socket.socket) -> None:
-        try:
-            while conn.recv(65536):
-                self.asked.set()
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.conns:
-            conn.close()
-
-
-def test_a_second_ctrl_c_exits_at_once(project: Project, drip: DripServer) -> None:
-    """The first Ctrl-C cannot finish (the destination never answers the upload), the second ends it."""
-    hole = BlackHole()
-    try:
+    with S3Proxy(s3_server.url, fault=hang_puts) as proxy:
         project.write_registry({
             "version": 1,
-            "defaults": {"destination": {"bucket": "landing", "endpoint_url": hole.url}, "timeout_s": 60,
+            "defaults": {"destination": {"bucket": bucket, "endpoint_url": proxy.url}, "timeout_s": 60,
                          "retry": {"attempts": 1}},
             "services": {"slow": {"type": "api", "source": {"base_url": drip.url, "endpoints": ["/fast/a.json"]}}},
         })
         proc = start(project)
-        assert hole.asked.wait(GUARD_S), "the CLI never reached the destination"
+        assert uploading.wait(GUARD_S), "the CLI never reached the upload"
         proc.send_signal(signal.SIGINT)
         assert proc.stderr is not None
         for line in proc.stderr:  # JSON log lines: wait until the first interrupt is being handled
@@ -188,8 +165,6 @@ def test_a_second_ctrl_c_exits_at_once(project: Project, drip: DripServer) -> No
                 break
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=GUARD_S)
-    finally:
-        hole.close()
     assert proc.returncode == 130, err
     assert "second interrupt; exiting now" in err
     assert "Traceback" not in err

@@ -384,7 +384,7 @@ def test_a_page_over_max_response_bytes_fails_its_endpoint(api: ApiServer, tmp_p
     got = by_name(fetch_all(make_module(api, endpoints=["/big", "/small"], max_response_bytes=1000), tmp_path))
     assert "max_response_bytes" in got[page_name("/big", 1)].error
     assert isinstance(got[page_name("/small", 1)], FetchedFile)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [page_name("/small", 1)], "no partial file left"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [got[page_name("/small", 1)].path.name], "no partial file left"
 
 
 # --------------------------------------------------------------------------- concurrency, stopping
@@ -417,7 +417,7 @@ def test_closing_early_stops_submitting_and_leaves_no_thread(tmp_path: Path) -> 
         assert asked < 40
         assert not [t for t in threading.enumerate() if t.name.startswith("api-job-1")]
         assert len(slow.requests) == asked, "nothing is requested after close returns"
-        assert [p.name for p in tmp_path.iterdir()] in ([], [first.name]), "unyielded pages are removed"
+        assert [p.name for p in tmp_path.iterdir()] in ([], [first.path.name]), "unyielded pages are removed"
 
 
 def test_ctx_stop_ends_fetch_at_a_file_boundary(tmp_path: Path) -> None:

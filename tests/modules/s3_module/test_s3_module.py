@@ -11,7 +11,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jsonschema
@@ -185,17 +185,17 @@ def test_prefix_subfolders_kept_and_folder_markers_skipped(s3_server: S3Server, 
     for f in files:
         key = f"vendor/fin/{f.name}"
         assert f.source_uri == f"s3://{bucket}/{key}"
-        assert f.path == tmp_path / f.name
+        assert f.path.parent == tmp_path and f.path.suffix == PurePosixPath(f.name).suffix  # a name of its own
         assert f.path.read_bytes() == objects[key]
         assert f.size == len(objects[key])
         assert f.sha256 == sha256(objects[key])
 
 
-def test_prefix_without_trailing_slash_strips_leading_slash(s3_server: S3Server, admin: Any, bucket: str,
-                                                            tmp_path: Path) -> None:
-    put(admin, bucket, {"drop/x.json": b"1", "drop/sub/y.json": b"2"})
-    files = fetch_all(S3Module(source_for(s3_server, bucket, prefix="drop"), make_ctx()), tmp_path)
-    assert [f.name for f in files] == ["sub/y.json", "x.json"]
+def test_prefix_without_trailing_slash_is_cut_at_its_folder(s3_server: S3Server, admin: Any, bucket: str,
+                                                             tmp_path: Path) -> None:
+    put(admin, bucket, {"in/drop/x.json": b"1", "in/drop/sub/y.json": b"2", "in/dropx.json": b"3"})
+    files = fetch_all(S3Module(source_for(s3_server, bucket, prefix="in/drop"), make_ctx()), tmp_path)
+    assert [f.name for f in files] == ["drop/sub/y.json", "drop/x.json", "dropx.json"]
 
 
 def test_include_globs_match_the_base_name(s3_server: S3Server, admin: Any, bucket: str, tmp_path: Path) -> None:
@@ -288,10 +288,10 @@ def test_stop_event_ends_fetch_at_a_file_boundary(s3_server: S3Server, admin: An
     module = S3Module(source_for(s3_server, bucket), ctx)
     seen = []
     for fetched in module.fetch(tmp_path):
-        seen.append(fetched.name)
+        seen.append(fetched)
         ctx.stop.set()
-    assert seen == ["0.txt"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["0.txt"]
+    assert [f.name for f in seen] == ["0.txt"]
+    assert sorted(tmp_path.iterdir()) == [seen[0].path]
 
 
 def test_stop_set_before_fetch_reads_nothing(s3_server: S3Server, admin: Any, bucket: str, tmp_path: Path) -> None:

@@ -294,7 +294,7 @@ def test_max_page_bytes_declared_or_streamed(site: Site, tmp_path: Path) -> None
     files = crawl(tmp_path, [site.url + "/index.html"], follow=FOLLOW, max_page_bytes=2000)
     assert uris(files) == [site.url + "/index.html", site.url + "/small"]
     on_disk = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
-    assert on_disk == sorted(f.name for f in files), "no partial file is left behind"
+    assert on_disk == sorted(f.path.relative_to(tmp_path).as_posix() for f in files), "no partial file is left behind"
 
 
 def test_max_pages_bounds_the_requests(site: Site, tmp_path: Path) -> None:
