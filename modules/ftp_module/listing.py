@@ -17,9 +17,12 @@ exponentially), a link to a sibling shows the sibling's files twice. The walk
 * and in every case no deeper than ``MAX_DEPTH`` folders.
 
 **Names.** Listings are decoded as UTF-8 with ``surrogateescape``: a name that is not
-valid UTF-8 no longer fails the listing (and the job); :func:`bad_name_reason` makes
-that file ``failed`` with the reason, and the others land. A folder with such a name is
-still walked (its name goes back to the server as the bytes it sent).
+valid UTF-8 (a Latin-1 server) no longer fails the listing, and the job, with
+``UnicodeDecodeError``. The file is fetched by the exact bytes the server sent (commands
+are encoded with ``surrogateescape`` too) and lands under a key made safe by the key rule
+(``caf\\xe9.csv`` -> ``caf_~<digest>.csv``, stable across runs, distinct from
+``caf_.csv``); its source URI and log lines show the bytes as ``\\xNN`` (:func:`printable`).
+A folder with such a name is walked the same way.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-__all__ = ["Listing", "LoopGuard", "bad_name_reason", "parse_mlsd", "parse_mlst", "printable"]
+__all__ = ["Listing", "LoopGuard", "parse_mlsd", "parse_mlst", "printable"]
 
 log = structlog.get_logger(__name__)
 
@@ -106,13 +109,3 @@ class LoopGuard:
 def printable(name: str) -> str:
     """``name`` with bytes that were not UTF-8 shown as ``\\xNN`` (for messages, URIs, logs)."""
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def bad_name_reason(path: str) -> str | None:
-    """Why a file at ``path`` cannot land under its own name, or None when it can."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return (f"file name is not valid UTF-8 ({printable(path)}); it cannot become an S3 key, "
-                "so the file was not fetched")
-    return None

@@ -36,7 +36,7 @@ from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, 
 from common.secret import redact, reveal
 from common.transfer_watchdog import Transfer, ends_on_stop, shut_socket, watch
 from modules.ftp_module.exceptions import FtpAuthError, FtpSourceError, FtpTransientError
-from modules.ftp_module.listing import Listing, LoopGuard, bad_name_reason, parse_mlsd, parse_mlst, printable
+from modules.ftp_module.listing import Listing, LoopGuard, parse_mlsd, parse_mlst, printable
 
 __all__ = ["FtpModule"]
 
@@ -64,10 +64,10 @@ class _Entry:
     remote: str
     """Absolute remote path."""
     name: str
-    """Path relative to the configured ``path``, ``/`` separated."""
+    """Path relative to the configured ``path``, ``/`` separated; bytes of a name that were not
+    UTF-8 are kept as surrogates (``surrogateescape``), which the key rule turns into ``_`` plus
+    a digest of the raw name (common/safe_names.py), while URIs and logs show them as ``\\xNN``."""
     identity: dict[str, str] = field(default_factory=dict)
-    problem: str | None = None
-    """Why the file cannot be fetched (a name that is not UTF-8); None when it can."""
 
 
 class _Ftp(ftplib.FTP):
@@ -250,10 +250,7 @@ class FtpModule(BaseModule):
             if self.ctx.stop.is_set():
                 log.info("ftp_fetch_stopped", fetched=done, remaining=len(entries) - done)
                 return
-            uri = self._uri(entry.remote)
-            if entry.problem is not None:
-                yield FetchFailed(entry.name, self._uri(printable(entry.remote)), entry.problem)
-                continue
+            uri = self._uri(printable(entry.remote))
             version = {k: entry.identity[k] for k in ("size", "modify") if k in entry.identity}
             if "size" in version and self.ctx.unchanged(uri, version):
                 yield Unchanged(entry.name, uri, version)
@@ -276,7 +273,7 @@ class FtpModule(BaseModule):
                 in_a_row += 1
                 if in_a_row >= MAX_FAILURES_IN_A_ROW:
                     raise
-                yield FetchFailed(entry.name, self._uri(entry.remote), str(err))
+                yield FetchFailed(entry.name, uri, str(err))
                 continue
             in_a_row = 0
             yield fetched
@@ -306,7 +303,7 @@ class FtpModule(BaseModule):
             if self.ctx.stop.is_set():
                 break
             folder, prefix, depth, own, ancestors = pending.popleft()
-            listing = self._call(f"ftp list {folder}", self._uri(printable(folder)),
+            listing = self._call(f"ftp list {printable(folder)}", self._uri(printable(folder)),
                                  lambda ftp, d=folder: self._list_dir(ftp, d))
             log.debug("ftp_listed", path=printable(folder), files=len(listing.files), dirs=len(listing.dirs))
             fingerprint = ""
@@ -323,7 +320,7 @@ class FtpModule(BaseModule):
                     log.info("ftp_duplicate_file_skipped", path=printable(posixpath.join(folder, name)))
                     continue
                 remote = posixpath.join(folder, name)
-                found.append(_Entry(remote, printable(prefix + name), identity, bad_name_reason(remote)))
+                found.append(_Entry(remote, prefix + name, identity))
             if not self.source["recursive"]:
                 continue
             if depth >= MAX_DEPTH and listing.dirs:
@@ -397,7 +394,7 @@ class FtpModule(BaseModule):
         next try resumes at that offset (see :meth:`_retrieve`). Nothing is written twice,
         so the running SHA-256 stays that of the remote file.
         """
-        uri = self._uri(entry.remote)
+        uri = self._uri(printable(entry.remote))
         with self.ctx.new_file(workdir, entry.name, uri, entry.identity) as sink:
             torn = False  # a local write failed inside a chunk: the file may hold part of it
 
@@ -424,7 +421,7 @@ class FtpModule(BaseModule):
                     self._drop(polite=False)
                     raise
 
-            self._call(f"ftp retr {entry.remote}", uri, retrieve)
+            self._call(f"ftp retr {printable(entry.remote)}", uri, retrieve)
             fetched = sink.finish()
         log.debug("file_fetched", uri=uri, bytes=fetched.size)
         return fetched

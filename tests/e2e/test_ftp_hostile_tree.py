@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,27 +71,35 @@ def test_symlink_loops_without_mlsd_end(project: Project, s3, bucket: str, loop_
     assert landed(s3, bucket) == ["a.csv", "sub/b.csv", "zlink/b.csv", "zz.csv"]
 
 
-def test_a_name_that_is_not_utf8_fails_alone(project: Project, s3, bucket: str, tmp_path: Path) -> None:  # noqa: ANN001
+def test_names_that_are_not_utf8_land_under_safe_keys(project: Project, s3, bucket: str,  # noqa: ANN001
+                                                      tmp_path: Path) -> None:
+    """A Latin-1 server: the listing no longer fails; each file lands under a safe, stable key."""
     root = tmp_path / "ftproot"
     (root / "out").mkdir(parents=True)
     (root / "out" / "ok.csv").write_text("a,b\n1,2\n")
-    with open(os.path.join(os.fsencode(root / "out"), b"caf\xe9.csv"), "wb") as fh:
+    out = os.fsencode(root / "out")
+    with open(os.path.join(out, b"caf\xe9.csv"), "wb") as fh:
         fh.write(b"a,b\n3,4\n")
-    os.mkdir(os.path.join(os.fsencode(root / "out"), b"d\xfcr"))
-    with open(os.path.join(os.fsencode(root / "out"), b"d\xfcr", b"in.csv"), "wb") as fh:
+    os.mkdir(os.path.join(out, b"d\xfcr"))
+    with open(os.path.join(out, b"d\xfcr", b"in.csv"), "wb") as fh:
         fh.write(b"a,b\n5,6\n")
     server = FtpServer(root)
     server._server.handler.unicode_errors = "surrogateescape"  # send names as the bytes on disk
     try:
         code, err, job = run(project, bucket, server)
+        again, _, job2 = run(project, bucket, server)
     finally:
         server.stop()
-    assert code == 1, err
+    assert code == 0, err
     assert "UnicodeDecodeError" not in err
-    assert landed(s3, bucket) == ["ok.csv"]
-    assert job["files"]["uploaded"] == 1 and job["files"]["failed"] == 2
+    names = landed(s3, bucket)
+    assert len(names) == 3 and "ok.csv" in names, names
+    assert any(re.fullmatch(r"caf_~[0-9a-f]{8}\.csv", n) for n in names), names
+    assert any(re.fullmatch(r"d_r/in~[0-9a-f]{8}\.csv", n) for n in names), names
+    assert job["files"]["uploaded"] == 3
+    assert again == 0 and landed(s3, bucket) == names, "the same keys on every run"
     manifest = json.loads(s3.get_object(Bucket=bucket, Key="_manifests/loops/loops_1.json")["Body"].read())
-    failed = {f["source_uri"].rsplit("/out/", 1)[1]: f["errors"][0]["message"]
-              for f in manifest["files"] if f["status"] == "failed"}
-    assert sorted(failed) == ["caf\\xe9.csv", "d\\xfcr/in.csv"]
-    assert all("not valid UTF-8" in m for m in failed.values())
+    uris = sorted(f["source_uri"].rsplit("/out/", 1)[1] for f in manifest["files"])
+    assert uris == ["caf\\xe9.csv", "d\\xfcr/in.csv", "ok.csv"]
+    body = s3.get_object(Bucket=bucket, Key=next(k for k in list_keys(s3, bucket) if "caf_~" in k))["Body"].read()
+    assert body == b"a,b\n3,4\n"
