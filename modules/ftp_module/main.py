@@ -95,6 +95,13 @@ class _Ftp(ftplib.FTP):
         if self.transfer is not None:
             self.transfer.arrived(n)
 
+    def tolerant_replies(self) -> None:
+        """Decode control replies with ``surrogateescape`` too: a reply that quotes a name the
+        server sent in another encoding must not raise UnicodeDecodeError. Called right after
+        the greeting and after ``AUTH TLS`` (which make ``self.file``), when nothing is buffered."""
+        if self.sock is not None:
+            self.file = self.sock.makefile("r", encoding=self.encoding, errors="surrogateescape")
+
     def getline(self) -> str:
         """ftplib's ``getline``; a whole control reply line tells the watchdog the server is alive."""
         line = super().getline()
@@ -523,8 +530,10 @@ class FtpModule(BaseModule):
                        stalled=lambda msg: FtpTransientError(msg, uri=self._base_uri)) as transfer:
                 ftp.transfer = transfer
                 ftp.connect(self._host, self._port, timeout=timeout)
+                ftp.tolerant_replies()
                 if isinstance(ftp, ftplib.FTP_TLS):
                     ftp.auth()
+                    ftp.tolerant_replies()
                 ftp.login(self.source["user"], reveal(self.source["password"]))
                 if isinstance(ftp, ftplib.FTP_TLS):
                     ftp.prot_p()
