@@ -192,6 +192,8 @@ class JobRunner:
                 except _Stopped:
                     raise
                 except Exception as exc:
+                    if self.run.stop.is_set():  # e.g. TransferStopped: the watchdog cut a read
+                        raise _Stopped() from exc
                     last = exc
                     transient = is_transient(exc)
                     log.warning("source_failed", source=label, attempt=attempt, transient=transient,

@@ -8,6 +8,8 @@
       SourceError                  a source could not be read (per module: FtpSourceError, ...)
         ListingIncomplete          the source was listed only in part: the job fails, what was listed lands
       UploadError                  put, verify or manifest write to S3 failed
+      TransferStopped              the run stopped (Ctrl-C, --monitor-duration) and cut a read in flight
+      DiskFullError                the temp filesystem is full (ENOSPC/EDQUOT): this file fails, the job goes on
     Transient                      mixin: retrying may help (timeouts, resets, 5xx, 429, FTP 4xx)
 
 ``Transient`` is a marker, not a second tree: ``class FtpTransientError(FtpSourceError,
@@ -32,6 +34,8 @@ __all__ = [
     "Transient",
     "TransientSourceError",
     "UploadError",
+    "TransferStopped",
+    "DiskFullError",
     "TransientUploadError",
     "is_transient",
     "RETRY_HTTP_CODES",
@@ -97,6 +101,17 @@ class UploadError(ModuleSystemError):
 
 class TransientUploadError(UploadError, Transient):
     """An upload failure that retrying may cure (throttling, 5xx, resets)."""
+
+
+class TransferStopped(ModuleSystemError):
+    """The run stopped while a remote read was in flight; the watchdog cut it. Not retried:
+    the job ends as ``cancelled`` (a signal) or ``timed_out`` (``--monitor-duration``)."""
+
+
+class DiskFullError(ModuleSystemError):
+    """No space left (ENOSPC) or quota exceeded (EDQUOT) while a file was written to the temp
+    dir. Not a source failure and not retried: the file in hand is ``failed`` and the module
+    goes on with the next one (a smaller file may still fit). Fields: ``name``, ``temp_dir``."""
 
 
 _TRANSIENT_ERRNOS = frozenset(

@@ -195,7 +195,11 @@ class BaseModule(abc.ABC):
         (marked ``Transient`` if retrying may help) when the source itself cannot be
         listed or reached: that fails the job (after job-level retries and fallbacks).
         A single file that cannot be read after ``ctx.retry`` is yielded as
-        :class:`FetchFailed` instead, so the rest of the job goes on.
+        :class:`FetchFailed` instead, so the rest of the job goes on; so is a file the
+        sink could not hold (:class:`~common.exceptions.DiskFullError`: not retried).
+        Each remote read should run under :func:`common.transfer_watchdog.watch`, so that
+        a stalled server or a stopping run cuts it; decorate ``fetch`` with
+        :func:`~common.transfer_watchdog.ends_on_stop` to end quietly when that happens.
         The framework may stop iterating at any file boundary; release resources in
         :meth:`close`, which is always called.
         """

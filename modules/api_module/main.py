@@ -59,10 +59,11 @@ from typing import Any, ClassVar
 
 import structlog
 
-from common.exceptions import ListingIncomplete, is_transient
+from common.exceptions import DiskFullError, ListingIncomplete, is_transient
 from common.file_sink import FileTooLarge
 from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig, Unchanged
 from common.problems import Problem
+from common.transfer_watchdog import ends_on_stop
 from modules.api_module.client import PageClient, PageMeta, service_limit
 from modules.api_module.config import SOURCE_SCHEMA, Paging, paging_from
 from modules.api_module.exceptions import ApiAuthError, ApiSourceError, ApiTransientError
@@ -120,6 +121,7 @@ class ApiModule(BaseModule):
 
     # ------------------------------------------------------------------ fetch
 
+    @ends_on_stop
     def fetch(self, workdir: Path) -> Iterator[Item]:
         """Every page of every endpoint, in completion order (Unchanged for a 304, a rejected
         FetchFailed for a page over ``max_file_bytes``).
@@ -275,6 +277,9 @@ class ApiModule(BaseModule):
             except FileTooLarge as exc:
                 log.warning("api_page_rejected", endpoint=endpoint, uri=public_url(url), reason=str(exc))
                 yield FetchFailed(name, public_url(url), str(exc), status="rejected")
+                return
+            except DiskFullError as exc:  # the page is failed; the pages after it cannot be reached
+                yield FetchFailed(name, public_url(url), str(exc))
                 return
             except ApiSourceError as exc:
                 raise _EndpointFailed(name, public_url(url), exc) from exc

@@ -49,12 +49,13 @@ from urllib.parse import urljoin
 import requests
 import structlog
 
-from common.exceptions import Transient
+from common.exceptions import DiskFullError, Transient
 from common.file_sink import FileTooLarge
 from common.html_tree import HtmlTooLarge
 from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig, Unchanged
 from common.problems import Problem
 from common.secret import reveal
+from common.transfer_watchdog import Transfer, ends_on_stop, shut_response, watch
 from modules.http_headers import conditional_headers, version_identity
 from modules.web_module.config import SOURCE_SCHEMA
 from modules.web_module.exceptions import (
@@ -138,9 +139,12 @@ class WebModule(BaseModule):
         self._done: set[str] = set()
         self._unparsed: dict[str, str] = {}
         """Page name -> why it could not be parsed (over the HTML parse bound): rejected by validate."""
+        self._transfer: Transfer | None = None
+        """The watched transfer of the request in flight (see :meth:`_exchange`)."""
 
     # -- the contract ---------------------------------------------------------------
 
+    @ends_on_stop
     def fetch(self, workdir: Path) -> Iterator[FetchedFile | FetchFailed | Unchanged]:
         """Each HTML page, breadth first from ``urls``, each followed by its ``extract`` record if any.
 
@@ -175,6 +179,9 @@ class WebModule(BaseModule):
                 uri = str(exc.fields.get("uri", url))  # after redirects: the URL that answered
                 log.warning("web_page_rejected", url=uri, reason=str(exc))
                 yield FetchFailed(page_name(uri), uri, str(exc), status="rejected")
+                continue
+            except DiskFullError as exc:  # local: this page fails, the crawl goes on
+                yield FetchFailed(page_name(url), url, str(exc))
                 continue
             except WebSourceError as exc:
                 if self.ctx.stop.is_set():
@@ -314,6 +321,8 @@ class WebModule(BaseModule):
         deadline = time.monotonic() + BODY_DEADLINE_FACTOR * self.ctx.timeout_s
         with self.ctx.new_file(workdir, page_name(url), url, version_identity(response.headers)) as sink:
             for chunk in response.iter_content(CHUNK_SIZE):
+                if self._transfer is not None:
+                    self._transfer.arrived(len(chunk))
                 if sink.size + len(chunk) > limit:
                     sink.abort()
                     return self._too_large(url, f"more than {limit} bytes")
@@ -341,6 +350,8 @@ class WebModule(BaseModule):
                 return sink.finish()
         except FileTooLarge as exc:
             return FetchFailed(name, uri, str(exc), status="rejected")
+        except DiskFullError as exc:
+            return FetchFailed(name, uri, str(exc))
 
     # -- robots.txt -------------------------------------------------------------------
 
@@ -376,8 +387,12 @@ class WebModule(BaseModule):
             except requests.RequestException as exc:
                 raise translate_request_error(exc, url) from exc
             try:
-                return take(response)
+                with watch(f"GET {url}", self.ctx.stop, self.ctx.timeout_s, cut=lambda: shut_response(response),
+                           stalled=lambda msg: WebTransientError(msg, url=url, retry_after=None)) as transfer:
+                    self._transfer = transfer
+                    return take(response)
             except requests.RequestException as exc:
                 raise translate_request_error(exc, url) from exc
             finally:
+                self._transfer = None
                 response.close()
