@@ -46,9 +46,11 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from module_system.testing import LocalHttpServer
 
 __all__ = ["FaultRule", "ProxyRequest", "S3Proxy", "every_nth", "fraction"]
 
@@ -175,13 +177,8 @@ class S3Proxy:
         self.injected: Counter[str] = Counter()
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"proxy": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="s3-proxy", daemon=True)
-        self._thread.start()
+        self._listener = LocalHttpServer(handler, name="s3-proxy")
+        self.port, self.url = self._listener.port, self._listener.url
 
     def record(self, request: ProxyRequest) -> None:
         with self._lock:
@@ -210,9 +207,7 @@ class S3Proxy:
 
     def stop(self) -> None:
         self.closing.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._listener.stop()
 
     def __enter__(self) -> S3Proxy:
         return self

@@ -17,14 +17,14 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from module_system.s3_proxy import S3Proxy
-from module_system.testing import FtpServer
+from module_system.testing import FtpServer, LocalHttpServer
 from tests.e2e.helpers import Project, assert_no_secrets, list_keys
 
 #: The guard on every CLI run: far above what a run should take, far below a hang.
@@ -69,16 +69,12 @@ class DripServer:
             def log_message(self, format: str, *args: Any) -> None:  # quiet
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-        self._thread.start()
+        self._listener = LocalHttpServer(Handler)
+        self.url = self._listener.url
 
     def close(self) -> None:
         self.stop.set()
-        self._server.shutdown()
-        self._server.server_close()
+        self._listener.stop()
 
 
 @pytest.fixture()

@@ -14,13 +14,14 @@ import http.client
 import json
 import re
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 
 from modules.api_module.pagination import page_name
+from module_system.testing import LocalHttpServer
 from modules.api_module.testing import ApiRequest, ApiServer, json_reply
 from tests.e2e.helpers import Project, list_keys
 
@@ -129,18 +130,11 @@ class TokenStrippingProxy:
                 pass
 
         self.listings = 0
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        import threading
-
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
-        self._thread.start()
+        self._listener = LocalHttpServer(Handler)
+        self.url = self._listener.url
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._listener.stop()
 
 
 @pytest.fixture()
