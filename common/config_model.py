@@ -15,6 +15,7 @@ from common.secret import Secret
 
 ChecksumMode = Literal["sha256", "crc32", "when_required"]
 CsvType = Literal["int", "float", "date", "datetime", "str", "bool"]
+OnUnchecked = Literal["accept", "reject"]
 
 #: Default destination prefixes per module type: (valid, rejected).
 DEFAULT_PREFIXES: dict[str, tuple[str, str]] = {
@@ -103,6 +104,10 @@ class ServiceConfig:
     fallback: tuple[Mapping[str, Any], ...]
     """Complete alternative sources (each fallback entry merged over ``source``)."""
     validate: ValidateConfig
+    on_unchecked: OnUnchecked
+    """What becomes of a file no rule of ``validate`` checks: ``reject`` or ``accept`` (marked
+    ``unchecked`` in the manifest). The registry's default depends on whether the service
+    has a ``validate`` section: :func:`common.job_config.default_on_unchecked`."""
     destination: DestinationConfig
     retry: RetryConfig
     timeout_s: float

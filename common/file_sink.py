@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from common.disk_full import disk_full_error, is_disk_full
 from common.exceptions import SourceError
 
 if TYPE_CHECKING:
@@ -56,14 +57,24 @@ class PartHashing:
 
 
 class FileSink:
-    """Context manager; removes the partial file if the block raises."""
+    """Context manager; removes the partial file if the block raises.
+
+    A full filesystem (ENOSPC, EDQUOT) while the file is created, written or closed raises
+    :class:`~common.exceptions.DiskFullError` naming the directory, for every module alike:
+    the module records this file as failed and goes on with the next.
+    """
 
     def __init__(self, workdir: Path, name: str, source_uri: str, identity: Mapping[str, str],
                  max_bytes: int | None = None, parts: PartHashing | None = None) -> None:
         self.name = name
         suffix = _PLAIN_SUFFIX.search(name.rpartition("/")[2])
-        workdir.mkdir(parents=True, exist_ok=True)
-        fd, path = tempfile.mkstemp(suffix=suffix.group(0) if suffix else "", prefix="f", dir=workdir)
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+            fd, path = tempfile.mkstemp(suffix=suffix.group(0) if suffix else "", prefix="f", dir=workdir)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(exc, name, workdir, 0) from exc
+            raise
         self.path = Path(path)
         self.source_uri = source_uri
         self.identity = dict(identity)
@@ -74,18 +85,24 @@ class FileSink:
         self._parts_of = parts
         self._start_parts()
         self._fh = os.fdopen(fd, "wb")  # noqa: SIM115 - closed in finish()/abort()
+        self._workdir = workdir
 
     def write(self, chunk: bytes) -> int:
         if self.max_bytes is not None and self._size + len(chunk) > self.max_bytes:
             raise FileTooLarge(f"{self.source_uri}: larger than max_file_bytes ({self.max_bytes})",
                                uri=self.source_uri, max_bytes=self.max_bytes)
-        self._fh.write(chunk)
-        self._hash.update(chunk)
-        if self._parts_of is not None:
-            if self._parts is None and self._size + len(chunk) >= self._parts_of.from_bytes:
-                self._catch_up()
-            if self._parts is not None:
-                self._hash_parts(chunk)
+        try:
+            self._fh.write(chunk)
+            self._hash.update(chunk)
+            if self._parts_of is not None:
+                if self._parts is None and self._size + len(chunk) >= self._parts_of.from_bytes:
+                    self._catch_up()  # flushes: may find the disk full too
+                if self._parts is not None:
+                    self._hash_parts(chunk)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(exc, self.name, self._workdir, self._size) from exc
+            raise
         self._size += len(chunk)
         if self._md5 is not None:
             if self._size <= MD5_MAX_BYTES:
@@ -110,7 +127,12 @@ class FileSink:
     def finish(self) -> FetchedFile:
         from common.interfaces.base_module import FetchedFile
 
-        self._fh.close()
+        try:
+            self._fh.close()  # flushes the last buffered bytes: may find the disk full too
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(exc, self.name, self._workdir, self._size) from exc
+            raise
         part_sha256 = None
         if self._parts is not None and self._parts_of is not None:
             if self._part_left < self._parts_of.part_size:  # the last, shorter part
@@ -158,7 +180,10 @@ class FileSink:
                 self._part_left = self._parts_of.part_size
 
     def abort(self) -> None:
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError:  # the buffered tail could not be written (disk full): the file goes anyway
+            pass
         self.path.unlink(missing_ok=True)
 
     def __enter__(self) -> FileSink:

@@ -34,6 +34,7 @@ from common.config_model import (
     DestinationConfig,
     HtmlRules,
     JobSpec,
+    OnUnchecked,
     Registry,
     RetryConfig,
     ServiceConfig,
@@ -49,7 +50,8 @@ from common.secret import Secret
 if TYPE_CHECKING:
     import jsonschema
 
-__all__ = ["batch_registry", "load_batch", "load_registry", "merge", "read_batch", "resolve_source"]
+__all__ = ["batch_registry", "default_on_unchecked", "load_batch", "load_registry", "merge", "read_batch",
+           "resolve_source"]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 _BATCH_SCHEMA: dict[str, Any] = {
@@ -163,6 +165,7 @@ def _build_service(sid: str, raw: dict[str, Any], defaults: dict[str, Any], base
         source=source,
         fallback=fallback,
         validate=_build_validate(body.get("validate", {}), base_dir, where),
+        on_unchecked=body.get("on_unchecked", default_on_unchecked(body.get("validate", {}))),
         destination=destination,
         retry=RetryConfig(**body["retry"]),
         timeout_s=float(body["timeout_s"]),
@@ -185,6 +188,12 @@ def _resolve_source(raw: Mapping[str, Any], schema: Mapping[str, Any], where: _W
     _prepare(value, schema, schema)
     _check(value, schema, schema, where, key)
     return freeze(_secretize(value, schema, schema))
+
+
+def default_on_unchecked(validate: Mapping[str, Any]) -> OnUnchecked:
+    """``on_unchecked`` when the service does not set it: ``reject`` when its (merged) ``validate``
+    section names any rule, as the service expects its files checked; ``accept`` otherwise."""
+    return "reject" if validate else "accept"
 
 
 def _build_validate(raw: Mapping[str, Any], base_dir: Path, where: _Where) -> ValidateConfig:

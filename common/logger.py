@@ -65,8 +65,31 @@ def _scrub(value: Any, secrets: frozenset[str]) -> Any:
     return value
 
 
+_write_failure_reported = threading.Event()
+
+
+def _log_write_failed(where: str, exc: BaseException | None) -> None:
+    """A log file cannot be written (a full disk): one line on stderr for the whole run, not a
+    traceback per record; the records that cannot be written are dropped, the run goes on."""
+    if _write_failure_reported.is_set():
+        return
+    _write_failure_reported.set()
+    reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)) if exc else "unknown"
+    sys.stderr.write(f"error: cannot write log file {where}: {reason}; records that cannot be written are dropped\n")
+
+
+class _FileLog(logging.FileHandler):
+    """The run's log file; a record that cannot be written is reported once, not per record."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        _log_write_failed(self.baseFilename, sys.exc_info()[1])
+
+
 class JobLogRouter(logging.Handler):
     """Writes each record that carries a ``job_id`` to that job's open log file."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        _log_write_failed("of a job", sys.exc_info()[1])
 
     def __init__(self) -> None:
         super().__init__()
@@ -82,7 +105,10 @@ class JobLogRouter(logging.Handler):
         with self._files_lock:
             fh = self._files.pop(job_id, None)
         if fh is not None:
-            fh.close()
+            try:
+                fh.close()  # flushes: a full disk shows here too
+            except OSError as exc:
+                _log_write_failed(fh.name, exc)
 
     def emit(self, record: logging.LogRecord) -> None:
         job_id = record.msg.get("job_id") if isinstance(record.msg, dict) else None
@@ -101,7 +127,10 @@ class JobLogRouter(logging.Handler):
     def close(self) -> None:
         with self._files_lock:
             for fh in self._files.values():
-                fh.close()
+                try:
+                    fh.close()
+                except OSError as exc:
+                    _log_write_failed(fh.name, exc)
             self._files.clear()
         super().close()
 
@@ -216,7 +245,7 @@ def configure_logging(log_dir: Path | None, console_format: str = "console", str
     router = JobLogRouter()
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
-        executor = logging.FileHandler(log_dir / EXECUTOR_LOG, encoding="utf-8")
+        executor = _FileLog(log_dir / EXECUTOR_LOG, encoding="utf-8")
         executor.setFormatter(json_lines)
         executor.setLevel(level)
         router.setFormatter(json_lines)

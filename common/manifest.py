@@ -32,12 +32,18 @@ class ManifestEntry:
     status: FileStatus
     errors: tuple[Problem, ...] = ()
     identity: Mapping[str, str] = field(default_factory=dict)
+    unchecked: bool = False
+    """Landed under the valid prefix although no rule of the service checked it
+    (``on_unchecked: accept``); written as ``"unchecked": true``, left out when False."""
 
     def to_dict(self) -> dict[str, Any]:
         # Spelt out: dataclasses.asdict deep-copies field by field, ~25 us an entry.
-        return {"source_uri": self.source_uri, "key": self.key, "size": self.size, "sha256": self.sha256,
-                "status": self.status, "errors": [p.to_dict() for p in self.errors],
-                "identity": dict(self.identity)}
+        out = {"source_uri": self.source_uri, "key": self.key, "size": self.size, "sha256": self.sha256,
+               "status": self.status, "errors": [p.to_dict() for p in self.errors],
+               "identity": dict(self.identity)}
+        if self.unchecked:
+            out["unchecked"] = True
+        return out
 
 
 def manifest_key(service_id: str, job_id: str) -> str:
@@ -60,7 +66,7 @@ def load_landed(client: Any, bucket: str, key: str) -> dict[str, ManifestEntry]:
         if item.get("status") in LANDED and item.get("key"):
             landed[item["source_uri"]] = ManifestEntry(
                 item["source_uri"], item["key"], int(item["size"]), item["sha256"], "skipped_unchanged",
-                (), {str(k): str(v) for k, v in (item.get("identity") or {}).items()})
+                (), {str(k): str(v) for k, v in (item.get("identity") or {}).items()}, item.get("unchecked") is True)
     return landed
 
 

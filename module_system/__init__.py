@@ -12,10 +12,13 @@ from importlib.metadata import PackageNotFoundError, version
 
 from common.exceptions import (
     ConfigError,
+    DiskFullError,
+    ListingIncomplete,
     ModuleSystemError,
     PluginError,
     SourceError,
     Transient,
+    TransferStopped,
     TransientSourceError,
     UploadError,
     is_transient,
@@ -26,6 +29,7 @@ from common.plugins import ENTRY_POINT_GROUP
 from common.problems import Problem
 from common.retry import RetryPolicy
 from common.secret import Secret
+from common.transfer_watchdog import ends_on_stop, watch
 
 try:
     __version__ = version("module_system")
@@ -35,11 +39,13 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 __all__ = [
     "BaseModule",
     "ConfigError",
+    "DiskFullError",
     "ENTRY_POINT_GROUP",
     "FetchFailed",
     "FetchedFile",
     "FileSink",
     "JobContext",
+    "ListingIncomplete",
     "ModuleSystemError",
     "PluginError",
     "Problem",
@@ -48,8 +54,11 @@ __all__ = [
     "SourceConfig",
     "SourceError",
     "Transient",
+    "TransferStopped",
     "TransientSourceError",
     "UploadError",
     "__version__",
+    "ends_on_stop",
     "is_transient",
+    "watch",
 ]

@@ -23,7 +23,12 @@ is supported on both sides: one upstream connection per client connection.
     read the request, do not forward it, reset the connection (RST, ``SO_LINGER`` 0);
 ``"reset_after"``
     forward it, let the server act on it, then reset instead of relaying the answer
-    (the client cannot know whether the request took effect).
+    (the client cannot know whether the request took effect);
+``"drip"``
+    forward it, relay the status and headers, then the body one byte every ``drip_s``
+    seconds until the client goes away (a server too slow to finish, too fast to time out);
+``"hang"``
+    read the request, do not forward it, never answer (until the proxy stops).
 
 ``requests`` lists each request in arrival order (:class:`ProxyRequest`: method, path,
 query, then the status relayed and whether the client received it); ``injected`` counts
@@ -41,9 +46,11 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from module_system.testing import LocalHttpServer
 
 __all__ = ["FaultRule", "ProxyRequest", "S3Proxy", "every_nth", "fraction"]
 
@@ -164,17 +171,14 @@ class S3Proxy:
         parts = urlsplit(target)
         self.target_host, self.target_port = parts.hostname or "127.0.0.1", parts.port or 80
         self.fault = fault
+        self.drip_s = 0.2
+        self.closing = threading.Event()
         self.requests: list[ProxyRequest] = []
         self.injected: Counter[str] = Counter()
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"proxy": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="s3-proxy", daemon=True)
-        self._thread.start()
+        self._listener = LocalHttpServer(handler, name="s3-proxy")
+        self.port, self.url = self._listener.port, self._listener.url
 
     def record(self, request: ProxyRequest) -> None:
         with self._lock:
@@ -184,7 +188,7 @@ class S3Proxy:
         rule = self.fault
         kind = rule(request) if rule is not None else None
         if kind is not None:
-            if kind not in ("503", "reset", "reset_after"):
+            if kind not in ("503", "reset", "reset_after", "drip", "hang"):
                 raise ValueError(f"unknown fault {kind!r}")
             request.fault = kind
             with self._lock:
@@ -202,9 +206,8 @@ class S3Proxy:
             self.injected.clear()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self.closing.set()
+        self._listener.stop()
 
     def __enter__(self) -> S3Proxy:
         return self
@@ -234,6 +237,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.proxy.record(request)
         kind = self.proxy.decide(request)
         try:
+            if kind == "hang":
+                self._drain_body()
+                self.proxy.closing.wait()
+                self.close_connection = True
+                return
             if kind in ("503", "reset"):
                 self._drain_body()
                 if kind == "reset":
@@ -247,6 +255,7 @@ class _Handler(BaseHTTPRequestHandler):
                 response.read()
                 self._reset()
                 return
+            self._dripping = kind == "drip"
             self._relay(response)
             request.delivered = True
         except _ClientGone:
@@ -341,7 +350,9 @@ class _Handler(BaseHTTPRequestHandler):
         if chunked:
             self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        if not bodiless:
+        if not bodiless and getattr(self, "_dripping", False):
+            self._drip(response, chunked)
+        elif not bodiless:
             while block := response.read(BLOCK):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(block), block) if chunked else block)
             if chunked:
@@ -351,6 +362,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         if response.will_close:
             self._drop_upstream()
+
+    def _drip(self, response: http.client.HTTPResponse, chunked: bool) -> None:
+        """The body one byte every ``drip_s`` seconds; ends when the client goes (OSError)."""
+        body = response.read()
+        for i in range(len(body)):
+            byte = body[i:i + 1]
+            self.wfile.write(b"1\r\n%s\r\n" % byte if chunked else byte)
+            self.wfile.flush()
+            threading.Event().wait(self.proxy.drip_s)
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
 
     def _slow_down(self, request: ProxyRequest) -> None:
         request.status = 503

@@ -276,7 +276,34 @@ class HttpRequest:
     headers: dict[str, str]
 
 
-class HttpServer:
+class LocalHttpServer:
+    """A ``ThreadingHTTPServer`` for ``handler`` on 127.0.0.1, a random port, served from a
+    daemon thread until :meth:`stop`: the one way the test servers and proxies listen."""
+
+    def __init__(self, handler: type[Any], name: str = "http-server") -> None:
+        from http.server import ThreadingHTTPServer
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self.host, self.port = "127.0.0.1", self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name=name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> LocalHttpServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class HttpServer(LocalHttpServer):
     """``http.server`` on 127.0.0.1, a random port, answering GETs from ``routes``.
 
     ``routes`` maps a path (with its query string, else the path alone) to a function of
@@ -285,7 +312,7 @@ class HttpServer:
     """
 
     def __init__(self, routes: dict[str, Route]) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
 
         self.routes = routes
         self.requests: list[str] = []
@@ -310,21 +337,4 @@ class HttpServer:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.host, self.port = "127.0.0.1", self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="http-server", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> HttpServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(Handler)

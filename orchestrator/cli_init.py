@@ -33,6 +33,7 @@ from orchestrator.output_paths import check_writable_dir, check_writable_file
 from orchestrator.preflight import check_destinations
 from orchestrator.run_report import build_report, rerun_args, write_failed_jobs, write_json
 from orchestrator.state_dir import check_state_dir
+from orchestrator.worker_threads import exit_if_abandoned
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -76,14 +77,20 @@ def _config_errors_exit_2(fn: F) -> F:
 
 @contextmanager
 def _stop_on_signals(run: BatchRun) -> Iterator[None]:
-    """SIGINT/SIGTERM stop the run cleanly; a second SIGINT forces the default behaviour."""
+    """SIGINT/SIGTERM stop the run cleanly: transfers in flight are cut (the transfer
+    watchdog), jobs end ``cancelled``, the report and failed-jobs file are written, exit 130.
+    A second signal ends the process at once with exit 130 and nothing more written."""
     if sys.platform == "win32" or not _in_main_thread():
         yield
         return
+    received = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        if received:
+            os.write(2, b"error: second interrupt; exiting now without the report\n")
+            os._exit(int(ExitCode.INTERRUPTED))
+        received.append(signum)
         run.interrupt()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -229,6 +236,9 @@ def run_program(command: click.Command) -> NoReturn:
     gc.freeze()
     try:
         command.main()
+    except SystemExit as done:
+        exit_if_abandoned(done.code)  # a job stuck past the stop grace must not hold the exit
+        raise
     finally:
         gc.freeze()
     sys.exit(0)  # command.main() exits itself; this only satisfies NoReturn

@@ -1,7 +1,7 @@
 """The job executor: a batch in, every job run to a final state, a report out.
 
 Jobs wait in one queue ordered by priority (higher first, file order among equals).
-``max_workers`` worker threads (a ``ThreadPoolExecutor``) each take the next job from
+``max_workers`` worker threads (daemon threads, :mod:`orchestrator.worker_threads`) each take the next job from
 the :class:`~orchestrator.job_queue.JobQueue`, run it and take the next: a job starts
 only when every host it connects to has a free slot
 (:class:`~orchestrator.host_slots.HostSlots`); the first such job in queue order goes,
@@ -12,7 +12,8 @@ thread only shows progress every ``refresh_s``. Each job moves
 ``monitor_duration`` (seconds, 0 = none) sets a deadline: then queued jobs are not
 started and running ones stop at their next file boundary; all count as ``timed_out``.
 :meth:`BatchRun.interrupt` (SIGINT/SIGTERM in the CLI) does the same with
-``cancelled``. Context variables do not follow a task into a pool thread, so each
+``cancelled``. A job still running ``STOP_GRACE_S`` seconds after a stop is abandoned
+(:mod:`orchestrator.worker_threads`). Context variables do not follow a task into a pool thread, so each
 worker binds ``run_id``, ``job_id``, ``service_id``, ``module`` and ``thread`` itself
 and clears them when the job ends.
 """
@@ -23,7 +24,6 @@ import datetime as dt
 import secrets
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from orchestrator.job_queue import JobQueue
 from orchestrator.job_runner import JobResult, JobRunner, RunContext, job_log_path, not_started
 from orchestrator.run_stats import RunStats, StatsSnapshot
 from orchestrator.state_dir import RunWorkdir
+from orchestrator.worker_threads import STOP_GRACE_S, run_workers
 
 log = structlog.get_logger(__name__)
 
@@ -133,16 +134,14 @@ class BatchRun:
 
         try:
             workers = min(self.options.max_workers, len(queue))
-            with ThreadPoolExecutor(max(workers, 1), thread_name_prefix="job") as pool:
-                running = {pool.submit(work) for _ in range(workers)}
-                while running:
-                    done, running = wait(running, timeout=self.options.refresh_s)
-                    for future in done:
-                        future.result()
-                    if on_progress is not None:
-                        on_progress(ctx.stats.snapshot())
+            abandoned = run_workers(workers, work, ctx.stop, self.options.refresh_s,
+                                    lambda: on_progress(ctx.stats.snapshot()) if on_progress is not None else None)
             for job in jobs.drain():
                 results[job.job_id] = self._not_started(job)
+            if abandoned:  # still running STOP_GRACE_S after the stop: the run ends without them
+                for job in self.batch.jobs:
+                    if job.job_id not in results:
+                        results[job.job_id] = self._abandoned(job)
         finally:
             if timer is not None:
                 timer.cancel()
@@ -169,6 +168,12 @@ class BatchRun:
         self.context.stats.job_moved("queued", status)
         reason = "monitor duration reached" if status == "timed_out" else "run interrupted"
         return not_started(job, status, f"not started: {reason}")
+
+    def _abandoned(self, job: JobSpec) -> JobResult:
+        status = self.context.stopped_status()
+        self.context.stats.job_moved("running", status)
+        return not_started(job, status, f"stopped: still running {STOP_GRACE_S:g} s after the stop; "
+                                        "abandoned (its manifest may not be written)")
 
     def _run_bound(self, job: JobSpec) -> JobResult:
         ctx = self.context

@@ -41,7 +41,7 @@ from common.retry import RetryPolicy
 from common.s3_uploader import UploaderPool
 from common.safe_names import ERRORS_SUFFIX, file_keys
 from common.secret import redact
-from common.validators import validators_for
+from common.validators import judge, validators_for
 from orchestrator.job_entries import JobEntries
 from orchestrator.run_stats import JobStatus, RunStats
 
@@ -192,6 +192,8 @@ class JobRunner:
                 except _Stopped:
                     raise
                 except Exception as exc:
+                    if self.run.stop.is_set():  # e.g. TransferStopped: the watchdog cut a read
+                        raise _Stopped() from exc
                     last = exc
                     transient = is_transient(exc)
                     log.warning("source_failed", source=label, attempt=attempt, transient=transient,
@@ -255,6 +257,8 @@ class JobRunner:
         except Exception as exc:  # a crashing validator rejects the file, it does not sink the job
             log.error("validator_crashed", uri=file.source_uri, error=_one_line(exc), exc_info=True)
             problems = [Problem(f"validator failed: {_one_line(exc)}")]
+        problems, unchecked = judge(problems, file.name, self.service.on_unchecked,
+                                    validators_for(self.service.validate).suffixes())
         bucket = self.service.destination.bucket
         try:
             keys = file_keys(file.name, self.prefix, self.rejected_prefix, rejected=bool(problems))
@@ -283,8 +287,10 @@ class JobRunner:
             try:
                 outcome = self.uploader.put_file(bucket, key, file.path, file.size, file.sha256, self.retry,
                                                  md5=file.md5, part_size=file.part_size, part_sha256=file.part_sha256)
-                entry = ManifestEntry(file.source_uri, key, file.size, file.sha256, outcome.status, (), file.identity)
-                log.debug("file_done", uri=file.source_uri, key=key, status=outcome.status, bytes=file.size)
+                entry = ManifestEntry(file.source_uri, key, file.size, file.sha256, outcome.status, (), file.identity,
+                                      unchecked)
+                log.debug("file_done", uri=file.source_uri, key=key, status=outcome.status, bytes=file.size,
+                          unchecked=unchecked)
             except ModuleSystemError as exc:
                 entry = self._failed(file, exc)
         if entry.status != "failed":
@@ -325,7 +331,7 @@ class JobRunner:
                                        (Problem(refused),), file.identity), 0)
             return
         self._record(ManifestEntry(file.source_uri, before.key, before.size, before.sha256, "skipped_unchanged",
-                                   (), file.identity), before.size)
+                                   (), file.identity, before.unchecked), before.size)
         log.debug("file_unchanged", uri=file.source_uri, key=before.key)
 
     def _record(self, entry: ManifestEntry, size: int) -> None:

@@ -8,7 +8,9 @@ hint printed under the summary.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -62,15 +64,28 @@ def write_failed_jobs(outcome: RunOutcome, batch: Batch, temp_dir: Path, registr
     document: dict[str, Any] = {"description": f"Jobs of run {outcome.run_id} that did not succeed ({batch.path})"}
     if registry is not None:
         document["registry"] = str(registry.resolve())
-    write_json(path, {**document, "jobs": jobs})
-    return path
+    written = write_json(path, {**document, "jobs": jobs}, what="the failed-jobs file")
+    return path if written else None
 
 
-def write_json(path: Path, document: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_json(path: Path, document: Any, what: str = "the report") -> bool:
+    """Write ``document`` to ``path`` atomically (a ``.tmp`` file, then a rename).
+
+    The run is over when this is called, so a write that fails (a full disk, a folder that
+    is not writable) is one ``error:`` line on stderr and False, never a traceback: the
+    exit code stays that of the run.
+    """
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        print(f"error: cannot write {what} {path}: {exc.strerror or exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def rerun_args(failed_jobs_file: Path, registry: Path, default_registry: Path) -> list[str]:

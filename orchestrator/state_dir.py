@@ -26,8 +26,8 @@ from pathlib import Path
 
 import structlog
 
-from common.exceptions import ConfigError
 from common.file_lock import FileLock
+from orchestrator.output_paths import check_writable_dir
 
 __all__ = ["RunWorkdir", "check_state_dir"]
 
@@ -36,13 +36,7 @@ log = structlog.get_logger(__name__)
 
 def check_state_dir(root: Path) -> None:
     """Create ``root`` (with parents) or raise ConfigError naming it: the run would fail later."""
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / ".write-check"
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"--state-dir {root}: cannot write there ({exc.strerror or type(exc).__name__})") from exc
+    check_writable_dir(root, "--state-dir")  # a probe name of this process's own: runs at once do not race
 
 
 class RunWorkdir:

@@ -6,7 +6,10 @@
       ConfigError                  registry/batch/CLI mistakes: exit 2, one line, nothing runs
       PluginError                  a module failed to load or declares a bad schema
       SourceError                  a source could not be read (per module: FtpSourceError, ...)
+        ListingIncomplete          the source was listed only in part: the job fails, what was listed lands
       UploadError                  put, verify or manifest write to S3 failed
+      TransferStopped              the run stopped (Ctrl-C, --monitor-duration) and cut a read in flight
+      DiskFullError                the temp filesystem is full (ENOSPC/EDQUOT): this file fails, the job goes on
     Transient                      mixin: retrying may help (timeouts, resets, 5xx, 429, FTP 4xx)
 
 ``Transient`` is a marker, not a second tree: ``class FtpTransientError(FtpSourceError,
@@ -31,10 +34,13 @@ __all__ = [
     "Transient",
     "TransientSourceError",
     "UploadError",
+    "TransferStopped",
+    "DiskFullError",
     "TransientUploadError",
     "is_transient",
     "RETRY_HTTP_CODES",
     "RETRY_FTP_CODES",
+    "ListingIncomplete",
 ]
 
 #: HTTP status codes worth retrying (Scrapy's RETRY_HTTP_CODES plus 429).
@@ -97,6 +103,17 @@ class TransientUploadError(UploadError, Transient):
     """An upload failure that retrying may cure (throttling, 5xx, resets)."""
 
 
+class TransferStopped(ModuleSystemError):
+    """The run stopped while a remote read was in flight; the watchdog cut it. Not retried:
+    the job ends as ``cancelled`` (a signal) or ``timed_out`` (``--monitor-duration``)."""
+
+
+class DiskFullError(ModuleSystemError):
+    """No space left (ENOSPC) or quota exceeded (EDQUOT) while a file was written to the temp
+    dir. Not a source failure and not retried: the file in hand is ``failed`` and the module
+    goes on with the next one (a smaller file may still fit). Fields: ``name``, ``temp_dir``."""
+
+
 _TRANSIENT_ERRNOS = frozenset(
     {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE,
      errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH}
@@ -151,3 +168,15 @@ def _is_transient_library_error(exc: BaseException) -> bool:
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         return exc.response.status_code in RETRY_HTTP_CODES
     return False
+
+
+class ListingIncomplete(SourceError):
+    """The source could be listed only in part: a page limit was reached while the source
+    still offered more (``paginate.max_pages``), or a listing said it was truncated without
+    saying where it goes on (an S3 page with ``IsTruncated`` and no continuation token).
+
+    A module raises it *after* yielding every file it did list, so those files land and
+    the manifest records them; the job then ends ``failed`` with this message (exit 1) and
+    the failed-jobs file re-runs it. An incomplete listing is never a success. Not
+    transient: listing again would stop at the same place.
+    """

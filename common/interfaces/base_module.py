@@ -141,7 +141,8 @@ class _PreviousByUri(Mapping[str, Mapping[str, str]]):
 class Validators(Protocol):
     """The service's compiled ``validate`` section, chosen per file by its suffix."""
 
-    def check(self, file: FetchedFile) -> list[Problem]: ...
+    def check(self, file: FetchedFile) -> list[Problem] | None:
+        """Problems of ``file`` (empty: valid); None when no rule of the service checks it."""
 
 
 @dataclass(frozen=True)
@@ -237,13 +238,22 @@ class BaseModule(abc.ABC):
         (marked ``Transient`` if retrying may help) when the source itself cannot be
         listed or reached: that fails the job (after job-level retries and fallbacks).
         A single file that cannot be read after ``ctx.retry`` is yielded as
-        :class:`FetchFailed` instead, so the rest of the job goes on.
+        :class:`FetchFailed` instead, so the rest of the job goes on; so is a file the
+        sink could not hold (:class:`~common.exceptions.DiskFullError`: not retried).
+        Each remote read should run under :func:`common.transfer_watchdog.watch`, so that
+        a stalled server or a stopping run cuts it; decorate ``fetch`` with
+        :func:`~common.transfer_watchdog.ends_on_stop` to end quietly when that happens.
         The framework may stop iterating at any file boundary; release resources in
         :meth:`close`, which is always called.
         """
 
-    def validate(self, file: FetchedFile) -> list[Problem]:
-        """Problems found in ``file``; empty when valid. Default: the service's ``validate`` section."""
+    def validate(self, file: FetchedFile) -> list[Problem] | None:
+        """Problems found in ``file``; empty when valid; None when nothing could check it.
+
+        Default: the service's ``validate`` section, which gives None for a file whose
+        suffix no rule checks (the service's ``on_unchecked`` then accepts or rejects it).
+        A module that checks a file itself returns a list, even an empty one.
+        """
         return self.ctx.validators.check(file)
 
     def close(self) -> None:

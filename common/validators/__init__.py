@@ -9,7 +9,13 @@ suffix              check
 ``.html .htm``      ``validate.html`` (selectors, text length, title)
 ==================  ==========================================================
 
-A file whose suffix has no configured check is valid. Every checker keeps at most
+A file whose suffix has no configured check is *unchecked*: :meth:`ValidatorSet.check`
+returns None rather than ``[]`` (checked and valid), and the service's ``on_unchecked``
+decides (:func:`judge`): ``reject`` lands it under the rejected prefix with a problem
+saying that no rule checks its type (``x.csv.gz``: ``'.gz' files``); ``accept`` lands it
+under the valid prefix, marked ``"unchecked": true`` in the manifest. The default is
+``reject`` for a service with a ``validate`` section and ``accept`` for one without
+(:func:`common.job_config.default_on_unchecked`). Every checker keeps at most
 :data:`~common.problems.MAX_PROBLEMS_PER_FILE` problems per file.
 """
 
@@ -18,11 +24,11 @@ from __future__ import annotations
 import threading
 from pathlib import PurePosixPath
 
-from common.config_model import ValidateConfig
+from common.config_model import OnUnchecked, ValidateConfig
 from common.interfaces.base_module import FetchedFile
 from common.problems import Problem
 
-__all__ = ["ValidatorSet", "validators_for"]
+__all__ = ["ValidatorSet", "judge", "unchecked_problem", "validators_for"]
 
 
 class ValidatorSet:
@@ -43,7 +49,13 @@ class ValidatorSet:
 
             self.html = HtmlChecker(config.html)
 
-    def check(self, file: FetchedFile) -> list[Problem]:
+    def suffixes(self) -> tuple[str, ...]:
+        """The file suffixes some configured rule checks."""
+        return ((".json", ".jsonl", ".ndjson") if self.json else ()) + ((".csv",) if self.csv else ()) + (
+            (".html", ".htm") if self.html else ())
+
+    def check(self, file: FetchedFile) -> list[Problem] | None:
+        """Problems of ``file`` (empty: valid); None when no configured rule checks its suffix."""
         suffix = PurePosixPath(file.name.rstrip()).suffix.lower()  # the name as the source gives it: "a.csv "
         if suffix == ".json" and self.json:
             return self.json.check_document(file.path)
@@ -53,7 +65,31 @@ class ValidatorSet:
             return self.csv.check(file.path)
         if suffix in (".html", ".htm") and self.html:
             return self.html.check(file.path)
-        return []
+        return None
+
+
+def unchecked_problem(name: str, checked: tuple[str, ...]) -> Problem:
+    """The problem of a file no rule checks, under ``on_unchecked: reject``."""
+    suffix = PurePosixPath(name.rstrip()).suffix.lower()
+    kind = f"{suffix!r} files" if suffix else "files without a suffix"
+    rules = ", ".join(checked) if checked else "no file type"
+    return Problem(f"not checked: no rule of this service's validate section checks {kind} "
+                   f"(it checks {rules}); on_unchecked is reject", location="file type")
+
+
+def judge(verdict: list[Problem] | None, name: str, on_unchecked: OnUnchecked,
+          checked: tuple[str, ...] = ()) -> tuple[list[Problem], bool]:
+    """(problems, accepted unchecked) of the file ``name`` whose validation gave ``verdict``.
+
+    ``verdict`` None (no rule could check the file) becomes one :func:`unchecked_problem`
+    under ``reject``, and no problem but the unchecked mark under ``accept``. ``checked``:
+    the suffixes the service's rules do check, named in the problem.
+    """
+    if verdict is not None:
+        return verdict, False
+    if on_unchecked == "accept":
+        return [], True
+    return [unchecked_problem(name, checked)], False
 
 
 _cache: dict[int, tuple[ValidateConfig, ValidatorSet]] = {}

@@ -3,8 +3,8 @@
 Rules (``validate.html``, see :class:`~common.config_model.HtmlRules`):
 
 ``required``
-    CSS selectors (soupsieve, as BeautifulSoup's ``select``) that must each match at
-    least one element. Each miss is one problem whose location names the selector.
+    CSS selectors (:func:`common.html_tree.compile_css`) that must each match at least
+    one element. Each miss is one problem whose location names the selector.
 ``min_text_chars``
     Least characters of visible text: the text of ``<body>`` (the whole document when
     there is none) without ``script``, ``style``, ``noscript`` and ``template``
@@ -12,29 +12,25 @@ Rules (``validate.html``, see :class:`~common.config_model.HtmlRules`):
 ``require_title``
     A ``<title>`` with non-blank text.
 
-Pages are parsed with BeautifulSoup's ``lxml`` parser, which reads any HTML without
-failing and guesses the encoding from the BOM, ``<meta charset>`` or the bytes. At most
-:data:`~common.problems.MAX_PROBLEMS_PER_FILE` problems are kept; one last problem tells
-how many more were found. The selectors are compiled once; one checker is shared by
-every job and thread of the process (checks keep no state).
+Pages are parsed by :func:`common.html_tree.parse_html`, which reads any HTML without
+failing, takes the encoding from the BOM, ``<meta charset>`` or the bytes, and keeps
+memory within its bound: a page over that bound is one problem (location ``document``)
+and is not checked further. At most :data:`~common.problems.MAX_PROBLEMS_PER_FILE`
+problems are kept; one last problem tells how many more were found. The selectors are
+compiled once; one checker is shared by every job and thread of the process (checks keep
+no state).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import soupsieve
-from bs4 import BeautifulSoup
-from bs4.element import Tag
-
 from common.config_model import HtmlRules
 from common.exceptions import ConfigError
+from common.html_tree import HIDDEN_TAGS, Css, HtmlTooLarge, compile_css, element_text, parse_html, visible_text_length
 from common.problems import MAX_PROBLEMS_PER_FILE, Problem
 
-__all__ = ["HIDDEN_TAGS", "HtmlChecker", "visible_text"]
-
-#: Elements whose text is never shown to a reader.
-HIDDEN_TAGS = ("script", "style", "noscript", "template")
+__all__ = ["HIDDEN_TAGS", "HtmlChecker"]
 
 
 class HtmlChecker:
@@ -46,43 +42,37 @@ class HtmlChecker:
 
     def __init__(self, rules: HtmlRules) -> None:
         self.rules = rules
-        self._required: list[tuple[str, soupsieve.SoupSieve]] = []
+        self._required: list[tuple[str, Css]] = []
         for index, selector in enumerate(rules.required):
             try:
-                self._required.append((selector, soupsieve.compile(selector)))
-            except (soupsieve.SelectorSyntaxError, ValueError, TypeError) as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise ConfigError(f"validate.html.required[{index}]: invalid CSS selector {selector!r}: {first}",
+                self._required.append((selector, compile_css(selector)))
+            except ValueError as exc:
+                raise ConfigError(f"validate.html.required[{index}]: {exc}",
                                   key=f"validate.html.required[{index}]") from None
 
     def check(self, path: Path) -> list[Problem]:
         """Problems of the HTML file at ``path``; empty when it passes every rule."""
-        soup = BeautifulSoup(Path(path).read_bytes(), "lxml")
+        try:
+            root = parse_html(Path(path))
+        except HtmlTooLarge as exc:
+            return [Problem(f"not checked: {exc}", location="document")]
         problems: list[Problem] = []
         if self.rules.require_title:
-            title = soup.find("title")
-            if not isinstance(title, Tag):
+            title = root.find(".//title")
+            if title is None:
                 problems.append(Problem("no <title> element", location="selector 'title'"))
-            elif not title.get_text().strip():
+            elif not element_text(title):
                 problems.append(Problem("the <title> is empty", location="selector 'title'"))
         for selector, compiled in self._required:
-            if compiled.select_one(soup) is None:
+            if compiled.select_one(root) is None:
                 problems.append(Problem(f"required selector {selector!r} matches no element",
                                         location=f"selector {selector!r}"))
         if self.rules.min_text_chars:
-            count = len(visible_text(soup))
+            count = visible_text_length(root, enough=self.rules.min_text_chars)
             if count < self.rules.min_text_chars:
                 problems.append(Problem(f"visible text is {count} characters, fewer than the "
                                         f"{self.rules.min_text_chars} required", location="visible text"))
         return _capped(problems)
-
-
-def visible_text(soup: BeautifulSoup) -> str:
-    """The text a reader sees, whitespace runs collapsed. Removes hidden elements from ``soup``."""
-    root = soup.body if isinstance(soup.body, Tag) else soup
-    for element in root.find_all(HIDDEN_TAGS):
-        element.decompose()
-    return " ".join(root.get_text(" ").split())
 
 
 def _capped(problems: list[Problem]) -> list[Problem]:

@@ -45,9 +45,11 @@ from common.file_sink import FileSink, FileTooLarge
 from common.interfaces.base_module import FetchedFile, JobContext, SourceConfig, Unchanged
 from common.retry import RetryPolicy
 from modules.api_module.auth import Auth, auth_for
+from common.transfer_watchdog import shut_response, watch
 from modules.api_module.exceptions import (
     ApiHttpError,
     ApiSourceError,
+    ApiTransientError,
     ApiUnauthorizedError,
     error_for_status,
     translate_request_error,
@@ -178,7 +180,9 @@ class PageClient:
                                               allow_redirects=False)
             except requests.RequestException as exc:
                 raise translate_request_error(exc, public) from exc
-            with response:
+            with response, watch(f"GET {public}", self.ctx.stop, self.ctx.timeout_s,
+                                 cut=lambda: shut_response(response),
+                                 stalled=lambda msg: ApiTransientError(msg, url=public, status=None)) as transfer:
                 if response.status_code in REDIRECT_STATUSES and response.headers.get("Location"):
                     return self._redirect_target(url, response.status_code, response.headers["Location"])
                 identity = version_identity(response.headers)
@@ -191,6 +195,7 @@ class PageClient:
                     self._check_size(int(declared), public, "declared")
                 try:
                     for chunk in response.iter_content(CHUNK_SIZE):
+                        transfer.arrived(len(chunk))
                         self._check_size(sink.size + len(chunk), public, "read")
                         sink.write(chunk)
                 except requests.RequestException as exc:

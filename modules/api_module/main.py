@@ -36,7 +36,10 @@ or on 429/503 ``RateLimit-Reset`` / ``X-RateLimit-Reset``) and connection errors
 refreshes an OAuth2 token once. An endpoint failing for good is yielded as
 :class:`FetchFailed`; when every endpoint fails, fetch raises. A page over the
 service's ``max_file_bytes`` is yielded as a ``rejected`` FetchFailed and ends its
-endpoint's walk.
+endpoint's walk. An endpoint that stops at ``paginate.max_pages`` while the server still
+offers a next page (a ``next`` link or cursor, or a non-empty last page for ``page``
+pagination) was read only in part: once every page read has been yielded, fetch raises
+:class:`~common.exceptions.ListingIncomplete` and the job fails.
 
 Incremental (service ``incremental: true``): with ``paginate: none`` only, an endpoint
 whose last manifest entry has an ``etag`` or ``last_modified`` is asked for with
@@ -59,10 +62,11 @@ from typing import Any, ClassVar
 
 import structlog
 
-from common.exceptions import is_transient
+from common.exceptions import DiskFullError, ListingIncomplete, is_transient
 from common.file_sink import FileTooLarge
 from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig, Unchanged
 from common.problems import Problem
+from common.transfer_watchdog import ends_on_stop
 from modules.api_module.client import PageClient, PageMeta, service_limit
 from modules.api_module.config import SOURCE_SCHEMA, Paging, paging_from
 from modules.api_module.exceptions import ApiAuthError, ApiSourceError, ApiTransientError
@@ -89,6 +93,14 @@ POLL_S = 0.1
 Item = FetchedFile | FetchFailed | Unchanged
 
 
+class _EndpointTruncated(Exception):
+    """An endpoint's walk stopped at ``paginate.max_pages`` with a next page still offered."""
+
+    def __init__(self, endpoint: str, next_url: str) -> None:
+        super().__init__(endpoint)
+        self.endpoint, self.next_url = endpoint, next_url
+
+
 class _EndpointFailed(Exception):
     """An endpoint's page could not be read: ends the endpoint's walk."""
 
@@ -112,13 +124,16 @@ class ApiModule(BaseModule):
 
     # ------------------------------------------------------------------ fetch
 
+    @ends_on_stop
     def fetch(self, workdir: Path) -> Iterator[Item]:
         """Every page of every endpoint, in completion order (Unchanged for a 304, a rejected
         FetchFailed for a page over ``max_file_bytes``).
 
         Raises :class:`~modules.api_module.exceptions.ApiAuthError` when the token
-        endpoint refuses the client, and ``ApiSourceError`` (``ApiTransientError`` if
-        every cause was transient) when every endpoint failed.
+        endpoint refuses the client, ``ApiSourceError`` (``ApiTransientError`` if
+        every cause was transient) when every endpoint failed, and, after the last page,
+        :class:`~common.exceptions.ListingIncomplete` when an endpoint stopped at
+        ``paginate.max_pages`` with more pages offered.
         """
         if self.ctx.stop.is_set():
             return
@@ -132,6 +147,7 @@ class ApiModule(BaseModule):
         pending = iter(endpoints)
         active = succeeded = files = 0
         failures: list[ApiSourceError] = []
+        truncated: list[_EndpointTruncated] = []
         held: list[FetchFailed] = []  # failures wait until some endpoint succeeds: all failing raises
 
         def submit() -> int:
@@ -167,6 +183,8 @@ class ApiModule(BaseModule):
                         yield payload
                     else:
                         held.append(payload)
+                elif kind == "truncated":
+                    truncated.append(payload)
                 elif kind == "done":
                     active -= 1
                     succeeded += bool(payload)
@@ -177,6 +195,8 @@ class ApiModule(BaseModule):
                 raise self._all_failed(failures, len(endpoints))
             yield from held
             log.info("api_fetch_finished", endpoints=len(endpoints), failed=len(failures), files=files)
+            if truncated:
+                raise self._incomplete(truncated)
         finally:
             self._cancel.set()
             pool.shutdown(wait=True, cancel_futures=True)
@@ -188,6 +208,14 @@ class ApiModule(BaseModule):
         return cls(f"all {count} endpoint(s) of {public_url(self.base_url)} failed; first: {first}",
                    url=public_url(self.base_url), status=getattr(first, "status", None))
 
+    def _incomplete(self, truncated: list[_EndpointTruncated]) -> ListingIncomplete:
+        names = ", ".join(t.endpoint for t in truncated)
+        return ListingIncomplete(
+            f"listing incomplete: {len(truncated)} endpoint(s) stopped at paginate.max_pages "
+            f"({self.paging.max_pages}) while the server still offered a next page ({names}); "
+            "raise max_pages to read them whole", url=public_url(self.base_url),
+            endpoints=[t.endpoint for t in truncated])
+
     def _run_endpoint(self, endpoint: str, workdir: Path, results: queue.Queue[tuple[str, Any, Any]]) -> None:
         """Worker: walk one endpoint, posting each page, its failure and its end to ``results``."""
         structlog.contextvars.bind_contextvars(thread=threading.current_thread().name)
@@ -198,6 +226,9 @@ class ApiModule(BaseModule):
                     if not self._post(results, ("file", item, None)):
                         _remove(item)
                         return
+            except _EndpointTruncated as truncated:
+                if not self._post(results, ("truncated", truncated, None)):
+                    return
             except _EndpointFailed as failed:
                 if self._cancel.is_set():
                     return
@@ -224,6 +255,8 @@ class ApiModule(BaseModule):
         """The pages of ``endpoint`` in order; raises _EndpointFailed (ApiAuthError passes through).
 
         A page over ``max_file_bytes`` is yielded as a rejected FetchFailed and ends the walk.
+        Raises _EndpointTruncated, after the last page, when ``max_pages`` pages were read
+        and the last of them still offers a next one.
         """
         paging = self.paging
         first = endpoint_url(self.base_url, endpoint, self.source["query"])
@@ -248,6 +281,9 @@ class ApiModule(BaseModule):
                 log.warning("api_page_rejected", endpoint=endpoint, uri=public_url(url), reason=str(exc))
                 yield FetchFailed(name, public_url(url), str(exc), status="rejected")
                 return
+            except DiskFullError as exc:  # the page is failed; the pages after it cannot be reached
+                yield FetchFailed(name, public_url(url), str(exc))
+                return
             except ApiSourceError as exc:
                 raise _EndpointFailed(name, public_url(url), exc) from exc
             if isinstance(got, Unchanged):
@@ -271,7 +307,8 @@ class ApiModule(BaseModule):
                 return
             seen.add(following)
             url = following
-        log.warning("api_max_pages_reached", endpoint=endpoint, max_pages=paging.max_pages)
+        log.warning("api_max_pages_reached", endpoint=endpoint, max_pages=paging.max_pages, next=public_url(url))
+        raise _EndpointTruncated(endpoint, public_url(url))
 
     def _after_page(self, file: FetchedFile, meta: PageMeta, first: str, url: str,
                     number: int) -> tuple[bool, str | None]:
@@ -295,7 +332,7 @@ class ApiModule(BaseModule):
 
     # ------------------------------------------------------------------ validate, close
 
-    def validate(self, file: FetchedFile) -> list[Problem]:
+    def validate(self, file: FetchedFile) -> list[Problem] | None:
         """With ``records_path`` and a JSON Schema: each record of the page on its own
         (locations ``records[3]: $.temp``). Otherwise the service's ``validate`` section."""
         records_path = self.source.get("records_path")

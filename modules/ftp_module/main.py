@@ -22,6 +22,7 @@ import ftplib
 import posixpath
 import socket
 import ssl
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +30,13 @@ from typing import Any, ClassVar, TypeVar
 
 import structlog
 
-from common.exceptions import Transient
+from common.exceptions import DiskFullError, ListingIncomplete, Transient, TransferStopped
 from common.file_sink import FileSink, FileTooLarge
 from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig, Unchanged
 from common.secret import redact, reveal
+from common.transfer_watchdog import Transfer, ends_on_stop, shut_socket, watch
 from modules.ftp_module.exceptions import FtpAuthError, FtpSourceError, FtpTransientError
+from modules.ftp_module.listing import Listing, LoopGuard, parse_mlsd, parse_mlst, printable
 
 __all__ = ["FtpModule"]
 
@@ -44,7 +47,8 @@ T = TypeVar("T")
 BLOCK_SIZE = 1 << 20
 #: This many files failing one after another means the source itself is failing.
 MAX_FAILURES_IN_A_ROW = 5
-#: Folders deeper than this under ``path`` are not walked (guards against symlink loops).
+#: Folders deeper than this under ``path`` are not walked (guards against symlink loops); a tree
+#: that goes deeper was listed in part: the job fails with ListingIncomplete once its files landed.
 MAX_DEPTH = 64
 #: Replies to MLSD meaning "this server does not do MLSD": list with NLST from then on.
 _MLSD_UNSUPPORTED = ("500", "502")
@@ -61,7 +65,9 @@ class _Entry:
     remote: str
     """Absolute remote path."""
     name: str
-    """Path relative to the configured ``path``, ``/`` separated."""
+    """Path relative to the configured ``path``, ``/`` separated; bytes of a name that were not
+    UTF-8 are kept as surrogates (``surrogateescape``), which the key rule turns into ``_`` plus
+    a digest of the raw name (common/safe_names.py), while URIs and logs show them as ``\\xNN``."""
     identity: dict[str, str] = field(default_factory=dict)
 
 
@@ -76,6 +82,33 @@ class _Ftp(ftplib.FTP):
 
     _type: str | None = None
     """The transfer type the server last accepted; None when unknown."""
+    _data: socket.socket | None = None
+    """The data connection of the transfer in flight, for :meth:`cut`."""
+    transfer: Transfer | None = None
+    """The watched transfer the bytes of data connections count towards (see :meth:`FtpModule._call`)."""
+
+    def cut(self) -> None:
+        """Shut the data and control sockets (from the watchdog thread): the blocked read returns."""
+        shut_socket(self._data)
+        shut_socket(self.sock)
+
+    def _arrived(self, n: int) -> None:
+        if self.transfer is not None:
+            self.transfer.arrived(n)
+
+    def tolerant_replies(self) -> None:
+        """Decode control replies with ``surrogateescape`` too: a reply that quotes a name the
+        server sent in another encoding must not raise UnicodeDecodeError. Called right after
+        the greeting and after ``AUTH TLS`` (which make ``self.file``), when nothing is buffered."""
+        if self.sock is not None:
+            self.file = self.sock.makefile("r", encoding=self.encoding, errors="surrogateescape")
+
+    def getline(self) -> str:
+        """ftplib's ``getline``; a whole control reply line tells the watchdog the server is alive."""
+        line = super().getline()
+        if self.transfer is not None:
+            self.transfer.answered()
+        return line
 
     def sendcmd(self, cmd: str) -> str:
         return self._typed(cmd, super().sendcmd)
@@ -97,10 +130,46 @@ class _Ftp(ftplib.FTP):
         if self._type != "I":
             self.voidcmd("TYPE I")
         with self.transfercmd(cmd, rest) as conn:
-            while data := conn.recv(blocksize):
-                callback(data)
-            if isinstance(conn, ssl.SSLSocket):
-                conn.unwrap()
+            self._data = conn
+            try:
+                while data := conn.recv(blocksize):
+                    self._arrived(len(data))
+                    callback(data)
+                if isinstance(conn, ssl.SSLSocket):
+                    conn.unwrap()
+            finally:
+                self._data = None
+        return self.voidresp()
+
+    def putline(self, line: str) -> None:
+        """ftplib's ``putline``; a name the listing decoded with ``surrogateescape`` goes back
+        to the server as the bytes it sent (a folder with a non-UTF-8 name can be listed)."""
+        if "\r" in line or "\n" in line:
+            raise ValueError("an illegal newline character should not be contained")
+        assert self.sock is not None
+        self.sock.sendall((line + "\r\n").encode(self.encoding, errors="surrogateescape"))
+
+    def retrlines(self, cmd: str, callback: Callable[[str], Any] | None = None) -> str:
+        """ftplib's ``retrlines`` (MLSD, NLST), counting the bytes for the watchdog and decoding
+        names that are not valid UTF-8 with ``surrogateescape`` instead of failing the listing."""
+        callback = callback or ftplib.print_line
+        self.sendcmd("TYPE A")
+        with self.transfercmd(cmd) as conn, conn.makefile("r", encoding=self.encoding,
+                                                          errors="surrogateescape") as fp:
+            self._data = conn
+            try:
+                while True:
+                    line = fp.readline(self.maxline + 1)
+                    if len(line) > self.maxline:
+                        raise ftplib.Error(f"got more than {self.maxline} bytes")
+                    if not line:
+                        break
+                    self._arrived(len(line))
+                    callback(line[:-2] if line[-2:] == "\r\n" else line[:-1] if line[-1:] == "\n" else line)
+                if isinstance(conn, ssl.SSLSocket):
+                    conn.unwrap()
+            finally:
+                self._data = None
         return self.voidresp()
 
 
@@ -173,14 +242,18 @@ class FtpModule(BaseModule):
         self._root: str | None = None
         self._use_mlsd = True
         self._use_rest = True
+        self._too_deep: list[str] = []
+        """Folders at MAX_DEPTH whose sub-folders were not listed."""
 
     # -- the contract ---------------------------------------------------------------
 
+    @ends_on_stop
     def fetch(self, workdir: Path) -> Iterator[FetchedFile | FetchFailed | Unchanged]:
         """List the tree under ``path``, then stream each matching file, in name order.
 
         A file that still fails after retries is yielded as FetchFailed; a login failure,
-        or MAX_FAILURES_IN_A_ROW files failing one after another, fails the source.
+        or MAX_FAILURES_IN_A_ROW files failing one after another, fails the source; a tree
+        deeper than MAX_DEPTH raises ListingIncomplete after the files it did list.
         """
         entries = self._list_tree()
         in_a_row = 0
@@ -188,7 +261,7 @@ class FtpModule(BaseModule):
             if self.ctx.stop.is_set():
                 log.info("ftp_fetch_stopped", fetched=done, remaining=len(entries) - done)
                 return
-            uri = self._uri(entry.remote)
+            uri = self._uri(printable(entry.remote))
             version = {k: entry.identity[k] for k in ("size", "modify") if k in entry.identity}
             if "size" in version and self.ctx.unchanged(uri, version):
                 yield Unchanged(entry.name, uri, version)
@@ -204,14 +277,21 @@ class FtpModule(BaseModule):
             except FileTooLarge as err:  # grew past the limit while downloading
                 yield FetchFailed(entry.name, uri, str(err), status="rejected")
                 continue
+            except DiskFullError as err:  # local, not the server's fault: not retried, not counted
+                yield FetchFailed(entry.name, uri, str(err))
+                continue
             except FtpSourceError as err:
                 in_a_row += 1
                 if in_a_row >= MAX_FAILURES_IN_A_ROW:
                     raise
-                yield FetchFailed(entry.name, self._uri(entry.remote), str(err))
+                yield FetchFailed(entry.name, uri, str(err))
                 continue
             in_a_row = 0
             yield fetched
+        if self._too_deep:
+            raise ListingIncomplete(f"listing incomplete: {len(self._too_deep)} folder(s) at depth {MAX_DEPTH} "
+                                    f"have sub-folders that were not listed (first: {printable(self._too_deep[0])})",
+                                    uri=self._uri(printable(self._too_deep[0])))
 
     def close(self) -> None:
         """Say QUIT and close the control connection; never raises."""
@@ -220,36 +300,74 @@ class FtpModule(BaseModule):
     # -- listing ----------------------------------------------------------------------
 
     def _list_tree(self) -> list[_Entry]:
-        """Every file under the root matching ``include``, sorted by relative name."""
+        """Every file under the root matching ``include``, sorted by relative name.
+
+        Breadth first, folders in name order; no folder or file taken twice (see
+        :mod:`modules.ftp_module.listing` for the loop rules), no deeper than MAX_DEPTH.
+        """
         root = self._call("ftp connect", self._base_uri, lambda ftp: self._root)
         assert root is not None
         found: list[_Entry] = []
-        pending: list[tuple[str, str, int]] = [(root, "", 0)]
+        guard = LoopGuard()
+        root_unique = self._call(f"ftp mlst {root}", self._uri(root), lambda ftp: self._unique_of(ftp, root))
+        guard.enter(root_unique)
+        # (folder, its relative prefix, depth, its unique or None, fingerprints of its ancestors' listings)
+        pending: deque[tuple[str, str, int, str | None, tuple[str, ...]]] = deque([(root, "", 0, root_unique, ())])
+        loops = 0
         while pending:
             if self.ctx.stop.is_set():
                 break
-            folder, prefix, depth = pending.pop()
-            files, dirs = self._call(f"ftp list {folder}", self._uri(folder),
-                                     lambda ftp, d=folder: self._list_dir(ftp, d))
-            log.debug("ftp_listed", path=folder, files=len(files), dirs=len(dirs))
-            for name, identity in files:
-                if any(fnmatch.fnmatchcase(name, pattern) for pattern in self._include):
-                    found.append(_Entry(posixpath.join(folder, name), prefix + name, identity))
+            folder, prefix, depth, own, ancestors = pending.popleft()
+            listing = self._call(f"ftp list {printable(folder)}", self._uri(printable(folder)),
+                                 lambda ftp, d=folder: self._list_dir(ftp, d))
+            log.debug("ftp_listed", path=printable(folder), files=len(listing.files), dirs=len(listing.dirs))
+            fingerprint = ""
+            if own is None:  # no identity from the server: compare what the folder shows
+                fingerprint = listing.fingerprint()
+                if fingerprint in ancestors:  # no identity from the server: the same listing as an ancestor
+                    loops += 1
+                    log.info("ftp_loop_skipped", path=printable(folder), rule="same listing as an ancestor")
+                    continue
+            for name, identity, unique in sorted(listing.files, key=lambda f: f[0]):
+                if not any(fnmatch.fnmatchcase(name, pattern) for pattern in self._include):
+                    continue
+                if not guard.take_file(unique):
+                    log.info("ftp_duplicate_file_skipped", path=printable(posixpath.join(folder, name)))
+                    continue
+                remote = posixpath.join(folder, name)
+                found.append(_Entry(remote, prefix + name, identity))
             if not self.source["recursive"]:
                 continue
-            if depth >= MAX_DEPTH and dirs:
-                log.warning("ftp_depth_limit", path=folder, max_depth=MAX_DEPTH)
+            if depth >= MAX_DEPTH and listing.dirs:
+                log.warning("ftp_depth_limit", path=printable(folder), max_depth=MAX_DEPTH)
+                self._too_deep.append(folder)
                 continue
-            pending.extend((posixpath.join(folder, d), f"{prefix}{d}/", depth + 1) for d in dirs)
+            for name, unique in sorted(listing.dirs):
+                if not guard.enter(unique):
+                    loops += 1
+                    log.info("ftp_loop_skipped", path=printable(posixpath.join(folder, name)),
+                             rule="folder already listed")
+                    continue
+                pending.append((posixpath.join(folder, name), f"{prefix}{name}/", depth + 1, unique,
+                                (*ancestors, fingerprint) if fingerprint else ancestors))
         found.sort(key=lambda e: e.name)
-        log.info("ftp_tree_listed", path=root, files=len(found))
+        log.info("ftp_tree_listed", path=printable(root), files=len(found), loops_skipped=loops)
         return found
 
-    def _list_dir(self, ftp: ftplib.FTP, folder: str) -> tuple[list[tuple[str, dict[str, str]]], list[str]]:
-        """(files with identity, sub-folder names) of one folder."""
+    def _unique_of(self, ftp: ftplib.FTP, folder: str) -> str | None:
+        """The folder's ``unique`` fact (MLST), or None when the server does not give it."""
+        if not self._use_mlsd:
+            return None
+        try:
+            return parse_mlst(ftp.sendcmd(f"MLST {folder}"))
+        except ftplib.error_perm:
+            return None
+
+    def _list_dir(self, ftp: ftplib.FTP, folder: str) -> Listing:
+        """The files (with identity) and sub-folders of one folder."""
         if self._use_mlsd:
             try:
-                return _parse_mlsd(list(ftp.mlsd(folder)))
+                return parse_mlsd(list(ftp.mlsd(folder)))
             except ftplib.error_perm as exc:
                 code = str(exc)[:3]
                 if code in _MLSD_UNSUPPORTED:
@@ -259,17 +377,16 @@ class FtpModule(BaseModule):
                     raise
         return self._list_dir_nlst(ftp, folder)
 
-    def _list_dir_nlst(self, ftp: ftplib.FTP, folder: str) -> tuple[list[tuple[str, dict[str, str]]], list[str]]:
+    def _list_dir_nlst(self, ftp: ftplib.FTP, folder: str) -> Listing:
         """NLST, then CWD into each name to tell folders; SIZE and MDTM for identity."""
         try:
             names = ftp.nlst(folder)
         except ftplib.error_temp as exc:
             if str(exc)[:3] == "450" and "no files" in str(exc).lower():
-                return [], []  # ProFTPD's answer for an empty folder
+                return Listing()  # ProFTPD's answer for an empty folder
             raise
         ftp.voidcmd("TYPE I")  # NLST switched to ASCII, where servers refuse SIZE
-        files: list[tuple[str, dict[str, str]]] = []
-        dirs: list[str] = []
+        listing = Listing()
         for raw in names:
             name = posixpath.basename(raw.rstrip("/"))
             if name in ("", ".", ".."):
@@ -278,10 +395,10 @@ class FtpModule(BaseModule):
             try:
                 ftp.cwd(remote)
             except ftplib.error_perm:
-                files.append((name, _size_and_mtime(ftp, remote)))
+                listing.files.append((name, _size_and_mtime(ftp, remote), None))
             else:
-                dirs.append(name)
-        return files, dirs
+                listing.dirs.append((name, None))
+        return listing
 
     # -- downloading ------------------------------------------------------------------
 
@@ -293,7 +410,7 @@ class FtpModule(BaseModule):
         next try resumes at that offset (see :meth:`_retrieve`). Nothing is written twice,
         so the running SHA-256 stays that of the remote file.
         """
-        uri = self._uri(entry.remote)
+        uri = self._uri(printable(entry.remote))
         with self.ctx.new_file(workdir, entry.name, uri, entry.identity) as sink:
             torn = False  # a local write failed inside a chunk: the file may hold part of it
 
@@ -320,7 +437,7 @@ class FtpModule(BaseModule):
                     self._drop(polite=False)
                     raise
 
-            self._call(f"ftp retr {entry.remote}", uri, retrieve)
+            self._call(f"ftp retr {printable(entry.remote)}", uri, retrieve)
             fetched = sink.finish()
         log.debug("file_fetched", uri=uri, bytes=fetched.size)
         return fetched
@@ -375,7 +492,17 @@ class FtpModule(BaseModule):
 
         def attempt() -> T:
             try:
-                return op(self._connection())
+                ftp = self._connection()
+                with watch(what, self.ctx.stop, self.ctx.timeout_s, cut=ftp.cut,
+                           stalled=lambda msg: FtpTransientError(msg, uri=uri)) as transfer:
+                    ftp.transfer = transfer
+                    try:
+                        return op(ftp)
+                    finally:
+                        ftp.transfer = None
+            except TransferStopped:
+                self._drop(polite=False)
+                raise
             except FileTooLarge:
                 self._drop(polite=False)  # abandoned mid-transfer: the session is out of step
                 raise
@@ -407,16 +534,25 @@ class FtpModule(BaseModule):
         else:
             ftp = _Ftp(timeout=timeout)
         try:
-            ftp.connect(self._host, self._port, timeout=timeout)
-            if isinstance(ftp, ftplib.FTP_TLS):
-                ftp.auth()
-            ftp.login(self.source["user"], reveal(self.source["password"]))
-            if isinstance(ftp, ftplib.FTP_TLS):
-                ftp.prot_p()
-            ftp.set_pasv(self.source["passive"])
-            ftp.voidcmd("TYPE I")
-            if self._root is None:
-                self._root = self._resolve_root(ftp)
+            # A server that drips its banner or replies is cut like any slow transfer.
+            with watch(f"ftp connect {self._base_uri}", self.ctx.stop, timeout, cut=ftp.cut,
+                       stalled=lambda msg: FtpTransientError(msg, uri=self._base_uri)) as transfer:
+                ftp.transfer = transfer
+                ftp.connect(self._host, self._port, timeout=timeout)
+                ftp.tolerant_replies()
+                if isinstance(ftp, ftplib.FTP_TLS):
+                    ftp.auth()
+                    ftp.tolerant_replies()
+                ftp.login(self.source["user"], reveal(self.source["password"]))
+                if isinstance(ftp, ftplib.FTP_TLS):
+                    ftp.prot_p()
+                ftp.set_pasv(self.source["passive"])
+                if self._use_mlsd:
+                    _ask_for_unique(ftp)
+                ftp.voidcmd("TYPE I")
+                if self._root is None:
+                    self._root = self._resolve_root(ftp)
+            ftp.transfer = None
         except BaseException:
             _close_quietly(ftp, polite=False)
             raise
@@ -465,20 +601,13 @@ class FtpModule(BaseModule):
         return FtpTransientError(f"{uri}: connection failed: {type(exc).__name__}: {reply}", uri=uri)
 
 
-def _parse_mlsd(listing: list[tuple[str, dict[str, str]]]) -> tuple[list[tuple[str, dict[str, str]]], list[str]]:
-    files: list[tuple[str, dict[str, str]]] = []
-    dirs: list[str] = []
-    for name, facts in listing:
-        kind = facts.get("type", "").lower()
-        if name in ("", ".", "..") or "/" in name:
-            continue
-        if kind == "file":
-            files.append((name, {k: facts[k] for k in ("size", "modify") if k in facts}))
-        elif kind == "dir":
-            dirs.append(name)
-        elif kind not in ("cdir", "pdir"):
-            log.debug("ftp_entry_skipped", name=name, type=kind)
-    return files, dirs
+def _ask_for_unique(ftp: ftplib.FTP) -> None:
+    """Ask MLSD/MLST for the ``unique`` fact too (pyftpdlib, for one, leaves it out unless asked),
+    which the walk's loop guard needs. A server that does not know OPTS MLST keeps its default."""
+    try:
+        ftp.sendcmd("OPTS MLST type;size;modify;unique;")
+    except (ftplib.error_perm, ftplib.error_temp, ftplib.error_reply):
+        pass
 
 
 def _size_and_mtime(ftp: ftplib.FTP, remote: str) -> dict[str, str]:

@@ -18,8 +18,10 @@ Registry keys read (``source`` of a ``type: s3`` service):
     Secrets; when absent (or empty) boto3's default credential chain applies.
 
 Objects are listed in key order (ListObjectsV2, one page at a time, each page
-retried on its own) and downloaded one at a time in 1 MiB chunks into a hashing
-sink; a retried download starts the file over. "Folder" markers (keys ending in
+retried on its own) and downloaded one at a time in 64 KiB reads, under the transfer watchdog, into a hashing
+sink; a retried download starts the file over. A page that says the listing is truncated
+without a continuation token ends the listing with ListingIncomplete (the job fails once
+the objects listed so far have landed). "Folder" markers (keys ending in
 ``/``) are skipped, and so is an object deleted between listing and download.
 
 One boto3 client is shared by every job of the process reading the same endpoint,
@@ -37,17 +39,20 @@ from typing import Any, ClassVar
 
 import structlog
 
+from common.exceptions import DiskFullError, ListingIncomplete
 from common.file_sink import FileSink, FileTooLarge
 from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, Unchanged
 from common.secret import Secret
-from modules.s3_module.exceptions import S3AuthError, S3SourceError, translate_s3_error
+from common.transfer_watchdog import ends_on_stop, shut_response, watch
+from modules.s3_module.exceptions import S3AuthError, S3SourceError, S3TransientError, translate_s3_error
 
 __all__ = ["S3Module", "s3_client_for"]
 
 log = structlog.get_logger(__name__)
 
-#: Bytes read from a response body at a time.
-CHUNK_SIZE = 1024 * 1024
+#: Bytes read from a response body at a time. Small enough that the transfer watchdog sees a
+#: slow body progress (a read returns only when this much arrived): 64 KiB per ``timeout_s``.
+CHUNK_SIZE = 64 * 1024
 #: HTTP connections one shared client keeps; jobs on the same source share them.
 MAX_POOL_CONNECTIONS = 50
 #: botocore's own attempts per request; the job's retry policy does the rest.
@@ -90,6 +95,7 @@ class S3Module(BaseModule):
         """The S3 endpoint; no cap unless the service sets ``limits.max_connections``."""
         return (source["endpoint_url"] or f"https://s3.{source['region']}.amazonaws.com",)
 
+    @ends_on_stop
     def fetch(self, workdir: Path) -> Iterator[FetchedFile | FetchFailed | Unchanged]:
         """Each object under ``prefix`` matching ``include``, in key order.
 
@@ -123,7 +129,7 @@ class S3Module(BaseModule):
             except FileTooLarge as exc:  # grew between listing and download
                 yield FetchFailed(obj["Key"], uri, str(exc), status="rejected")
                 continue
-            except S3SourceError as exc:
+            except (S3SourceError, DiskFullError) as exc:
                 yield FetchFailed(obj["Key"], uri, str(exc))
                 continue
             if fetched is None:
@@ -135,7 +141,11 @@ class S3Module(BaseModule):
     # ------------------------------------------------------------------ listing
 
     def _objects(self, client: Any) -> Iterator[Mapping[str, Any]]:
-        """Listed objects worth fetching, page by page, in key order."""
+        """Listed objects worth fetching, page by page, in key order.
+
+        Raises ListingIncomplete, after the objects of the page, when a page says the listing
+        is truncated but gives no continuation token (or the one it was asked with).
+        """
         bucket, prefix = self.source["bucket"], self.source["prefix"]
         patterns = tuple(self.source["include"])
         token: str | None = None
@@ -148,9 +158,14 @@ class S3Module(BaseModule):
                 base = PurePosixPath(key).name
                 if any(fnmatch.fnmatchcase(base, pattern) for pattern in patterns):
                     yield obj
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
+            if not page.get("IsTruncated"):
                 return
+            following = page.get("NextContinuationToken")
+            if not following or following == token:  # "there is more" but not where: never complete
+                why = "a repeated" if following else "no"
+                raise ListingIncomplete(f"listing incomplete: s3://{bucket}/{prefix} was listed as truncated "
+                                        f"with {why} continuation token", uri=f"s3://{bucket}/{prefix}")
+            token = following
 
     def _list_page(self, client: Any, token: str | None) -> Mapping[str, Any]:
         # One page per call rather than a paginator loop, so that a failed page is
@@ -196,14 +211,19 @@ class S3Module(BaseModule):
         """One download attempt from byte 0; the response metadata without its body."""
         bucket = self.source["bucket"]
         sink.reset()
+        holder: dict[str, Any] = {}
+        uri = f"s3://{bucket}/{key}"
         try:
-            response = client.get_object(Bucket=bucket, Key=key)
-            body = response.pop("Body")
-            try:
-                for chunk in body.iter_chunks(CHUNK_SIZE):
-                    sink.write(chunk)
-            finally:
-                body.close()
+            with watch(f"get {uri}", self.ctx.stop, self.ctx.timeout_s, cut=lambda: shut_response(holder.get("body")),
+                       stalled=lambda msg: S3TransientError(msg, bucket=bucket, key=key)) as transfer:
+                response = client.get_object(Bucket=bucket, Key=key)
+                body = holder["body"] = response.pop("Body")
+                try:
+                    for chunk in body.iter_chunks(CHUNK_SIZE):
+                        transfer.arrived(len(chunk))
+                        sink.write(chunk)
+                finally:
+                    body.close()
         except Exception as exc:
             if _is_library_error(exc):
                 raise translate_s3_error(exc, bucket, key) from exc

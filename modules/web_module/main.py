@@ -23,7 +23,10 @@ after retries, yield :class:`FetchFailed`; 408/429/5xx and connection errors are
 asks: :mod:`modules.http_headers`). A start URL that cannot be fetched raises the source
 error, and so do :data:`MAX_FAILURES_IN_A_ROW` failing pages in a row: the site is down.
 A page over the service's ``max_file_bytes`` (when it is not above ``max_page_bytes``)
-is yielded as a ``rejected`` FetchFailed.
+is yielded as a ``rejected`` FetchFailed. A page whose links or ``extract`` fields are
+needed but which is over the HTML parse bound (:mod:`common.html_tree`: bytes, nodes,
+nesting) is yielded all the same, unparsed, and :meth:`WebModule.validate` rejects it with
+the reason, so it lands under the rejected prefix and its links are not followed.
 
 Service keys used through ``ctx``: ``rate_limit`` (every request, robots.txt included,
 waits for :meth:`JobContext.pace` once it holds its host slot) and ``incremental``: a
@@ -49,10 +52,13 @@ from urllib.parse import urljoin
 import requests
 import structlog
 
-from common.exceptions import Transient
+from common.exceptions import DiskFullError, Transient
 from common.file_sink import FileTooLarge
+from common.html_tree import HtmlTooLarge
 from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig, Unchanged
+from common.problems import Problem
 from common.secret import reveal
+from common.transfer_watchdog import Transfer, ends_on_stop, shut_response, watch
 from modules.http_headers import conditional_headers, version_identity
 from modules.redirect_policy import MAX_REDIRECTS, RedirectPolicy
 from modules.web_module.config import SOURCE_SCHEMA
@@ -135,9 +141,14 @@ class WebModule(BaseModule):
         self._user_agent: str = source["user_agent"]
         self._robots = RobotsRules(source["user_agent"], self._robots_text) if source["obey_robots"] else None
         self._done: set[str] = set()
+        self._unparsed: dict[str, str] = {}
+        """Page name -> why it could not be parsed (over the HTML parse bound): rejected by validate."""
+        self._transfer: Transfer | None = None
+        """The watched transfer of the request in flight (see :meth:`_exchange`)."""
 
     # -- the contract ---------------------------------------------------------------
 
+    @ends_on_stop
     def fetch(self, workdir: Path) -> Iterator[FetchedFile | FetchFailed | Unchanged]:
         """Each HTML page, breadth first from ``urls``, each followed by its ``extract`` record if any.
 
@@ -152,6 +163,7 @@ class WebModule(BaseModule):
         frontier: deque[tuple[str, int, bool]] = deque((url, 0, True) for url in self._starts)
         queued = set(self._starts)
         linked = pages = failed = unchanged = in_a_row = 0
+        beyond = 0  # allowed links left out once max_pages was reached (per page linking them)
         log.info("web_crawl_started", urls=len(self._starts), max_pages=self._max_pages, max_depth=self._max_depth)
         while frontier:
             if self.ctx.stop.is_set():
@@ -171,6 +183,9 @@ class WebModule(BaseModule):
                 uri = str(exc.fields.get("uri", url))  # after redirects: the URL that answered
                 log.warning("web_page_rejected", url=uri, reason=str(exc))
                 yield FetchFailed(page_name(uri), uri, str(exc), status="rejected")
+                continue
+            except DiskFullError as exc:  # local: this page fails, the crawl goes on
+                yield FetchFailed(page_name(url), url, str(exc))
                 continue
             except WebSourceError as exc:
                 if self.ctx.stop.is_set():
@@ -194,20 +209,39 @@ class WebModule(BaseModule):
                 continue
             file, final_url = result
             # Read before yielding: the framework removes the file once it is uploaded.
-            parsed = parse_page(file.path, final_url, self._follow if depth < self._max_depth else None,
-                                self._extract)
+            try:
+                parsed = parse_page(file.path, final_url, self._follow if depth < self._max_depth else None,
+                                    self._extract)
+            except HtmlTooLarge as exc:
+                log.warning("web_page_not_parsed", url=final_url, reason=str(exc))
+                self._unparsed[file.name] = str(exc)
+                pages += 1
+                yield file
+                continue
             pages += 1
             yield file
             if parsed.record is not None:
                 yield self._record(workdir, file, parsed.record)
             for link in parsed.links:
+                if link in queued or not self._hosts.allows(link):
+                    continue
                 if linked >= self._max_pages:
-                    break
-                if link not in queued and self._hosts.allows(link):
-                    queued.add(link)
-                    frontier.append((link, depth + 1, False))
-                    linked += 1
+                    beyond += 1
+                    continue
+                queued.add(link)
+                frontier.append((link, depth + 1, False))
+                linked += 1
+        if beyond:  # the crawl's configured scope, not a failure: see docs/sources/web.md
+            log.warning("web_max_pages_reached", max_pages=self._max_pages, links_not_followed=beyond)
         log.info("web_crawl_finished", pages=pages, failed=failed, unchanged=unchanged, linked=linked)
+
+    def validate(self, file: FetchedFile) -> list[Problem] | None:
+        """A page too large to parse for its links and fields is rejected with the reason;
+        any other file goes through the service's ``validate`` section."""
+        reason = self._unparsed.pop(file.name, None)
+        if reason is not None:
+            return [Problem(f"links and extract fields not read: {reason}", location="document")]
+        return super().validate(file)
 
     # -- one page ---------------------------------------------------------------------
 
@@ -293,6 +327,8 @@ class WebModule(BaseModule):
         deadline = time.monotonic() + BODY_DEADLINE_FACTOR * self.ctx.timeout_s
         with self.ctx.new_file(workdir, page_name(url), url, version_identity(response.headers)) as sink:
             for chunk in response.iter_content(CHUNK_SIZE):
+                if self._transfer is not None:
+                    self._transfer.arrived(len(chunk))
                 if sink.size + len(chunk) > limit:
                     sink.abort()
                     return self._too_large(url, f"more than {limit} bytes")
@@ -320,6 +356,8 @@ class WebModule(BaseModule):
                 return sink.finish()
         except FileTooLarge as exc:
             return FetchFailed(name, uri, str(exc), status="rejected")
+        except DiskFullError as exc:
+            return FetchFailed(name, uri, str(exc))
 
     # -- robots.txt -------------------------------------------------------------------
 
@@ -362,8 +400,12 @@ class WebModule(BaseModule):
             except requests.RequestException as exc:
                 raise translate_request_error(exc, url) from exc
             try:
-                return take(response)
+                with watch(f"GET {url}", self.ctx.stop, self.ctx.timeout_s, cut=lambda: shut_response(response),
+                           stalled=lambda msg: WebTransientError(msg, url=url, retry_after=None)) as transfer:
+                    self._transfer = transfer
+                    return take(response)
             except requests.RequestException as exc:
                 raise translate_request_error(exc, url) from exc
             finally:
+                self._transfer = None
                 response.close()

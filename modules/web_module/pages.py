@@ -12,7 +12,8 @@
   its credentials masked (:func:`common.secret.redact_url`): a ``?token=`` value never
   becomes part of a key.
 * :func:`parse_page` reads a downloaded page once for the links to follow and the
-  ``extract`` fields.
+  ``extract`` fields, through :func:`common.html_tree.parse_html` and its memory bound
+  (a page over it raises :class:`~common.html_tree.HtmlTooLarge`).
 """
 
 from __future__ import annotations
@@ -24,11 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-import soupsieve
-from bs4 import BeautifulSoup
-from bs4.element import Tag
 from requests.utils import requote_uri
 
+from common.html_tree import Css, compile_css, element_text, parse_html
 from common.secret import redact_url
 from modules.redirect_policy import AllowedHosts
 
@@ -111,13 +110,9 @@ def record_name(name: str) -> str:
     return name[: -len(".html")] + ".json" if name.endswith(".html") else name + ".json"
 
 
-def compile_selector(selector: str) -> soupsieve.SoupSieve:
+def compile_selector(selector: str) -> Css:
     """A compiled CSS selector; ValueError naming the selector when it is not valid CSS."""
-    try:
-        return soupsieve.compile(selector)
-    except (soupsieve.SelectorSyntaxError, ValueError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"invalid CSS selector {selector!r}: {first}") from None
+    return compile_css(selector)
 
 
 @dataclass(frozen=True)
@@ -128,30 +123,34 @@ class ParsedPage:
     """The ``extract`` fields (text of the first match, or None), or None without ``extract``."""
 
 
-def parse_page(path: Path, url: str, follow: soupsieve.SoupSieve | None,
-               extract: Mapping[str, soupsieve.SoupSieve]) -> ParsedPage:
+def parse_page(path: Path, url: str, follow: Css | None, extract: Mapping[str, Css]) -> ParsedPage:
     """Links and extracted fields of the page at ``path``, fetched from ``url`` (after redirects).
 
     A matched element with an ``href`` gives that link; a matched element without one
     gives the ``a[href]`` inside it. Links resolve against ``<base href>`` when present.
+    Raises :class:`~common.html_tree.HtmlTooLarge` when the page is over the parse bound.
     """
     if follow is None and not extract:
         return ParsedPage((), None)
-    soup = BeautifulSoup(path.read_bytes(), "lxml")
+    root = parse_html(path)
     links: dict[str, None] = {}
     if follow is not None:
-        base_tag = soup.find("base", href=True)
-        base = urljoin(url, str(base_tag["href"])) if isinstance(base_tag, Tag) else url
-        for element in follow.select(soup):
-            anchors = [element] if element.has_attr("href") else element.select("a[href]")
+        base_tag = _BASE_HREF.select_one(root)
+        base = urljoin(url, str(base_tag.get("href"))) if base_tag is not None else url
+        for element in follow.select(root):
+            anchors = [element] if element.get("href") is not None else _A_HREF.select(element)
             for anchor in anchors:
-                target = normalize_url(str(anchor["href"]), base)
+                target = normalize_url(str(anchor.get("href")), base)
                 if target is not None:
                     links.setdefault(target, None)
     record = None
     if extract:
         record = {}
         for field, selector in extract.items():
-            found = selector.select_one(soup)
-            record[field] = " ".join(found.get_text(" ").split()) if found is not None else None
+            found = selector.select_one(root)
+            record[field] = element_text(found) if found is not None else None
     return ParsedPage(tuple(links), record)
+
+
+_BASE_HREF = compile_css("base[href]")
+_A_HREF = compile_css("a[href]")

@@ -90,7 +90,8 @@ def test_validator_set_routes_html_files(tmp_path: Path) -> None:
     for name in ("site/p.html", "site/P.HTM"):
         problems = vs.check(FetchedFile(page, name, "http://h/p", page.stat().st_size, "0" * 64))
         assert [p.location for p in problems] == ["selector 'h1'"]
-    assert vs.check(FetchedFile(page, "p.txt", "http://h/p", 1, "0" * 64)) == []
+    assert vs.check(FetchedFile(page, "p.txt", "http://h/p", 1, "0" * 64)) is None  # no rule checks it
+    assert vs.suffixes() == (".html", ".htm")
 
 
 def test_one_checker_is_shared_between_threads(tmp_path: Path) -> None:

@@ -13,7 +13,10 @@ def test_to_dict_carries_every_field_as_json() -> None:
     entry = ManifestEntry("ftp://h:21/out/a.csv", "in/a.csv", 12, "ab" * 32, "rejected",
                           (Problem("bad value", "row 3, column 'amount'"),), {"size": "12", "modify": "20261122"})
     out = entry.to_dict()
-    assert list(out) == [f.name for f in fields(ManifestEntry)]
+    assert list(out) == [f.name for f in fields(ManifestEntry) if f.name != "unchecked"]  # only when true
+    unchecked = ManifestEntry("ftp://h:21/out/a.csv.gz", "out/a.csv.gz", 1, "ab" * 32, "uploaded", unchecked=True)
+    assert list(unchecked.to_dict()) == [f.name for f in fields(ManifestEntry)]
+    assert unchecked.to_dict()["unchecked"] is True
     assert out["errors"] == [{"location": "row 3, column 'amount'", "message": "bad value"}]
     assert out["identity"] == {"size": "12", "modify": "20261122"}
     assert json.loads(json.dumps(out)) == out

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from module_system.s3_proxy import ProxyRequest, S3Proxy
+from module_system.testing import LocalHttpServer
 from orchestrator.preflight import PROBE_KEY
 from tests.e2e.helpers import Project, list_keys
 
@@ -130,15 +130,11 @@ class RefusingStore:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-        self._thread.start()
+        self._listener = LocalHttpServer(Handler)
+        self.url = self._listener.url
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._listener.stop()
 
 
 @pytest.fixture()

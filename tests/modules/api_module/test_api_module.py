@@ -17,7 +17,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from common.config_model import ValidateConfig
-from common.exceptions import ConfigError, is_transient
+from common.exceptions import ConfigError, ListingIncomplete, is_transient
 from common.frozen import freeze
 from common.interfaces.base_module import FetchedFile, FetchFailed, JobContext
 from common.job_config import resolve_source
@@ -305,13 +305,19 @@ def test_page_pagination_stops_at_the_first_empty_page(api: ApiServer, tmp_path:
 def test_page_pagination_with_records_path_and_max_pages(api: ApiServer, tmp_path: Path) -> None:
     api.route("/rec", lambda req: json_reply({"data": {"items": [] if req.query["page"] == "3" else [1]}}))
     api.route("/endless", lambda req: json_reply({"data": {"items": [1]}}))
-    with capture_logs() as logs:
-        got = fetch_all(make_module(api, endpoints=["/rec", "/endless"], records_path="$.data.items",
-                                    paginate={"type": "page", "max_pages": 4}), tmp_path)
+    module = make_module(api, endpoints=["/rec", "/endless"], records_path="$.data.items",
+                         paginate={"type": "page", "max_pages": 4})
+    got: list[Any] = []
+    with capture_logs() as logs, pytest.raises(ListingIncomplete, match=r"max_pages \(4\).*\(/endless\)") as info:
+        try:
+            got.extend(module.fetch(tmp_path))  # every page read is yielded before the error
+        finally:
+            module.close()
     assert sorted(f.name for f in got) == sorted([page_name("/rec", n) for n in (1, 2)] +
                                                  [page_name("/endless", n) for n in (1, 2, 3, 4)])
     assert len(api.requests_to("/rec")) == 3 and len(api.requests_to("/endless")) == 4
     assert any(e["event"] == "api_max_pages_reached" for e in logs)
+    assert info.value.endpoints == ["/endless"] and not is_transient(info.value)
 
 
 @pytest.mark.parametrize(("last", "cursor_path"), [(None, "$.meta.next"), ("", "meta.next")])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -15,14 +16,14 @@ import pytest
 from structlog.testing import capture_logs
 
 from common.config_model import ValidateConfig
-from common.exceptions import SourceError, is_transient
+from common.exceptions import ListingIncomplete, SourceError, is_transient
 from common.interfaces.base_module import FetchedFile, JobContext
 from common.job_config import resolve_source
 from common.retry import RetryPolicy
 from common.validators import ValidatorSet
 from module_system.testing import FtpServer, make_self_signed_cert
 from modules.ftp_module.exceptions import FtpAuthError, FtpSourceError, FtpTransientError
-from modules.ftp_module.main import FtpModule
+from modules.ftp_module.main import MAX_DEPTH, FtpModule
 
 FILES: dict[str, bytes] = {
     "a.csv": b"id,name\n1,x\n",
@@ -270,3 +271,23 @@ def test_schema_fills_defaults(server: FtpServer) -> None:
         "ca_file": None, "verify_tls": True, "path": "/", "include": ["*"], "recursive": True, "passive": True,
     }
     assert repr(source["password"]) == "'***'"
+
+
+def test_a_tree_deeper_than_the_depth_limit_is_an_incomplete_listing(server: FtpServer, ftp_root: Path,
+                                                                      tmp_path: Path) -> None:
+    top = ftp_root / "too-deep"
+    folder = top
+    for level in range(MAX_DEPTH + 2):
+        folder = folder / "d"
+        folder.mkdir(parents=True)
+        if level in (0, MAX_DEPTH + 1):
+            (folder / f"f{level}.txt").write_bytes(b"x")
+    module = FtpModule(source_for(server, path="/too-deep"), make_ctx())
+    got: list[Any] = []
+    try:
+        with pytest.raises(ListingIncomplete, match=rf"depth {MAX_DEPTH} have sub-folders that were not listed"):
+            got.extend(module.fetch(tmp_path))  # what was listed is yielded first
+    finally:
+        module.close()
+        shutil.rmtree(top)
+    assert [f.name for f in got] == ["d/f0.txt"]

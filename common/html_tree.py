@@ -1,0 +1,355 @@
+"""HTML documents parsed within a stated memory bound, and the CSS selectors run on them.
+
+Every HTML parse of the framework goes through :func:`parse_html`: the ``web`` module
+reading a page for its links and ``extract`` fields, and the ``validate.html`` checker
+(:mod:`common.validators.html_checker`) for pages of any source.
+
+The bound
+    A document is parsed into one lxml (libxml2) tree: C structures of about 150-250
+    bytes a node, where a BeautifulSoup tree costs 1-2 KB a node in Python objects. A
+    document over :data:`MAX_HTML_BYTES` is not parsed at all, and parsing stops as soon as
+    the tree holds more than :data:`MAX_HTML_NODES` nodes (elements, attributes and text
+    runs; comments and processing instructions are dropped), so one parse never holds
+    more than about ``MAX_HTML_NODES`` nodes plus the document's text: at most ~210 MB
+    whatever the page (measured figures: docs/sources/web.md). Either limit raises
+    :class:`HtmlTooLarge`, which the callers turn into a rejected page with its reason.
+    libxml2 stops building a tree at 256 levels of nesting and would silently drop the
+    rest of the document; a document that deep raises HtmlTooLarge too.
+
+Streaming
+    The file is read and decoded in :data:`CHUNK_BYTES` blocks fed to lxml's
+    ``HTMLPullParser``; it is never read whole.
+
+Encoding
+    A byte order mark wins; else a ``<meta charset>`` (or ``http-equiv`` Content-Type)
+    in the first 4 KiB; else UTF-8 when the whole document is valid UTF-8, and
+    windows-1252 otherwise (as the HTML standard and BeautifulSoup without a detector
+    library do). Undecodable bytes become U+FFFD.
+
+Selectors
+    CSS selectors are compiled once by :func:`compile_css` (the ``cssselect`` package,
+    lxml's translator to XPath, HTML rules: element and attribute names are case
+    insensitive). ``:has()``, ``:is()``, ``:not()``, ``:nth-*()``, attribute operators and
+    the combinators are supported; pseudo-elements and BeautifulSoup's own
+    ``:-soup-contains()`` are not (an invalid selector is a configuration error).
+    Combinators are matched right to left, as browsers do (``tr td a`` is "an ``a``
+    with a ``td`` ancestor that has a ``tr`` ancestor"): cssselect's own translation
+    walks left to right (``tr/descendant::td/descendant::a``), and libxml2 merges the
+    node sets of such steps in quadratic time: 115 s for ``tr td a[href]`` on a 9 MB
+    table, 0.2 s right to left.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cssselect
+from cssselect.xpath import HTMLTranslator, XPathExpr
+from lxml import etree
+from lxml.cssselect import CSSSelector
+
+__all__ = [
+    "CHUNK_BYTES",
+    "Css",
+    "HIDDEN_TAGS",
+    "MAX_HTML_BYTES",
+    "MAX_HTML_DEPTH",
+    "MAX_HTML_NODES",
+    "HtmlTooLarge",
+    "compile_css",
+    "element_text",
+    "parse_html",
+    "visible_text_length",
+]
+
+#: Larger documents are not parsed (the ``web`` module's default ``max_page_bytes``).
+MAX_HTML_BYTES = 10 * 1024 * 1024
+#: Most nodes (elements, attributes, text runs) one parse builds before it gives up.
+MAX_HTML_NODES = 1_000_000
+#: libxml2's nesting limit: a deeper document would be cut short without an error.
+MAX_HTML_DEPTH = 255
+#: Bytes read, decoded and fed to the parser at a time.
+CHUNK_BYTES = 64 * 1024
+#: Elements whose text a reader never sees (``visible_text_length`` skips them).
+HIDDEN_TAGS = frozenset({"script", "style", "noscript", "template"})
+#: Elements whose text BeautifulSoup's ``get_text`` leaves out (unless asked for that element itself).
+NON_TEXT_TAGS = frozenset({"script", "style", "template", "rt", "rp"})
+
+_SNIFF_BYTES = 4096
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+_META_CHARSET = re.compile(rb"""<meta\b[^>]*?\bcharset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
+_WORDS = re.compile(r"\S+")
+
+
+class HtmlTooLarge(ValueError):
+    """The document is over one of the parse limits; the message says which (one line)."""
+
+
+class RightToLeftTranslator(HTMLTranslator):
+    """cssselect's HTML translator with each combinator turned into a condition on its right
+    side: ``A B`` -> ``B[ancestor::A]``, ``A > B`` -> ``B[parent::A]``, ``A + B`` ->
+    ``B[preceding-sibling::*[1][self::A]]``, ``A ~ B`` -> ``B[preceding-sibling::A]``.
+    The same elements match; each candidate is checked against its own ancestors and
+    siblings, so no node set is merged (see the module docstring)."""
+
+    def xpath_descendant_combinator(self, left: XPathExpr, right: XPathExpr) -> XPathExpr:
+        if left.path or right.path:
+            return super().xpath_descendant_combinator(left, right)
+        return right.add_condition(f"ancestor::{left}")
+
+    def xpath_child_combinator(self, left: XPathExpr, right: XPathExpr) -> XPathExpr:
+        if left.path or right.path:
+            return super().xpath_child_combinator(left, right)
+        return right.add_condition(f"parent::{left}")
+
+    def xpath_direct_adjacent_combinator(self, left: XPathExpr, right: XPathExpr) -> XPathExpr:
+        if left.path or right.path:
+            return super().xpath_direct_adjacent_combinator(left, right)
+        return right.add_condition(f"preceding-sibling::*[1][self::{left}]")
+
+    def xpath_indirect_adjacent_combinator(self, left: XPathExpr, right: XPathExpr) -> XPathExpr:
+        if left.path or right.path:
+            return super().xpath_indirect_adjacent_combinator(left, right)
+        return right.add_condition(f"preceding-sibling::{left}")
+
+    # Fixed positions are tested with positional steps (libxml2 stops at the n-th sibling)
+    # rather than cssselect's count(...) of every sibling, which costs O(siblings) per
+    # element: quadratic on a list of 100,000 rows. Series (2n+1) still count.
+
+    def xpath_nth_child_function(self, xpath: XPathExpr, function: Any, last: bool = False,
+                                 add_name_test: bool = True) -> XPathExpr:
+        try:
+            a, b = cssselect.parser.parse_series(function.arguments)
+        except ValueError:  # cssselect's own method words the error
+            a, b = 1, 0
+        if a != 0:
+            return super().xpath_nth_child_function(xpath, function, last, add_name_test)
+        if b < 1:
+            return xpath.add_condition("0")
+        return xpath.add_condition(_nth_sibling(last, "*" if add_name_test else xpath.element, b))
+
+    def xpath_first_child_pseudo(self, xpath: XPathExpr) -> XPathExpr:
+        return xpath.add_condition(_nth_sibling(False, "*", 1))
+
+    def xpath_last_child_pseudo(self, xpath: XPathExpr) -> XPathExpr:
+        return xpath.add_condition(_nth_sibling(True, "*", 1))
+
+    def xpath_only_child_pseudo(self, xpath: XPathExpr) -> XPathExpr:
+        return xpath.add_condition(f"{_nth_sibling(False, '*', 1)} and {_nth_sibling(True, '*', 1)}")
+
+    def xpath_first_of_type_pseudo(self, xpath: XPathExpr) -> XPathExpr:
+        self._check_of_type_element(xpath, "first-of-type")
+        return xpath.add_condition(_nth_sibling(False, xpath.element, 1))
+
+    def xpath_last_of_type_pseudo(self, xpath: XPathExpr) -> XPathExpr:
+        self._check_of_type_element(xpath, "last-of-type")
+        return xpath.add_condition(_nth_sibling(True, xpath.element, 1))
+
+    def xpath_only_of_type_pseudo(self, xpath: XPathExpr) -> XPathExpr:
+        self._check_of_type_element(xpath, "only-of-type")
+        test = xpath.element
+        return xpath.add_condition(f"{_nth_sibling(False, test, 1)} and {_nth_sibling(True, test, 1)}")
+
+
+def _nth_sibling(last: bool, test: str, position: int) -> str:
+    """The element is the ``position``-th (from 1) matching ``test`` among its siblings, counted
+    from the start (or from the end with ``last``): exactly ``position - 1`` such siblings
+    before (after) it."""
+    axis = "following-sibling" if last else "preceding-sibling"
+    if position == 1:
+        return f"not({axis}::{test}[1])"
+    return f"{axis}::{test}[{position - 1}] and not({axis}::{test}[{position}])"
+
+
+_TRANSLATOR = RightToLeftTranslator()
+
+
+class Css:
+    """A compiled CSS selector. Thread-safe (lxml serialises each XPath object's evaluations)."""
+
+    def __init__(self, selector: str) -> None:
+        self.selector = selector
+        self._all = CSSSelector(selector, translator=_TRANSLATOR)
+        self._first = etree.XPath(f"({self._all.path})[1]")
+
+    def select(self, root: Any) -> list[Any]:
+        """Every element under ``root`` (itself included) matching, in document order."""
+        return list(self._all(root))
+
+    def select_one(self, root: Any) -> Any | None:
+        """The first matching element in document order, or None."""
+        found = self._first(root)
+        return found[0] if isinstance(found, list) and found else None
+
+
+def compile_css(selector: str) -> Css:
+    """The compiled selector; ValueError ``invalid CSS selector '<css>': <why>`` when it is not one we run."""
+    try:
+        return Css(selector)
+    except (cssselect.SelectorError, etree.XPathError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"invalid CSS selector {selector!r}: {first}") from None
+
+
+def parse_html(path: Path) -> Any:
+    """The root element of the HTML document at ``path``, parsed within the bound.
+
+    Raises :class:`HtmlTooLarge` when the document is over :data:`MAX_HTML_BYTES`,
+    builds more than :data:`MAX_HTML_NODES` nodes or nests deeper than
+    :data:`MAX_HTML_DEPTH`. An empty or unreadable-as-HTML document gives an empty
+    ``<html>`` element rather than an error: lxml reads any bytes.
+    """
+    size = Path(path).stat().st_size
+    if size > MAX_HTML_BYTES:
+        raise HtmlTooLarge(f"{size} bytes: HTML over {MAX_HTML_BYTES} bytes is not parsed (memory bound)")
+    parser = etree.HTMLPullParser(events=("start", "end"), remove_comments=True, remove_pis=True)
+    nodes = depth = 0
+    for text in _decoded(Path(path)):
+        parser.feed(text)
+        for event, element in parser.read_events():
+            if event == "start":
+                depth += 1
+                if depth > MAX_HTML_DEPTH:
+                    raise HtmlTooLarge(f"HTML nested deeper than {MAX_HTML_DEPTH} elements is not parsed")
+                continue
+            depth -= 1
+            nodes += _nodes_closed(element)
+        if nodes > MAX_HTML_NODES:
+            raise HtmlTooLarge(f"HTML of more than {MAX_HTML_NODES} nodes (elements, attributes, text runs) "
+                               "is not parsed (memory bound)")
+    try:
+        return parser.close()
+    except etree.XMLSyntaxError:  # nothing at all to build a tree from
+        return etree.Element("html")
+
+
+def _nodes_closed(element: Any) -> int:
+    """Nodes settled when ``element`` ends: itself, its attributes and text, the tail of the
+    sibling before it, and the tail of its last child (every tail is counted once)."""
+    count = 1 + len(element.attrib) + (element.text is not None)
+    before = element.getprevious()
+    if before is not None and before.tail is not None:
+        count += 1
+    if len(element) and element[-1].tail is not None:
+        count += 1
+    return count
+
+
+def _decoded(path: Path) -> Iterator[str]:
+    """The document as text, in blocks (see the module docstring for the encoding rules)."""
+    with open(path, "rb") as fh:
+        head = fh.read(_SNIFF_BYTES)
+    encoding = _declared_encoding(head)
+    if encoding is None:
+        encoding = "utf-8" if _is_utf8(path) else "cp1252"
+    decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+    with open(path, "rb") as fh:
+        while block := fh.read(CHUNK_BYTES):
+            text = decoder.decode(block)
+            if text:
+                yield text
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            yield tail
+
+
+def _declared_encoding(head: bytes) -> str | None:
+    for bom, name in _BOMS:
+        if head.startswith(bom):
+            return name
+    match = _META_CHARSET.search(head)
+    if match is None:
+        return None
+    try:
+        name = codecs.lookup(match.group(1).decode("ascii")).name
+    except (LookupError, UnicodeDecodeError):
+        return None
+    # A document that declares UTF-16/32 in ASCII bytes is not UTF-16 (HTML standard: use UTF-8).
+    return "utf-8" if name.startswith(("utf-16", "utf-32")) else name
+
+
+def _is_utf8(path: Path) -> bool:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                decoder.decode(block)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def element_text(element: Any) -> str:
+    """The text of ``element``, whitespace runs collapsed to one space, pieces joined by a space.
+
+    As BeautifulSoup's ``get_text(" ")``: the text inside ``script``, ``style``,
+    ``template``, ``rt`` and ``rp`` descendants is left out, unless ``element`` is one.
+    """
+    return " ".join(word for piece in _texts(element, NON_TEXT_TAGS) for word in piece.split())
+
+
+def visible_text_length(root: Any, enough: int | None = None) -> int:
+    """Characters of the text a reader sees: the text of ``<body>`` (the whole document
+    when there is none) without :data:`HIDDEN_TAGS`, whitespace runs counted as one space.
+
+    Like BeautifulSoup's text, the ``rt`` and ``rp`` of ruby annotations are left out too.
+    Counted without building the text; stops once ``enough`` characters are counted.
+    """
+    body = root.find(".//body") if root.tag != "body" else root
+    start = body if body is not None else root
+    count, words = 0, 0
+    for piece in _texts(start, HIDDEN_TAGS | NON_TEXT_TAGS, skip_self=True):
+        for match in _WORDS.finditer(piece):
+            count += (match.end() - match.start()) + (1 if words else 0)
+            words += 1
+            if enough is not None and count >= enough:
+                return count
+    return count
+
+
+def _texts(element: Any, skip: frozenset[str], skip_self: bool = False) -> Iterator[str]:
+    """Text runs under ``element`` in document order, not entering ``skip`` descendants
+    (their tails still count). ``skip_self``: ``element`` itself may be skipped too."""
+    if skip_self and _tag(element) in skip:
+        return
+    if element.text:
+        yield element.text
+    stack: list[Iterator[Any]] = [iter(element)]
+    while stack:
+        child = next(stack[-1], None)
+        if child is None:
+            stack.pop()
+            continue
+        if isinstance(child.tag, str) and _tag(child) not in skip:
+            if child.text:
+                yield child.text
+            stack.append(_with_tail(child))
+        elif child.tail:
+            yield child.tail
+
+
+def _with_tail(element: Any) -> Iterator[Any]:
+    """The children of ``element``, then a marker yielding its tail."""
+    yield from element
+    if element.tail:
+        yield _Tail(element.tail)
+
+
+class _Tail:
+    """A tail run to emit after an element's children (``tag`` is not a str: never entered)."""
+
+    __slots__ = ("tail", "tag", "text")
+
+    def __init__(self, tail: str) -> None:
+        self.tail, self.tag, self.text = tail, None, None
+
+
+def _tag(element: Any) -> str:
+    tag = element.tag
+    return tag.lower() if isinstance(tag, str) else ""
