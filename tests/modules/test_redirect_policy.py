@@ -3,10 +3,10 @@ and where credentials may go."""
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from module_system.testing import LocalHttpServer
 from modules.redirect_policy import AllowedHosts, OriginBoundSession, RedirectPolicy, is_metadata_address
 
 BASE = "http://127.0.0.1:8000/"
@@ -82,18 +82,10 @@ def test_a_cookie_goes_back_only_to_the_origin_that_set_it() -> None:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             pass
 
-    servers = [ThreadingHTTPServer(("127.0.0.1", 0), Handler) for _ in range(2)]
-    for server in servers:
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    a, b = (int(server.server_address[1]) for server in servers)
-    try:
-        with OriginBoundSession() as session:
-            for port in (a, a, b, b):
-                session.get(f"http://127.0.0.1:{port}/", timeout=5)
-            session.get(f"http://127.0.0.1:{b}/", headers={"Cookie": "given=1"}, timeout=5)
-    finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()
+    with LocalHttpServer(Handler) as first, LocalHttpServer(Handler) as second, OriginBoundSession() as session:
+        a, b = first.port, second.port
+        for port in (a, a, b, b):
+            session.get(f"http://127.0.0.1:{port}/", timeout=5)
+        session.get(f"http://127.0.0.1:{b}/", headers={"Cookie": "given=1"}, timeout=5)
     assert received[a] == [None, f"sid=from-{a}"]
     assert received[b] == [None, f"sid=from-{b}", "given=1"], "the same host on another port gets none of a's"
