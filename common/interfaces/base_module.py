@@ -25,12 +25,15 @@ from __future__ import annotations
 import abc
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from common.file_sink import FileSink, PartHashing
+from common.host_limiter import JobHosts
 from common.problems import Problem
+from common.run_resources import RunResources
 from common.secret import redact, redact_source_uri
 
 if TYPE_CHECKING:
@@ -169,6 +172,21 @@ class JobContext:
     parts: PartHashing | None = None
     """Per-part SHA-256s the sinks stream for large files (set by the runner when the
     destination sends SHA-256 part checksums); None: none."""
+
+    transfers: int = 1
+    """How many files (requests) of this job may be in flight at once (the service's ``transfers``);
+    each still takes a connection slot of its host (:meth:`slot`), so the per-host cap holds."""
+    hosts: JobHosts = field(default_factory=JobHosts)
+    """The run's per-host limiters as this job uses them; use :meth:`slot`."""
+    resources: RunResources = field(default_factory=RunResources)
+    """The run's clients and session pools (:meth:`RunResources.shared`, :meth:`RunResources.pooled`):
+    reuse connections across files and jobs; closed when the run ends."""
+
+    def slot(self, host: str) -> AbstractContextManager[None]:
+        """Hold one connection to ``host`` (a URL or ``scheme://host:port``) for the block: waits,
+        fairly, while the host's cap is reached, then for its rate limit and politeness delay.
+        Wrap every request (or every file's download) in it. Raises TransferStopped on stop."""
+        return self.hosts.slot(host)
 
     def __post_init__(self) -> None:
         if not isinstance(self.previous, _PreviousByUri):
