@@ -195,9 +195,14 @@ class JobHosts:
     """One job's use of the run's limiters: the slots it was admitted with serve its own
     requests first; a request beyond them waits for a slot of its own."""
 
-    def __init__(self, limiters: HostLimiters | None = None, admitted: Iterable[str] = ()) -> None:
+    def __init__(self, limiters: HostLimiters | None = None, admitted: Iterable[str] = (),
+                 concurrency: int | None = None, requests_per_s: float | None = None, delay_s: float = 0.0) -> None:
         self.limiters = limiters or HostLimiters()
         self._own = {host_of(h): True for h in admitted}
+        self._rules = (concurrency, requests_per_s, delay_s)
+        """The service's rules, applied to every host the job reaches (also one found while
+        crawling, which the executor could not declare before the job started)."""
+        self._declared: set[str] = set()
         self._lock = threading.Lock()
 
     @contextmanager
@@ -209,6 +214,9 @@ class JobHosts:
         key = host_of(host)
         limiter = self.limiters.get(key)
         with self._lock:
+            if key not in self._declared:
+                self._declared.add(key)
+                limiter.tighten(*self._rules)
             own = self._own.get(key, False)
             if own:
                 self._own[key] = False
