@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from common.file_sink import FileSink, PartHashing
 from common.host_limiter import JobHosts
+from common.job_lanes import JobLanes
 from common.problems import Problem
 from common.run_resources import RunResources
 from common.secret import redact, redact_source_uri
@@ -187,6 +188,11 @@ class JobContext:
         fairly, while the host's cap is reached, then for its rate limit and politeness delay.
         Wrap every request (or every file's download) in it. Raises TransferStopped on stop."""
         return self.hosts.slot(host)
+
+    def lanes(self) -> JobLanes:
+        """``transfers`` threads for this job's own concurrent requests (use as a context manager;
+        hold :meth:`slot` inside each task). Modules never start threads of their own."""
+        return JobLanes(self.transfers, f"{self.job_id}-lane")
 
     def __post_init__(self) -> None:
         if not isinstance(self.previous, _PreviousByUri):
