@@ -43,12 +43,6 @@ SOURCE_SCHEMA: dict[str, Any] = {
         "user_agent": {"type": "string", "minLength": 1,
                        "default": "module_system/0.1 (+https://example.invalid/module_system/bot)",
                        "description": "User-Agent header, also the name robots.txt rules are matched on."},
-        "delay_s": {"type": "number", "minimum": 0, "default": 0,
-                    "description": "Least seconds between two request starts to one host, across all "
-                                   "jobs of the process."},
-        "max_connections_per_host": {"type": "integer", "minimum": 1, "default": 2,
-                                     "description": "Most requests in flight to one host, across all "
-                                                    "jobs of the process."},
         "max_page_bytes": {"type": "integer", "minimum": 1, "default": 10 * 1024 * 1024,
                            "description": "Larger pages are skipped (checked while streaming)."},
         "extract": {"type": "object", "default": {},

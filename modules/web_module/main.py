@@ -2,48 +2,63 @@
 
 Source keys read (``source`` of a ``type: web`` service; defaults in
 :attr:`WebModule.source_schema`): ``urls``, ``follow`` (``selector``, ``max_pages``,
-``max_depth``), ``allowed_hosts``, ``obey_robots``, ``user_agent``, ``delay_s``,
-``max_connections_per_host``, ``max_page_bytes``, ``extract``, ``headers`` (secret
-values), ``verify_tls``. The job's ``timeout_s`` is the connect and read timeout.
+``max_depth``), ``allowed_hosts``, ``obey_robots``, ``user_agent``, ``max_page_bytes``,
+``extract``, ``headers`` (secret values), ``verify_tls``. The job's ``timeout_s`` is the
+connect and read timeout.
 
-The crawl is breadth first and in document order, so it is the same on every run. Each
-URL is requested at most once per job and only if it is http(s), on an allowed host and
-allowed by ``robots.txt`` (when ``obey_robots``); redirects are followed by hand, each
-``Location`` checked the same way and by :class:`~modules.redirect_policy.RedirectPolicy`
-(never from https to http, never to a link-local or metadata address). The secret
-``headers`` go only to the origins (scheme, host, port) of the start URLs. Pages are
-streamed into the job's workdir through the per-host gate of
-:mod:`modules.web_module.politeness`; only HTML (``text/html``,
-``application/xhtml+xml``) up to ``max_page_bytes`` is kept, the rest is skipped and
-logged. With ``extract``, a JSON record of the fields follows each page as its own file.
+The crawl: up to ``transfers`` requests are in flight at once in one job (``ctx.lanes()``),
+fed by a breadth-first frontier (:mod:`modules.web_module.frontier`): start URLs first, then
+links in document order, each URL at most once per job; the links of a page join the
+frontier only after every page handed out before it finished, so ``max_pages`` and
+``max_depth`` cut the crawl at the same URLs on every run, whatever order answers come in.
+Pages are yielded as they arrive (each page followed by its ``extract`` record), so the
+framework validates and lands them while the next ones download; at most 2 x ``transfers``
+pages are requested and not yet yielded. A URL is requested only if it is http(s), on an
+allowed host and allowed by ``robots.txt`` (when ``obey_robots``; read once per host, by one
+lane while the others wait); redirects are followed by hand, each ``Location`` checked the
+same way and by :class:`~modules.redirect_policy.RedirectPolicy` (never from https to http,
+never to a link-local or metadata address). The secret ``headers`` go only to the origins
+(scheme, host, port) of the start URLs; cookies are kept per job and go back only to the
+origin that set them (:mod:`modules.web_module.sessions`). Only HTML (``text/html``,
+``application/xhtml+xml``) up to ``max_page_bytes`` is kept, the rest is skipped and logged.
+With ``extract``, a JSON record of the fields follows each page as its own file.
+
+Every request (pages, redirect hops, retries, ``robots.txt``) holds ``ctx.slot(url)`` while
+it runs: the run's per-host limiter (:mod:`common.host_limiter`) caps the connections to the
+host across all jobs (``limits.max_connections``, default :attr:`WebModule.default_max_connections`)
+and spaces request starts by ``limits.delay_s`` and ``rate_limit.requests_per_s``. Sessions
+come from the run's pool, one ``requests.Session`` per host checked out per request.
 
 Failures: 404, 410 and other final 4xx of a followed page, or a followed page still failing
 after retries, yield :class:`FetchFailed`; 408/429/5xx and connection errors are retried
 (waiting what ``Retry-After``, or on 429/503 ``RateLimit-Reset`` / ``X-RateLimit-Reset``,
 asks: :mod:`modules.http_headers`). A start URL that cannot be fetched raises the source
-error, and so do :data:`MAX_FAILURES_IN_A_ROW` failing pages in a row: the site is down.
-A page over the service's ``max_file_bytes`` (when it is not above ``max_page_bytes``)
-is yielded as a ``rejected`` FetchFailed. A page whose links or ``extract`` fields are
-needed but which is over the HTML parse bound (:mod:`common.html_tree`: bytes, nodes,
-nesting) is yielded all the same, unparsed, and :meth:`WebModule.validate` rejects it with
-the reason, so it lands under the rejected prefix and its links are not followed.
+error, and so do :data:`MAX_FAILURES_IN_A_ROW` failing pages in a row (in the order they
+finish): the site is down. A page over the service's ``max_file_bytes`` (when it is not
+above ``max_page_bytes``) is yielded as a ``rejected`` FetchFailed. A page whose links or
+``extract`` fields are needed but which is over the HTML parse bound (:mod:`common.html_tree`:
+bytes, nodes, nesting) is yielded all the same, unparsed, and :meth:`WebModule.validate`
+rejects it with the reason, so it lands under the rejected prefix and its links are not followed.
 
-Service keys used through ``ctx``: ``rate_limit`` (every request, robots.txt included,
-waits for :meth:`JobContext.pace` once it holds its host slot) and ``incremental``: a
-page whose links are not needed (no ``follow``, or at ``max_depth``, or ``max_pages``
-already reached) and whose last manifest entry has an ``etag`` or ``last_modified`` is
-asked for with ``If-None-Match`` / ``If-Modified-Since``; a ``304`` yields
-:class:`Unchanged` (and its ``extract`` record too). Pages whose links are followed are
-always downloaded: a 304 has no body to read links from.
+Stop: once the run's stop event is set nothing more is yielded (pages end at a page
+boundary); requests in flight are cut by the transfer watchdog, those waiting for a slot give up.
+
+Service keys used through ``ctx`` (:attr:`WebModule.supports`): ``transfers``,
+``limits.delay_s``, ``rate_limit`` and ``incremental``: a page whose links are not needed (no
+``follow``, or at ``max_depth``, or ``max_pages`` already reached) and whose last manifest
+entry has an ``etag`` or ``last_modified`` is asked for with ``If-None-Match`` /
+``If-Modified-Since``; a ``304`` yields :class:`Unchanged` (and its ``extract`` record too).
+Pages whose links are followed are always downloaded: a 304 has no body to read links from.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
@@ -54,8 +69,16 @@ import structlog
 
 from common.exceptions import DiskFullError, Transient
 from common.file_sink import FileTooLarge
+from common.host_limiter import host_of
 from common.html_tree import HtmlTooLarge
-from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig, Unchanged
+from common.interfaces.base_module import (
+    BaseModule,
+    FetchedFile,
+    FetchFailed,
+    JobContext,
+    SourceConfig,
+    Unchanged,
+)
 from common.problems import Problem
 from common.secret import reveal
 from common.transfer_watchdog import Transfer, ends_on_stop, shut_response, watch
@@ -69,6 +92,7 @@ from modules.web_module.exceptions import (
     raise_for_status,
     translate_request_error,
 )
+from modules.web_module.frontier import Frontier, Visit
 from modules.web_module.pages import (
     AllowedHosts,
     compile_selector,
@@ -79,13 +103,14 @@ from modules.web_module.pages import (
     parse_page,
     record_name,
 )
-from modules.web_module.politeness import GateInterrupted, gate_for, thread_session
 from modules.web_module.robots import RobotsRules, read_robots_answer
+from modules.web_module.sessions import JobCookies, new_session
 
 __all__ = ["WebModule"]
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+Item = FetchedFile | FetchFailed | Unchanged
 
 #: Bytes read from a response body at a time.
 CHUNK_SIZE = 64 * 1024
@@ -93,6 +118,10 @@ CHUNK_SIZE = 64 * 1024
 MAX_FAILURES_IN_A_ROW = 5
 #: One page download may take at most this many times ``timeout_s`` in all (a trickling server).
 BODY_DEADLINE_FACTOR = 5
+#: Pages requested and not yet yielded, per lane (bounds what waits on disk to be yielded).
+PAGES_PER_LANE = 2
+#: How often the crawl loop looks at the stop event while pages are in flight, in seconds.
+STOP_POLL_S = 0.25
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 
 
@@ -108,14 +137,48 @@ class _Answer:
     """For ``unchanged``: the version marks of the 304 over those recorded last run."""
 
 
+@dataclass(frozen=True)
+class _Visited:
+    """What one visit (a URL and its redirects) came to, made in a lane for the crawl loop."""
+
+    kind: Literal["page", "unchanged", "skipped"]
+    items: tuple[Item, ...] = ()
+    """To yield, in order: the page and its ``extract`` record (or both Unchanged)."""
+    links: tuple[str, ...] = ()
+    unparsed: str | None = None
+    """Why the page could not be parsed (over the HTML parse bound), if so."""
+
+
+@dataclass
+class _Tally:
+    pages: int = 0
+    failed: int = 0
+    unchanged: int = 0
+    in_a_row: int = 0
+
+
 class _Skip(Exception):
     """The URL is not fetched (not allowed, robots, not HTML, too large); logged, not an error."""
+
+
+class _Halted(Exception):
+    """The crawl loop has ended (stop, a source failure, or the framework stopped asking):
+    a visit still waiting to send its request gives up without sending it."""
 
 
 class WebModule(BaseModule):
     """Crawls HTML pages from ``urls`` (see the module docstring for its keys)."""
 
     source_schema: ClassVar[Mapping[str, Any]] = SOURCE_SCHEMA
+    default_max_connections: ClassVar[int | None] = 8
+    """Connections to one host across all jobs of a run when the service sets no
+    ``limits.max_connections`` (Scrapy's ``CONCURRENT_REQUESTS_PER_DOMAIN`` is 8 too)."""
+    supports: ClassVar[frozenset[str]] = frozenset({"incremental", "rate_limit", "transfers", "delay"})
+
+    @classmethod
+    def hosts(cls, source: SourceConfig) -> tuple[str, ...]:
+        """The start URLs' hosts, as the per-host limiter keys them (``http://host:port``)."""
+        return tuple(dict.fromkeys(host_of(url) for url in source["urls"]))
 
     def __init__(self, source: SourceConfig, ctx: JobContext) -> None:
         super().__init__(source, ctx)
@@ -140,17 +203,20 @@ class WebModule(BaseModule):
         self._secret_headers = {str(k): str(reveal(v)) for k, v in source["headers"].items()}
         self._user_agent: str = source["user_agent"]
         self._robots = RobotsRules(source["user_agent"], self._robots_text) if source["obey_robots"] else None
-        self._done: set[str] = set()
+        self._cookies = JobCookies()
+        self._lock = threading.Lock()
+        self._claimed: set[str] = set()
+        """URLs requested (or being requested) in this job, by any lane; under ``_lock``."""
         self._unparsed: dict[str, str] = {}
         """Page name -> why it could not be parsed (over the HTML parse bound): rejected by validate."""
-        self._transfer: Transfer | None = None
-        """The watched transfer of the request in flight (see :meth:`_exchange`)."""
+        self._halt = threading.Event()
 
     # -- the contract ---------------------------------------------------------------
 
     @ends_on_stop
-    def fetch(self, workdir: Path) -> Iterator[FetchedFile | FetchFailed | Unchanged]:
-        """Each HTML page, breadth first from ``urls``, each followed by its ``extract`` record if any.
+    def fetch(self, workdir: Path) -> Iterator[Item]:
+        """Each HTML page, breadth first from ``urls``, in the order they finish downloading,
+        each followed by its ``extract`` record if any.
 
         An unchanged page (``304`` to a conditional request) is yielded as :class:`Unchanged`,
         and so is its ``extract`` record; a page over ``max_file_bytes`` as a rejected FetchFailed.
@@ -159,89 +225,125 @@ class WebModule(BaseModule):
         """
         if not self.source["verify_tls"]:
             log.warning("web_tls_verification_disabled")
-        thread_session().cookies.clear()  # cookies of another job on this thread stay with it
-        frontier: deque[tuple[str, int, bool]] = deque((url, 0, True) for url in self._starts)
-        queued = set(self._starts)
-        linked = pages = failed = unchanged = in_a_row = 0
-        beyond = 0  # allowed links left out once max_pages was reached (per page linking them)
-        log.info("web_crawl_started", urls=len(self._starts), max_pages=self._max_pages, max_depth=self._max_depth)
-        while frontier:
-            if self.ctx.stop.is_set():
-                log.info("web_crawl_stopped", pages=pages, queued=len(frontier))
-                return
-            url, depth, start = frontier.popleft()
-            if url in self._done:
-                continue
-            # A page whose links will be followed needs its body: never asked for conditionally.
-            needs_links = self._follow is not None and depth < self._max_depth and linked < self._max_pages
+        frontier = Frontier(self._starts, self._hosts.allows, self._max_pages)
+        tally = _Tally()
+        window = PAGES_PER_LANE * max(1, self.ctx.transfers)
+        log.info("web_crawl_started", urls=len(self._starts), max_pages=self._max_pages, max_depth=self._max_depth,
+                 transfers=self.ctx.transfers)
+        self._halt.clear()
+        in_flight: dict[Future[_Visited], Visit] = {}
+        with self.ctx.lanes() as lanes:  # leaving it waits for the lanes: set _halt first
             try:
-                result = self._fetch_page(url, workdir, conditional=not needs_links)
-            except GateInterrupted:
-                return
-            except FileTooLarge as exc:
-                in_a_row = 0
-                uri = str(exc.fields.get("uri", url))  # after redirects: the URL that answered
-                log.warning("web_page_rejected", url=uri, reason=str(exc))
-                yield FetchFailed(page_name(uri), uri, str(exc), status="rejected")
-                continue
-            except DiskFullError as exc:  # local: this page fails, the crawl goes on
-                yield FetchFailed(page_name(url), url, str(exc))
-                continue
-            except WebSourceError as exc:
-                if self.ctx.stop.is_set():
-                    return
-                in_a_row = in_a_row + 1 if isinstance(exc, Transient) else 0
-                if start or in_a_row >= MAX_FAILURES_IN_A_ROW:
-                    raise
-                failed += 1
-                log.warning("web_page_failed", url=url, error=str(exc))
-                yield FetchFailed(page_name(url), url, str(exc))
-                continue
-            in_a_row = 0
-            if result is None:
-                continue
-            if isinstance(result, Unchanged):
-                unchanged += 1
-                yield result
-                if self._extract:
-                    uri = result.source_uri + "#extract"
-                    yield Unchanged(record_name(result.name), uri, self.ctx.previous.get(uri, {}))
-                continue
-            file, final_url = result
-            # Read before yielding: the framework removes the file once it is uploaded.
-            try:
-                parsed = parse_page(file.path, final_url, self._follow if depth < self._max_depth else None,
-                                    self._extract)
-            except HtmlTooLarge as exc:
-                log.warning("web_page_not_parsed", url=final_url, reason=str(exc))
-                self._unparsed[file.name] = str(exc)
-                pages += 1
-                yield file
-                continue
-            pages += 1
-            yield file
-            if parsed.record is not None:
-                yield self._record(workdir, file, parsed.record)
-            for link in parsed.links:
-                if link in queued or not self._hosts.allows(link):
-                    continue
-                if linked >= self._max_pages:
-                    beyond += 1
-                    continue
-                queued.add(link)
-                frontier.append((link, depth + 1, False))
-                linked += 1
-        if beyond:  # the crawl's configured scope, not a failure: see docs/sources/web.md
-            log.warning("web_max_pages_reached", max_pages=self._max_pages, links_not_followed=beyond)
-        log.info("web_crawl_finished", pages=pages, failed=failed, unchanged=unchanged, linked=linked)
+
+                def fill() -> None:
+                    while len(in_flight) < window and (visit := frontier.pop()) is not None:
+                        # A page whose links will be followed needs its body: never asked for conditionally.
+                        needs_links = self._follow is not None and visit.depth < self._max_depth and not frontier.full
+                        future = lanes.submit(self._visit, visit, workdir, not needs_links)
+                        in_flight[future] = visit
+
+                fill()
+                while in_flight:
+                    finished, _ = wait(in_flight, timeout=STOP_POLL_S, return_when=FIRST_COMPLETED)
+                    for future in sorted(finished, key=lambda f: in_flight[f].seq):
+                        if self.ctx.stop.is_set():
+                            break
+                        items = self._settle(in_flight.pop(future), future, frontier, tally)
+                        fill()  # the lanes go on downloading while these are handled downstream
+                        yield from items
+                    if self.ctx.stop.is_set():
+                        log.info("web_crawl_stopped", pages=tally.pages, in_flight=len(in_flight),
+                                 queued=len(frontier))
+                        return
+            finally:
+                self._halt.set()
+        if frontier.beyond:  # the crawl's configured scope, not a failure: see docs/sources/web.md
+            log.warning("web_max_pages_reached", max_pages=self._max_pages, links_not_followed=frontier.beyond)
+        log.info("web_crawl_finished", pages=tally.pages, failed=tally.failed, unchanged=tally.unchanged,
+                 linked=frontier.linked)
 
     def validate(self, file: FetchedFile) -> list[Problem] | None:
         """A page too large to parse for its links and fields is rejected with the reason;
         any other file goes through the service's ``validate`` section."""
-        reason = self._unparsed.pop(file.name, None)
+        with self._lock:
+            reason = self._unparsed.pop(file.name, None)
         if reason is not None:
             return [Problem(f"links and extract fields not read: {reason}", location="document")]
         return super().validate(file)
+
+    # -- the crawl loop's side ----------------------------------------------------------
+
+    def _settle(self, visit: Visit, future: Future[_Visited], frontier: Frontier, tally: _Tally) -> tuple[Item, ...]:
+        """What to yield for a finished visit; its links join the frontier. Raises the
+        source error when a start URL failed or MAX_FAILURES_IN_A_ROW pages failed in a row."""
+        try:
+            visited = future.result()
+        except FileTooLarge as exc:
+            frontier.done(visit)
+            tally.in_a_row = 0
+            uri = str(exc.fields.get("uri", visit.url))  # after redirects: the URL that answered
+            log.warning("web_page_rejected", url=uri, reason=str(exc))
+            return (FetchFailed(page_name(uri), uri, str(exc), status="rejected"),)
+        except DiskFullError as exc:  # local: this page fails, the crawl goes on
+            frontier.done(visit)
+            return (FetchFailed(page_name(visit.url), visit.url, str(exc)),)
+        except WebSourceError as exc:
+            frontier.done(visit)
+            if self.ctx.stop.is_set():
+                return ()
+            tally.in_a_row = tally.in_a_row + 1 if isinstance(exc, Transient) else 0
+            if visit.start or tally.in_a_row >= MAX_FAILURES_IN_A_ROW:
+                raise
+            tally.failed += 1
+            log.warning("web_page_failed", url=visit.url, error=str(exc))
+            return (FetchFailed(page_name(visit.url), visit.url, str(exc)),)
+        frontier.done(visit, visited.links)
+        tally.in_a_row = 0
+        if visited.kind == "unchanged":
+            tally.unchanged += 1
+        elif visited.kind == "page":
+            tally.pages += 1
+            if visited.unparsed is not None:
+                with self._lock:
+                    self._unparsed[visited.items[0].name] = visited.unparsed
+        return visited.items
+
+    # -- one visit, in a lane ---------------------------------------------------------
+
+    def _visit(self, visit: Visit, workdir: Path, conditional: bool) -> _Visited:
+        """Fetch ``visit`` (following redirects) and read its links and ``extract`` fields.
+
+        Runs in a lane. Raises what :meth:`_fetch_page` raises.
+        """
+        if self._halt.is_set():
+            raise _Halted()
+        result = self._fetch_page(visit.url, workdir, conditional)
+        if result is None:
+            return _Visited("skipped")
+        if isinstance(result, Unchanged):
+            if not self._extract:
+                return _Visited("unchanged", (result,))
+            uri = result.source_uri + "#extract"
+            return _Visited("unchanged", (result, Unchanged(record_name(result.name), uri, self.ctx.previous.get(uri, {}))))
+        file, final_url = result
+        # Read before yielding: the framework removes the file once it is uploaded.
+        try:
+            parsed = parse_page(file.path, final_url, self._follow if visit.depth < self._max_depth else None,
+                                self._extract)
+        except HtmlTooLarge as exc:
+            log.warning("web_page_not_parsed", url=final_url, reason=str(exc))
+            return _Visited("page", (file,), unparsed=str(exc))
+        if parsed.record is None:
+            return _Visited("page", (file,), parsed.links)
+        return _Visited("page", (file, self._record(workdir, file, parsed.record)), parsed.links)
+
+    def _claim(self, url: str) -> bool:
+        """True the first time ``url`` is about to be requested in this job (by any lane)."""
+        with self._lock:
+            if url in self._claimed:
+                return False
+            self._claimed.add(url)
+            return True
 
     # -- one page ---------------------------------------------------------------------
 
@@ -252,6 +354,8 @@ class WebModule(BaseModule):
         With ``conditional``, each URL the last manifest recorded with version marks is
         asked for with If-None-Match / If-Modified-Since, and a 304 gives :class:`Unchanged`.
         """
+        if not self._claim(url):  # already fetched, through a redirect
+            return None
         current, previous = url, ""
         for hop in range(MAX_REDIRECTS + 1):
             try:
@@ -262,7 +366,6 @@ class WebModule(BaseModule):
                 else:
                     log.info("web_page_skipped", url=current, reason=str(skip))
                 return None
-            self._done.add(current)
             version = self._previous_version(current) if conditional else {}
             take = functools.partial(self._take_page, url=current, workdir=workdir, previous=version)
             answer = self.ctx.retry.call(self._exchange, current, take, conditional_headers(version),
@@ -279,7 +382,7 @@ class WebModule(BaseModule):
                 return answer.file, current
             target = normalize_url(answer.location or "")
             refusal = self._policy.refusal(current, target) if target is not None else "not an http(s) URL"
-            if refusal is None and target in self._done:
+            if refusal is None and target is not None and not self._claim(target):
                 refusal = "already fetched"
             if refusal is not None or target is None:
                 log.info("web_redirect_not_followed", url=current, location=answer.location, reason=refusal)
@@ -302,7 +405,7 @@ class WebModule(BaseModule):
         if self._robots is not None and not self._robots.allowed(url):
             raise _Skip("disallowed by robots.txt")
 
-    def _take_page(self, response: requests.Response, url: str, workdir: Path,
+    def _take_page(self, response: requests.Response, transfer: Transfer, url: str, workdir: Path,
                    previous: Mapping[str, str]) -> _Answer:
         """The page body streamed into a sink, or why not.
 
@@ -327,8 +430,7 @@ class WebModule(BaseModule):
         deadline = time.monotonic() + BODY_DEADLINE_FACTOR * self.ctx.timeout_s
         with self.ctx.new_file(workdir, page_name(url), url, version_identity(response.headers)) as sink:
             for chunk in response.iter_content(CHUNK_SIZE):
-                if self._transfer is not None:
-                    self._transfer.arrived(len(chunk))
+                transfer.arrived(len(chunk))
                 if sink.size + len(chunk) > limit:
                     sink.abort()
                     return self._too_large(url, f"more than {limit} bytes")
@@ -365,7 +467,7 @@ class WebModule(BaseModule):
         """(status, text) of a robots.txt, redirects followed within the allowed hosts."""
         current = url
         for _ in range(MAX_REDIRECTS + 1):
-            status, text, location = self.ctx.retry.call(self._exchange, current, read_robots_answer,
+            status, text, location = self.ctx.retry.call(self._exchange, current, _read_robots,
                                                          what=f"GET {current}")
             if location is None:
                 return status, text
@@ -384,28 +486,36 @@ class WebModule(BaseModule):
         secret = self._secret_headers if self._policy.sends_credentials(url) else {}
         return {**secret, "User-Agent": self._user_agent}
 
-    def _exchange(self, url: str, take: Callable[[requests.Response], T],
+    def _exchange(self, url: str, take: Callable[[requests.Response, Transfer], T],
                   headers: Mapping[str, str] | None = None) -> T:
-        """One GET of ``url`` (redirects not followed) inside the host's gate, paced by the service's
-        ``rate_limit``; ``take`` reads the answer. ``headers`` are added to the source's, whose
-        secret ``headers`` go only to the start URLs' origins."""
-        gate = gate_for(host_key(url))
-        pace = self.ctx.pace if self.ctx.pacer is not None else None
-        with gate.slot(self.source["max_connections_per_host"], self.source["delay_s"], self.ctx.stop, pace):
-            try:
-                response = thread_session().get(
-                    url, headers={**self._headers_for(url), **(headers or {})},
-                    timeout=(self.ctx.timeout_s, self.ctx.timeout_s),
-                    allow_redirects=False, stream=True, verify=self.source["verify_tls"])
-            except requests.RequestException as exc:
-                raise translate_request_error(exc, url) from exc
-            try:
-                with watch(f"GET {url}", self.ctx.stop, self.ctx.timeout_s, cut=lambda: shut_response(response),
-                           stalled=lambda msg: WebTransientError(msg, url=url, retry_after=None)) as transfer:
-                    self._transfer = transfer
-                    return take(response)
-            except requests.RequestException as exc:
-                raise translate_request_error(exc, url) from exc
-            finally:
-                self._transfer = None
-                response.close()
+        """One GET of ``url`` (redirects not followed) holding a connection slot of its host
+        (``ctx.slot``: the host's cap, rate limit and delay) and a pooled session; ``take`` reads
+        the answer while the transfer watchdog looks on. ``headers`` are added to the source's,
+        whose secret ``headers`` go only to the start URLs' origins."""
+        with self.ctx.slot(url):
+            if self._halt.is_set():
+                raise _Halted()
+            sent = {**self._headers_for(url), **(headers or {})}
+            sent.update(self._cookies.header(url, sent))
+            key = ("web", host_of(url))
+            # A session is only a connection pool: after an error it is still fine (urllib3 drops
+            # a broken connection), so it goes back to the pool.
+            with self.ctx.resources.pooled(key, new_session, keep_on_error=True) as session:
+                try:
+                    response = session.get(url, headers=sent, timeout=(self.ctx.timeout_s, self.ctx.timeout_s),
+                                           allow_redirects=False, stream=True, verify=self.source["verify_tls"])
+                except requests.RequestException as exc:
+                    raise translate_request_error(exc, url) from exc
+                try:
+                    self._cookies.keep(response)
+                    with watch(f"GET {url}", self.ctx.stop, self.ctx.timeout_s, cut=lambda: shut_response(response),
+                               stalled=lambda msg: WebTransientError(msg, url=url, retry_after=None)) as transfer:
+                        return take(response, transfer)
+                except requests.RequestException as exc:
+                    raise translate_request_error(exc, url) from exc
+                finally:
+                    response.close()
+
+
+def _read_robots(response: requests.Response, transfer: Transfer) -> tuple[int, str, str | None]:
+    return read_robots_answer(response)

@@ -1,7 +1,9 @@
 """``robots.txt`` rules per origin, read once per job with :mod:`urllib.robotparser`.
 
-The text itself is fetched by the caller (the web module's own session, host gate and
-retry policy), so robots requests are as polite as page requests. What an answer means:
+The text itself is fetched by the caller (the web module's pooled session, host slot and
+retry policy), so robots requests are as polite as page requests. Thread-safe: the lanes of a
+job share one :class:`RobotsRules`; the first to need an origin's rules fetches them while
+the others needing the same origin wait. What an answer means:
 
 ==========================  ===========================================================
 ``2xx``                     the rules in the body (at most :data:`MAX_ROBOTS_BYTES` read)
@@ -15,6 +17,7 @@ hosts, or too many          is not allowed, even for its ``robots.txt``
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from urllib.parse import urlsplit
 from urllib.robotparser import RobotFileParser
@@ -22,7 +25,11 @@ from urllib.robotparser import RobotFileParser
 import requests
 import structlog
 
-from modules.web_module.exceptions import REDIRECT_STATUSES, is_retryable_status, raise_for_status
+from modules.web_module.exceptions import (
+    REDIRECT_STATUSES,
+    is_retryable_status,
+    raise_for_status,
+)
 
 __all__ = ["MAX_ROBOTS_BYTES", "RobotsRules", "read_robots_answer"]
 
@@ -45,14 +52,25 @@ class RobotsRules:
         self.user_agent = user_agent
         self._fetch = fetch
         self._parsers: dict[str, RobotFileParser] = {}
+        self._loading: dict[str, threading.Lock] = {}
+        """One lock per origin, held while its robots.txt is fetched."""
+        self._lock = threading.Lock()
 
     def allowed(self, url: str) -> bool:
         """True when robots.txt of the URL's origin lets ``user_agent`` fetch it."""
         parts = urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc}"
-        parser = self._parsers.get(origin)
+        with self._lock:
+            parser = self._parsers.get(origin)
+            loading = self._loading.setdefault(origin, threading.Lock())
         if parser is None:
-            parser = self._parsers[origin] = self._load(origin)
+            with loading:
+                with self._lock:
+                    parser = self._parsers.get(origin)
+                if parser is None:  # a failed fetch raises: the next page of the origin tries again
+                    parser = self._load(origin)
+                    with self._lock:
+                        self._parsers[origin] = parser
         return parser.can_fetch(self.user_agent, url)
 
     def _load(self, origin: str) -> RobotFileParser:

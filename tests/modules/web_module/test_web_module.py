@@ -1,5 +1,6 @@
 """WebModule against real HTTP servers on 127.0.0.1 (http.server in threads): what is fetched,
-what is never requested, names, limits, errors and per-host politeness across jobs."""
+what is never requested, names, limits and errors, one lane at a time (``transfers: 1``, the
+order is then exact); concurrency, politeness and stop: test_web_concurrency.py."""
 
 from __future__ import annotations
 
@@ -13,19 +14,29 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 import structlog
 
 from common.config_model import ValidateConfig
 from common.exceptions import ConfigError, is_transient
-from common.interfaces.base_module import FetchedFile, FetchFailed, JobContext
+from common.host_limiter import HostLimiters, JobHosts
+from common.interfaces.base_module import (
+    FetchedFile,
+    FetchFailed,
+    JobContext,
+    Unchanged,
+)
 from common.job_config import resolve_source
 from common.retry import RetryPolicy
 from common.secret import Secret
 from common.validators import ValidatorSet
-from modules.web_module.exceptions import WebHttpError, WebSourceError, WebTransientError
+from modules.web_module.exceptions import (
+    WebHttpError,
+    WebSourceError,
+    WebTransientError,
+)
 from modules.web_module.main import WebModule
 from modules.web_module.pages import HostMatcher, normalize_url, page_name
 
@@ -44,6 +55,8 @@ class Page:
     headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": HTML})
     declare_length: bool = True
     """False: no Content-Length, the body ends when the connection closes."""
+    delay_s: float = 0.0
+    """Seconds the server takes before answering (on top of the site's ``delay_s``)."""
 
 
 Route = Page | Callable[[int], Page]
@@ -52,23 +65,29 @@ Route = Page | Callable[[int], Page]
 
 class Site:
     """A ThreadingHTTPServer on 127.0.0.1, a random port; serves ``routes`` (path with query,
-    else path alone) and 404 otherwise; records every request, its headers and timing, and the
-    most requests it was serving at once."""
+    else path alone) and 404 otherwise; records every request, its headers and arrival time, and
+    the most requests it was serving at once (``peak``).
 
-    def __init__(self, routes: dict[str, Route] | None = None, delay_s: float = 0.0) -> None:
+    ``gather``: requests of pages other than /index.html and /robots.txt are held until that many requests were in flight
+    at once (or 10 s passed), so a client able to send that many at once is seen doing so
+    whatever the scheduling; after that nothing is held."""
+
+    def __init__(self, routes: dict[str, Route] | None = None, delay_s: float = 0.0, gather: int = 0) -> None:
         self.routes: dict[str, Route] = dict(routes or {})
         self.delay_s = delay_s
+        self.gather = gather
         self.requests: list[str] = []
         self.times: list[float] = []
         self.headers: list[dict[str, str]] = []
         self.active = self.peak = 0
         self._lock = threading.Lock()
+        self._peaked = threading.Condition(self._lock)
         site = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 page = site._enter(self.path, dict(self.headers))
                 self.send_response(page.status)
                 for name, value in page.headers.items():
@@ -82,7 +101,7 @@ class Site:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -101,11 +120,17 @@ class Site:
             count = self.requests.count(path)
             self.active += 1
             self.peak = max(self.peak, self.active)
+            self._peaked.notify_all()
+            if self.gather and path not in ("/robots.txt", "/index.html"):
+                self._peaked.wait_for(lambda: self.peak >= self.gather, timeout=10)
         try:
             if self.delay_s:
                 time.sleep(self.delay_s)  # keeps requests overlapping, to measure concurrency
             route = self.routes.get(path, self.routes.get(path.split("?")[0], Page("not found", 404)))
-            return route(count) if callable(route) else route
+            page = route(count) if callable(route) else route
+            if page.delay_s:
+                time.sleep(page.delay_s)
+            return page
         finally:
             # Counted out before the answer is written: the client cannot have the answer
             # (and start its next request) while this one still counts as in flight.
@@ -120,7 +145,7 @@ class Site:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> Site:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -144,12 +169,20 @@ def foreign() -> Iterator[Site]:
         yield s
 
 
-def make_ctx(stop: threading.Event | None = None, attempts: int = 2) -> JobContext:
+def make_ctx(stop: threading.Event | None = None, attempts: int = 2, transfers: int = 1,
+             max_connections: int | None = None, delay_s: float = 0.0, requests_per_s: float | None = None,
+             limiters: HostLimiters | None = None) -> JobContext:
+    """A job's context as the executor builds it: ``transfers`` lanes, the service's per-host rules
+    (``limits.max_connections``, ``limits.delay_s``, ``rate_limit``) over ``limiters`` (the run's:
+    pass one to several jobs to share it)."""
+    stop = stop or threading.Event()
     return JobContext(
         run_id="run-test", job_id="job-1", service_id="web_test", module="web",
         validators=ValidatorSet(ValidateConfig(json_schema_path=None, json_schema=None, csv=None, html=None)),
         retry=RetryPolicy(attempts=attempts, backoff_s=0.01, max_backoff_s=0.05), timeout_s=5.0,
-        stop=stop or threading.Event(),
+        stop=stop, transfers=transfers,
+        hosts=JobHosts(limiters or HostLimiters(stop), concurrency=max_connections, requests_per_s=requests_per_s,
+                       delay_s=delay_s),
     )
 
 
@@ -157,12 +190,15 @@ def module(urls: list[str], ctx: JobContext | None = None, **keys: Any) -> WebMo
     return WebModule(resolve_source({"urls": urls, **keys}, WebModule.source_schema), ctx or make_ctx())
 
 
-def crawl(workdir: Path, urls: list[str], ctx: JobContext | None = None, **keys: Any) -> list[FetchedFile | FetchFailed]:
+def crawl(workdir: Path, urls: list[str], ctx: JobContext | None = None,
+          **keys: Any) -> list[FetchedFile | FetchFailed | Unchanged]:
+    ctx = ctx or make_ctx()
     mod = module(urls, ctx, **keys)
     try:
         return list(mod.fetch(workdir))
     finally:
         mod.close()
+        ctx.resources.close()  # the run's sessions (the executor closes them at the run's end)
 
 
 def expected_name(url: str, slug: str) -> str:
@@ -418,58 +454,14 @@ def test_a_failing_site_fails_the_source_after_pages_fail_in_a_row(site: Site, t
     with pytest.raises(WebTransientError):
         seen.extend(module([site.url + "/index.html"], make_ctx(attempts=1), follow=FOLLOW).fetch(tmp_path))
     assert [type(f) for f in seen] == [FetchedFile] + [FetchFailed] * 4
-    assert "/e5.html" not in site.paths()
+    # one lane: the page after the fifth failure may already be on its way, no further one
+    assert "/e6.html" not in site.paths()
 
 
 def test_errors_pickle_with_their_fields() -> None:
     err = WebTransientError("http://h/x: HTTP 503", url="http://h/x", status=503, retry_after=2.0)
     back = pickle.loads(pickle.dumps(err))
     assert type(back) is WebTransientError and back.retry_after == 2.0 and str(back) == str(err)
-
-
-# --------------------------------------------------------------------------- politeness
-
-
-@pytest.mark.parametrize("limit", [1, 2])
-def test_per_host_concurrency_is_never_exceeded_across_jobs(tmp_path: Path, limit: int) -> None:
-    pages = {f"/p{i}.html": Page(html(f"P{i}")) for i in range(6)}
-    with Site(pages, delay_s=0.05) as site:
-        urls = [site.url + p for p in pages]
-        results: list[int] = []
-        errors: list[BaseException] = []
-
-        def job(n: int) -> None:
-            try:
-                results.append(len(crawl(tmp_path / str(n), urls, obey_robots=False, max_connections_per_host=limit)))
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=job, args=(n,)) for n in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        assert not errors and results == [6, 6, 6, 6]
-        assert site.peak == limit, f"peak {site.peak} with max_connections_per_host={limit}"
-
-
-def test_delay_between_requests_to_one_host(site: Site, tmp_path: Path) -> None:
-    site.routes.update({f"/p{i}.html": Page(html(f"P{i}")) for i in range(4)})
-    files = crawl(tmp_path, [f"{site.url}/p{i}.html" for i in range(4)], obey_robots=False, delay_s=0.2)
-    assert len(files) == 4
-    gaps = [b - a for a, b in zip(site.times, site.times[1:])]
-    assert min(gaps) >= 0.17, gaps
-
-
-def test_stop_is_checked_between_pages(site: Site, tmp_path: Path) -> None:
-    site.routes.update({f"/p{i}.html": Page(html(f"P{i}")) for i in range(3)})
-    stop = threading.Event()
-    mod = module([f"{site.url}/p{i}.html" for i in range(3)], make_ctx(stop), obey_robots=False)
-    got = []
-    for file in mod.fetch(tmp_path):
-        got.append(file)
-        stop.set()
-    assert len(got) == 1 and site.paths() == ["/p0.html"]
 
 
 # --------------------------------------------------------------------------- config
@@ -479,8 +471,8 @@ def test_schema_defaults_and_secret_headers(site: Site, tmp_path: Path) -> None:
     source = resolve_source({"urls": ["http://example.com/"], "headers": {"X-Token": "tok-123"}},
                             WebModule.source_schema)
     assert source["follow"] is None and source["allowed_hosts"] is None and source["obey_robots"] is True
-    assert source["max_connections_per_host"] == 2 and source["max_page_bytes"] == 10 * 1024 * 1024
-    assert source["delay_s"] == 0 and source["verify_tls"] is True and source["extract"] == {}
+    assert source["max_page_bytes"] == 10 * 1024 * 1024
+    assert source["verify_tls"] is True and source["extract"] == {}
     assert isinstance(source["headers"]["X-Token"], Secret)
     follow = resolve_source({"urls": ["http://e.com/"], "follow": {"selector": "a"}}, WebModule.source_schema)["follow"]
     assert follow == {"selector": "a", "max_pages": 50, "max_depth": 3}
@@ -494,7 +486,8 @@ def test_schema_defaults_and_secret_headers(site: Site, tmp_path: Path) -> None:
     {"urls": []},
     {"urls": ["http://example.com/"], "depth": 3},
     {"urls": ["http://example.com/"], "follow": {"max_pages": 3}},
-    {"urls": ["http://example.com/"], "max_connections_per_host": 0},
+    {"urls": ["http://example.com/"], "max_connections_per_host": 2},  # now the service's limits.max_connections
+    {"urls": ["http://example.com/"], "delay_s": 0.5},  # now the service's limits.delay_s
     {"urls": ["http://example.com/"], "extract": {"title": 3}},
 ])
 def test_schema_rejects_bad_sources(raw: dict[str, Any]) -> None:

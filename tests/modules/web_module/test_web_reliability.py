@@ -1,25 +1,33 @@
 """WebModule and the service's reliability keys, against real HTTP servers on 127.0.0.1:
-``rate_limit`` pacing, rate-limit reset headers, ``incremental`` conditional requests and
-``max_file_bytes``."""
+rate-limit reset headers, ``incremental`` conditional requests (one lane and several) and
+``max_file_bytes``. (``rate_limit`` pacing: test_web_concurrency.py.)"""
 
 from __future__ import annotations
 
 import dataclasses
-import threading
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from common.interfaces.base_module import FetchedFile, FetchFailed, JobContext, Unchanged
+from common.interfaces.base_module import (
+    FetchedFile,
+    FetchFailed,
+    JobContext,
+    Unchanged,
+)
 from common.retry import RetryPolicy
 from modules.web_module.exceptions import WebTransientError
 from modules.web_module.pages import page_name, record_name
-from modules.web_module.politeness import HostGate
-from tests.modules.pacing import RecordingPacer
-from tests.modules.web_module.test_web_module import FOLLOW, Page, Route, Site, crawl, html, make_ctx
+from tests.modules.web_module.test_web_module import (
+    FOLLOW,
+    Page,
+    Site,
+    crawl,
+    html,
+    make_ctx,
+)
 
 
 class ConditionalSite(Site):
@@ -41,9 +49,6 @@ class ConditionalSite(Site):
         with self._lock:
             self.answers.append((path, page.status))
         return page
-
-    def __enter__(self) -> ConditionalSite:
-        return self
 
     def conditional(self) -> list[tuple[str, str]]:
         """(path, the conditional header sent) of each conditional request, in order."""
@@ -73,76 +78,6 @@ def landed(files: list[Any]) -> dict[str, Mapping[str, str]]:
     return {f.source_uri: f.identity for f in files if isinstance(f, FetchedFile)}
 
 
-# --------------------------------------------------------------------------- rate_limit
-
-
-def test_rate_limit_paces_every_request_across_jobs(tmp_path: Path) -> None:
-    pages: dict[str, Route] = {f"/p{i}.html": Page(html(f"P{i}")) for i in range(5)}
-    pages["/robots.txt"] = Page("User-agent: *\nAllow: /\n", headers={"Content-Type": "text/plain"})
-    pacer = RecordingPacer(20)  # one per service, shared by its jobs
-    with Site(pages) as site:
-        errors: list[BaseException] = []
-
-        def job(n: int) -> None:
-            try:
-                ctx = with_ctx(pacer=pacer.wait)
-                assert len(crawl(tmp_path / str(n), [site.url + p for p in pages if p.endswith(".html")],
-                                 ctx=ctx, max_connections_per_host=4)) == 5
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        jobs = [threading.Thread(target=job, args=(n,)) for n in range(2)]
-        for t in jobs:
-            t.start()
-        for t in jobs:
-            t.join(60)
-        assert not errors
-        assert site.paths().count("/robots.txt") == 2, "robots.txt requests are paced too"
-        assert len(site.times) == 12
-        pacer.assert_paced(site.times)
-
-
-def test_rate_limit_and_delay_s_both_hold(site: Site, tmp_path: Path) -> None:
-    site.routes.update({f"/p{i}.html": Page(html(f"P{i}")) for i in range(6)})
-    pacer = RecordingPacer(40)
-    files = crawl(tmp_path, [f"{site.url}/p{i}.html" for i in range(6)], ctx=with_ctx(pacer=pacer.wait),
-                  obey_robots=False, delay_s=0.1, max_connections_per_host=3)
-    assert len(files) == 6
-    pacer.assert_paced(site.times)
-    gaps = [b - a for a, b in zip(site.times, site.times[1:])]
-    assert min(gaps) >= 0.07, gaps  # delay_s, with the tolerance of test_delay_between_requests_to_one_host
-
-
-def test_a_request_keeping_delay_s_never_starts_while_a_paced_one_waits() -> None:
-    gate, stop = HostGate(), threading.Event()
-    pacing, release, entered = threading.Event(), threading.Event(), threading.Event()
-    starts: dict[str, float] = {}
-
-    def pace() -> None:
-        pacing.set()
-        release.wait(10)
-
-    def paced() -> None:
-        with gate.slot(4, 0.0, stop, pace):
-            starts["paced"] = time.monotonic()
-
-    def spaced() -> None:
-        with gate.slot(4, 0.05, stop):
-            starts["spaced"] = time.monotonic()
-            entered.set()
-
-    first = threading.Thread(target=paced)
-    first.start()
-    assert pacing.wait(5)
-    second = threading.Thread(target=spaced)
-    second.start()
-    assert not entered.wait(0.2), "it cannot know when the paced request will start"
-    release.set()
-    for t in (first, second):
-        t.join(5)
-    assert starts["spaced"] - starts["paced"] >= 0.05 - 0.002
-
-
 # --------------------------------------------------------------------------- wait hints
 
 
@@ -165,7 +100,9 @@ def test_retry_wait_comes_from_the_answer(site: Site, tmp_path: Path, status: in
 # --------------------------------------------------------------------------- incremental
 
 
-def test_unchanged_leaves_answer_304_and_are_yielded_as_unchanged(csite: ConditionalSite, tmp_path: Path) -> None:
+@pytest.mark.parametrize("transfers", [1, 4])
+def test_unchanged_leaves_answer_304_and_are_yielded_as_unchanged(csite: ConditionalSite, tmp_path: Path,
+                                                                 transfers: int) -> None:
     u = csite.url
     csite.routes.update({
         "/index.html": Page(html("Index", links=("/a.html", "/b.html", "/c.html")), headers={
@@ -175,7 +112,8 @@ def test_unchanged_leaves_answer_304_and_are_yielded_as_unchanged(csite: Conditi
                                             "Last-Modified": "Thu, 01 Jan 2026 12:00:00 GMT"}),
         "/c.html": Page(html("C"), headers={"Content-Type": "text/html", "ETag": '"c-1"'}),
     })
-    first = crawl(tmp_path / "1", [u + "/index.html"], follow={**FOLLOW, "max_depth": 1}, obey_robots=False)
+    first = crawl(tmp_path / "1", [u + "/index.html"], ctx=make_ctx(transfers=transfers),
+                  follow={**FOLLOW, "max_depth": 1}, obey_robots=False)
     assert csite.conditional() == [] and len(first) == 4
     assert landed(first)[u + "/b.html"] == {"last_modified": "Thu, 01 Jan 2026 12:00:00 GMT"}
     assert landed(first)[u + "/a.html"] == {"etag": '"a-1"'}
@@ -183,11 +121,12 @@ def test_unchanged_leaves_answer_304_and_are_yielded_as_unchanged(csite: Conditi
     csite.routes["/c.html"] = Page(html("C, edited"), headers={"Content-Type": "text/html", "ETag": '"c-2"'})
     csite.requests.clear()
     csite.headers.clear()
-    second = crawl(tmp_path / "2", [u + "/index.html"], ctx=with_ctx(previous=landed(first)),
+    second = crawl(tmp_path / "2", [u + "/index.html"],
+                   ctx=with_ctx(make_ctx(transfers=transfers), previous=landed(first)),
                    follow={**FOLLOW, "max_depth": 1}, obey_robots=False)
     # the index's links are followed: it is downloaded in full; the leaves are asked conditionally
-    assert csite.conditional() == [("/a.html", "If-None-Match"), ("/b.html", "If-Modified-Since"),
-                                   ("/c.html", "If-None-Match")]
+    assert sorted(csite.conditional()) == [("/a.html", "If-None-Match"), ("/b.html", "If-Modified-Since"),
+                                           ("/c.html", "If-None-Match")]
     by_uri = {f.source_uri: f for f in second}
     assert isinstance(by_uri[u + "/index.html"], FetchedFile)
     a, b, c = (by_uri[u + p] for p in ("/a.html", "/b.html", "/c.html"))
