@@ -34,7 +34,6 @@ from typing import Any, ClassVar
 import structlog
 
 from common.exceptions import (
-    DiskFullError,
     ModuleSystemError,
     SourceError,
     TransferStopped,
@@ -156,24 +155,26 @@ class FileSource(BaseModule):
         Raises TransferStopped when the run stops, and errors that are not ``ModuleSystemError``
         (bugs) as they are."""
         sink = self.ctx.new_file(workdir, entry.name, entry.source_uri, entry.identity)
-        with sink:
-            try:
-                marks = self.ctx.retry.call(self._download_once, entry, sink, what=f"get {entry.source_uri}")
-            except FileVanished:
-                log.warning("file_vanished", uri=entry.source_uri)
-                sink.abort()
-                return None
-            except FileTooLarge as exc:
-                return FetchFailed(entry.name, entry.source_uri, str(exc), status="rejected")
-            except TransferStopped:
-                raise
-            except (SourceError, DiskFullError, ModuleSystemError) as exc:
-                if self.ctx.stop.is_set():
-                    raise TransferStopped(str(exc)) from exc
-                return FetchFailed(entry.name, entry.source_uri, str(exc))
+        try:
+            marks = self.ctx.retry.call(self._download_once, entry, sink, what=f"get {entry.source_uri}")
             if marks is not None:
                 sink.identity = dict(marks)
             return sink.finish()
+        except FileVanished:
+            sink.abort()
+            log.warning("file_vanished", uri=entry.source_uri)
+            return None
+        except FileTooLarge as exc:
+            sink.abort()
+            return FetchFailed(entry.name, entry.source_uri, str(exc), status="rejected")
+        except ModuleSystemError as exc:  # SourceError, DiskFullError, TransferStopped
+            sink.abort()
+            if isinstance(exc, TransferStopped) or self.ctx.stop.is_set():
+                raise TransferStopped(str(exc)) from exc
+            return FetchFailed(entry.name, entry.source_uri, str(exc))
+        except BaseException:
+            sink.abort()
+            raise
 
     def _download_once(self, entry: Entry, sink: FileSink) -> Mapping[str, str] | None:
         if not self.resumable and sink.size:
