@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 import structlog
 
 from common.exceptions import (
+    DiskFullError,
     ModuleSystemError,
     SourceError,
     TransferStopped,
@@ -93,6 +94,9 @@ class FileSource(BaseModule):
     """True when :meth:`download` continues from ``sink.size`` on a retry (FTP ``REST``);
     otherwise the framework resets the sink before each try."""
     supports: ClassVar[frozenset[str]] = frozenset({"incremental", "rate_limit", "transfers", "delay"})
+    fatal_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    """Errors of :meth:`download` that fail the whole source at once instead of one file
+    (credentials refused: every other file would fail the same way)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -171,6 +175,10 @@ class FileSource(BaseModule):
             sink.abort()
             if isinstance(exc, TransferStopped) or self.ctx.stop.is_set():
                 raise TransferStopped(str(exc)) from exc
+            if isinstance(exc, self.fatal_errors):
+                raise
+            if isinstance(exc, DiskFullError):  # local, not the source's fault
+                return _LocalFailure(entry.name, entry.source_uri, str(exc))
             return FetchFailed(entry.name, entry.source_uri, str(exc))
         except BaseException:
             sink.abort()
@@ -204,6 +212,11 @@ class FileSource(BaseModule):
             yield item
 
 
+@dataclass(frozen=True)
+class _LocalFailure(FetchFailed):
+    """A file that failed here (the temp disk is full), not at the source: not a sign the source is down."""
+
+
 class FailureStreak:
     """Counts files failing one after another; past :data:`MAX_FAILURES_IN_A_ROW` the source is down."""
 
@@ -214,6 +227,8 @@ class FailureStreak:
 
     def saw(self, item: FetchedFile | FetchFailed) -> None:
         """Note one file's outcome; raises TransientSourceError on the limit-th failure in a row."""
+        if isinstance(item, _LocalFailure):
+            return
         if isinstance(item, FetchFailed) and item.status == "failed":
             self.in_a_row += 1
             if self.in_a_row >= self.limit:

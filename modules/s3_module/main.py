@@ -94,6 +94,7 @@ class S3Module(FileSource):
         },
         "dependentRequired": {"access_key_id": ["secret_access_key"], "secret_access_key": ["access_key_id"]},
     }
+    fatal_errors = (S3AuthError,)
     page_size: ClassVar[int] = 1000
     """Keys asked for per ListObjectsV2 page (S3's maximum)."""
 
