@@ -50,6 +50,7 @@ from module_system import (
     watch,
 )
 from modules.s3_module.exceptions import (
+    S3AuthError,
     S3SourceError,
     S3TransientError,
     translate_s3_error,
