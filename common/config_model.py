@@ -112,13 +112,18 @@ class ServiceConfig:
     retry: RetryConfig
     timeout_s: float
     max_connections: int | None
-    """Per-host cap on this service's simultaneous jobs (``limits.max_connections``), or None."""
+    """Per-host cap on connections in use at once by all jobs and transfers of the run
+    (``limits.max_connections``), or None."""
     incremental: bool
     """Skip files whose source identity matches the job's last manifest."""
     max_file_bytes: int
     """Larger files are refused (recorded as rejected)."""
     requests_per_s: float | None
-    """``rate_limit.requests_per_s``, or None."""
+    """``rate_limit.requests_per_s`` (per host), or None."""
+    transfers: int = 1
+    """Files or requests in flight at once inside one job (``transfers``)."""
+    delay_s: float = 0.0
+    """``limits.delay_s``: request starts to one host at least this far apart."""
 
 
 @dataclass(frozen=True)

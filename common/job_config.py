@@ -136,11 +136,13 @@ def _build_service(sid: str, raw: dict[str, Any], defaults: dict[str, Any], base
         module_cls = catalog.load(module_type)
     except (ConfigError, PluginError) as exc:
         raise where.error("type", str(exc)) from None
+    _check_supported(raw, module_cls, module_type, where)
     source = _resolve_source(body["source"], module_cls.source_schema, where, "source")
     fallback = tuple(
         _resolve_source(merge(body["source"], entry), module_cls.source_schema, where, f"fallback[{i}]")
         for i, entry in enumerate(body["fallback"])
     )
+    supported = module_cls.supports
     dest = body["destination"]
     valid_prefix, rejected_prefix = DEFAULT_PREFIXES.get(module_type, GENERIC_PREFIXES)
     destination = DestinationConfig(
@@ -170,10 +172,36 @@ def _build_service(sid: str, raw: dict[str, Any], defaults: dict[str, Any], base
         retry=RetryConfig(**body["retry"]),
         timeout_s=float(body["timeout_s"]),
         max_connections=body.get("limits", {}).get("max_connections", module_cls.default_max_connections),
-        incremental=body["incremental"],
+        incremental=body["incremental"] and "incremental" in supported,
         max_file_bytes=body["max_file_bytes"],
-        requests_per_s=body["rate_limit"]["requests_per_s"] if "rate_limit" in body else None,
+        requests_per_s=(body["rate_limit"]["requests_per_s"] if "rate_limit" in body and "rate_limit" in supported
+                        else None),
+        transfers=body.get("transfers", module_cls.default_transfers) if "transfers" in supported else 1,
+        delay_s=body.get("limits", {}).get("delay_s", 0.0) if "delay" in supported else 0.0,
     )
+
+
+#: Service keys a module must declare in ``supports`` to be given them (``BaseModule.supports``).
+_CAPABILITIES = {"incremental": "incremental", "rate_limit": "rate_limit", "transfers": "transfers",
+                 "limits.delay_s": "delay"}
+
+
+def _check_supported(raw: Mapping[str, Any], module_cls: type[Any], module_type: str, where: _Where) -> None:
+    """A key the service sets that its module cannot honour is a mistake, not a silent no-op.
+
+    Only the service's own keys are checked: a key under ``defaults`` applies to the services
+    whose module supports it and is left out for the others.
+    """
+    supported = module_cls.supports
+    present = {
+        "incremental": bool(raw.get("incremental")),
+        "rate_limit": "rate_limit" in raw,
+        "transfers": "transfers" in raw,
+        "limits.delay_s": bool((raw.get("limits") or {}).get("delay_s")),
+    }
+    for key, capability in _CAPABILITIES.items():
+        if present[key] and capability not in supported:
+            raise where.error(key, f"the {module_type!r} module does not support {key!r}")
 
 
 def resolve_source(raw: Mapping[str, Any], schema: Mapping[str, Any], origin: str = "<source>") -> Any:

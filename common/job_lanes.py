@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 __all__ = ["JobLanes"]
 
@@ -31,7 +31,7 @@ class JobLanes:
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def __enter__(self) -> JobLanes:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

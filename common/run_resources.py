@@ -95,5 +95,5 @@ def _close(item: Any) -> None:
     if callable(close):
         try:
             close()
-        except Exception as exc:  # closing a dead connection must not fail the run
+        except Exception as exc:  # noqa: BLE001 - closing a dead connection must not fail the run
             log.debug("resource_close_failed", error=f"{type(exc).__name__}: {exc}"[:200])

@@ -17,19 +17,27 @@ from common.exceptions import (
     ModuleSystemError,
     PluginError,
     SourceError,
-    Transient,
     TransferStopped,
+    Transient,
     TransientSourceError,
     UploadError,
     is_transient,
 )
-from common.file_sink import FileSink
-from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig
+from common.file_sink import FileSink, FileTooLarge
+from common.interfaces.base_module import (
+    BaseModule,
+    FetchedFile,
+    FetchFailed,
+    JobContext,
+    SourceConfig,
+    Unchanged,
+)
+from common.interfaces.file_source import Entry, FileSource, FileVanished
 from common.plugins import ENTRY_POINT_GROUP
 from common.problems import Problem
 from common.retry import RetryPolicy
 from common.secret import Secret
-from common.transfer_watchdog import ends_on_stop, watch
+from common.transfer_watchdog import ends_on_stop, shut_response, watch
 
 try:
     __version__ = version("module_system")
@@ -37,13 +45,17 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0.0.0"
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "BaseModule",
     "ConfigError",
     "DiskFullError",
-    "ENTRY_POINT_GROUP",
+    "Entry",
     "FetchFailed",
     "FetchedFile",
     "FileSink",
+    "FileSource",
+    "FileTooLarge",
+    "FileVanished",
     "JobContext",
     "ListingIncomplete",
     "ModuleSystemError",
@@ -53,12 +65,14 @@ __all__ = [
     "Secret",
     "SourceConfig",
     "SourceError",
-    "Transient",
     "TransferStopped",
+    "Transient",
     "TransientSourceError",
+    "Unchanged",
     "UploadError",
     "__version__",
     "ends_on_stop",
     "is_transient",
+    "shut_response",
     "watch",
 ]

@@ -13,6 +13,7 @@ Within an attempt each source URI is handled once: a module that yields a second
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 
 from common.manifest import FILE_STATUSES, ManifestEntry
@@ -21,32 +22,47 @@ __all__ = ["JobEntries"]
 
 
 class JobEntries:
-    """Entries of the current attempt, and what earlier attempts landed. One job's thread only."""
+    """Entries of the current attempt, and what earlier attempts landed. Thread-safe: a job's
+    transfers record their files side by side; the manifest keeps the source's order."""
 
     def __init__(self) -> None:
         self.attempt = 0
         """The current attempt, from 1; 0 before the first."""
-        self.files: list[ManifestEntry] = []
-        """The current attempt's entries, in the order handled."""
+        self._files: list[tuple[int, ManifestEntry]] = []
         self._uris: set[str] = set()
         self._landed_before: dict[str, ManifestEntry] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def files(self) -> list[ManifestEntry]:
+        """The current attempt's entries in the source's order (listing order, or the order the
+        module yielded them), whatever order parallel transfers finished in."""
+        with self._lock:
+            return [entry for _, entry in sorted(self._files, key=lambda pair: pair[0])]
 
     def new_attempt(self) -> int:
         """Start the next attempt: the current one's landed entries become abandoned ones."""
         for entry in self.files:
             if entry.key is not None:
                 self._landed_before[entry.key] = entry
-        self.files, self._uris = [], set()
-        self.attempt += 1
-        return self.attempt
+        with self._lock:
+            self._files, self._uris = [], set()
+            self.attempt += 1
+            return self.attempt
 
-    def seen(self, source_uri: str) -> bool:
-        """Whether this attempt already has an entry for ``source_uri``."""
-        return source_uri in self._uris
+    def first_sight(self, source_uri: str) -> bool:
+        """True the first time this attempt meets ``source_uri`` (and notes it); False after."""
+        with self._lock:
+            if source_uri in self._uris:
+                return False
+            self._uris.add(source_uri)
+            return True
 
-    def add(self, entry: ManifestEntry) -> None:
-        self.files.append(entry)
-        self._uris.add(entry.source_uri)
+    def add(self, entry: ManifestEntry, order: int = 0) -> None:
+        """Record ``entry``; ``order`` is its place in the source (listing or yield order)."""
+        with self._lock:
+            self._files.append((order, entry))
+            self._uris.add(entry.source_uri)
 
     def abandoned(self) -> list[ManifestEntry]:
         """Entries of earlier attempts that put an object under a key the last attempt does not account for."""

@@ -3,9 +3,10 @@
 Jobs wait in one queue ordered by priority (higher first, file order among equals).
 ``max_workers`` worker threads (daemon threads, :mod:`orchestrator.worker_threads`) each take the next job from
 the :class:`~orchestrator.job_queue.JobQueue`, run it and take the next: a job starts
-only when every host it connects to has a free slot
-(:class:`~orchestrator.host_slots.HostSlots`); the first such job in queue order goes,
-so priorities hold, and a job waiting for a busy host never holds a worker. This
+only when every host it connects to has a free connection slot
+(:class:`~common.host_limiter.HostLimiters`, the run's one limiter per host, which the jobs'
+parallel transfers share too); the first such job in queue order goes, so priorities hold,
+and a job waiting for a busy host never holds a worker. This
 thread only shows progress every ``refresh_s``. Each job moves
 ``queued -> running -> succeeded | failed | timed_out | cancelled``.
 
@@ -30,10 +31,10 @@ from pathlib import Path
 import structlog
 
 from common.config_model import Batch, JobSpec, Registry
+from common.host_limiter import HostLimiters
 from common.plugins import ModuleCatalog, default_catalog
 from common.s3_uploader import UploaderPool
 from orchestrator.exit_codes import ExitCode
-from orchestrator.host_slots import HostSlots
 from orchestrator.job_queue import JobQueue
 from orchestrator.job_runner import JobResult, JobRunner, RunContext, job_log_path, not_started
 from orchestrator.run_stats import RunStats, StatsSnapshot
@@ -92,8 +93,10 @@ class BatchRun:
             stats=RunStats(len(batch.jobs)),
             router=router, log_dir=options.log_dir, temp_root=temp_root,  # type: ignore[arg-type]
         )
+        self.context.limiters = HostLimiters(self.context.stop)
         self.interrupted = False
-        self.slots = HostSlots()
+        self.slots = self.context.limiters
+        self._job_hosts: dict[str, tuple[str, ...]] = {}
 
     @property
     def run_id(self) -> str:
@@ -146,6 +149,7 @@ class BatchRun:
             if timer is not None:
                 timer.cancel()
             ctx.uploaders.close()
+            ctx.resources.close()
             self.workdir.release()
         outcome = RunOutcome(ctx.run_id, ctx.started_at, dt.datetime.now(dt.timezone.utc),
                              tuple(results[j.job_id] for j in self.batch.jobs), self.interrupted,
@@ -160,7 +164,8 @@ class BatchRun:
         cls = self.context.catalog.load(service.type)
         hosts = tuple(dict.fromkeys(h for source in job.sources for h in cls.hosts(source)))
         for host in hosts:
-            self.slots.declare(host, service.max_connections)
+            self.slots.declare(host, service.max_connections, service.requests_per_s, service.delay_s)
+        self._job_hosts[job.job_id] = hosts
         return hosts
 
     def _not_started(self, job: JobSpec) -> JobResult:
@@ -187,7 +192,7 @@ class BatchRun:
         try:
             try:
                 ctx.router.open(job.job_id, job_log_path(ctx, job, service))
-                runner = JobRunner(ctx, job, service)
+                runner = JobRunner(ctx, job, service, self._job_hosts.get(job.job_id, ()))
             except Exception as exc:  # e.g. a log file or destination client that cannot be made
                 log.error("job_setup_failed", error=str(exc)[:300])
                 ctx.stats.job_moved("queued", "failed")

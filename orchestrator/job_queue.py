@@ -6,7 +6,7 @@ nobody (a job costs one lock round, not a future, a waiter and a wake-up of the 
 thread).
 
 Start order is the batch's (higher ``priority`` first, then file order). A job whose hosts
-have no free slot (:class:`~orchestrator.host_slots.HostSlots`) is set aside, grouped by
+have no free slot (:class:`~common.host_limiter.HostLimiters`) is set aside, grouped by
 its hosts, and the jobs behind it may start first; it starts as soon as a slot frees,
 before any later job. Set-aside jobs never hold a worker, so a cap lower than the number
 of workers cannot deadlock.
@@ -19,13 +19,13 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 
 from common.config_model import JobSpec
-from orchestrator.host_slots import HostSlots
+from common.host_limiter import HostLimiters
 
 __all__ = ["JobQueue"]
 
 
 class JobQueue:
-    def __init__(self, jobs: Sequence[JobSpec], hosts: Mapping[str, tuple[str, ...]], slots: HostSlots,
+    def __init__(self, jobs: Sequence[JobSpec], hosts: Mapping[str, tuple[str, ...]], slots: HostLimiters,
                  stop: threading.Event) -> None:
         self._pending = deque(jobs)
         self._rank = {job.job_id: index for index, job in enumerate(jobs)}

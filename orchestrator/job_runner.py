@@ -20,24 +20,40 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import structlog
 
 from common.config_model import DestinationConfig, JobSpec, ServiceConfig
 from common.exceptions import ModuleSystemError, is_transient
 from common.file_sink import PartHashing
-from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, Unchanged
+from common.host_limiter import HostLimiters, JobHosts
+from common.interfaces.base_module import (
+    BaseModule,
+    FetchedFile,
+    FetchFailed,
+    JobContext,
+    Unchanged,
+)
+from common.interfaces.file_source import Entry, FailureStreak, FileSource
+from common.job_lanes import JobLanes
 from common.key_claims import KeyClaims, Owner
 from common.logger import JobLogRouter, job_log_name
-from common.manifest import FILE_STATUSES, ManifestEntry, load_landed, manifest_key, public_source
+from common.manifest import (
+    FILE_STATUSES,
+    ManifestEntry,
+    load_landed,
+    manifest_key,
+    public_source,
+)
 from common.plugins import ModuleCatalog
 from common.problems import Problem
-from common.rate_limit import RatePacer
 from common.retry import RetryPolicy
+from common.run_resources import RunResources
 from common.s3_uploader import UploaderPool
 from common.safe_names import ERRORS_SUFFIX, file_keys
 from common.secret import redact
@@ -66,19 +82,13 @@ class RunContext:
     stop: threading.Event = field(default_factory=threading.Event)
     stop_reason: str = "interrupted"
     """``timeout`` (past --monitor-duration) or ``interrupted`` (a signal)."""
-    pacers: dict[str, RatePacer] = field(default_factory=dict)
     claims: KeyClaims = field(default_factory=KeyClaims)
     """Which job and source own which destination key in this run (docs/KEYS.md)."""
-    _pacers_lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def pacer_for(self, service: ServiceConfig) -> RatePacer | None:
-        """The service's shared request pacer (``rate_limit``), or None."""
-        if service.requests_per_s is None:
-            return None
-        with self._pacers_lock:
-            if service.service_id not in self.pacers:
-                self.pacers[service.service_id] = RatePacer(service.requests_per_s, self.stop)
-            return self.pacers[service.service_id]
+    limiters: HostLimiters = field(default_factory=HostLimiters)
+    """One limiter per host (connections, rate, delay), for every job and module of the run;
+    made with the run's ``stop`` by the executor."""
+    resources: RunResources = field(default_factory=RunResources)
+    """Clients and session pools of the run's modules, closed when the run ends."""
 
     def stopped_status(self) -> JobStatus:
         return "timed_out" if self.stop_reason == "timeout" else "cancelled"
@@ -117,11 +127,47 @@ def not_started(job: JobSpec, status: JobStatus, error: str) -> JobResult:
                      error, None, None, None)
 
 
+class _Lanes:
+    """A job's transfers: at most ``width`` tasks in flight; a task's error is raised in the
+    submitting thread (at the next submit, or on leaving the block)."""
+
+    def __init__(self, width: int, name: str, stop: threading.Event) -> None:
+        self._width = max(1, width)
+        self._pool = JobLanes(self._width, name)
+        self._pending: set[Future[None]] = set()
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        while len(self._pending) >= self._width:
+            self._reap(FIRST_COMPLETED)
+        self._pending.add(self._pool.submit(fn, *args))
+
+    def _reap(self, when: str) -> None:
+        done, pending = wait(self._pending, return_when=when)
+        self._pending = set(pending)
+        for future in done:
+            future.result()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if exc_type is None:
+                self._reap(ALL_COMPLETED)
+        finally:
+            self._pool.close()  # what has not started is cancelled; what runs ends first
+
+
 class JobRunner:
-    def __init__(self, run: RunContext, job: JobSpec, service: ServiceConfig) -> None:
+    def __init__(self, run: RunContext, job: JobSpec, service: ServiceConfig, hosts: tuple[str, ...] = ()) -> None:
         self.run = run
         self.job = job
         self.service = service
+        self.hosts = JobHosts(run.limiters, admitted=hosts, concurrency=service.max_connections,
+                              requests_per_s=service.requests_per_s, delay_s=service.delay_s)
+        """The job's use of the run's host limiters; ``hosts`` are those the executor admitted it on."""
+        self._streak = FailureStreak(service.type)
+        self._streak_lock = threading.Lock()
         self.entries = JobEntries()
         self.previous: dict[str, ManifestEntry] = {}
         """Landed files of the job's last manifest (incremental services only)."""
@@ -160,7 +206,7 @@ class JobRunner:
         except Exception as exc:
             error = _one_line(exc)
             if not isinstance(exc, ModuleSystemError):
-                log.error("job_crashed", error=error, exc_info=True)
+                log.exception("job_crashed", error=error)
         finished = _now()
         unwritten = self._write_manifest(status, started, finished, source_used, error)
         if unwritten is not None and error is not None and error.endswith(_SEE_MANIFEST):  # there is none to see
@@ -176,35 +222,40 @@ class JobRunner:
     # ------------------------------------------------------------------ sources
 
     def _run_sources(self) -> str | int:
-        """Try the primary source, then each fallback; job-level retries on each."""
+        """Try the primary source, then each fallback, each under the job's retry policy."""
         cls = self.run.catalog.load(self.service.type)
         last: Exception | None = None
         for index, source in enumerate(self.job.sources):
             label: str | int = "primary" if index == 0 else index - 1
-            for attempt in range(1, self.service.retry.attempts + 1):
-                self.attempts += 1
-                self.entries.new_attempt()
-                try:
-                    self._ingest(cls, source)
-                    if index:
-                        log.warning("fallback_used", source_used=label, reason=_one_line(last) if last else None)
-                    return label
-                except _Stopped:
-                    raise
-                except Exception as exc:
-                    if self.run.stop.is_set():  # e.g. TransferStopped: the watchdog cut a read
-                        raise _Stopped() from exc
-                    last = exc
-                    transient = is_transient(exc)
-                    log.warning("source_failed", source=label, attempt=attempt, transient=transient,
-                                error=_one_line(exc))
-                    if not transient or attempt == self.service.retry.attempts:
-                        break
-                    if self.run.stop.wait(self.retry.delay(attempt, exc)):
-                        raise _Stopped() from exc
-                    self.run.stats.retried()
+            try:
+                self.retry.call(self._attempt, cls, source, label, what=f"source {label}")
+            except _Stopped:
+                raise
+            except Exception as exc:
+                if self.run.stop.is_set():  # e.g. TransferStopped: the watchdog cut a read
+                    raise _Stopped() from exc
+                last = exc
+                continue
+            if index:
+                log.warning("fallback_used", source_used=label, reason=_one_line(last) if last else None)
+            return label
         assert last is not None
         raise last
+
+    def _attempt(self, cls: type[BaseModule], source: Mapping[str, Any], label: str | int) -> None:
+        """One try of one source: a new attempt's entries, the module run to its end."""
+        self.attempts += 1
+        attempt = self.entries.new_attempt()
+        try:
+            self._ingest(cls, source)
+        except _Stopped:
+            raise
+        except Exception as exc:
+            if self.run.stop.is_set():
+                raise _Stopped() from exc
+            log.warning("source_failed", source=label, attempt=attempt, transient=is_transient(exc),
+                        error=_one_line(exc))
+            raise
 
     def _ingest(self, cls: type[BaseModule], source: Mapping[str, Any]) -> None:
         workdir = Path(tempfile.mkdtemp(prefix=f"{self.job.job_id}-", dir=self.run.temp_root))
@@ -213,49 +264,94 @@ class JobRunner:
             module=self.service.type, validators=validators_for(self.service.validate), retry=self.retry,
             timeout_s=self.service.timeout_s, stop=self.run.stop, max_file_bytes=self.service.max_file_bytes,
             previous={uri: entry.identity for uri, entry in self.previous.items()},
-            pacer=pacer.wait if (pacer := self.run.pacer_for(self.service)) else None,
             parts=_part_hashing(self.service.destination),
+            transfers=self.service.transfers, hosts=self.hosts, resources=self.run.resources,
         )
         module = cls(source, ctx)
-        files: Iterator[FetchedFile | FetchFailed | Unchanged] = iter(())
+        self._streak = FailureStreak(self.service.type)
         try:
-            files = module.fetch(workdir)
-            while True:
-                if self.run.stop.is_set():
-                    raise _Stopped()
-                try:
-                    file = next(files)
-                except StopIteration:
-                    break
-                if self.entries.seen(file.source_uri):
-                    self._duplicate(file)
-                    continue
-                if isinstance(file, FetchFailed):
-                    self._record(ManifestEntry(file.source_uri, None, 0, "", file.status, (Problem(file.error),)), 0)
-                    (log.error if file.status == "failed" else log.warning)(
-                        "file_not_fetched", uri=file.source_uri, status=file.status, error=file.error)
-                    continue
-                if isinstance(file, Unchanged):
-                    self._record_unchanged(file)
-                    continue
-                try:
-                    self._handle(module, file)
-                finally:
-                    file.path.unlink(missing_ok=True)
+            with _Lanes(self.service.transfers, f"{self.job.job_id}-transfer", self.run.stop) as lanes:
+                if isinstance(module, FileSource):
+                    self._run_file_source(module, lanes, workdir)
+                else:
+                    self._run_fetch(module, lanes, workdir)
             if self.run.stop.is_set():
                 raise _Stopped()
         finally:
-            getattr(files, "close", lambda: None)()
             module.close()
             shutil.rmtree(workdir, ignore_errors=True)
 
+    def _run_file_source(self, module: FileSource, lanes: _Lanes, workdir: Path) -> None:
+        """The file-source template: list, filter, settle, then ``transfers`` downloads at once."""
+        order = 0
+        for entry in module.list_entries():
+            if self.run.stop.is_set():
+                raise _Stopped()
+            if not module.wanted(entry):
+                continue
+            order += 1
+            if not self.entries.first_sight(entry.source_uri):
+                self._duplicate(entry.name, entry.source_uri, order)
+                continue
+            settled = module.settle(entry)
+            if settled is not None:
+                self._take(module, settled, order)
+                continue
+            lanes.submit(self._transfer, module, entry, workdir, order)
+
+    def _transfer(self, module: FileSource, entry: Entry, workdir: Path, order: int) -> None:
+        """One lane's work for one entry: download (in a slot of its host), validate, land."""
+        if self.run.stop.is_set():
+            return
+        item = module.fetch_entry(entry, workdir)
+        if item is not None:
+            self._take(module, item, order, count_streak=True)
+
+    def _run_fetch(self, module: BaseModule, lanes: _Lanes, workdir: Path) -> None:
+        """A module with its own loop: what it yields is validated and landed ``transfers`` at once."""
+        files = module.fetch(workdir)
+        try:
+            for order, item in enumerate(files, start=1):
+                if self.run.stop.is_set():
+                    if isinstance(item, FetchedFile):
+                        item.path.unlink(missing_ok=True)
+                    raise _Stopped()
+                if not self.entries.first_sight(item.source_uri):
+                    if isinstance(item, FetchedFile):
+                        item.path.unlink(missing_ok=True)
+                    self._duplicate(item.name, item.source_uri, order, item)
+                elif isinstance(item, FetchedFile):
+                    lanes.submit(self._take, module, item, order)
+                else:
+                    self._take(module, item, order)
+        finally:
+            getattr(files, "close", lambda: None)()
+
+    def _take(self, module: BaseModule, item: FetchedFile | FetchFailed | Unchanged, order: int,
+              count_streak: bool = False) -> None:
+        """Record what became of one source file (validating and landing a fetched one)."""
+        if isinstance(item, FetchFailed):
+            self._record(ManifestEntry(item.source_uri, None, 0, "", item.status, (Problem(item.error),)), 0, order)
+            (log.error if item.status == "failed" else log.warning)(
+                "file_not_fetched", uri=item.source_uri, status=item.status, error=item.error)
+        elif isinstance(item, Unchanged):
+            self._record_unchanged(item, order)
+        else:
+            try:
+                self._handle(module, item, order)
+            finally:
+                item.path.unlink(missing_ok=True)
+        if count_streak and not isinstance(item, Unchanged):
+            with self._streak_lock:
+                self._streak.saw(item)
+
     # ------------------------------------------------------------------ one file
 
-    def _handle(self, module: BaseModule, file: FetchedFile) -> None:
+    def _handle(self, module: BaseModule, file: FetchedFile, order: int) -> None:
         try:
             problems = module.validate(file)
         except Exception as exc:  # a crashing validator rejects the file, it does not sink the job
-            log.error("validator_crashed", uri=file.source_uri, error=_one_line(exc), exc_info=True)
+            log.exception("validator_crashed", uri=file.source_uri, error=_one_line(exc))
             problems = [Problem(f"validator failed: {_one_line(exc)}")]
         problems, unchecked = judge(problems, file.name, self.service.on_unchecked,
                                     validators_for(self.service.validate).suffixes())
@@ -263,11 +359,11 @@ class JobRunner:
         try:
             keys = file_keys(file.name, self.prefix, self.rejected_prefix, rejected=bool(problems))
         except ValueError as exc:
-            self._record(self._refused(file, str(exc)), file.size)
+            self._record(self._refused(file, str(exc)), file.size, order)
             return
         refused = self.run.claims.claim(bucket, keys.writes, self._owner(file.source_uri))
         if refused is not None:
-            self._record(self._refused(file, refused), file.size)
+            self._record(self._refused(file, refused), file.size, order)
             return
         if problems:
             key = keys.key
@@ -295,7 +391,7 @@ class JobRunner:
                 entry = self._failed(file, exc)
         if entry.status != "failed":
             entry = self._remove_stale(entry, keys.stale)
-        self._record(entry, file.size)
+        self._record(entry, file.size, order)
 
     def _remove_stale(self, entry: ManifestEntry, keys: tuple[str, ...]) -> ManifestEntry:
         """Delete our objects at ``keys``: the copy under the other prefix of a file that just landed.
@@ -317,25 +413,25 @@ class JobRunner:
                                      entry.identity)
         return entry
 
-    def _record_unchanged(self, file: Unchanged) -> None:
+    def _record_unchanged(self, file: Unchanged, order: int) -> None:
         before = self.previous.get(file.source_uri)
         if before is None:  # a module that yields Unchanged without ctx.unchanged() saying so
             self._record(ManifestEntry(file.source_uri, None, 0, "", "failed",
-                                       (Problem("reported unchanged but not in the last manifest"),)), 0)
+                                       (Problem("reported unchanged but not in the last manifest"),)), 0, order)
             return
         assert before.key is not None  # load_landed keeps only entries with a key
         refused = self.run.claims.claim(self.service.destination.bucket, (before.key,), self._owner(file.source_uri))
         if refused is not None:
             log.error("file_key_refused", uri=file.source_uri, error=refused)
             self._record(ManifestEntry(file.source_uri, None, before.size, before.sha256, "failed",
-                                       (Problem(refused),), file.identity), 0)
+                                       (Problem(refused),), file.identity), 0, order)
             return
         self._record(ManifestEntry(file.source_uri, before.key, before.size, before.sha256, "skipped_unchanged",
-                                   (), file.identity, before.unchecked), before.size)
+                                   (), file.identity, before.unchecked), before.size, order)
         log.debug("file_unchanged", uri=file.source_uri, key=before.key)
 
-    def _record(self, entry: ManifestEntry, size: int) -> None:
-        self.entries.add(entry)
+    def _record(self, entry: ManifestEntry, size: int, order: int) -> None:
+        self.entries.add(entry, order)
         self.run.stats.file_done(entry.status, size)
 
     def _owner(self, source_uri: str) -> Owner:
@@ -346,15 +442,14 @@ class JobRunner:
         return ManifestEntry(file.source_uri, None, file.size, file.sha256, "failed", (Problem(reason),),
                              file.identity)
 
-    def _duplicate(self, file: FetchedFile | FetchFailed | Unchanged) -> None:
+    def _duplicate(self, name: str, source_uri: str, order: int,
+                   file: FetchedFile | FetchFailed | Unchanged | None = None) -> None:
         """A second file with a source URI this attempt already handled: not uploaded, ``failed``."""
-        if isinstance(file, FetchedFile):
-            file.path.unlink(missing_ok=True)
-        reason = (f"duplicate source_uri {file.source_uri} (name {file.name!r}): the module yielded it "
+        reason = (f"duplicate source_uri {source_uri} (name {name!r}): the module yielded it "
                   "more than once; not uploaded")
-        log.error("file_duplicate_uri", uri=file.source_uri, name=file.name)
+        log.error("file_duplicate_uri", uri=source_uri, name=name)
         size, digest = (file.size, file.sha256) if isinstance(file, FetchedFile) else (0, "")
-        self._record(ManifestEntry(file.source_uri, None, size, digest, "failed", (Problem(reason),)), size)
+        self._record(ManifestEntry(source_uri, None, size, digest, "failed", (Problem(reason),)), size, order)
 
     def _failed(self, file: FetchedFile, exc: Exception) -> ManifestEntry:
         log.error("file_failed", uri=file.source_uri, error=_one_line(exc))

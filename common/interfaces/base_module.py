@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,8 +168,6 @@ class JobContext:
     """Files larger than this are refused (``max_file_bytes``); sinks enforce it too."""
     previous: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """Source identities (by source URI) from the last manifest when ``incremental`` is on."""
-    pacer: Callable[[], None] | None = None
-    """Blocks until the service's ``rate_limit`` allows one more request; None: no limit."""
     parts: PartHashing | None = None
     """Per-part SHA-256s the sinks stream for large files (set by the runner when the
     destination sends SHA-256 part checksums); None: none."""
@@ -218,11 +216,6 @@ class JobContext:
         return bool(identity) and before is not None and all(
             k in before and before[k] == str(v) for k, v in identity.items())
 
-    def pace(self) -> None:
-        """Wait for the service's ``rate_limit`` (call before each request); no-op without one."""
-        if self.pacer is not None:
-            self.pacer()
-
 
 class BaseModule(abc.ABC):
     """Base class of source modules, registered under the ``module_system.modules``
@@ -236,8 +229,16 @@ class BaseModule(abc.ABC):
 
     source_schema: ClassVar[Mapping[str, Any]]
     default_max_connections: ClassVar[int | None] = None
-    """Per-host cap on simultaneous jobs when a service sets no ``limits.max_connections``;
-    None means no cap."""
+    """Per-host cap on connections in use at once (all jobs and transfers of a run) when a service
+    sets no ``limits.max_connections``; None means no cap."""
+    default_transfers: ClassVar[int] = 8
+    """Files or requests in flight inside one job when the service sets no ``transfers``."""
+    supports: ClassVar[frozenset[str]] = frozenset()
+    """Service keys the module honours, of ``incremental`` (it yields :class:`Unchanged` when
+    :meth:`JobContext.unchanged` says so), ``rate_limit`` and ``delay`` (``limits.delay_s``: every
+    request runs in :meth:`JobContext.slot`), ``transfers`` (it runs requests in
+    :meth:`JobContext.lanes`). A service setting a key its module does not support is a config
+    error. A :class:`~common.interfaces.file_source.FileSource` supports them all."""
 
     @classmethod
     def hosts(cls, source: SourceConfig) -> tuple[str, ...]:

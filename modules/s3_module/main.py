@@ -8,8 +8,8 @@ Registry keys read (``source`` of a ``type: s3`` service):
     Only keys starting with it; the file name is the key relative to the prefix's folder
     (the prefix up to its last ``/``), sub-folders kept: ``prefix: data`` keeps the names
     ``data/x`` and ``datax`` whole, ``prefix: data/`` names ``data/x`` as ``x``.
-``include``
-    Glob patterns (``fnmatch``, case-sensitive) on an object's base name; default all.
+``include``, ``exclude``
+    Glob patterns on an object's base name (the file-source template's keys).
 ``endpoint_url``
     An S3-compatible endpoint; ``null`` or ``""`` means AWS itself.
 ``region``
@@ -17,34 +17,44 @@ Registry keys read (``source`` of a ``type: s3`` service):
 ``access_key_id``, ``secret_access_key``
     Secrets; when absent (or empty) boto3's default credential chain applies.
 
-Objects are listed in key order (ListObjectsV2, one page at a time, each page
-retried on its own) and downloaded one at a time in 64 KiB reads, under the transfer watchdog, into a hashing
-sink; a retried download starts the file over. A page that says the listing is truncated
-without a continuation token ends the listing with ListingIncomplete (the job fails once
-the objects listed so far have landed). "Folder" markers (keys ending in
-``/``) are skipped, and so is an object deleted between listing and download.
+The module is a :class:`~module_system.FileSource`: it lists objects in key order
+(ListObjectsV2, one page at a time, each page retried on its own, in a connection slot of the
+endpoint) and downloads one object in 64 KiB reads, under the transfer watchdog, into the
+sink the framework gives it; the framework filters, skips unchanged objects, enforces
+``max_file_bytes``, retries (a retried download starts the file over) and runs ``transfers``
+downloads at once. A page that says the listing is truncated without a continuation token
+ends the listing with ListingIncomplete (the job fails once the objects listed so far have
+landed). "Folder" markers (keys ending in ``/``) are skipped, and so is an object deleted
+between listing and download (:class:`~module_system.FileVanished`).
 
-One boto3 client is shared by every job of the process reading the same endpoint,
-region and credentials (clients are thread-safe, sessions are not).
+One boto3 client is shared by every transfer and job of the run reading the same endpoint,
+region and credentials (``ctx.resources.shared``; clients are thread-safe).
 """
 
 from __future__ import annotations
 
-import fnmatch
-import os
-import threading
 from collections.abc import Iterator, Mapping
-from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
 import structlog
 
-from common.exceptions import DiskFullError, ListingIncomplete
-from common.file_sink import FileSink, FileTooLarge
-from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, Unchanged
-from common.secret import Secret
-from common.transfer_watchdog import ends_on_stop, shut_response, watch
-from modules.s3_module.exceptions import S3AuthError, S3SourceError, S3TransientError, translate_s3_error
+from common.run_resources import RunResources
+from module_system import (
+    Entry,
+    FileSink,
+    FileSource,
+    FileVanished,
+    ListingIncomplete,
+    Secret,
+    shut_response,
+    watch,
+)
+from modules.s3_module.exceptions import (
+    S3AuthError,
+    S3SourceError,
+    S3TransientError,
+    translate_s3_error,
+)
 
 __all__ = ["S3Module", "s3_client_for"]
 
@@ -59,7 +69,7 @@ MAX_POOL_CONNECTIONS = 50
 BOTOCORE_MAX_ATTEMPTS = 2
 
 
-class S3Module(BaseModule):
+class S3Module(FileSource):
     """Reads objects from one S3 bucket (see the module docstring for its keys)."""
 
     source_schema: ClassVar[Mapping[str, Any]] = {
@@ -72,8 +82,6 @@ class S3Module(BaseModule):
             "prefix": {"type": "string", "default": "",
                        "description": "Only keys starting with this; names are relative to its folder "
                                       "(the prefix up to its last `/`)."},
-            "include": {"type": "array", "items": {"type": "string", "minLength": 1}, "default": ["*"],
-                        "description": "Glob patterns on the object's base name; an object matching any is read."},
             "endpoint_url": {"type": ["string", "null"], "default": None,
                              "description": "S3-compatible endpoint URL; null or empty for AWS."},
             "region": {"type": "string", "minLength": 1, "default": "us-east-1",
@@ -87,6 +95,7 @@ class S3Module(BaseModule):
         },
         "dependentRequired": {"access_key_id": ["secret_access_key"], "secret_access_key": ["access_key_id"]},
     }
+    fatal_errors = (S3AuthError,)
     page_size: ClassVar[int] = 1000
     """Keys asked for per ListObjectsV2 page (S3's maximum)."""
 
@@ -95,48 +104,38 @@ class S3Module(BaseModule):
         """The S3 endpoint; no cap unless the service sets ``limits.max_connections``."""
         return (source["endpoint_url"] or f"https://s3.{source['region']}.amazonaws.com",)
 
-    @ends_on_stop
-    def fetch(self, workdir: Path) -> Iterator[FetchedFile | FetchFailed | Unchanged]:
-        """Each object under ``prefix`` matching ``include``, in key order.
+    def list_entries(self) -> Iterator[Entry]:
+        """Each object under ``prefix``, in key order (folder markers left out).
 
         Raises :class:`~modules.s3_module.exceptions.S3SourceError` (``S3AuthError``,
-        ``S3TransientError``) when the bucket cannot be listed or access is denied; an
-        object that cannot be read after retries is yielded as FetchFailed.
+        ``S3TransientError``) when the bucket cannot be listed or access is denied.
         """
         bucket, prefix = self.source["bucket"], self.source["prefix"]
-        if self.ctx.stop.is_set():
-            return
-        client = s3_client_for(self.source, self.ctx.timeout_s)
         log.info("s3_listing_started", bucket=bucket, prefix=prefix)
         count = 0
-        for obj in self._objects(client):
-            if self.ctx.stop.is_set():
-                log.info("s3_fetch_stopped", bucket=bucket, files=count)
-                return
-            uri = f"s3://{bucket}/{obj['Key']}"
-            version = {"etag": str(obj.get("ETag", "")).strip('"'), "size": str(obj["Size"])}
-            if self.ctx.unchanged(uri, version):
-                yield Unchanged(self._name(obj["Key"]), uri, version)
-                continue
-            if obj["Size"] > self.ctx.max_file_bytes:
-                yield FetchFailed(obj["Key"], uri, f"{obj['Size']} bytes, over max_file_bytes "
-                                  f"({self.ctx.max_file_bytes})", status="rejected")
-                continue
-            try:
-                fetched = self._download(client, obj, workdir)
-            except S3AuthError:
-                raise
-            except FileTooLarge as exc:  # grew between listing and download
-                yield FetchFailed(obj["Key"], uri, str(exc), status="rejected")
-                continue
-            except (S3SourceError, DiskFullError) as exc:
-                yield FetchFailed(obj["Key"], uri, str(exc))
-                continue
-            if fetched is None:
-                continue
+        for obj in self._objects(self._client()):
             count += 1
-            yield fetched
-        log.info("s3_listing_finished", bucket=bucket, prefix=prefix, files=count)
+            key = obj["Key"]
+            yield Entry(self._name(key), f"s3://{bucket}/{key}", obj["Size"],
+                        {"etag": str(obj.get("ETag", "")).strip('"'), "size": str(obj["Size"])},
+                        handle=obj)
+        log.info("s3_listing_finished", bucket=bucket, prefix=prefix, objects=count)
+
+    def download(self, entry: Entry, sink: FileSink) -> Mapping[str, str]:
+        """The object streamed into ``sink``; the marks of what was read (the response's ETag)."""
+        obj = entry.handle
+        try:
+            response = self._get(self._client(), obj["Key"], sink)
+        except S3SourceError as exc:
+            if getattr(exc, "code", None) in ("NoSuchKey", "404"):
+                raise FileVanished(f"{entry.source_uri} was deleted after the listing") from exc
+            raise
+        # What was read is what the response described, even if the object changed after it was listed.
+        return {"etag": str(response.get("ETag", entry.identity.get("etag", ""))).strip('"'), "size": str(sink.size),
+                "last_modified": _iso(response.get("LastModified"), _iso(obj.get("LastModified"), ""))}
+
+    def _client(self) -> Any:
+        return s3_client_for(self.source, self.ctx.timeout_s, self.ctx.resources)
 
     # ------------------------------------------------------------------ listing
 
@@ -147,16 +146,13 @@ class S3Module(BaseModule):
         is truncated but gives no continuation token (or the one it was asked with).
         """
         bucket, prefix = self.source["bucket"], self.source["prefix"]
-        patterns = tuple(self.source["include"])
         token: str | None = None
+        host = type(self).hosts(self.source)[0]
         while True:
-            page = self.ctx.retry.call(self._list_page, client, token, what=f"list s3://{bucket}/{prefix}")
+            with self.ctx.slot(host):
+                page = self.ctx.retry.call(self._list_page, client, token, what=f"list s3://{bucket}/{prefix}")
             for obj in page.get("Contents", ()):
-                key = obj["Key"]
-                if key.endswith("/"):
-                    continue
-                base = PurePosixPath(key).name
-                if any(fnmatch.fnmatchcase(base, pattern) for pattern in patterns):
+                if not obj["Key"].endswith("/"):
                     yield obj
             if not page.get("IsTruncated"):
                 return
@@ -183,34 +179,9 @@ class S3Module(BaseModule):
 
     # ------------------------------------------------------------------ download
 
-    def _download(self, client: Any, obj: Mapping[str, Any], workdir: Path) -> FetchedFile | None:
-        """The object streamed into a sink; None when it vanished since the listing."""
-        bucket, key = self.source["bucket"], obj["Key"]
-        listed_etag = str(obj.get("ETag", "")).strip('"')
-        identity = {"etag": listed_etag, "size": str(obj["Size"]),
-                    "last_modified": _iso(obj.get("LastModified"), "")}
-        sink = self.ctx.new_file(workdir, self._name(key), f"s3://{bucket}/{key}", identity)
-        with sink:
-            try:
-                response = self.ctx.retry.call(self._get, client, key, sink, what=f"get s3://{bucket}/{key}")
-            except S3SourceError as exc:
-                if getattr(exc, "code", None) in ("NoSuchKey", "404"):
-                    log.warning("s3_object_vanished", bucket=bucket, key=key)
-                    sink.abort()
-                    return None
-                raise
-            # What was read is what the response described, even if the object
-            # changed after it was listed.
-            sink.identity = {"etag": str(response.get("ETag", listed_etag)).strip('"'), "size": str(sink.size),
-                             "last_modified": _iso(response.get("LastModified"), identity["last_modified"])}
-            fetched = sink.finish()
-        log.debug("s3_object_fetched", bucket=bucket, key=key, bytes=fetched.size, sha256=fetched.sha256)
-        return fetched
-
     def _get(self, client: Any, key: str, sink: FileSink) -> Mapping[str, Any]:
         """One download attempt from byte 0; the response metadata without its body."""
         bucket = self.source["bucket"]
-        sink.reset()
         holder: dict[str, Any] = {}
         uri = f"s3://{bucket}/{key}"
         try:
@@ -257,40 +228,27 @@ def _is_library_error(exc: BaseException) -> bool:
 
 # ---------------------------------------------------------------------- clients
 
-_clients: dict[tuple[Any, ...], Any] = {}
-_clients_lock = threading.Lock()
 
-
-def _reset_clients_after_fork() -> None:
-    # A forked child must not reuse the parent's connection pools (or a held lock).
-    global _clients_lock
-    _clients.clear()
-    _clients_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_clients_after_fork)
-
-
-def s3_client_for(source: Mapping[str, Any], timeout_s: float) -> Any:
-    """The process-wide boto3 S3 client for ``source``'s endpoint, region and credentials."""
+def s3_client_for(source: Mapping[str, Any], timeout_s: float, resources: RunResources) -> Any:
+    """The run's boto3 S3 client for ``source``'s endpoint, region and credentials (boto3 clients
+    are thread-safe: every transfer of every job reading that endpoint shares one connection pool)."""
     endpoint = source["endpoint_url"] or None
     region = source["region"]
     access_key = source.get("access_key_id") or None
     secret_key = source.get("secret_access_key") or None
     # Secrets are kept as Secret objects in the key: equal values hash equal, never print.
     verify = bool(source["verify_tls"])
-    cache_key = (endpoint, region, _as_secret(access_key), _as_secret(secret_key), float(timeout_s), verify)
-    with _clients_lock:
-        client = _clients.get(cache_key)
-        if client is None:
-            if not verify:
-                log.warning("tls_verification_disabled", endpoint_url=endpoint)
-            client = _new_client(endpoint, region, access_key, secret_key, timeout_s, verify)
-            _clients[cache_key] = client
-            log.debug("s3_client_created", endpoint_url=endpoint, region=region,
-                      credentials="explicit" if access_key else "default_chain")
-        return client
+    cache_key = ("s3-source", endpoint, region, _as_secret(access_key), _as_secret(secret_key), float(timeout_s),
+                 verify)
+
+    def make() -> Any:
+        if not verify:
+            log.warning("tls_verification_disabled", endpoint_url=endpoint)
+        log.debug("s3_client_created", endpoint_url=endpoint, region=region,
+                  credentials="explicit" if access_key else "default_chain")
+        return _new_client(endpoint, region, access_key, secret_key, timeout_s, verify)
+
+    return resources.shared(cache_key, make)
 
 
 def _as_secret(value: Any) -> Secret | None:

@@ -42,8 +42,10 @@ def run(project: Project, service: dict, bucket: str) -> tuple[subprocess.Comple
     project.env["LOG_LEVEL"] = "INFO"
     project.write_registry({
         "version": 1,
+        # One transfer at a time: the temp dir must hold only the file in hand (with N transfers
+        # it must hold N files at once, which a 1 MiB disk cannot, so which file fails would vary).
         "defaults": {"destination": {"bucket": bucket, "endpoint_url": "${S3_URL}"},
-                     "retry": {"attempts": 3, "backoff_s": 0.01, "max_backoff_s": 0.1}},
+                     "retry": {"attempts": 3, "backoff_s": 0.01, "max_backoff_s": 0.1}, "transfers": 1},
         "services": {"full": service},
     })
     batch = project.write_batch([{"job_id": "full_1", "service_id": "full"}])

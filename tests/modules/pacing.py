@@ -1,18 +1,18 @@
-"""A test double around the service's RatePacer that can judge request arrival times."""
+"""A host limiter's pacing that can judge request arrival times."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from common.rate_limit import RatePacer
+from common.host_limiter import HostLimiter
 
 #: Clock tolerance when comparing request arrival times with pacing slots, in seconds.
 CLOCK_TOLERANCE_S = 0.002
 
 
 class RecordingPacer:
-    """The service's RatePacer, noting when the first request asked to go.
+    """A host limiter's rate, noting when the first request asked to go.
 
     The pacer gives each request a slot at least 1/N after the one before, and a request
     never starts before its slot; a request may start late (a thread scheduled late), never
@@ -23,7 +23,8 @@ class RecordingPacer:
 
     def __init__(self, requests_per_s: float) -> None:
         self.per_s = requests_per_s
-        self._pacer = RatePacer(requests_per_s)
+        self._pacer = HostLimiter("paced")
+        self._pacer.tighten(requests_per_s=requests_per_s)
         self.first: float | None = None
         self._lock = threading.Lock()
 
@@ -31,7 +32,7 @@ class RecordingPacer:
         with self._lock:
             if self.first is None:
                 self.first = time.monotonic()
-        self._pacer.wait()
+        self._pacer.pace()
 
     def assert_paced(self, arrivals: list[float]) -> None:
         assert self.first is not None

@@ -29,6 +29,15 @@ def test_source_uris_are_seen_per_attempt() -> None:
     entries = JobEntries()
     entries.new_attempt()
     entries.add(entry("u", "k"))
-    assert entries.seen("u")
+    assert not entries.first_sight("u")
     entries.new_attempt()
-    assert not entries.seen("u")
+    assert entries.first_sight("u")
+    assert not entries.first_sight("u")
+
+
+def test_files_keep_the_source_order_whatever_order_they_finished_in() -> None:
+    entries = JobEntries()
+    entries.new_attempt()
+    for order, uri in ((2, "c"), (0, "a"), (1, "b")):
+        entries.add(entry(uri, f"v/{uri}"), order)
+    assert [e.source_uri for e in entries.files] == ["a", "b", "c"]

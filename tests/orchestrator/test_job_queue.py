@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from common.config_model import JobSpec
-from orchestrator.host_slots import HostSlots
+from common.host_limiter import HostLimiters
 from orchestrator.job_queue import JobQueue
 
 
@@ -16,7 +16,7 @@ def jobs(*hosts: str) -> tuple[list[JobSpec], dict[str, tuple[str, ...]]]:
 
 def test_jobs_come_in_order_and_a_capped_host_does_not_block_the_others() -> None:
     specs, hosts = jobs("a", "a", "b", "a", "b")
-    slots = HostSlots()
+    slots = HostLimiters()
     slots.declare("a", 1)
     queue = JobQueue(specs, hosts, slots, threading.Event())
     first = queue.take()
@@ -33,7 +33,7 @@ def test_jobs_come_in_order_and_a_capped_host_does_not_block_the_others() -> Non
 
 def test_a_waiting_worker_wakes_when_a_slot_frees() -> None:
     specs, hosts = jobs("a", "a")
-    slots = HostSlots()
+    slots = HostLimiters()
     slots.declare("a", 1)
     queue = JobQueue(specs, hosts, slots, threading.Event())
     first = queue.take()
@@ -50,7 +50,7 @@ def test_a_waiting_worker_wakes_when_a_slot_frees() -> None:
 
 def test_after_a_stop_nothing_is_taken_and_the_rest_drains_in_order() -> None:
     specs, hosts = jobs("a", "a", "b", "c")
-    slots = HostSlots()
+    slots = HostLimiters()
     slots.declare("a", 1)
     stop = threading.Event()
     queue = JobQueue(specs, hosts, slots, stop)

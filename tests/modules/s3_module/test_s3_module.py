@@ -11,6 +11,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -24,6 +25,7 @@ from common.frozen import freeze
 from common.interfaces.base_module import FetchedFile, JobContext
 from common.plugins import default_catalog
 from common.retry import RetryPolicy
+from common.run_resources import RunResources
 from common.secret import Secret
 from common.validators import ValidatorSet
 from module_system.testing import TEST_AWS_KEY, TEST_AWS_SECRET, S3Server
@@ -275,7 +277,7 @@ def test_object_deleted_after_listing_is_skipped(s3_server: S3Server, admin: Any
                 admin.delete_object(Bucket=bucket, Key="b.txt")
     assert seen == ["a.txt", "c.txt"]
     assert not (tmp_path / "b.txt").exists()
-    assert any(e["event"] == "s3_object_vanished" and e["key"] == "b.txt" for e in logs)
+    assert any(e["event"] == "file_vanished" and e["uri"].endswith("/b.txt") for e in logs)
 
 
 # ---------------------------------------------------------------------- stopping
@@ -353,20 +355,25 @@ def test_error_classes_pickle_with_their_marker() -> None:
 # ---------------------------------------------------------------------- clients
 
 
-def test_one_client_per_endpoint_region_and_credentials(s3_server: S3Server, bucket: str) -> None:
-    a = s3_client_for(source_for(s3_server, bucket), 10)
-    b = s3_client_for(source_for(s3_server, "another-bucket", prefix="x/"), 10)
-    c = s3_client_for(source_for(s3_server, bucket, region="eu-west-1"), 10)
+def test_one_client_per_endpoint_region_and_credentials_in_a_run(s3_server: S3Server, bucket: str) -> None:
+    run, other_run = RunResources(), RunResources()
+    a = s3_client_for(source_for(s3_server, bucket), 10, run)
+    b = s3_client_for(source_for(s3_server, "another-bucket", prefix="x/"), 10, run)
+    c = s3_client_for(source_for(s3_server, bucket, region="eu-west-1"), 10, run)
     assert a is b
     assert a is not c
+    assert s3_client_for(source_for(s3_server, bucket), 10, other_run) is not a, "no process-wide cache"
+    run.close()
+    other_run.close()
 
 
 def test_jobs_in_threads_share_the_client(s3_server: S3Server, admin: Any, bucket: str, tmp_path: Path) -> None:
     put(admin, bucket, {f"t/{i}.txt": str(i).encode() * 1000 for i in range(4)})
     results: dict[int, list[str]] = {}
+    resources = RunResources()
 
     def job(n: int) -> None:
-        module = S3Module(source_for(s3_server, bucket), make_ctx())
+        module = S3Module(source_for(s3_server, bucket), replace(make_ctx(), resources=resources))
         results[n] = [f.sha256 for f in fetch_all(module, tmp_path / str(n))]
 
     threads = [threading.Thread(target=job, args=(n,)) for n in range(6)]

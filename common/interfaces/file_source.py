@@ -1,0 +1,238 @@
+"""The file-source template: a module lists entries and downloads one; the framework does the rest.
+
+A source of files (a bucket, an FTP tree, a folder) implements two methods, as fsspec's
+``_ls``/``_open`` give ``find``/``glob``/``get`` for free:
+
+* :meth:`FileSource.list_entries`: every file of the source, as :class:`Entry` (name, URI,
+  size, version marks), in a stable order;
+* :meth:`FileSource.download`: stream one entry into a sink.
+
+The framework (``orchestrator.job_runner``) then does, the same way for every such module,
+built-in or plugin: ``include``/``exclude`` globs on the base name (keys added to the module's
+``source_schema``), ``max_file_bytes`` (on the listed size and while streaming: the file is
+``rejected``, the job goes on), incremental skips (``incremental: true``: an entry whose
+``identity`` matches the last manifest is not downloaded), per-file retries
+(``retry``; the sink starts over unless the module is ``resumable``), the cut-off after
+:data:`MAX_FAILURES_IN_A_ROW` files fail in a row (the source is down: the job's source fails
+and job-level retries and fallbacks apply), stop at a file boundary, ``transfers`` files in
+flight at once, each download holding a connection slot of its host (so ``limits`` and
+``rate_limit`` hold), and the manifest in listing order.
+
+:meth:`FileSource.fetch` runs the same steps one file at a time, for tools and tests that
+drive a module directly.
+"""
+
+from __future__ import annotations
+
+import abc
+import fnmatch
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, ClassVar
+
+import structlog
+
+from common.exceptions import (
+    DiskFullError,
+    ModuleSystemError,
+    SourceError,
+    TransferStopped,
+    TransientSourceError,
+)
+from common.file_sink import FileSink, FileTooLarge
+from common.interfaces.base_module import (
+    BaseModule,
+    FetchedFile,
+    FetchFailed,
+    Unchanged,
+)
+
+__all__ = ["MAX_FAILURES_IN_A_ROW", "TEMPLATE_KEYS", "Entry", "FailureStreak", "FileSource", "FileVanished"]
+
+log = structlog.get_logger(__name__)
+
+#: Files failing one after another (after their own retries) that make the source "down".
+MAX_FAILURES_IN_A_ROW = 5
+
+#: Source keys every file source gets from the template (added to its ``source_schema``).
+TEMPLATE_KEYS: Mapping[str, Mapping[str, Any]] = {
+    "include": {"type": "array", "items": {"type": "string", "minLength": 1}, "default": ["*"],
+                "description": "Glob patterns (fnmatch, case-sensitive) on a file's base name; "
+                               "a file matching any is read."},
+    "exclude": {"type": "array", "items": {"type": "string", "minLength": 1}, "default": [],
+                "description": "Glob patterns on the base name; a file matching any is left out, "
+                               "even if `include` matches it."},
+}
+
+
+class FileVanished(SourceError):
+    """The entry was deleted between the listing and its download: skipped, not an error."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file of a listing."""
+
+    name: str
+    """Source-relative name with ``/`` separators (the key suffix derives from it)."""
+    source_uri: str
+    """Where it is, without credentials; one entry per URI."""
+    size: int | None = None
+    """Bytes, when the listing says; None: unknown until downloaded."""
+    identity: Mapping[str, str] = field(default_factory=dict)
+    """The version marks (``etag`` and ``size``; ``size`` and ``modify``): with ``incremental``
+    an entry whose marks all equal the last run's is not downloaded."""
+    handle: Any = None
+    """The module's own reference for :meth:`FileSource.download` (a raw key, a path)."""
+
+
+class FileSource(BaseModule):
+    """Base class of file sources (see the module docstring)."""
+
+    resumable: ClassVar[bool] = False
+    """True when :meth:`download` continues from ``sink.size`` on a retry (FTP ``REST``);
+    otherwise the framework resets the sink before each try."""
+    supports: ClassVar[frozenset[str]] = frozenset({"incremental", "rate_limit", "transfers", "delay"})
+    fatal_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    """Errors of :meth:`download` that fail the whole source at once instead of one file
+    (credentials refused: every other file would fail the same way)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        schema = getattr(cls, "source_schema", None)
+        if isinstance(schema, Mapping):
+            properties = dict(schema.get("properties", {}))
+            for key, spec in TEMPLATE_KEYS.items():
+                properties.setdefault(key, dict(spec))
+            cls.source_schema = {**schema, "properties": properties}
+
+    @abc.abstractmethod
+    def list_entries(self) -> Iterator[Entry]:
+        """Every file of the source, in a stable order. Raise a ``SourceError`` (``Transient``
+        when a retry may help; ``ListingIncomplete`` when the listing cannot be completed) if
+        the source cannot be listed: that fails the job's source. Remote calls inside
+        ``self.ctx.retry.call`` and ``self.ctx.slot(host)``."""
+
+    @abc.abstractmethod
+    def download(self, entry: Entry, sink: FileSink) -> Mapping[str, str] | None:
+        """Stream ``entry`` into ``sink`` (``sink.write``) under the transfer watchdog.
+
+        Runs inside a connection slot of :meth:`host_for` and inside the framework's retry:
+        raise a ``SourceError`` (``Transient`` to be retried), :class:`FileVanished` when the
+        file is gone. Returns the version marks of what was actually read (they may differ
+        from the listing's), or None to keep ``entry.identity``. May run in several threads
+        at once (one entry each): keep per-download state local or in pooled connections.
+        """
+
+    def host_for(self, entry: Entry) -> str:
+        """The host whose connection slot a download of ``entry`` holds; default: the first of
+        :meth:`hosts`, or the module type when it declares none."""
+        hosts = type(self).hosts(self.source)
+        return hosts[0] if hosts else f"{self.ctx.module}://"
+
+    # ------------------------------------------------------------------ the template's steps
+
+    def wanted(self, entry: Entry) -> bool:
+        """Whether ``include`` and ``exclude`` let the entry in (base name, case-sensitive)."""
+        base = PurePosixPath(entry.name).name
+        include = self.source.get("include") or ("*",)
+        exclude = self.source.get("exclude") or ()
+        return (any(fnmatch.fnmatchcase(base, p) for p in include)
+                and not any(fnmatch.fnmatchcase(base, p) for p in exclude))
+
+    def settle(self, entry: Entry) -> Unchanged | FetchFailed | None:
+        """What becomes of ``entry`` without downloading it: Unchanged (incremental), rejected
+        (over ``max_file_bytes`` by its listed size), or None: download it."""
+        if entry.identity and self.ctx.unchanged(entry.source_uri, entry.identity):
+            return Unchanged(entry.name, entry.source_uri, entry.identity)
+        if entry.size is not None and entry.size > self.ctx.max_file_bytes:
+            return FetchFailed(entry.name, entry.source_uri,
+                               f"{entry.size} bytes, over max_file_bytes ({self.ctx.max_file_bytes})",
+                               status="rejected")
+        return None
+
+    def fetch_entry(self, entry: Entry, workdir: Path) -> FetchedFile | FetchFailed | None:
+        """Download one entry with the framework's retries, in a slot of its host: the file,
+        a FetchFailed (``rejected`` when too large), or None when it vanished.
+
+        Raises TransferStopped when the run stops, and errors that are not ``ModuleSystemError``
+        (bugs) as they are."""
+        sink = self.ctx.new_file(workdir, entry.name, entry.source_uri, entry.identity)
+        try:
+            marks = self.ctx.retry.call(self._download_once, entry, sink, what=f"get {entry.source_uri}")
+            if marks is not None:
+                sink.identity = dict(marks)
+            return sink.finish()
+        except FileVanished:
+            sink.abort()
+            log.warning("file_vanished", uri=entry.source_uri)
+            return None
+        except FileTooLarge as exc:
+            sink.abort()
+            return FetchFailed(entry.name, entry.source_uri, str(exc), status="rejected")
+        except ModuleSystemError as exc:  # SourceError, DiskFullError, TransferStopped
+            sink.abort()
+            if isinstance(exc, TransferStopped) or self.ctx.stop.is_set():
+                raise TransferStopped(str(exc)) from exc
+            if isinstance(exc, self.fatal_errors):
+                raise
+            if isinstance(exc, DiskFullError):  # local, not the source's fault
+                return _LocalFailure(entry.name, entry.source_uri, str(exc))
+            return FetchFailed(entry.name, entry.source_uri, str(exc))
+        except BaseException:
+            sink.abort()
+            raise
+
+    def _download_once(self, entry: Entry, sink: FileSink) -> Mapping[str, str] | None:
+        if not self.resumable and sink.size:
+            sink.reset()
+        with self.ctx.slot(self.host_for(entry)):
+            return self.download(entry, sink)
+
+    def fetch(self, workdir: Path) -> Iterator[FetchedFile | FetchFailed | Unchanged]:
+        """The template one file at a time (the job runner runs it ``transfers`` wide instead)."""
+        streak = FailureStreak(self.ctx.module)
+        for entry in self.list_entries():
+            if self.ctx.stop.is_set():
+                return
+            if not self.wanted(entry):
+                continue
+            settled = self.settle(entry)
+            if settled is not None:
+                yield settled
+                continue
+            try:
+                item = self.fetch_entry(entry, workdir)
+            except TransferStopped:
+                return
+            if item is None:
+                continue
+            streak.saw(item)
+            yield item
+
+
+@dataclass(frozen=True)
+class _LocalFailure(FetchFailed):
+    """A file that failed here (the temp disk is full), not at the source: not a sign the source is down."""
+
+
+class FailureStreak:
+    """Counts files failing one after another; past :data:`MAX_FAILURES_IN_A_ROW` the source is down."""
+
+    def __init__(self, what: str, limit: int = MAX_FAILURES_IN_A_ROW) -> None:
+        self.what = what
+        self.limit = limit
+        self.in_a_row = 0
+
+    def saw(self, item: FetchedFile | FetchFailed) -> None:
+        """Note one file's outcome; raises TransientSourceError on the limit-th failure in a row."""
+        if isinstance(item, _LocalFailure):
+            return
+        if isinstance(item, FetchFailed) and item.status == "failed":
+            self.in_a_row += 1
+            if self.in_a_row >= self.limit:
+                raise TransientSourceError(f"{self.in_a_row} files failed in a row; the {self.what} source "
+                                           f"looks down (last: {item.source_uri}: {item.error})")
+        else:
+            self.in_a_row = 0
