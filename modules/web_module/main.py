@@ -55,10 +55,11 @@ from __future__ import annotations
 
 import functools
 import json
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
@@ -104,7 +105,7 @@ from modules.web_module.pages import (
     record_name,
 )
 from modules.web_module.robots import RobotsRules, read_robots_answer
-from modules.web_module.sessions import JobCookies, new_session
+from modules.web_module.sessions import JobCookies, new_session, tls_verify
 
 __all__ = ["WebModule"]
 
@@ -142,11 +143,10 @@ class _Visited:
     """What one visit (a URL and its redirects) came to, made in a lane for the crawl loop."""
 
     kind: Literal["page", "unchanged", "skipped"]
-    items: tuple[Item, ...] = ()
-    """To yield, in order: the page and its ``extract`` record (or both Unchanged)."""
-    links: tuple[str, ...] = ()
-    unparsed: str | None = None
-    """Why the page could not be parsed (over the HTML parse bound), if so."""
+    items: tuple[FetchedFile | Unchanged, ...] = ()
+    """The page (or the Unchanged page and its Unchanged ``extract`` record)."""
+    final_url: str = ""
+    """For a page: the URL that answered, after redirects."""
 
 
 @dataclass
@@ -204,6 +204,7 @@ class WebModule(BaseModule):
         self._user_agent: str = source["user_agent"]
         self._robots = RobotsRules(source["user_agent"], self._robots_text) if source["obey_robots"] else None
         self._cookies = JobCookies()
+        self._verify = tls_verify(source["verify_tls"])
         self._lock = threading.Lock()
         self._claimed: set[str] = set()
         """URLs requested (or being requested) in this job, by any lane; under ``_lock``."""
@@ -232,6 +233,7 @@ class WebModule(BaseModule):
                  transfers=self.ctx.transfers)
         self._halt.clear()
         in_flight: dict[Future[_Visited], Visit] = {}
+        finished: queue.SimpleQueue[Future[_Visited]] = queue.SimpleQueue()
         with self.ctx.lanes() as lanes:  # leaving it waits for the lanes: set _halt first
             try:
 
@@ -241,14 +243,14 @@ class WebModule(BaseModule):
                         needs_links = self._follow is not None and visit.depth < self._max_depth and not frontier.full
                         future = lanes.submit(self._visit, visit, workdir, not needs_links)
                         in_flight[future] = visit
+                        future.add_done_callback(finished.put)
 
                 fill()
                 while in_flight:
-                    finished, _ = wait(in_flight, timeout=STOP_POLL_S, return_when=FIRST_COMPLETED)
-                    for future in sorted(finished, key=lambda f: in_flight[f].seq):
+                    for future in sorted(_arrivals(finished), key=lambda f: in_flight[f].seq):
                         if self.ctx.stop.is_set():
                             break
-                        items = self._settle(in_flight.pop(future), future, frontier, tally)
+                        items = self._settle(in_flight.pop(future), future, frontier, tally, workdir)
                         fill()  # the lanes go on downloading while these are handled downstream
                         yield from items
                     if self.ctx.stop.is_set():
@@ -273,7 +275,8 @@ class WebModule(BaseModule):
 
     # -- the crawl loop's side ----------------------------------------------------------
 
-    def _settle(self, visit: Visit, future: Future[_Visited], frontier: Frontier, tally: _Tally) -> tuple[Item, ...]:
+    def _settle(self, visit: Visit, future: Future[_Visited], frontier: Frontier, tally: _Tally,
+                workdir: Path) -> tuple[Item, ...]:
         """What to yield for a finished visit; its links join the frontier. Raises the
         source error when a start URL failed or MAX_FAILURES_IN_A_ROW pages failed in a row."""
         try:
@@ -297,24 +300,36 @@ class WebModule(BaseModule):
             tally.failed += 1
             log.warning("web_page_failed", url=visit.url, error=str(exc))
             return (FetchFailed(page_name(visit.url), visit.url, str(exc)),)
-        frontier.done(visit, visited.links)
         tally.in_a_row = 0
         if visited.kind == "unchanged":
             tally.unchanged += 1
-        elif visited.kind == "page":
-            tally.pages += 1
-            if visited.unparsed is not None:
-                with self._lock:
-                    self._unparsed[visited.items[0].name] = visited.unparsed
-        return visited.items
+        if visited.kind != "page":
+            frontier.done(visit)
+            return visited.items
+        tally.pages += 1
+        page = visited.items[0]
+        assert isinstance(page, FetchedFile)
+        # Parsed here, in the crawl loop's thread, not in the lanes: lxml runs several times
+        # slower in threads side by side than one document after another. Read before
+        # yielding: the framework removes the file once it is landed.
+        follow = self._follow if visit.depth < self._max_depth else None
+        try:
+            parsed = parse_page(page.path, visited.final_url, follow, self._extract)
+        except HtmlTooLarge as exc:
+            log.warning("web_page_not_parsed", url=visited.final_url, reason=str(exc))
+            with self._lock:
+                self._unparsed[page.name] = str(exc)
+            frontier.done(visit)
+            return (page,)
+        frontier.done(visit, parsed.links)
+        if parsed.record is None:
+            return (page,)
+        return page, self._record(workdir, page, parsed.record)
 
     # -- one visit, in a lane ---------------------------------------------------------
 
     def _visit(self, visit: Visit, workdir: Path, conditional: bool) -> _Visited:
-        """Fetch ``visit`` (following redirects) and read its links and ``extract`` fields.
-
-        Runs in a lane. Raises what :meth:`_fetch_page` raises.
-        """
+        """Fetch ``visit``, following redirects. Runs in a lane; raises what :meth:`_fetch_page` raises."""
         if self._halt.is_set():
             raise _Halted()
         result = self._fetch_page(visit.url, workdir, conditional)
@@ -326,16 +341,7 @@ class WebModule(BaseModule):
             uri = result.source_uri + "#extract"
             return _Visited("unchanged", (result, Unchanged(record_name(result.name), uri, self.ctx.previous.get(uri, {}))))
         file, final_url = result
-        # Read before yielding: the framework removes the file once it is uploaded.
-        try:
-            parsed = parse_page(file.path, final_url, self._follow if visit.depth < self._max_depth else None,
-                                self._extract)
-        except HtmlTooLarge as exc:
-            log.warning("web_page_not_parsed", url=final_url, reason=str(exc))
-            return _Visited("page", (file,), unparsed=str(exc))
-        if parsed.record is None:
-            return _Visited("page", (file,), parsed.links)
-        return _Visited("page", (file, self._record(workdir, file, parsed.record)), parsed.links)
+        return _Visited("page", (file,), final_url)
 
     def _claim(self, url: str) -> bool:
         """True the first time ``url`` is about to be requested in this job (by any lane)."""
@@ -500,10 +506,10 @@ class WebModule(BaseModule):
             key = ("web", host_of(url))
             # A session is only a connection pool: after an error it is still fine (urllib3 drops
             # a broken connection), so it goes back to the pool.
-            with self.ctx.resources.pooled(key, new_session, keep_on_error=True) as session:
+            with self.ctx.resources.pooled(key, functools.partial(new_session, url), keep_on_error=True) as session:
                 try:
                     response = session.get(url, headers=sent, timeout=(self.ctx.timeout_s, self.ctx.timeout_s),
-                                           allow_redirects=False, stream=True, verify=self.source["verify_tls"])
+                                           allow_redirects=False, stream=True, verify=self._verify)
                 except requests.RequestException as exc:
                     raise translate_request_error(exc, url) from exc
                 try:
@@ -515,6 +521,19 @@ class WebModule(BaseModule):
                     raise translate_request_error(exc, url) from exc
                 finally:
                     response.close()
+
+
+def _arrivals(finished: queue.SimpleQueue[Future[T]]) -> list[Future[T]]:
+    """The visits finished by now: waits for one (at most STOP_POLL_S), then takes those also done."""
+    try:
+        arrived = [finished.get(timeout=STOP_POLL_S)]
+    except queue.Empty:
+        return []
+    while True:
+        try:
+            arrived.append(finished.get_nowait())
+        except queue.Empty:
+            return arrived
 
 
 def _read_robots(response: requests.Response, transfer: Transfer) -> tuple[int, str, str | None]:
