@@ -151,3 +151,35 @@ def test_unreachable_start_url_fails_the_job(project: Project, s3, bucket: str) 
     job = project.report()["jobs"][0]
     assert job["status"] == "failed" and f"127.0.0.1:{port}" in job["error"]
     assert list_keys(s3, bucket, "data/") == []
+
+
+@pytest.mark.parametrize("key", ["delay_s", "max_connections_per_host"])
+def test_the_former_politeness_keys_of_source_are_config_errors(project: Project, bucket: str, key: str) -> None:
+    reg = registry(project, bucket, ["http://127.0.0.1:9/news/"])
+    reg["services"]["web_news"]["source"][key] = 1
+    project.write_registry(reg)
+    batch = project.write_batch([{"job_id": "web_1", "service_id": "web_news"}])
+    result = project.run("--batch-file", str(batch))
+    assert result.returncode == 2, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "service 'web_news'" in line and f"source.{key}" in line and "Traceback" not in result.stderr
+
+
+def test_one_job_crawls_transfers_pages_at_once_within_limits_max_connections(
+        project: Project, s3: Any, bucket: str) -> None:
+    """The service's ``transfers`` and ``limits`` reach the crawl through the CLI: one job has as
+    many requests in flight as the host cap allows (counted by the server), never more."""
+    pages = {f"/p/{i}.html": Page(article(f"P{i}", f"Page {i}")) for i in range(24)}
+    index = Page(article("Index", "Index", links=tuple(pages)))
+    with Site({"/index.html": index, **pages}, delay_s=0.01, gather=3) as site:
+        reg = registry(project, bucket, [site.url + "/index.html"])
+        reg["services"]["web_news"].update({"transfers": 6, "limits": {"max_connections": 3}})
+        reg["services"]["web_news"]["source"]["follow"]["max_pages"] = 100
+        project.write_registry(reg)
+        batch = project.write_batch([{"job_id": "web_1", "service_id": "web_news"}])
+        result = project.run("--batch-file", str(batch), "--report", "report.json")
+        assert result.returncode == 0, result.stderr
+        assert site.peak == 3, f"{site.peak} requests at once with limits.max_connections: 3"
+    job = project.report()["jobs"][0]
+    assert job["status"] == "succeeded" and job["files"]["uploaded"] == 2 * 25  # pages and their records
+    assert len(list_keys(s3, bucket, "data/web/web_news/scraped/")) == 50
