@@ -23,11 +23,12 @@ origin that set them (:mod:`modules.web_module.sessions`). Only HTML (``text/htm
 ``application/xhtml+xml``) up to ``max_page_bytes`` is kept, the rest is skipped and logged.
 With ``extract``, a JSON record of the fields follows each page as its own file.
 
-Every request (pages, redirect hops, retries, ``robots.txt``) holds ``ctx.slot(url)`` while
-it runs: the run's per-host limiter (:mod:`common.host_limiter`) caps the connections to the
-host across all jobs (``limits.max_connections``, default :attr:`WebModule.default_max_connections`)
-and spaces request starts by ``limits.delay_s`` and ``rate_limit.requests_per_s``. Sessions
-come from the run's pool, one ``requests.Session`` per host checked out per request.
+Every request (pages, redirect hops, retries, ``robots.txt``) goes through
+:class:`~modules.web_module.client.WebClient` and holds ``ctx.slot(url)`` while it runs: the
+run's per-host limiter (:mod:`common.host_limiter`) caps the connections to the host across
+all jobs (``limits.max_connections``, default :attr:`WebModule.default_max_connections`) and
+spaces request starts by ``limits.delay_s`` and ``rate_limit.requests_per_s``. Sessions come
+from the run's pool, one ``requests.Session`` per host checked out per request.
 
 Failures: 404, 410 and other final 4xx of a followed page, or a followed page still failing
 after retries, yield :class:`FetchFailed`; 408/429/5xx and connection errors are retried
@@ -58,7 +59,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,17 +82,16 @@ from common.interfaces.base_module import (
     Unchanged,
 )
 from common.problems import Problem
-from common.secret import reveal
-from common.transfer_watchdog import Transfer, ends_on_stop, shut_response, watch
+from common.transfer_watchdog import Transfer, ends_on_stop
 from modules.http_headers import conditional_headers, version_identity
 from modules.redirect_policy import MAX_REDIRECTS, RedirectPolicy
+from modules.web_module.client import Halted, WebClient
 from modules.web_module.config import SOURCE_SCHEMA
 from modules.web_module.exceptions import (
     REDIRECT_STATUSES,
     WebSourceError,
     WebTransientError,
     raise_for_status,
-    translate_request_error,
 )
 from modules.web_module.frontier import Frontier, Visit
 from modules.web_module.pages import (
@@ -104,8 +104,7 @@ from modules.web_module.pages import (
     parse_page,
     record_name,
 )
-from modules.web_module.robots import RobotsRules, read_robots_answer
-from modules.web_module.sessions import JobCookies, new_session, tls_verify
+from modules.web_module.robots import RobotsRules
 
 __all__ = ["WebModule"]
 
@@ -161,11 +160,6 @@ class _Skip(Exception):
     """The URL is not fetched (not allowed, robots, not HTML, too large); logged, not an error."""
 
 
-class _Halted(Exception):
-    """The crawl loop has ended (stop, a source failure, or the framework stopped asking):
-    a visit still waiting to send its request gives up without sending it."""
-
-
 class WebModule(BaseModule):
     """Crawls HTML pages from ``urls`` (see the module docstring for its keys)."""
 
@@ -200,17 +194,13 @@ class WebModule(BaseModule):
         self._hosts = AllowedHosts(default_allowed_hosts(source["urls"]) if hosts is None else hosts, source["urls"])
         # Credentials stay with the start URLs' origins; a redirect is followed only within the rules.
         self._policy = RedirectPolicy(self._hosts, self._starts)
-        self._secret_headers = {str(k): str(reveal(v)) for k, v in source["headers"].items()}
-        self._user_agent: str = source["user_agent"]
-        self._robots = RobotsRules(source["user_agent"], self._robots_text) if source["obey_robots"] else None
-        self._cookies = JobCookies()
-        self._verify = tls_verify(source["verify_tls"])
+        self._client = WebClient(source, ctx, self._policy)
+        self._robots = RobotsRules(source["user_agent"], self._client.robots_text) if source["obey_robots"] else None
         self._lock = threading.Lock()
         self._claimed: set[str] = set()
         """URLs requested (or being requested) in this job, by any lane; under ``_lock``."""
         self._unparsed: dict[str, str] = {}
         """Page name -> why it could not be parsed (over the HTML parse bound): rejected by validate."""
-        self._halt = threading.Event()
 
     # -- the contract ---------------------------------------------------------------
 
@@ -231,10 +221,10 @@ class WebModule(BaseModule):
         window = PAGES_PER_LANE * max(1, self.ctx.transfers)
         log.info("web_crawl_started", urls=len(self._starts), max_pages=self._max_pages, max_depth=self._max_depth,
                  transfers=self.ctx.transfers)
-        self._halt.clear()
+        self._client.halt.clear()
         in_flight: dict[Future[_Visited], Visit] = {}
         finished: queue.SimpleQueue[Future[_Visited]] = queue.SimpleQueue()
-        with self.ctx.lanes() as lanes:  # leaving it waits for the lanes: set _halt first
+        with self.ctx.lanes() as lanes:  # leaving it waits for the lanes: set halt first
             try:
 
                 def fill() -> None:
@@ -258,7 +248,7 @@ class WebModule(BaseModule):
                                  queued=len(frontier))
                         return
             finally:
-                self._halt.set()
+                self._client.halt.set()
         if frontier.beyond:  # the crawl's configured scope, not a failure: see docs/sources/web.md
             log.warning("web_max_pages_reached", max_pages=self._max_pages, links_not_followed=frontier.beyond)
         log.info("web_crawl_finished", pages=tally.pages, failed=tally.failed, unchanged=tally.unchanged,
@@ -330,8 +320,8 @@ class WebModule(BaseModule):
 
     def _visit(self, visit: Visit, workdir: Path, conditional: bool) -> _Visited:
         """Fetch ``visit``, following redirects. Runs in a lane; raises what :meth:`_fetch_page` raises."""
-        if self._halt.is_set():
-            raise _Halted()
+        if self._client.halt.is_set():
+            raise Halted()
         result = self._fetch_page(visit.url, workdir, conditional)
         if result is None:
             return _Visited("skipped")
@@ -374,7 +364,7 @@ class WebModule(BaseModule):
                 return None
             version = self._previous_version(current) if conditional else {}
             take = functools.partial(self._take_page, url=current, workdir=workdir, previous=version)
-            answer = self.ctx.retry.call(self._exchange, current, take, conditional_headers(version),
+            answer = self.ctx.retry.call(self._client.get, current, take, conditional_headers(version),
                                          what=f"GET {current}")
             if answer.kind == "skipped":
                 log.info("web_page_skipped", url=current, reason=answer.reason)
@@ -467,61 +457,6 @@ class WebModule(BaseModule):
         except DiskFullError as exc:
             return FetchFailed(name, uri, str(exc))
 
-    # -- robots.txt -------------------------------------------------------------------
-
-    def _robots_text(self, url: str) -> tuple[int, str]:
-        """(status, text) of a robots.txt, redirects followed within the allowed hosts."""
-        current = url
-        for _ in range(MAX_REDIRECTS + 1):
-            status, text, location = self.ctx.retry.call(self._exchange, current, _read_robots,
-                                                         what=f"GET {current}")
-            if location is None:
-                return status, text
-            target = normalize_url(urljoin(current, location))
-            refusal = self._policy.refusal(current, target) if target is not None else "not an http(s) URL"
-            if refusal is not None or target is None:
-                log.info("web_robots_redirect_not_followed", url=current, location=location, reason=refusal)
-                return 404, ""
-            current = target
-        return 404, ""
-
-    # -- HTTP -------------------------------------------------------------------------
-
-    def _headers_for(self, url: str) -> dict[str, str]:
-        """The User-Agent, and the secret ``headers`` when ``url`` is on a start URL's origin."""
-        secret = self._secret_headers if self._policy.sends_credentials(url) else {}
-        return {**secret, "User-Agent": self._user_agent}
-
-    def _exchange(self, url: str, take: Callable[[requests.Response, Transfer], T],
-                  headers: Mapping[str, str] | None = None) -> T:
-        """One GET of ``url`` (redirects not followed) holding a connection slot of its host
-        (``ctx.slot``: the host's cap, rate limit and delay) and a pooled session; ``take`` reads
-        the answer while the transfer watchdog looks on. ``headers`` are added to the source's,
-        whose secret ``headers`` go only to the start URLs' origins."""
-        with self.ctx.slot(url):
-            if self._halt.is_set():
-                raise _Halted()
-            sent = {**self._headers_for(url), **(headers or {})}
-            sent.update(self._cookies.header(url, sent))
-            key = ("web", host_of(url))
-            # A session is only a connection pool: after an error it is still fine (urllib3 drops
-            # a broken connection), so it goes back to the pool.
-            with self.ctx.resources.pooled(key, functools.partial(new_session, url), keep_on_error=True) as session:
-                try:
-                    response = session.get(url, headers=sent, timeout=(self.ctx.timeout_s, self.ctx.timeout_s),
-                                           allow_redirects=False, stream=True, verify=self._verify)
-                except requests.RequestException as exc:
-                    raise translate_request_error(exc, url) from exc
-                try:
-                    self._cookies.keep(response)
-                    with watch(f"GET {url}", self.ctx.stop, self.ctx.timeout_s, cut=lambda: shut_response(response),
-                               stalled=lambda msg: WebTransientError(msg, url=url, retry_after=None)) as transfer:
-                        return take(response, transfer)
-                except requests.RequestException as exc:
-                    raise translate_request_error(exc, url) from exc
-                finally:
-                    response.close()
-
 
 def _arrivals(finished: queue.SimpleQueue[Future[T]]) -> list[Future[T]]:
     """The visits finished by now: waits for one (at most STOP_POLL_S), then takes those also done."""
@@ -535,6 +470,3 @@ def _arrivals(finished: queue.SimpleQueue[Future[T]]) -> list[Future[T]]:
         except queue.Empty:
             return arrived
 
-
-def _read_robots(response: requests.Response, transfer: Transfer) -> tuple[int, str, str | None]:
-    return read_robots_answer(response)

@@ -101,7 +101,7 @@ def page_name(url: str) -> str:
     path = _HTML_SUFFIX.sub("", parts.path)
     slug = _SLUG_UNSAFE.sub("-", f"{path}?{parts.query}" if parts.query else path).strip("-._")
     slug = slug[:MAX_SLUG_CHARS].rstrip("-._") or "index"
-    digest = hashlib.sha1(url.encode("utf-8")).hexdigest()[:8]  # noqa: S324 - a name, not security
+    digest = hashlib.sha1(url.encode("utf-8")).hexdigest()[:8]
     return f"{host}/{slug}-{digest}.html"
 
 
