@@ -122,6 +122,16 @@ def test_the_scope_is_the_same_whatever_order_pages_arrive(tmp_path: Path) -> No
         "/s1/l0.html", *(f"/s1/l{j}.html" for j in range(1, 6))}
 
 
+def test_a_url_reached_by_a_link_and_by_redirects_in_other_lanes_is_fetched_once(tmp_path: Path) -> None:
+    links = tuple(f"/r{i}" for i in range(6)) + ("/final.html",)
+    routes: dict[str, Route] = {f"/r{i}": Page("", 302, {"Location": "/final.html"}, delay_s=0.01) for i in range(6)}
+    routes.update({"/index.html": Page(html("Index", links=links)), "/final.html": Page(html("Final"), delay_s=0.02)})
+    with Site(routes) as site:
+        files = crawl(tmp_path, [site.url + "/index.html"], ctx=make_ctx(transfers=8), follow=FOLLOW)
+        assert sorted(uris(files)) == [site.url + "/final.html", site.url + "/index.html"]
+        assert site.paths().count("/final.html") == 1 and site.paths().count("/robots.txt") == 1
+
+
 # --------------------------------------------------------------------------- delay and rate
 
 
