@@ -17,43 +17,24 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Self
 
 from common.disk_full import disk_full_error, is_disk_full
 from common.exceptions import SourceError
 
 if TYPE_CHECKING:
     from common.interfaces.base_module import FetchedFile
+    from common.stream_hooks import StreamHook
 
 
 class FileTooLarge(SourceError):
     """A file grew past the service's ``max_file_bytes``; the module yields it as rejected."""
 
 
-#: Files up to this size also get their MD5 while streamed: the ETag of a single-part upload,
-#: which the uploader compares instead of asking the store with a HEAD. Past it the MD5 is
-#: dropped (at most this much hashed in vain for a large file, which goes in parts anyway);
-#: the uploader reads a larger single-part file once more for it.
-MD5_MAX_BYTES = 8 * 1024 * 1024
-
 #: A source name's extension kept on the local file (for tools that look at it): short and plain.
 _PLAIN_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}$")
-
-
-@dataclass(frozen=True)
-class PartHashing:
-    """Per-part SHA-256s the sink streams for the uploader's multipart upload.
-
-    ``part_size`` is the destination's part size; hashing starts once the file reaches
-    ``from_bytes`` (the multipart threshold), after a catch-up read of what is on disk by
-    then, so a small file costs nothing and a large one is never read again to be hashed.
-    """
-
-    part_size: int
-    from_bytes: int
 
 
 class FileSink:
@@ -65,7 +46,8 @@ class FileSink:
     """
 
     def __init__(self, workdir: Path, name: str, source_uri: str, identity: Mapping[str, str],
-                 max_bytes: int | None = None, parts: PartHashing | None = None) -> None:
+                 max_bytes: int | None = None, hooks: Mapping[str, StreamHook] | None = None,
+                 on_finish: Callable[[Path, dict[str, Any]], None] | None = None) -> None:
         self.name = name
         suffix = _PLAIN_SUFFIX.search(name.rpartition("/")[2])
         try:
@@ -79,12 +61,12 @@ class FileSink:
         self.source_uri = source_uri
         self.identity = dict(identity)
         self._hash = hashlib.sha256()
-        self._md5: hashlib._Hash | None = hashlib.md5(usedforsecurity=False)
         self._size = 0
         self.max_bytes = max_bytes
-        self._parts_of = parts
-        self._start_parts()
-        self._fh = os.fdopen(fd, "wb")  # noqa: SIM115 - closed in finish()/abort()
+        self._hooks = dict(hooks or {})
+        """The destination's digests, streamed with the content (:mod:`common.stream_hooks`)."""
+        self._on_finish = on_finish
+        self._fh = os.fdopen(fd, "wb")
         self._workdir = workdir
 
     def write(self, chunk: bytes) -> int:
@@ -94,31 +76,27 @@ class FileSink:
         try:
             self._fh.write(chunk)
             self._hash.update(chunk)
-            if self._parts_of is not None:
-                if self._parts is None and self._size + len(chunk) >= self._parts_of.from_bytes:
-                    self._catch_up()  # flushes: may find the disk full too
-                if self._parts is not None:
-                    self._hash_parts(chunk)
+            for hook in self._hooks.values():
+                hook.update(chunk, self)  # may flush (a catch-up read): may find the disk full too
         except OSError as exc:
             if is_disk_full(exc):
                 raise disk_full_error(exc, self.name, self._workdir, self._size) from exc
             raise
         self._size += len(chunk)
-        if self._md5 is not None:
-            if self._size <= MD5_MAX_BYTES:
-                self._md5.update(chunk)
-            else:
-                self._md5 = None
         return len(chunk)
+
+    def flush(self) -> None:
+        """Put what was written so far on disk (for a hook that reads the file back)."""
+        self._fh.flush()
 
     def reset(self) -> None:
         """Start the file over (a download restarted from byte 0)."""
         self._fh.seek(0)
         self._fh.truncate()
         self._hash = hashlib.sha256()
-        self._md5 = hashlib.md5(usedforsecurity=False)
         self._size = 0
-        self._start_parts()
+        for hook in self._hooks.values():
+            hook.reset()
 
     @property
     def size(self) -> int:
@@ -133,51 +111,12 @@ class FileSink:
             if is_disk_full(exc):
                 raise disk_full_error(exc, self.name, self._workdir, self._size) from exc
             raise
-        part_sha256 = None
-        if self._parts is not None and self._parts_of is not None:
-            if self._part_left < self._parts_of.part_size:  # the last, shorter part
-                self._parts.append(self._part.hexdigest())
-            part_sha256 = tuple(self._parts)
+        if self._on_finish is not None:
+            self._on_finish(self.path, {name: hook.result() for name, hook in self._hooks.items()})
         return FetchedFile(
             path=self.path, name=self.name, source_uri=self.source_uri,
             size=self._size, sha256=self._hash.hexdigest(), identity=self.identity,
-            md5=self._md5.hexdigest() if self._md5 is not None else None,
-            part_size=self._parts_of.part_size if part_sha256 is not None and self._parts_of else None,
-            part_sha256=part_sha256,
         )
-
-    # -- part digests ------------------------------------------------------------
-
-    def _start_parts(self) -> None:
-        self._parts: list[str] | None = None  # None: not hashing parts (yet)
-        self._part = hashlib.sha256()
-        self._part_left = self._parts_of.part_size if self._parts_of else 0
-
-    def _catch_up(self) -> None:
-        """Start part hashing: hash the ``self._size`` bytes already on disk, part by part."""
-        self._parts = []
-        self._fh.flush()
-        with open(self.path, "rb") as fh:
-            remaining = self._size
-            while remaining:
-                block = fh.read(min(1 << 20, remaining))
-                if not block:  # cannot happen: the bytes were just written and flushed
-                    raise OSError(f"{self.path} is shorter than the {self._size} bytes written")
-                self._hash_parts(block)
-                remaining -= len(block)
-
-    def _hash_parts(self, data: bytes) -> None:
-        assert self._parts is not None and self._parts_of is not None
-        view = memoryview(data)
-        while view:
-            take = min(len(view), self._part_left)
-            self._part.update(view[:take])
-            self._part_left -= take
-            view = view[take:]
-            if self._part_left == 0:
-                self._parts.append(self._part.hexdigest())
-                self._part = hashlib.sha256()
-                self._part_left = self._parts_of.part_size
 
     def abort(self) -> None:
         try:
@@ -186,7 +125,7 @@ class FileSink:
             pass
         self.path.unlink(missing_ok=True)
 
-    def __enter__(self) -> FileSink:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
@@ -94,23 +94,35 @@ class HostLimiter:
         with self._cond:
             return not self._waiting and self._free()
 
-    def acquire(self) -> None:
-        """Wait for a slot, first come first served; TransferStopped when the run stops meanwhile."""
+    def acquire(self, instead: Callable[[], bool] | None = None) -> bool:
+        """Wait for a slot, first come first served; TransferStopped when the run stops meanwhile.
+
+        ``instead``, tried at every wake-up, may end the wait another way (the job's own slot came
+        free: see :class:`JobHosts`); then no slot of the limiter is taken and False is returned.
+        """
         ticket = object()
         with self._cond:
             if not self._waiting and self._free():
                 self._take()
-                return
+                return True
             self._waiting.append(ticket)
             try:
                 while not (self._waiting[0] is ticket and self._free()):
+                    if instead is not None and instead():
+                        return False
                     if self._stop.is_set():
                         raise TransferStopped(f"stopped while waiting for a connection to {self.host}")
                     self._cond.wait(0.25)
                 self._take()
+                return True
             finally:
                 self._waiting.remove(ticket)
                 self._cond.notify_all()
+
+    def wake(self) -> None:
+        """Let the waiters look again (a job's own slot came free)."""
+        with self._cond:
+            self._cond.notify_all()
 
     def release(self) -> None:
         with self._cond:
@@ -217,11 +229,10 @@ class JobHosts:
             if key not in self._declared:
                 self._declared.add(key)
                 limiter.tighten(*self._rules)
-            own = self._own.get(key, False)
-            if own:
-                self._own[key] = False
-        if not own:
-            limiter.acquire()
+        # The job's own slot if it is free, else the limiter's next, else whichever comes first:
+        # waiting only for the limiter could wait for ever when every slot of the host is some
+        # job's own (each job waiting for its other lanes, which wait for a slot).
+        own = self._take_own(key) or not limiter.acquire(instead=lambda: self._take_own(key))
         try:
             limiter.pace()
             yield
@@ -229,5 +240,13 @@ class JobHosts:
             if own:
                 with self._lock:
                     self._own[key] = True
+                limiter.wake()
             else:
                 limiter.release()
+
+    def _take_own(self, key: str) -> bool:
+        with self._lock:
+            if self._own.get(key, False):
+                self._own[key] = False
+                return True
+            return False

@@ -38,7 +38,7 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -55,6 +55,7 @@ from common.multipart_upload import MultipartUploader, upload_error
 from common.retry import RetryPolicy
 from common.s3_client import new_s3_client
 from common.secret import reveal
+from common.stream_hooks import Md5Hook, PartSha256Hook, StreamHook
 
 __all__ = ["S3Uploader", "UploadOutcome", "UploaderPool", "destination_client"]
 
@@ -94,20 +95,30 @@ class S3Uploader:
 
     # ----------------------------------------------------------------- files
 
+    def stream_hooks(self) -> dict[str, StreamHook]:
+        """The digests this destination wants streamed with each file (``streamed`` of
+        :meth:`put_file`): the MD5 of small files; with SHA-256 checksums, the parts' SHA-256."""
+        hooks: dict[str, StreamHook] = {"md5": Md5Hook()}
+        if self.multipart.checksum == "sha256":
+            hooks["part_sha256"] = PartSha256Hook(self.multipart.chunksize, self.threshold)
+        return hooks
+
     def put_file(self, bucket: str, key: str, path: Path, size: int, sha256: str, retry: RetryPolicy,
                  content_type: str | None = None, stop: threading.Event | None = None,
-                 md5: str | None = None, part_size: int | None = None,
-                 part_sha256: tuple[str, ...] | None = None) -> UploadOutcome:
+                 streamed: Mapping[str, Any] | None = None) -> UploadOutcome:
         """Upload ``path`` to ``key`` unless an identical object is there; verify it.
 
-        ``md5`` (hex, streamed by the FileSink; computed here when None and the file goes
-        in one PUT) is what a single-part object's ETag is compared with. ``part_sha256``
-        (hex digests of ``part_size`` parts, streamed by the FileSink) spare a multipart
-        upload its own hashing pass when ``part_size`` is the one it uses. ``stop`` (default
+        ``streamed``: what :meth:`stream_hooks` computed while the file was written. Its ``md5``
+        (hex; computed here when absent and the file goes in one PUT) is what a single-part
+        object's ETag is compared with; its ``part_sha256`` (``(part_size, hex digests)``)
+        spares a multipart upload its own hashing pass when ``part_size`` is the one it uses. ``stop`` (default
         ``retry.stop``, the run's stop event) ends a multipart upload after its parts in
         flight: then :class:`~common.multipart_upload.UploadStopped` is raised.
         """
         self._sweep(bucket, retry)
+        streamed = streamed or {}
+        md5: str | None = streamed.get("md5")
+        part_size, part_sha256 = streamed.get("part_sha256") or (None, None)
         single = size < self.threshold
         if single and md5 is None:
             md5 = _file_md5(path)

@@ -73,6 +73,13 @@ class RunOutcome:
         return ExitCode.OK if ok else ExitCode.JOBS_FAILED
 
 
+def _upload_threads(registry: Registry, options: RunOptions) -> int:
+    """Uploads that may be in flight at once: every worker's job with all its transfers
+    (the destination client keeps that many connections, capped)."""
+    transfers = max((service.transfers for service in registry.services.values()), default=1)
+    return min(256, options.max_workers * transfers)
+
+
 def new_run_id(now: dt.datetime) -> str:
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
@@ -89,7 +96,7 @@ class BatchRun:
         temp_root = self.workdir.path
         self.context = RunContext(
             run_id=run_id, started_at=started, catalog=catalog or default_catalog(),
-            uploaders=UploaderPool(options.max_workers, state_dir=options.temp_dir / "uploads"),
+            uploaders=UploaderPool(_upload_threads(registry, options), state_dir=options.temp_dir / "uploads"),
             stats=RunStats(len(batch.jobs)),
             router=router, log_dir=options.log_dir, temp_root=temp_root,  # type: ignore[arg-type]
         )

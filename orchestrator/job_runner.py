@@ -28,9 +28,8 @@ from typing import Any, Self
 
 import structlog
 
-from common.config_model import DestinationConfig, JobSpec, ServiceConfig
+from common.config_model import JobSpec, ServiceConfig
 from common.exceptions import ModuleSystemError, is_transient
-from common.file_sink import PartHashing
 from common.host_limiter import HostLimiters, JobHosts
 from common.interfaces.base_module import (
     BaseModule,
@@ -57,11 +56,11 @@ from common.run_resources import RunResources
 from common.s3_uploader import UploaderPool
 from common.safe_names import ERRORS_SUFFIX, file_keys
 from common.secret import redact
+from common.stream_hooks import SinkHooks
 from common.validators import judge, validators_for
 from orchestrator.job_entries import JobEntries
 from orchestrator.run_stats import JobStatus, RunStats
 
-MiB = 1024 * 1024
 _SEE_MANIFEST = "; see the manifest"
 
 log = structlog.get_logger(__name__)
@@ -129,12 +128,18 @@ def not_started(job: JobSpec, status: JobStatus, error: str) -> JobResult:
 
 class _Lanes:
     """A job's transfers: at most ``width`` tasks in flight; a task's error is raised in the
-    submitting thread (at the next submit, or on leaving the block)."""
+    submitting thread (at the next submit, or on leaving the block).
+
+    Leaving the block waits for every task submitted, also when the source failed meanwhile
+    (what was listed before a listing broke still lands); only a stopping run cancels the
+    tasks that have not started.
+    """
 
     def __init__(self, width: int, name: str, stop: threading.Event) -> None:
         self._width = max(1, width)
         self._pool = JobLanes(self._width, name)
         self._pending: set[Future[None]] = set()
+        self._stop = stop
 
     def submit(self, fn: Callable[..., None], *args: Any) -> None:
         while len(self._pending) >= self._width:
@@ -154,8 +159,10 @@ class _Lanes:
         try:
             if exc_type is None:
                 self._reap(ALL_COMPLETED)
+            elif not self._stop.is_set():
+                wait(self._pending)  # the error in hand is the one raised; theirs are in their entries
         finally:
-            self._pool.close()  # what has not started is cancelled; what runs ends first
+            self._pool.close()  # what has not started is cancelled (only on stop); what runs ends first
 
 
 class JobRunner:
@@ -177,6 +184,8 @@ class JobRunner:
             max_backoff_s=service.retry.max_backoff_s, stop=run.stop, counter=run.stats.retried,
         )
         self.uploader = run.uploaders.get(service.destination, service.timeout_s)
+        self.sink_hooks = SinkHooks(self.uploader.stream_hooks)
+        """The destination's digests, streamed by every sink the job's module writes."""
         date = run.started_at.strftime("%Y-%m-%d")
         names = {"service_id": service.service_id, "job_id": job.job_id, "run_id": run.run_id, "date": date}
         self.prefix = _as_prefix(service.destination.prefix.format(**names))
@@ -264,7 +273,7 @@ class JobRunner:
             module=self.service.type, validators=validators_for(self.service.validate), retry=self.retry,
             timeout_s=self.service.timeout_s, stop=self.run.stop, max_file_bytes=self.service.max_file_bytes,
             previous={uri: entry.identity for uri, entry in self.previous.items()},
-            parts=_part_hashing(self.service.destination),
+            sink_hooks=self.sink_hooks,
             transfers=self.service.transfers, hosts=self.hosts, resources=self.run.resources,
         )
         module = cls(source, ctx)
@@ -340,6 +349,7 @@ class JobRunner:
             try:
                 self._handle(module, item, order)
             finally:
+                self.sink_hooks.take(item.path)
                 item.path.unlink(missing_ok=True)
         if count_streak and not isinstance(item, Unchanged):
             with self._streak_lock:
@@ -370,8 +380,8 @@ class JobRunner:
             errors_doc = {"source_uri": file.source_uri, "sha256": file.sha256,
                           "errors": [p.to_dict() for p in problems]}
             try:
-                self.uploader.put_file(bucket, key, file.path, file.size, file.sha256, self.retry, md5=file.md5,
-                                       part_size=file.part_size, part_sha256=file.part_sha256)
+                self.uploader.put_file(bucket, key, file.path, file.size, file.sha256, self.retry,
+                                       streamed=self.sink_hooks.take(file.path))
                 self.uploader.put_json(bucket, key + ERRORS_SUFFIX, errors_doc, self.retry)
                 entry = ManifestEntry(file.source_uri, key, file.size, file.sha256, "rejected",
                                       tuple(problems), file.identity)
@@ -382,7 +392,7 @@ class JobRunner:
             key = keys.key
             try:
                 outcome = self.uploader.put_file(bucket, key, file.path, file.size, file.sha256, self.retry,
-                                                 md5=file.md5, part_size=file.part_size, part_sha256=file.part_sha256)
+                                                 streamed=self.sink_hooks.take(file.path))
                 entry = ManifestEntry(file.source_uri, key, file.size, file.sha256, outcome.status, (), file.identity,
                                       unchecked)
                 log.debug("file_done", uri=file.source_uri, key=key, status=outcome.status, bytes=file.size,
@@ -474,14 +484,6 @@ class JobRunner:
             log.error("manifest_failed", key=key, error=_one_line(exc))
             return _one_line(exc)
         return None
-
-
-def _part_hashing(destination: DestinationConfig) -> PartHashing | None:
-    """With SHA-256 part checksums, sinks stream the part digests of files that go in parts."""
-    if destination.checksum != "sha256":
-        return None
-    return PartHashing(part_size=destination.multipart_chunksize_mb * MiB,
-                       from_bytes=destination.multipart_threshold_mb * MiB)
 
 
 def job_log_path(run: RunContext, job: JobSpec, service: ServiceConfig) -> Path:

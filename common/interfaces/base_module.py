@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
-from common.file_sink import FileSink, PartHashing
+from common.file_sink import FileSink
 from common.host_limiter import JobHosts
 from common.job_lanes import JobLanes
 from common.problems import Problem
@@ -39,6 +39,7 @@ from common.secret import redact, redact_source_uri
 
 if TYPE_CHECKING:
     from common.retry import RetryPolicy
+    from common.stream_hooks import SinkHooks
 
 __all__ = ["BaseModule", "FetchFailed", "FetchedFile", "JobContext", "Problem", "SourceConfig", "Unchanged", "Validators"]
 
@@ -67,14 +68,6 @@ class FetchedFile:
     """Hex SHA-256 of the content, computed while it was streamed."""
     identity: Mapping[str, str] = field(default_factory=dict)
     """The source's own version marks (ETag, size+mtime, ...), recorded in the manifest."""
-    md5: str | None = None
-    """Hex MD5 of the content when known (FileSink streams it for files up to 8 MiB): lets the
-    uploader check a single-part upload by its ETag instead of a HEAD. None: computed when needed."""
-    part_size: int | None = None
-    part_sha256: tuple[str, ...] | None = None
-    """Hex SHA-256 of each ``part_size`` part, streamed by the FileSink for files that will go in
-    a multipart upload (``JobContext.parts``): the uploader sends them as the parts' checksums
-    without reading the file once more. None: the uploader hashes the parts itself."""
 
     def __post_init__(self) -> None:
         _redact_uri(self)
@@ -168,9 +161,9 @@ class JobContext:
     """Files larger than this are refused (``max_file_bytes``); sinks enforce it too."""
     previous: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """Source identities (by source URI) from the last manifest when ``incremental`` is on."""
-    parts: PartHashing | None = None
-    """Per-part SHA-256s the sinks stream for large files (set by the runner when the
-    destination sends SHA-256 part checksums); None: none."""
+    sink_hooks: SinkHooks | None = None
+    """The destination's digests streamed by every sink of the job (set by the runner; modules
+    never touch them, see :mod:`common.stream_hooks`)."""
 
     transfers: int = 1
     """How many files (requests) of this job may be in flight at once (the service's ``transfers``);
@@ -203,7 +196,10 @@ class JobContext:
 
         Writing past ``max_file_bytes`` raises :class:`~common.file_sink.FileTooLarge`.
         """
-        return FileSink(workdir, name, source_uri, identity or {}, max_bytes=self.max_file_bytes, parts=self.parts)
+        hooks = self.sink_hooks
+        return FileSink(workdir, name, source_uri, identity or {}, max_bytes=self.max_file_bytes,
+                        hooks=hooks.make() if hooks is not None else None,
+                        on_finish=hooks.record if hooks is not None else None)
 
     def unchanged(self, source_uri: str, identity: Mapping[str, str]) -> bool:
         """Whether the file at ``source_uri`` is the one the last run recorded.

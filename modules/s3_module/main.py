@@ -63,8 +63,9 @@ log = structlog.get_logger(__name__)
 #: Bytes read from a response body at a time. Small enough that the transfer watchdog sees a
 #: slow body progress (a read returns only when this much arrived): 64 KiB per ``timeout_s``.
 CHUNK_SIZE = 64 * 1024
-#: HTTP connections one shared client keeps; jobs on the same source share them.
-MAX_POOL_CONNECTIONS = 50
+#: HTTP connections one shared client keeps; every transfer of every job on the same endpoint
+#: shares them (20 workers x 8 transfers by default, plus listings).
+MAX_POOL_CONNECTIONS = 256
 #: botocore's own attempts per request; the job's retry policy does the rest.
 BOTOCORE_MAX_ATTEMPTS = 2
 

@@ -1,4 +1,4 @@
-"""FileSink: hashes while writing; MD5 only for files small enough to go in one PUT."""
+"""FileSink: hashes while writing, and runs the destination's stream hooks (MD5, part digests)."""
 
 from __future__ import annotations
 
@@ -7,34 +7,46 @@ from pathlib import Path
 
 import pytest
 
-from common import file_sink
 from common.file_sink import FileSink
+from common.interfaces.base_module import FetchedFile
+from common.stream_hooks import Md5Hook, PartSha256Hook
 
 
-def test_small_file_gets_sha256_and_md5(tmp_path: Path) -> None:
-    with FileSink(tmp_path, "a/b.csv", "ftp://h/a/b.csv", {}) as sink:
-        for chunk in (b"id,x\n", b"1,2\n"):
+def streamed(tmp_path: Path, name: str, hooks: dict, chunks: list[bytes], restart_after: int | None = None
+             ) -> tuple[FetchedFile, dict]:
+    """Write ``chunks`` through a sink with ``hooks``; what the hooks computed, as the engine sees it."""
+    results: dict = {}
+    with FileSink(tmp_path, name, f"ftp://h/{name}", {}, hooks=hooks,
+                  on_finish=lambda path, computed: results.update(computed)) as sink:
+        for n, chunk in enumerate(chunks):
             sink.write(chunk)
-        fetched = sink.finish()
+            if restart_after == n:
+                sink.reset()  # a download restarted from byte 0
+        return sink.finish(), results
+
+
+def test_small_file_gets_sha256_and_the_md5_hook(tmp_path: Path) -> None:
+    fetched, results = streamed(tmp_path, "a/b.csv", {"md5": Md5Hook()}, [b"id,x\n", b"1,2\n"])
     data = b"id,x\n1,2\n"
     assert (fetched.size, fetched.sha256) == (9, hashlib.sha256(data).hexdigest())
-    assert fetched.md5 == hashlib.md5(data).hexdigest()
+    assert results == {"md5": hashlib.md5(data).hexdigest()}
     assert fetched.path.read_bytes() == data
 
 
-def test_md5_is_dropped_past_the_limit_and_restarts_with_the_file(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(file_sink, "MD5_MAX_BYTES", 10)
-    with FileSink(tmp_path, "big.bin", "ftp://h/big.bin", {}) as sink:
-        sink.write(b"x" * 8)
-        sink.write(b"y" * 8)
-        assert sink.finish().md5 is None
-    with FileSink(tmp_path, "again.bin", "ftp://h/again.bin", {}) as sink:
-        sink.write(b"x" * 16)
-        sink.reset()  # a download restarted from byte 0
-        sink.write(b"z" * 4)
+def test_md5_is_dropped_past_the_limit_and_restarts_with_the_file(tmp_path: Path) -> None:
+    _, results = streamed(tmp_path, "big.bin", {"md5": Md5Hook(max_bytes=10)}, [b"x" * 8, b"y" * 8])
+    assert results["md5"] is None
+    fetched, results = streamed(tmp_path, "again.bin", {"md5": Md5Hook(max_bytes=10)}, [b"x" * 16, b"z" * 4],
+                                restart_after=0)
+    assert results["md5"] == hashlib.md5(b"zzzz").hexdigest() and fetched.size == 4
+
+
+def test_without_hooks_the_sink_computes_only_the_sha256(tmp_path: Path) -> None:
+    with FileSink(tmp_path, "plain.bin", "ftp://h/plain.bin", {}) as sink:
+        sink.write(b"abc")
         fetched = sink.finish()
-    assert fetched.md5 == hashlib.md5(b"zzzz").hexdigest() and fetched.size == 4
+    assert fetched.sha256 == hashlib.sha256(b"abc").hexdigest()
+    assert not hasattr(fetched, "md5"), "upload details are not on the plugin types"
 
 
 def parts_of(data: bytes, size: int) -> tuple[str, ...]:
@@ -45,28 +57,20 @@ def parts_of(data: bytes, size: int) -> tuple[str, ...]:
 @pytest.mark.parametrize("chunk", [1, 7, 64, 100, 333])
 def test_part_digests_are_streamed_once_the_file_reaches_the_threshold(tmp_path: Path, total: int,
                                                                         chunk: int) -> None:
-    data = bytes(range(256)) * 4
-    data = data[:total]
-    parts = file_sink.PartHashing(part_size=50, from_bytes=100)
-    with FileSink(tmp_path, "big.bin", "ftp://h/big.bin", {}, parts=parts) as sink:
-        for start in range(0, total, chunk):
-            sink.write(data[start:start + chunk])
-        fetched = sink.finish()
+    data = (bytes(range(256)) * 4)[:total]
+    chunks = [data[start:start + chunk] for start in range(0, total, chunk)]
+    fetched, results = streamed(tmp_path, "big.bin", {"parts": PartSha256Hook(part_size=50, from_bytes=100)}, chunks)
     assert fetched.sha256 == hashlib.sha256(data).hexdigest()
     if total < 100:  # below the threshold: a single PUT, no part digests
-        assert fetched.part_sha256 is None and fetched.part_size is None
+        assert results["parts"] is None
     else:
-        assert fetched.part_size == 50 and fetched.part_sha256 == parts_of(data, 50)
+        assert results["parts"] == (50, parts_of(data, 50))
 
 
 def test_part_digests_start_over_with_the_file(tmp_path: Path) -> None:
-    parts = file_sink.PartHashing(part_size=4, from_bytes=8)
-    with FileSink(tmp_path, "big.bin", "ftp://h/big.bin", {}, parts=parts) as sink:
-        sink.write(b"stale bytes here")
-        sink.reset()  # a download restarted from byte 0
-        sink.write(b"0123456789")
-        fetched = sink.finish()
-    assert fetched.part_sha256 == parts_of(b"0123456789", 4)
+    _, results = streamed(tmp_path, "big.bin", {"parts": PartSha256Hook(part_size=4, from_bytes=8)},
+                          [b"stale bytes here", b"0123456789"], restart_after=0)
+    assert results["parts"] == (4, parts_of(b"0123456789", 4))
 
 
 @pytest.mark.parametrize("names", [

@@ -126,3 +126,32 @@ def test_a_job_declares_its_service_rules_on_hosts_it_finds() -> None:
         pass
     limiter = limiters.get("http://found.example:80")
     assert limiter.concurrency == 2 and limiter.delay_s == 0.5
+
+
+def test_jobs_holding_every_slot_of_a_host_still_finish_their_parallel_lanes() -> None:
+    """Two jobs admitted on a host capped at 2 hold both slots; each runs 4 lanes. A lane that
+    waited for the limiter alone would wait for ever (each job waits for its lanes before it
+    gives its slot back): the job's own slot, when it comes free, ends the wait."""
+    limiters = HostLimiters()
+    limiters.declare("ftp://h:21", concurrency=2)
+    jobs = []
+    for _ in range(2):
+        assert limiters.try_acquire(["ftp://h:21"])
+        jobs.append(JobHosts(limiters, admitted=["ftp://h:21"]))
+    done: list[int] = []
+    lock = threading.Lock()
+
+    def lane(job: JobHosts) -> None:
+        for _ in range(5):
+            with job.slot("ftp://h:21"):
+                time.sleep(0.002)
+                assert limiters.in_use("ftp://h:21") <= 2
+        with lock:
+            done.append(1)
+
+    threads = [threading.Thread(target=lane, args=(job,), daemon=True) for job in jobs for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert len(done) == 8, "every lane finished"

@@ -13,8 +13,8 @@ import pytest
 
 from common.config_model import DestinationConfig
 from common.exceptions import UploadError
-from common.retry import RetryPolicy
 from common.key_index import ABSENT, UNKNOWN, Existing, KeyIndex
+from common.retry import RetryPolicy
 from common.s3_uploader import S3Uploader, UploaderPool
 from module_system.s3_proxy import S3Proxy
 
@@ -41,7 +41,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("mode", ["sha256", "crc32", "when_required"])
-def test_upload_then_skip_same_then_replace(s3_server, s3, bucket: str, tmp_path: Path, mode: str) -> None:  # noqa: ANN001
+def test_upload_then_skip_same_then_replace(s3_server, s3, bucket: str, tmp_path: Path, mode: str) -> None:
     uploader = S3Uploader(destination(s3_server.url, bucket, checksum=mode), timeout_s=10, pool_size=4)
     path, digest = local_file(tmp_path, b"hello world\n")
     first = uploader.put_file(bucket, "k/a.txt", path, 12, digest, RETRY)
@@ -55,7 +55,7 @@ def test_upload_then_skip_same_then_replace(s3_server, s3, bucket: str, tmp_path
     uploader.close()
 
 
-def test_multipart_upload_carries_sha256(s3_server, s3, bucket: str, tmp_path: Path) -> None:  # noqa: ANN001
+def test_multipart_upload_carries_sha256(s3_server, s3, bucket: str, tmp_path: Path) -> None:
     uploader = S3Uploader(destination(s3_server.url, bucket, multipart_threshold_mb=5, multipart_chunksize_mb=5),
                           timeout_s=30, pool_size=4)
     data = os.urandom(12 << 20)
@@ -70,7 +70,7 @@ def test_multipart_upload_carries_sha256(s3_server, s3, bucket: str, tmp_path: P
     uploader.close()
 
 
-def test_put_json_is_idempotent(s3_server, s3, bucket: str) -> None:  # noqa: ANN001
+def test_put_json_is_idempotent(s3_server, s3, bucket: str) -> None:
     uploader = S3Uploader(destination(s3_server.url, bucket), timeout_s=10, pool_size=2)
     assert uploader.put_json(bucket, "e.json", {"a": 1}, RETRY) == "uploaded"
     assert uploader.put_json(bucket, "e.json", {"a": 1}, RETRY) == "skipped_same"
@@ -79,7 +79,7 @@ def test_put_json_is_idempotent(s3_server, s3, bucket: str) -> None:  # noqa: AN
     uploader.close()
 
 
-def test_missing_bucket_is_not_transient(s3_server, tmp_path: Path) -> None:  # noqa: ANN001
+def test_missing_bucket_is_not_transient(s3_server, tmp_path: Path) -> None:
     uploader = S3Uploader(destination(s3_server.url, "no-such-bucket-x"), timeout_s=10, pool_size=2)
     path, digest = local_file(tmp_path, b"x")
     with pytest.raises(UploadError) as info:
@@ -88,7 +88,7 @@ def test_missing_bucket_is_not_transient(s3_server, tmp_path: Path) -> None:  # 
     uploader.close()
 
 
-def test_pool_shares_one_uploader_per_destination(s3_server, bucket: str) -> None:  # noqa: ANN001
+def test_pool_shares_one_uploader_per_destination(s3_server, bucket: str) -> None:
     pool = UploaderPool(pool_size=4)
     a = pool.get(destination(s3_server.url, bucket), 10)
     b = pool.get(destination(s3_server.url, "other-bucket"), 10)
@@ -97,14 +97,14 @@ def test_pool_shares_one_uploader_per_destination(s3_server, bucket: str) -> Non
     pool.close()
 
 
-def test_destination_tls_verification_switch_warns(s3_server, bucket: str) -> None:  # noqa: ANN001
+def test_destination_tls_verification_switch_warns(s3_server, bucket: str) -> None:
     from structlog.testing import capture_logs
 
     with capture_logs() as logs:
         on = S3Uploader(destination(s3_server.url, bucket), timeout_s=10, pool_size=2)
         off = S3Uploader(destination(s3_server.url, bucket, verify_tls=False), timeout_s=10, pool_size=2)
-    assert on.client._endpoint.http_session._verify is not False  # noqa: SLF001
-    assert off.client._endpoint.http_session._verify is False  # noqa: SLF001
+    assert on.client._endpoint.http_session._verify is not False
+    assert off.client._endpoint.http_session._verify is False
     assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["tls_verification_disabled"]
     on.close()
     off.close()
@@ -117,7 +117,7 @@ def _ops(proxy: S3Proxy, since: int = 0) -> Counter[str]:
     return Counter(r.operation for r in proxy.requests[since:] if r.operation not in ("ListMultipartUploads",))
 
 
-def test_one_put_per_new_file_and_nothing_for_a_same_one(s3_server, s3, bucket: str, tmp_path: Path) -> None:  # noqa: ANN001
+def test_one_put_per_new_file_and_nothing_for_a_same_one(s3_server, s3, bucket: str, tmp_path: Path) -> None:
     """A folder is listed once; a new file costs one PUT, verified by its answer (ETag = MD5),
     and a file already there costs nothing more than that listing: no HEAD either way."""
     files = {f"d/f{i}.txt": f"content {i}\n".encode() for i in range(5)}
@@ -147,7 +147,7 @@ def test_one_put_per_new_file_and_nothing_for_a_same_one(s3_server, s3, bucket: 
         assert key == "d/f0.txt" or obj["ContentLength"] == len(data)
 
 
-def test_same_content_written_by_someone_else_is_recognised_by_its_etag(s3_server, s3, bucket: str,  # noqa: ANN001
+def test_same_content_written_by_someone_else_is_recognised_by_its_etag(s3_server, s3, bucket: str,
                                                                         tmp_path: Path) -> None:
     s3.put_object(Bucket=bucket, Key="x/a.csv", Body=b"a,b\n1,2\n")  # no sha256 metadata
     path, digest = local_file(tmp_path, b"a,b\n1,2\n")
@@ -156,10 +156,10 @@ def test_same_content_written_by_someone_else_is_recognised_by_its_etag(s3_serve
     uploader.close()
 
 
-def test_a_folder_that_cannot_be_listed_is_asked_about_with_heads(s3_server, bucket: str,  # noqa: ANN001
+def test_a_folder_that_cannot_be_listed_is_asked_about_with_heads(s3_server, bucket: str,
                                                                   tmp_path: Path) -> None:
     path, digest = local_file(tmp_path, b"payload\n")
-    no_listing = lambda request: "503" if request.operation == "ListObjects" else None  # noqa: E731
+    no_listing = lambda request: "503" if request.operation == "ListObjects" else None
     with S3Proxy(s3_server.url, fault=no_listing) as proxy:
         uploader = S3Uploader(destination(proxy.url, bucket), timeout_s=10, pool_size=2)
         assert uploader.put_file(bucket, "f/a.txt", path, 8, digest, RETRY).status == "uploaded"
@@ -171,7 +171,7 @@ def test_a_folder_that_cannot_be_listed_is_asked_about_with_heads(s3_server, buc
         second.close()
 
 
-def test_key_index_answers_unknown_past_its_page_limit(s3_server, s3, bucket: str) -> None:  # noqa: ANN001
+def test_key_index_answers_unknown_past_its_page_limit(s3_server, s3, bucket: str) -> None:
     for i in range(5):
         s3.put_object(Bucket=bucket, Key=f"big/k{i}", Body=b"x" * i)
     s3.put_object(Bucket=bucket, Key="big/sub/deeper", Body=b"y")
@@ -188,7 +188,7 @@ def test_key_index_answers_unknown_past_its_page_limit(s3_server, s3, bucket: st
 
 @pytest.mark.parametrize("mode", ["sha256", "crc32", "when_required"])
 def test_bodies_are_hashed_for_the_signature_only_without_a_sha256_checksum(
-        s3_server, bucket: str, tmp_path: Path, mode: str) -> None:  # noqa: ANN001
+        s3_server, bucket: str, tmp_path: Path, mode: str) -> None:
     """Over http a body whose SHA-256 travels as ``x-amz-checksum-sha256`` is not hashed again
     for SigV4; with a CRC32 or no checksum, the signature covers the body."""
     data = os.urandom((5 << 20) + 100)
@@ -210,34 +210,38 @@ def test_bodies_are_hashed_for_the_signature_only_without_a_sha256_checksum(
             assert len(payload) == 64 and int(payload, 16) >= 0  # the body's own SHA-256, signed
 
 
-def test_multipart_upload_sends_the_part_digests_streamed_while_fetching(s3_server, s3, bucket: str,  # noqa: ANN001
+def test_multipart_upload_sends_the_part_digests_streamed_while_fetching(s3_server, s3, bucket: str,
                                                                         tmp_path: Path) -> None:
     """The FileSink's part digests become the parts' checksums as they are: the file is not
     read and hashed once more. Digests for another part size are not used."""
-    from common.file_sink import FileSink, PartHashing
+    from common.file_sink import FileSink
+    from common.stream_hooks import PartSha256Hook
 
     data = os.urandom((12 << 20) + 3)
-    with FileSink(tmp_path, "big.bin", "ftp://h/big.bin", {}, parts=PartHashing(5 << 20, 5 << 20)) as sink:
+    computed: dict = {}
+    with FileSink(tmp_path, "big.bin", "ftp://h/big.bin", {}, hooks={"part_sha256": PartSha256Hook(5 << 20, 5 << 20)},
+                  on_finish=lambda path, results: computed.update(results)) as sink:
         for start in range(0, len(data), 1 << 20):
             sink.write(data[start:start + (1 << 20)])
         fetched = sink.finish()
-    assert fetched.part_sha256 is not None and len(fetched.part_sha256) == 3
+    part_size, part_sha256 = computed["part_sha256"]
+    assert part_size == 5 << 20 and len(part_sha256) == 3
 
     def sent_checksums(part_size: int, digests: tuple[str, ...], key: str) -> list[str]:
         with S3Proxy(s3_server.url) as proxy:
             uploader = S3Uploader(destination(proxy.url, bucket, multipart_threshold_mb=5, multipart_chunksize_mb=5),
                                   timeout_s=30, pool_size=2)
             outcome = uploader.put_file(bucket, key, fetched.path, fetched.size, fetched.sha256, RETRY,
-                                        part_size=part_size, part_sha256=digests)
+                                        streamed={"part_sha256": (part_size, digests)})
             uploader.close()
         assert outcome.status == "uploaded"
         assert hashlib.sha256(s3.get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest() == fetched.sha256
         parts = sorted(proxy.of("UploadPart"), key=lambda r: r.part_number or 0)
         return [base64.b64decode(r.headers["x-amz-checksum-sha256"]).hex() for r in parts]
 
-    assert sent_checksums(5 << 20, fetched.part_sha256, "streamed.bin") == list(fetched.part_sha256)
+    assert sent_checksums(5 << 20, part_sha256, "streamed.bin") == list(part_sha256)
     stand_ins = tuple(hashlib.sha256(str(n).encode()).hexdigest() for n in range(3))
     # digests of 4 MiB parts do not fit 5 MiB parts: the uploader hashes the file itself
-    assert sent_checksums(4 << 20, stand_ins, "hashed.bin") == list(fetched.part_sha256)
+    assert sent_checksums(4 << 20, stand_ins, "hashed.bin") == list(part_sha256)
     # and given digests are used as they are (moto does not check part checksums, a store does)
     assert sent_checksums(5 << 20, stand_ins, "as-given.bin") == list(stand_ins)
