@@ -6,13 +6,14 @@ cookies per job, and what the executor reads of the class (hosts, supports)."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 from pathlib import Path
 
 import pytest
 
-from common.host_limiter import HostLimiters, host_of
+from common.host_limiter import HostLimiters, JobHosts, host_of
 from common.interfaces.base_module import FetchedFile
 from common.job_config import resolve_source
 from modules.web_module.main import PAGES_PER_LANE, WebModule
@@ -94,6 +95,27 @@ def test_the_host_cap_holds_across_jobs(tmp_path: Path, cap: int) -> None:
             t.join(60)
         assert not errors and results == [13, 13, 13]
         assert site.peak == cap, f"peak {site.peak} with limits.max_connections={cap}"
+
+
+@pytest.mark.parametrize("cap", [1, 2])
+def test_a_job_admitted_on_the_host_uses_its_own_slot_and_more(tmp_path: Path, cap: int) -> None:
+    """As the executor runs it: the job was admitted holding one slot of the host, which serves
+    its requests too; with the cap at 1 the extra lanes take that slot in turn (never stall)."""
+    stop = threading.Event()
+    limiters = HostLimiters(stop)
+    with Site(fan(10), delay_s=0.01, gather=cap) as site:
+        limiters.declare(site.url, concurrency=cap)
+        assert limiters.try_acquire(WebModule.hosts(resolve_source({"urls": [site.url]}, WebModule.source_schema)))
+        ctx = dataclasses.replace(make_ctx(stop, transfers=4, limiters=limiters),
+                                  hosts=JobHosts(limiters, admitted=[site.url], concurrency=cap))
+        guard = threading.Timer(30, stop.set)  # a stalled crawl ends here instead of hanging the suite
+        guard.start()
+        try:
+            files = crawl(tmp_path, [site.url + "/index.html"], ctx=ctx, follow=FOLLOW)
+        finally:
+            guard.cancel()
+        assert not stop.is_set() and len(files) == 11
+        assert site.peak == cap and limiters.get(site.url).peak == cap
 
 
 def test_the_scope_is_the_same_whatever_order_pages_arrive(tmp_path: Path) -> None:
