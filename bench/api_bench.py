@@ -1,6 +1,6 @@
 """Throughput of the ``api`` module against a local API with a fixed latency per request.
 
-    python bench/api_bench.py                       # 20 endpoints x 10 pages, 50 ms, max_concurrency 10
+    python bench/api_bench.py                       # 20 endpoints x 10 pages, 50 ms, transfers 10
     python bench/api_bench.py --endpoints 200 --pages 1 --concurrency 20 --repeat 5
 
 Serves ``--endpoints`` endpoints of ``--pages`` pages each, chained by ``Link`` headers,
@@ -10,7 +10,7 @@ same URLs:
 
 * a plain sequential loop: one ``requests.Session``, one GET after the other;
 * ``ApiModule.fetch`` driven directly with a JobContext (no S3, no validation), with
-  ``max_concurrency`` = ``--concurrency``: files streamed, hashed and written to a temp dir.
+  ``transfers`` and ``limits.max_connections`` = ``--concurrency``: files streamed, hashed and written to a temp dir.
 
 Prints requests/s of both (the best of ``--repeat`` runs) and their ratio, which
 approaches ``--concurrency`` when latency dominates. Checks the server saw exactly the
@@ -31,6 +31,7 @@ import requests
 import structlog
 
 from common.config_model import ValidateConfig
+from common.host_limiter import HostLimiters, JobHosts
 from common.interfaces.base_module import FetchedFile, JobContext
 from common.job_config import resolve_source
 from common.retry import RetryPolicy
@@ -64,12 +65,13 @@ def run_sequential(api: ApiServer, targets: list[str]) -> float:
 
 def run_module(api: ApiServer, endpoints: int, pages: int, concurrency: int) -> tuple[float, int]:
     source = resolve_source({"base_url": api.url, "endpoints": [f"/items?e={e}" for e in range(endpoints)],
-                             "paginate": {"type": "link_header"}, "max_concurrency": concurrency},
+                             "paginate": {"type": "link_header"}},
                             ApiModule.source_schema)
     stop = threading.Event()
     ctx = JobContext(run_id="bench", job_id="bench", service_id="bench_api", module="api",
                      validators=ValidatorSet(ValidateConfig(None, None, None, None)),
-                     retry=RetryPolicy(attempts=3, backoff_s=0.1, stop=stop), timeout_s=30, stop=stop)
+                     retry=RetryPolicy(attempts=3, backoff_s=0.1, stop=stop), timeout_s=30, stop=stop,
+                     transfers=concurrency, hosts=JobHosts(HostLimiters(stop), concurrency=concurrency))
     module = ApiModule(source, ctx)
     with tempfile.TemporaryDirectory(prefix="api-bench-") as workdir:
         start = time.perf_counter()
@@ -90,7 +92,7 @@ def main() -> None:
     parser.add_argument("--endpoints", type=int, default=20)
     parser.add_argument("--pages", type=int, default=10)
     parser.add_argument("--latency", type=float, default=0.05, help="seconds the server sleeps per request")
-    parser.add_argument("--concurrency", type=int, default=10, help="max_concurrency of the module")
+    parser.add_argument("--concurrency", type=int, default=10, help="transfers and limits.max_connections of the job")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; the best is kept")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))

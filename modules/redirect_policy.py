@@ -24,10 +24,10 @@ The rules (``docs/sources/api.md`` and ``docs/sources/web.md``, "Redirects"):
   origins* (scheme, host and port of the configured URLs), and to the ``https`` form of an
   ``http`` origin on the default ports (the same host, now authenticated by TLS). Anywhere
   else a request carries no configured header at all.
-* **cookies stay home too** (:class:`OriginBoundSession`, the session class of both
-  modules): a cookie a server sets goes back only to the origin that set it (and its
-  ``https`` form), not to the same host on another port or over ``http``, as the
-  cookie rules of browsers would allow.
+* **cookies stay home too** (:class:`OriginCookiePolicy`, the policy of each job's cookie
+  jar, :class:`~modules.http_sessions.JobCookies`): a cookie a server sets goes back only
+  to the origin that set it (and its ``https`` form), not to the same host on another port
+  or over ``http``, as the cookie rules of browsers would allow.
 """
 
 from __future__ import annotations
@@ -40,15 +40,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
-from requests.structures import CaseInsensitiveDict
-
 __all__ = [
     "MAX_REDIRECTS",
     "REDIRECT_STATUSES",
     "AllowedHosts",
     "Origin",
-    "OriginBoundSession",
     "OriginCookiePolicy",
     "RedirectPolicy",
     "is_metadata_address",
@@ -246,28 +242,3 @@ class OriginCookiePolicy(http.cookiejar.DefaultCookiePolicy):
             return False
         upgraded = origin.scheme == "https" and origin.port == 443 and home == str(Origin("http", origin.host, 80))
         return (home == str(origin) or upgraded) and super().return_ok(cookie, request)
-
-
-class OriginBoundSession(requests.Session):
-    """A ``requests.Session`` whose stored cookies go back only to the origin that set them.
-
-    ``requests`` builds each request's ``Cookie`` header from a fresh copy of the session's
-    jar with the default policy, so setting a policy on ``session.cookies`` alone would not
-    hold: the header is made again here under :class:`OriginCookiePolicy`. A ``Cookie``
-    header given with the request (or the session) is left as it is, as ``requests`` does.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.cookies.set_policy(OriginCookiePolicy())
-
-    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
-        prepared = super().prepare_request(request)
-        if "Cookie" in CaseInsensitiveDict(request.headers or {}) or "Cookie" in self.headers:
-            return prepared
-        prepared.headers.pop("Cookie", None)
-        jar = prepared._cookies  # type: ignore[attr-defined]  # the merged copy requests made
-        if isinstance(jar, http.cookiejar.CookieJar):
-            jar.set_policy(OriginCookiePolicy())
-            prepared.prepare_cookies(jar)
-        return prepared

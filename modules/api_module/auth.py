@@ -9,12 +9,13 @@ credentials used, so that a 401 can invalidate exactly those (:meth:`Auth.invali
 Every computed header value is wrapped in :class:`~common.secret.Secret` once, which
 registers it for log redaction; values are revealed only into the request headers.
 
-OAuth2 client-credentials tokens are fetched once per process for each (token_url,
-client_id, client_secret, scope): every job and thread using the same credentials
-shares the token. A lock per credentials makes one thread fetch while the others wait.
-A token is refreshed when ``expires_in`` has (nearly) run out, or after a 401. Token
-requests are paced by the service's ``rate_limit`` like page requests (the ``pace``
-callable of the job that asks), since the token endpoint is often the API's own host.
+OAuth2 client-credentials tokens are fetched once per run for each (token_url,
+client_id, client_secret, scope): every job and lane using the same credentials shares
+the token (a :class:`TokenStore` kept in the run's resources, ``ctx.resources.shared``).
+Its lock makes one lane fetch while the others wait. A token is refreshed when
+``expires_in`` has (nearly) run out, or after a 401. A token request goes through the
+same ``connect`` as page requests (a connection slot of the token host, so ``limits``,
+``rate_limit`` and ``limits.delay_s`` hold for it too, and a pooled session).
 
 The token request never follows a redirect: a ``3xx`` from ``token_url`` is an
 :class:`ApiAuthError` naming the URL and where it pointed (the client secret would be
@@ -25,10 +26,10 @@ is on ``base_url``'s origin (``headers_for``, from :mod:`modules.redirect_policy
 from __future__ import annotations
 
 import base64
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -45,7 +46,7 @@ from modules.api_module.exceptions import (
     translate_request_error,
 )
 
-__all__ = ["Auth", "OAuth2ClientCredentials", "auth_for", "clear_token_cache"]
+__all__ = ["Auth", "OAuth2ClientCredentials", "TokenStore", "auth_for"]
 
 log = structlog.get_logger(__name__)
 
@@ -92,35 +93,25 @@ class _Token:
         return self.expires_at is not None and time.monotonic() >= self.expires_at
 
 
-_tokens: dict[tuple[Any, ...], _Token] = {}
-_locks: dict[tuple[Any, ...], threading.Lock] = {}
-_locks_guard = threading.Lock()
+class TokenStore:
+    """The token of one set of client credentials, shared by the jobs of a run."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.token: _Token | None = None
 
 
-def clear_token_cache() -> None:
-    """Forget every cached OAuth2 token (tests, or after credentials were rotated)."""
-    with _locks_guard:
-        _tokens.clear()
-
-
-def _reset_after_fork() -> None:
-    global _locks_guard
-    _tokens.clear()
-    _locks.clear()
-    _locks_guard = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
+#: Opens a connection to a URL's host for one request: a slot of the host and a pooled session.
+Connect = Callable[[str], AbstractContextManager[requests.Session]]
 
 
 class OAuth2ClientCredentials:
-    """RFC 6749 section 4.4: a bearer token from ``token_url``, shared process-wide."""
+    """RFC 6749 section 4.4: a bearer token from ``token_url``, shared by the jobs of a run."""
 
     refreshable = True
 
-    def __init__(self, block: Mapping[str, Any], session: Callable[[], requests.Session],
-                 retry: RetryPolicy, timeout_s: float, pace: Callable[[], None] | None = None,
+    def __init__(self, block: Mapping[str, Any], connect: Connect, retry: RetryPolicy, timeout_s: float,
+                 stores: Callable[[Any], TokenStore],
                  headers_for: Callable[[str], Mapping[str, str]] | None = None) -> None:
         self.token_url: str = block["token_url"]
         self._headers_for = headers_for
@@ -128,31 +119,29 @@ class OAuth2ClientCredentials:
         self._client_secret: Secret = _secret(block["client_secret"])
         self._scope: str | None = block.get("scope") or None
         self._client_auth: str = block.get("client_auth", "basic")
-        self._session = session
+        self._connect = connect
         self._retry = retry
         self._timeout_s = timeout_s
-        self._pace = pace
         self._refused: ApiAuthError | None = None
-        # Secrets hash by value, so equal credentials share one cache slot without printing.
-        self._key = (self.token_url, self._client_id, self._client_secret, self._scope, self._client_auth)
-        with _locks_guard:
-            self._lock = _locks.setdefault(self._key, threading.Lock())
+        # Secrets hash by value, so equal credentials share one store without printing.
+        self._store = stores(("oauth2", self.token_url, self._client_id, self._client_secret, self._scope,
+                              self._client_auth))
 
     def headers(self) -> tuple[dict[str, str], object]:
         token = self._current()
         return {"Authorization": "Bearer " + token.value.reveal()}, token
 
     def invalidate(self, marker: object) -> None:
-        with self._lock:
-            if _tokens.get(self._key) is marker:
-                del _tokens[self._key]
+        with self._store.lock:
+            if self._store.token is marker:
+                self._store.token = None
                 log.info("oauth2_token_invalidated", token_url=self.token_url, client_id=self._client_id)
 
     def _current(self) -> _Token:
-        with self._lock:
-            if self._refused is not None:  # asked once for this job: its other threads need not ask again
+        with self._store.lock:
+            if self._refused is not None:  # asked once for this job: its other lanes need not ask again
                 raise self._refused
-            token = _tokens.get(self._key)
+            token = self._store.token
             if token is None or token.expired():
                 try:
                     token = self._retry.call(self._request_token, what=f"POST {self.token_url}")
@@ -160,7 +149,7 @@ class OAuth2ClientCredentials:
                     if not isinstance(exc, ApiAuthTransientError):
                         self._refused = exc
                     raise
-                _tokens[self._key] = token
+                self._store.token = token
             return token
 
     def _request_token(self) -> _Token:
@@ -172,12 +161,11 @@ class OAuth2ClientCredentials:
             data.update(client_id=self._client_id, client_secret=self._client_secret.reveal())
         else:
             auth = (self._client_id, self._client_secret.reveal())
-        if self._pace is not None:
-            self._pace()
         headers = {**(self._headers_for(self.token_url) if self._headers_for else {}), "Accept": "application/json"}
         try:
-            with self._session().post(self.token_url, data=data, auth=auth, timeout=self._timeout_s,
-                                      headers=headers, allow_redirects=False) as response:
+            with self._connect(self.token_url) as session, \
+                    session.post(self.token_url, data=data, auth=auth, timeout=self._timeout_s,
+                                 headers=headers, allow_redirects=False) as response:
                 if response.is_redirect:
                     location = redact_url(response.headers.get("Location", ""))
                     raise ApiAuthError(f"POST {redact_url(self.token_url)}: HTTP {response.status_code} redirect to "
@@ -225,12 +213,12 @@ def _secret(value: Any) -> Secret:
     return value if isinstance(value, Secret) else Secret(str(value))
 
 
-def auth_for(block: Mapping[str, Any], session: Callable[[], requests.Session], retry: RetryPolicy,
-             timeout_s: float, pace: Callable[[], None] | None = None,
+def auth_for(block: Mapping[str, Any], connect: Connect, retry: RetryPolicy, timeout_s: float,
+             stores: Callable[[Any], TokenStore],
              headers_for: Callable[[str], Mapping[str, str]] | None = None) -> Auth:
-    """The authenticator of a validated ``auth`` block; ``session`` gives the calling thread's session,
-    ``pace`` waits for the service's ``rate_limit`` before a token request, ``headers_for`` gives the
-    source's headers that a request to a URL may carry."""
+    """The authenticator of a validated ``auth`` block. ``connect(url)`` opens a connection for one
+    request (host slot and pooled session), ``stores(key)`` gives the run's :class:`TokenStore` for
+    a set of credentials, ``headers_for`` gives the source's headers that a request to a URL may carry."""
     kind = block["type"]
     if kind == "none":
         return StaticAuth({})
@@ -242,5 +230,5 @@ def auth_for(block: Mapping[str, Any], session: Callable[[], requests.Session], 
         pair = f"{block['username']}:{reveal(block['password'])}".encode()
         return StaticAuth({"Authorization": Secret("Basic " + base64.b64encode(pair).decode("ascii"))})
     if kind == "oauth2_client_credentials":
-        return OAuth2ClientCredentials(block, session, retry, timeout_s, pace, headers_for)
+        return OAuth2ClientCredentials(block, connect, retry, timeout_s, stores, headers_for)
     raise ValueError(f"unknown auth type {kind!r}")  # the schema rules this out

@@ -1,18 +1,20 @@
 """One job's HTTP side of the ``api`` module: getting one page, however many tries it takes.
 
-Config keys read: ``base_url`` and ``max_concurrency`` (the process-wide request limit),
-``auth`` (through :mod:`.auth`), ``headers``, ``verify_tls``, ``max_response_bytes``,
-``follow_redirects`` and ``allowed_hosts``;
-service keys through ``ctx``: ``rate_limit`` (:meth:`JobContext.pace`), ``max_file_bytes``,
-``timeout_s`` and ``retry``.
+Config keys read: ``base_url``, ``auth`` (through :mod:`.auth`), ``headers``, ``verify_tls``,
+``max_response_bytes``, ``follow_redirects`` and ``allowed_hosts``; service keys through
+``ctx``: ``max_file_bytes``, ``timeout_s`` and ``retry``, and, through :meth:`JobContext.slot`,
+``limits.max_connections``, ``limits.delay_s`` and ``rate_limit``.
 
-Each request, every retry included:
+Each request, every retry and token request included:
 
-1. takes a slot of the process-wide semaphore of (``base_url``, ``max_concurrency``);
-2. waits for the service's ``rate_limit`` (``ctx.pace()``), right before it is sent, so
-   the gaps between request starts hold whatever the concurrency;
-3. is sent from the calling thread's own pooled ``requests.Session``, redirects off;
-4. streams its body into the page's hashing sink from byte 0.
+1. holds a connection slot of its host (``ctx.slot(url)``): the run's one per-host limiter
+   caps connections to the host across every job and lane, and spaces request starts by
+   ``rate_limit`` and ``limits.delay_s``;
+2. checks out the run's pooled ``requests.Session`` for the host
+   (``ctx.resources.pooled``, :func:`~modules.http_sessions.new_session`), redirects off;
+   the job's cookies (:class:`~modules.http_sessions.JobCookies`) go back only to the
+   origin that set them;
+3. streams its body into the page's hashing sink from byte 0.
 
 A ``3xx`` fails the endpoint unless ``follow_redirects``; then it is followed by hand
 (at most :data:`~modules.redirect_policy.MAX_REDIRECTS` hops) where the
@@ -31,21 +33,28 @@ A 401 is retried once with fresh OAuth2 credentials. Given a recorded ``etag`` o
 from __future__ import annotations
 
 import dataclasses
-import os
+import functools
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urljoin
 
 import requests
 import structlog
-from requests.adapters import HTTPAdapter
 
+from common.exceptions import TransferStopped
 from common.file_sink import FileSink, FileTooLarge
-from common.interfaces.base_module import FetchedFile, JobContext, SourceConfig, Unchanged
+from common.host_limiter import host_of
+from common.interfaces.base_module import (
+    FetchedFile,
+    JobContext,
+    SourceConfig,
+    Unchanged,
+)
 from common.retry import RetryPolicy
-from modules.api_module.auth import Auth, auth_for
 from common.transfer_watchdog import shut_response, watch
+from modules.api_module.auth import Auth, TokenStore, auth_for
 from modules.api_module.exceptions import (
     ApiHttpError,
     ApiSourceError,
@@ -56,43 +65,22 @@ from modules.api_module.exceptions import (
 )
 from modules.api_module.pagination import public_url
 from modules.http_headers import conditional_headers, version_identity
+from modules.http_sessions import JobCookies, new_session, tls_verify
 from modules.redirect_policy import (
     MAX_REDIRECTS,
     REDIRECT_STATUSES,
     AllowedHosts,
-    OriginBoundSession,
     RedirectPolicy,
     origin_of,
 )
 
-__all__ = ["PageClient", "PageMeta", "service_limit"]
+__all__ = ["PageClient", "PageMeta"]
 
 log = structlog.get_logger(__name__)
 
 #: Bytes read from a response body at a time.
 CHUNK_SIZE = 64 * 1024
 USER_AGENT = "module_system-api/1"
-
-_limits: dict[tuple[str, int], threading.BoundedSemaphore] = {}
-_limits_lock = threading.Lock()
-
-
-def service_limit(base_url: str, max_concurrency: int) -> threading.BoundedSemaphore:
-    """The process-wide semaphore bounding requests in flight to ``base_url``."""
-    key = (base_url.rstrip("/"), max_concurrency)
-    with _limits_lock:
-        return _limits.setdefault(key, threading.BoundedSemaphore(max_concurrency))
-
-
-def _reset_limits_after_fork() -> None:
-    global _limits_lock
-    _limits.clear()
-    _limits_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_limits_after_fork)
-
 
 @dataclasses.dataclass(frozen=True)
 class PageMeta:
@@ -107,20 +95,36 @@ class PageMeta:
 
 
 class PageClient:
-    """Gets pages for one job; thread-safe (one session per calling thread)."""
+    """Gets pages for one job; thread-safe (the job's lanes share it)."""
 
-    def __init__(self, source: SourceConfig, ctx: JobContext, retry: RetryPolicy) -> None:
+    def __init__(self, source: SourceConfig, ctx: JobContext, retry: RetryPolicy,
+                 halt: threading.Event | None = None) -> None:
         self.source = source
         self.ctx = ctx
         self._retry = retry
-        self._limit = service_limit(source["base_url"], source["max_concurrency"])
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
-        self._sessions_lock = threading.Lock()
+        self._halt = halt or threading.Event()
         self._policy = redirect_policy(source)
         self._headers = dict(source["headers"])
-        self._auth: Auth = auth_for(source["auth"], self.session, retry, ctx.timeout_s, pace=ctx.pace,
+        self._verify = tls_verify(source["verify_tls"])
+        self._cookies = JobCookies()
+        self._auth: Auth = auth_for(source["auth"], self.connect, retry, ctx.timeout_s,
+                                    stores=functools.partial(ctx.resources.shared, factory=TokenStore),
                                     headers_for=self._headers_for)
+
+    @contextmanager
+    def connect(self, url: str) -> Iterator[requests.Session]:
+        """A connection slot of ``url``'s host and the run's pooled session for it, for one request.
+
+        Raises TransferStopped when the run stops while waiting, or when the job's fetch has
+        ended (``halt``) by the time the slot comes free: such a request is not sent."""
+        with self.ctx.slot(url):
+            if self._halt.is_set():
+                raise TransferStopped(f"GET {public_url(url)}: the fetch has ended")
+            # A session is only a connection pool (no cookies, no headers of its own): after an
+            # error it is still fine, urllib3 drops a broken connection, so it goes back.
+            with self.ctx.resources.pooled(("api", host_of(url)), functools.partial(new_session, url),
+                                           keep_on_error=True) as session:
+                yield session
 
     def get_page(self, url: str, name: str, workdir: Path,
                  previous: Mapping[str, str] | None = None) -> tuple[FetchedFile, PageMeta] | Unchanged:
@@ -171,15 +175,16 @@ class PageClient:
                  sink: FileSink) -> PageMeta | str:
         """One GET of ``url``: the page, or the URL a redirect that may be followed points to."""
         public = public_url(url)
-        headers = {**self._headers_for(url), **(credentials if self._policy.sends_credentials(url) else {}),
-                   **conditional}
-        with self._limit:
-            self.ctx.pace()
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **self._headers_for(url),
+                   **(credentials if self._policy.sends_credentials(url) else {}), **conditional}
+        headers.update(self._cookies.header(url, headers))
+        with self.connect(url) as session:
             try:
-                response = self.session().get(url, headers=headers, timeout=self.ctx.timeout_s, stream=True,
-                                              allow_redirects=False)
+                response = session.get(url, headers=headers, timeout=self.ctx.timeout_s, stream=True,
+                                       allow_redirects=False, verify=self._verify)
             except requests.RequestException as exc:
                 raise translate_request_error(exc, public) from exc
+            self._cookies.keep(response)
             with response, watch(f"GET {public}", self.ctx.stop, self.ctx.timeout_s,
                                  cut=lambda: shut_response(response),
                                  stalled=lambda msg: ApiTransientError(msg, url=public, status=None)) as transfer:
@@ -226,30 +231,6 @@ class PageClient:
         if size > page_limit:
             raise ApiSourceError(f"GET {url}: the response is larger than max_response_bytes ({page_limit})",
                                  url=url, status=None)
-
-    def session(self) -> requests.Session:
-        """The calling thread's pooled session (one per worker thread of this job)."""
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = OriginBoundSession()  # a cookie goes back only to the origin that set it
-            adapter = HTTPAdapter(pool_maxsize=self.source["max_concurrency"], max_retries=0)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            session.verify = self.source["verify_tls"]
-            # The source's headers are added per request (only to base_url's origin), never here.
-            session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
-            with self._sessions_lock:
-                self._sessions.append(session)
-            self._local.session = session
-        return session
-
-    def close(self) -> None:
-        """Close every session this job opened."""
-        with self._sessions_lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
-
 
 def _head(response: requests.Response) -> bytes:
     """The first bytes of an error reply's body, for the message; nothing if it cannot be read."""

@@ -121,8 +121,6 @@ SOURCE_SCHEMA: dict[str, Any] = {
                       "description": "Paths (starting with `/`, optionally with `?query`) fetched under base_url."},
         "auth": _AUTH_SCHEMA,
         "paginate": _PAGINATE_SCHEMA,
-        "max_concurrency": {"type": "integer", "minimum": 1, "maximum": 64, "default": 4, "description":
-                            "At most this many requests in flight to base_url, shared by every job of the process."},
         "records_path": {"type": "string", "minLength": 1, "description":
                          "Dotted path to the records array in each page (`data.items`, `$.results`); each record "
                          "is then validated on its own and problems name its index. Absent: the page is one document."},

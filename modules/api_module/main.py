@@ -11,8 +11,6 @@ Registry keys read (``source`` of a ``type: api`` service; schema in
     ``{type: none | bearer | header | basic | oauth2_client_credentials, ...}`` (:mod:`.auth`).
 ``paginate``
     ``{type: none | link_header | page | cursor, ...}`` (:mod:`.pagination`).
-``max_concurrency``
-    Requests in flight to ``base_url`` at most, across every job of the process.
 ``records_path``
     Dotted path to the records array of a page; records are then validated one by one.
 ``headers``, ``query``
@@ -25,12 +23,14 @@ Registry keys read (``source`` of a ``type: api`` service; schema in
     Whether a 3xx is followed, and where to (:mod:`modules.redirect_policy`); ``auth``
     and ``headers`` go only to ``base_url``'s origin.
 
-Flow: the endpoints run in a thread pool ``max_concurrency`` wide, each walking its
-pages in order (pagination is sequential); each page is streamed into a hashing sink
-as ``<endpoint-slug>-p<n>.json`` by :class:`~.client.PageClient` and handed to the
-generator through a bounded queue, which yields files in completion order. Every
-request holds a slot of a process-wide semaphore per (base_url, max_concurrency), so
-jobs of one service share the limit, and is paced by the service's ``rate_limit``.
+Flow: the endpoints run in the job's lanes (``ctx.lanes()``, the service's ``transfers``
+wide, default :attr:`ApiModule.default_transfers`), each walking its pages in order
+(pagination is sequential); each page is streamed into a hashing sink as
+``<endpoint-slug>-p<n>.json`` by :class:`~.client.PageClient` and handed to the generator
+through a bounded queue, which yields files in completion order. Every request holds a
+connection slot of its host (``ctx.slot``): ``limits.max_connections`` (default
+:attr:`ApiModule.default_max_connections`) caps requests in flight to the host across all
+jobs and lanes of the run, ``rate_limit`` and ``limits.delay_s`` space their starts.
 A request is retried through ``ctx.retry`` on 5xx, 408, 429 (waiting ``Retry-After``,
 or on 429/503 ``RateLimit-Reset`` / ``X-RateLimit-Reset``) and connection errors; a 401
 refreshes an OAuth2 token once. An endpoint failing for good is yielded as
@@ -50,13 +50,11 @@ headers) of the one before, which a 304 does not carry.
 
 from __future__ import annotations
 
-import contextvars
 import dataclasses
 import json
 import queue
 import threading
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -64,12 +62,24 @@ import structlog
 
 from common.exceptions import DiskFullError, ListingIncomplete, is_transient
 from common.file_sink import FileTooLarge
-from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, SourceConfig, Unchanged
+from common.host_limiter import host_of
+from common.interfaces.base_module import (
+    BaseModule,
+    FetchedFile,
+    FetchFailed,
+    JobContext,
+    SourceConfig,
+    Unchanged,
+)
 from common.problems import Problem
 from common.transfer_watchdog import ends_on_stop
-from modules.api_module.client import PageClient, PageMeta, service_limit
+from modules.api_module.client import PageClient, PageMeta
 from modules.api_module.config import SOURCE_SCHEMA, Paging, paging_from
-from modules.api_module.exceptions import ApiAuthError, ApiSourceError, ApiTransientError
+from modules.api_module.exceptions import (
+    ApiAuthError,
+    ApiSourceError,
+    ApiTransientError,
+)
 from modules.api_module.pagination import (
     endpoint_url,
     is_empty_page,
@@ -82,7 +92,7 @@ from modules.api_module.pagination import (
 )
 from modules.api_module.records import record_problems
 
-__all__ = ["ApiModule", "service_limit"]
+__all__ = ["ApiModule"]
 
 log = structlog.get_logger(__name__)
 
@@ -113,14 +123,23 @@ class ApiModule(BaseModule):
     """Reads the JSON pages of an HTTP API's endpoints (see the module docstring for its keys)."""
 
     source_schema: ClassVar[Mapping[str, Any]] = SOURCE_SCHEMA
+    default_max_connections: ClassVar[int | None] = 4
+    default_transfers: ClassVar[int] = 4
+    supports: ClassVar[frozenset[str]] = frozenset({"incremental", "rate_limit", "transfers", "delay"})
+
+    @classmethod
+    def hosts(cls, source: SourceConfig) -> tuple[str, ...]:
+        """The host of ``base_url`` (token and redirect hosts take their slots as they are reached)."""
+        return (host_of(source["base_url"]),)
 
     def __init__(self, source: SourceConfig, ctx: JobContext) -> None:
         super().__init__(source, ctx)
         self.paging: Paging = paging_from(source["paginate"])
         self.base_url: str = source["base_url"]
         self._cancel = threading.Event()
-        # Backoff waits end as soon as this job's fetch is cancelled (stop, close).
-        self._client = PageClient(source, ctx, dataclasses.replace(ctx.retry, stop=self._cancel))
+        # Backoff waits end, and requests waiting for a slot are not sent, once this job's
+        # fetch is cancelled (stop, close, the generator left).
+        self._client = PageClient(source, ctx, dataclasses.replace(ctx.retry, stop=self._cancel), halt=self._cancel)
 
     # ------------------------------------------------------------------ fetch
 
@@ -141,9 +160,9 @@ class ApiModule(BaseModule):
         endpoints = list(dict.fromkeys(self.source["endpoints"]))
         if not self.source["verify_tls"]:
             log.warning("api_tls_verification_disabled", base_url=public_url(self.base_url))
-        width = min(self.source["max_concurrency"], len(endpoints))
+        width = min(self.ctx.transfers, len(endpoints))
         results: queue.Queue[tuple[str, Any, Any]] = queue.Queue(maxsize=2 * width)
-        pool = ThreadPoolExecutor(width, thread_name_prefix=f"api-{self.ctx.job_id}")
+        lanes = self.ctx.lanes()
         pending = iter(endpoints)
         active = succeeded = files = 0
         failures: list[ApiSourceError] = []
@@ -154,11 +173,11 @@ class ApiModule(BaseModule):
             endpoint = next(pending, None)
             if endpoint is None or self.ctx.stop.is_set():
                 return 0
-            pool.submit(contextvars.copy_context().run, self._run_endpoint, endpoint, workdir, results)
+            lanes.submit(self._run_endpoint, endpoint, workdir, results)
             return 1
 
         log.info("api_fetch_started", base_url=public_url(self.base_url), endpoints=len(endpoints),
-                 max_concurrency=self.source["max_concurrency"], paginate=self.paging.type)
+                 transfers=width, paginate=self.paging.type)
         try:
             for _ in range(width):
                 active += submit()
@@ -199,7 +218,7 @@ class ApiModule(BaseModule):
                 raise self._incomplete(truncated)
         finally:
             self._cancel.set()
-            pool.shutdown(wait=True, cancel_futures=True)
+            lanes.close()
             _discard(results)
 
     def _all_failed(self, failures: list[ApiSourceError], count: int) -> ApiSourceError:
@@ -343,7 +362,6 @@ class ApiModule(BaseModule):
 
     def close(self) -> None:
         self._cancel.set()
-        self._client.close()
 
 
 def _remove(item: Item) -> None:

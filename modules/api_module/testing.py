@@ -67,6 +67,8 @@ class ApiServer:
         self.requests: list[ApiRequest] = []
         self.in_flight = 0
         self.peak_in_flight = 0
+        self.connections = 0
+        """TCP connections accepted so far (keep-alive reuse keeps it low)."""
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         owner = self
@@ -77,12 +79,17 @@ class ApiServer:
             # client's delayed ACK add ~40 ms to every keep-alive reply.
             disable_nagle_algorithm = True
 
+            def setup(self) -> None:
+                super().setup()
+                with owner._lock:
+                    owner.connections += 1
+
             def _serve(self) -> None:
                 owner._serve(self)
 
             do_GET = do_POST = do_PUT = do_DELETE = _serve
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)

@@ -7,10 +7,10 @@ retries and ``robots.txt``):
   (:mod:`common.host_limiter`) caps connections to the host across all jobs and lanes and
   spaces request starts by ``limits.delay_s`` and ``rate_limit``;
 * it checks out the run's ``requests.Session`` for the host (``ctx.resources.pooled``,
-  :func:`~modules.web_module.sessions.new_session`) for that request only;
+  :func:`~modules.http_sessions.new_session`) for that request only;
 * it sends the User-Agent, the secret ``headers`` only to the start URLs' origins
   (:meth:`~modules.redirect_policy.RedirectPolicy.sends_credentials`) and the job's cookies
-  (:class:`~modules.web_module.sessions.JobCookies`), never follows a redirect itself;
+  (:class:`~modules.http_sessions.JobCookies`), never follows a redirect itself;
 * the body is read under the transfer watchdog (:func:`common.transfer_watchdog.watch`): a
   stopping run or a stalled server cuts it.
 
@@ -36,7 +36,7 @@ from modules.redirect_policy import MAX_REDIRECTS, RedirectPolicy
 from modules.web_module.exceptions import WebTransientError, translate_request_error
 from modules.web_module.pages import normalize_url
 from modules.web_module.robots import read_robots_answer
-from modules.web_module.sessions import JobCookies, new_session, tls_verify
+from modules.http_sessions import JobCookies, new_session, tls_verify
 
 __all__ = ["Halted", "WebClient"]
 

@@ -19,7 +19,7 @@ lane while the others wait); redirects are followed by hand, each ``Location`` c
 same way and by :class:`~modules.redirect_policy.RedirectPolicy` (never from https to http,
 never to a link-local or metadata address). The secret ``headers`` go only to the origins
 (scheme, host, port) of the start URLs; cookies are kept per job and go back only to the
-origin that set them (:mod:`modules.web_module.sessions`). Only HTML (``text/html``,
+origin that set them (:mod:`modules.http_sessions`). Only HTML (``text/html``,
 ``application/xhtml+xml``) up to ``max_page_bytes`` is kept, the rest is skipped and logged.
 With ``extract``, a JSON record of the fields follows each page as its own file.
 

@@ -78,11 +78,11 @@ def test_public_source_masks_urls_and_credential_named_values() -> None:
     source = {"base_url": "http://u:pw@h:1", "endpoints": ("/x?token=t",), "query": {"api_key": "k", "city": "oslo"},
               "headers": {"X-Api-Key": "k2", "Accept": "application/json"}, "auth": {"type": "bearer",
                                                                                     "token": Secret("t3-secret")},
-              "verify_tls": True, "max_concurrency": 4}
+              "verify_tls": True, "max_response_bytes": 4}
     assert public_source(source) == {
         "base_url": "http://u:***@h:1", "endpoints": ["/x?token=***"], "query": {"api_key": "***", "city": "oslo"},
         "headers": {"X-Api-Key": "***", "Accept": "application/json"}, "auth": {"type": "bearer"},
-        "verify_tls": True, "max_concurrency": 4}
+        "verify_tls": True, "max_response_bytes": 4}
 
 
 def test_log_records_quoting_urls_are_masked(tmp_path: Path) -> None:

@@ -87,14 +87,14 @@ def drip() -> Iterator[DripServer]:
 def http_registry(project: Project, bucket: str, drip: DripServer, kind: str, timeout_s: float,
                   paths: list[str]) -> None:
     if kind == "api":
-        source: dict[str, Any] = {"base_url": drip.url, "endpoints": paths, "max_concurrency": 2}
+        source: dict[str, Any] = {"base_url": drip.url, "endpoints": paths}
     else:
         source = {"urls": [drip.url + p for p in paths], "obey_robots": False}
     project.write_registry({
         "version": 1,
         "defaults": {"destination": {"bucket": bucket, "endpoint_url": "${S3_URL}"}, "timeout_s": timeout_s,
                      "retry": {"attempts": 2, "backoff_s": 0.01, "max_backoff_s": 0.1}},
-        "services": {"slow": {"type": kind, "source": source}},
+        "services": {"slow": {"type": kind, "source": source, "transfers": 2}},
     })
 
 

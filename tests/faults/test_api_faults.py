@@ -96,7 +96,8 @@ def registry(project: Project, bucket: str, api: ApiServer) -> dict[str, Any]:
             "api_flaky": {
                 "type": "api",
                 "source": {"base_url": "${API_URL}", "endpoints": list(ENDPOINTS),
-                           "paginate": {"type": "link_header"}, "max_concurrency": 4, "records_path": "data"},
+                           "paginate": {"type": "link_header"}, "records_path": "data"},
+                "transfers": 4,
                 "validate": {"json_schema": "reading.schema.json"},
             },
         },

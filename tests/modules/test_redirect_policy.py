@@ -7,7 +7,8 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from module_system.testing import LocalHttpServer
-from modules.redirect_policy import AllowedHosts, OriginBoundSession, RedirectPolicy, is_metadata_address
+from modules.http_sessions import JobCookies, new_session
+from modules.redirect_policy import AllowedHosts, RedirectPolicy, is_metadata_address
 
 BASE = "http://127.0.0.1:8000/"
 
@@ -71,7 +72,7 @@ def test_a_cookie_goes_back_only_to_the_origin_that_set_it() -> None:
     received: dict[int, list[str | None]] = {}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             port = self.server.server_address[1]
             received.setdefault(port, []).append(self.headers.get("Cookie"))
             self.send_response(200)
@@ -79,13 +80,24 @@ def test_a_cookie_goes_back_only_to_the_origin_that_set_it() -> None:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    with LocalHttpServer(Handler) as first, LocalHttpServer(Handler) as second, OriginBoundSession() as session:
+    cookies = JobCookies()  # one job's; the pooled session it uses keeps none
+
+    def get(session: Any, url: str, headers: dict[str, str]) -> None:
+        with session.get(url, headers={**headers, **cookies.header(url, headers)}, timeout=5) as response:
+            cookies.keep(response)
+
+    with LocalHttpServer(Handler) as first, LocalHttpServer(Handler) as second:
         a, b = first.port, second.port
-        for port in (a, a, b, b):
-            session.get(f"http://127.0.0.1:{port}/", timeout=5)
-        session.get(f"http://127.0.0.1:{b}/", headers={"Cookie": "given=1"}, timeout=5)
+        with new_session(first.url) as session:
+            for port in (a, a, b, b):
+                get(session, f"http://127.0.0.1:{port}/", {})
+            get(session, f"http://127.0.0.1:{b}/", {"Cookie": "given=1"})
+            assert not len(session.cookies), "the pooled session stores no cookie"
+        with new_session(second.url) as session:
+            get(session, f"http://127.0.0.1:{b}/", {})
     assert received[a] == [None, f"sid=from-{a}"]
-    assert received[b] == [None, f"sid=from-{b}", "given=1"], "the same host on another port gets none of a's"
+    assert received[b][:3] == [None, f"sid=from-{b}", "given=1"], "the same host on another port gets none of a's"
+    assert received[b][3] == f"sid=from-{b}", "the job's cookies outlive the session"

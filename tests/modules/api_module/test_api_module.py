@@ -19,10 +19,12 @@ from structlog.testing import capture_logs
 from common.config_model import ValidateConfig
 from common.exceptions import ConfigError, ListingIncomplete, is_transient
 from common.frozen import freeze
+from common.host_limiter import HostLimiters, JobHosts
 from common.interfaces.base_module import FetchedFile, FetchFailed, JobContext
 from common.job_config import resolve_source
 from common.plugins import default_catalog
 from common.retry import RetryPolicy
+from common.run_resources import RunResources
 from common.secret import Secret
 from common.validators import ValidatorSet
 from module_system.contract import ModuleContract
@@ -47,12 +49,20 @@ def api() -> Iterator[ApiServer]:
 
 
 def make_ctx(schema: Mapping[str, Any] | None = None, attempts: int = 3, retries: list[int] | None = None,
-             max_backoff_s: float = 2.0) -> JobContext:
+             max_backoff_s: float = 2.0, transfers: int = ApiModule.default_transfers,
+             max_connections: int | None = ApiModule.default_max_connections, requests_per_s: float | None = None,
+             limiters: HostLimiters | None = None, resources: RunResources | None = None) -> JobContext:
+    """A job's context as the executor builds it: ``transfers`` lanes, the service's per-host rules
+    over ``limiters`` and ``resources`` (the run's: pass them to several jobs to share them)."""
     validate = ValidateConfig(json_schema_path=None, json_schema=freeze(schema) if schema else None, csv=None, html=None)
     counter = (lambda: retries.append(1)) if retries is not None else None
+    stop = threading.Event()
     return JobContext(run_id="run-1", job_id="job-1", service_id="svc-api", module="api",
-                      validators=ValidatorSet(validate), timeout_s=5, stop=threading.Event(),
-                      retry=RetryPolicy(attempts=attempts, backoff_s=0.01, max_backoff_s=max_backoff_s, counter=counter))
+                      validators=ValidatorSet(validate), timeout_s=5, stop=stop,
+                      retry=RetryPolicy(attempts=attempts, backoff_s=0.01, max_backoff_s=max_backoff_s, counter=counter),
+                      transfers=transfers, resources=resources or RunResources(),
+                      hosts=JobHosts(limiters or HostLimiters(stop), concurrency=max_connections,
+                                     requests_per_s=requests_per_s))
 
 
 def make_module(api: ApiServer, ctx: JobContext | None = None, **source: Any) -> ApiModule:
@@ -114,7 +124,7 @@ def test_secrets_are_marked_and_wrapped_and_the_entry_point_resolves() -> None:
     source = resolve_source({"base_url": "http://h", "endpoints": ["/a"], "auth": {"type": "bearer", "token": TOKEN}},
                             ApiModule.source_schema)
     assert isinstance(source["auth"]["token"], Secret) and TOKEN not in repr(source)
-    assert source["max_concurrency"] == 4 and source["verify_tls"] is True
+    assert "max_concurrency" not in source and source["verify_tls"] is True
     assert default_catalog().load("api") is ApiModule
 
 
@@ -165,7 +175,7 @@ def test_a_refused_token_fails_every_endpoint_unretried_and_redacted(api: ApiSer
     api.route("/secure", _require("Authorization", f"Bearer {TOKEN}"))
     api.route("/echo", lambda req: json_reply({"echo": req.headers.get("authorization")}, 403))
     with capture_logs() as logs, pytest.raises(ApiSourceError) as info:
-        fetch_all(make_module(api, endpoints=["/echo", "/secure"], max_concurrency=1,
+        fetch_all(make_module(api, make_ctx(transfers=1), endpoints=["/echo", "/secure"],
                               auth={"type": "bearer", "token": "bad-token-Qm4"}), tmp_path)
     message = str(info.value)
     assert "all 2 endpoint(s)" in message and "HTTP 403" in message and "***" in message, message
@@ -208,14 +218,15 @@ class TokenEndpoint:
                 "client_secret": "cs-" + client_id, **extra}
 
 
-def test_oauth2_token_fetched_once_per_process_and_shared_across_jobs(api: ApiServer, tmp_path: Path) -> None:
+def test_oauth2_token_fetched_once_per_run_and_shared_across_jobs(api: ApiServer, tmp_path: Path) -> None:
     tokens = TokenEndpoint(api)
     api.route("/data", tokens.guard)
     auth = tokens.oauth(api, "shared-client", scope="read:all")
+    resources = RunResources()  # one run
     results: list[list[Any]] = []
     jobs = [threading.Thread(target=lambda i=i: results.append(fetch_all(
-        make_module(api, endpoints=[f"/data?e={k}" for k in range(3)], auth=auth), tmp_path / str(i))))
-        for i in range(2)]
+        make_module(api, make_ctx(resources=resources), endpoints=[f"/data?e={k}" for k in range(3)], auth=auth),
+        tmp_path / str(i)))) for i in range(2)]
     for job in jobs:
         job.start()
     for job in jobs:
@@ -225,6 +236,8 @@ def test_oauth2_token_fetched_once_per_process_and_shared_across_jobs(api: ApiSe
     form = dict(pair.split("=") for pair in token_request.body.decode().split("&"))
     assert form == {"grant_type": "client_credentials", "scope": "read%3Aall"}
     assert token_request.headers["authorization"] == "Basic " + base64.b64encode(b"shared-client:cs-shared-client").decode()
+    fetch_all(make_module(api, endpoints=["/data"], auth=auth), tmp_path / "next-run")
+    assert len(api.requests_to("/token")) == 2, "a new run asks for its own token"
 
 
 def test_oauth2_token_refreshed_on_expiry_and_client_auth_in_body(api: ApiServer, tmp_path: Path) -> None:
@@ -250,10 +263,12 @@ def test_oauth2_refreshes_once_after_401_then_fails_only_that_endpoint(api: ApiS
     api.route("/data", tokens.guard)
     api.route("/never", lambda req: json_reply({"error": "no"}, 401))
     auth = tokens.oauth(api, "revoking")
-    first = fetch_all(make_module(api, endpoints=["/data"], auth=auth), tmp_path / "a")
+    resources = RunResources()  # both jobs in one run: the second uses the first one's token
+    first = fetch_all(make_module(api, make_ctx(resources=resources), endpoints=["/data"], auth=auth), tmp_path / "a")
     assert isinstance(first[0], FetchedFile) and len(tokens.issued) == 1
     tokens.valid.clear()  # the server revokes every token: the cached one now gets a 401
-    second = fetch_all(make_module(api, endpoints=["/data", "/never"], auth=auth, max_concurrency=1), tmp_path / "b")
+    second = fetch_all(make_module(api, make_ctx(transfers=1, resources=resources), endpoints=["/data", "/never"],
+                                     auth=auth), tmp_path / "b")
     assert [type(f) for f in second] == [FetchedFile, FetchFailed] and "HTTP 401" in second[1].error
     assert len(api.requests_to("/data")) == 3, "ok, 401 with the revoked token, ok with a fresh one"
     assert len(api.requests_to("/never")) == 2, "a 401 after a fresh token is not retried again"
@@ -396,11 +411,13 @@ def test_a_page_over_max_response_bytes_fails_its_endpoint(api: ApiServer, tmp_p
 # --------------------------------------------------------------------------- concurrency, stopping
 
 
-def test_max_concurrency_is_never_exceeded_even_across_jobs(tmp_path: Path) -> None:
+def test_the_host_cap_is_never_exceeded_across_jobs_and_lanes(tmp_path: Path) -> None:
+    limiters, resources = HostLimiters(), RunResources()  # one run: both jobs share them
     with ApiServer(latency_s=0.05) as slow:
         slow.route("/e", lambda req: json_reply([req.query["n"]]))
         jobs = [threading.Thread(target=fetch_all, args=(make_module(
-            slow, endpoints=[f"/e?n={n}" for n in range(12)], max_concurrency=3), tmp_path / str(j)))
+            slow, make_ctx(transfers=4, max_connections=3, limiters=limiters, resources=resources),
+            endpoints=[f"/e?n={n}" for n in range(12)]), tmp_path / str(j)))
             for j in range(2)]
         for job in jobs:
             job.start()
@@ -408,12 +425,13 @@ def test_max_concurrency_is_never_exceeded_even_across_jobs(tmp_path: Path) -> N
             job.join()
         assert len(slow.requests) == 24
         assert 2 <= slow.peak_in_flight <= 3
+        assert slow.connections <= 3, "the run's pooled sessions reuse their connections"
 
 
 def test_closing_early_stops_submitting_and_leaves_no_thread(tmp_path: Path) -> None:
     with ApiServer(latency_s=0.05) as slow:
         slow.route("/e", lambda req: json_reply([1]))
-        module = make_module(slow, endpoints=[f"/e?n={n}" for n in range(40)], max_concurrency=4)
+        module = make_module(slow, make_ctx(transfers=4), endpoints=[f"/e?n={n}" for n in range(40)])
         files = module.fetch(tmp_path)
         first = next(files)
         assert isinstance(first, FetchedFile)
@@ -421,7 +439,7 @@ def test_closing_early_stops_submitting_and_leaves_no_thread(tmp_path: Path) -> 
         module.close()
         asked = len(slow.requests)
         assert asked < 40
-        assert not [t for t in threading.enumerate() if t.name.startswith("api-job-1")]
+        assert not [t for t in threading.enumerate() if t.name.startswith("job-1-lane")]
         assert len(slow.requests) == asked, "nothing is requested after close returns"
         assert [p.name for p in tmp_path.iterdir()] in ([], [first.path.name]), "unyielded pages are removed"
 
@@ -429,8 +447,8 @@ def test_closing_early_stops_submitting_and_leaves_no_thread(tmp_path: Path) -> 
 def test_ctx_stop_ends_fetch_at_a_file_boundary(tmp_path: Path) -> None:
     with ApiServer(latency_s=0.02) as slow:
         slow.route("/e", lambda req: json_reply([1]))
-        ctx = make_ctx()
-        module = make_module(slow, ctx, endpoints=[f"/e?n={n}" for n in range(30)], max_concurrency=2)
+        ctx = make_ctx(transfers=2)
+        module = make_module(slow, ctx, endpoints=[f"/e?n={n}" for n in range(30)])
         got = []
         for item in module.fetch(tmp_path):
             got.append(item)
@@ -467,8 +485,8 @@ class TestApiContract(ModuleContract):
         self.endpoints = {"/files/" + quote(name): name for name in files}
         for endpoint, name in self.endpoints.items():
             self.server.route(endpoint, lambda req, data=files[name]: ApiReply(200, data))
-        # One at a time: the contract wants the same order on every fetch (else completion order).
-        return {"base_url": self.server.url, "endpoints": sorted(self.endpoints), "max_concurrency": 1}
+        # The contract's context has one lane: the same order on every fetch (else completion order).
+        return {"base_url": self.server.url, "endpoints": sorted(self.endpoints)}
 
     def make_bad_source(self, tmp_path: Path) -> dict[str, Any]:
         self.server.stop()

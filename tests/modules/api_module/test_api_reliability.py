@@ -12,9 +12,20 @@ from typing import Any
 
 import pytest
 
-from common.interfaces.base_module import FetchedFile, FetchFailed, JobContext, Unchanged
+from common.host_limiter import HostLimiters
+from common.interfaces.base_module import (
+    FetchedFile,
+    FetchFailed,
+    JobContext,
+    Unchanged,
+)
 from common.retry import RetryPolicy
-from modules.api_module.exceptions import ApiRateLimitedError, ApiTransientError, error_for_status
+from common.run_resources import RunResources
+from modules.api_module.exceptions import (
+    ApiRateLimitedError,
+    ApiTransientError,
+    error_for_status,
+)
 from modules.api_module.pagination import page_name
 from modules.api_module.testing import ApiReply, ApiRequest, ApiServer, json_reply
 from tests.modules.api_module.test_api_module import (
@@ -25,7 +36,7 @@ from tests.modules.api_module.test_api_module import (
     make_ctx,
     make_module,
 )
-from tests.modules.pacing import RecordingPacer
+from tests.modules.pacing import assert_spaced
 
 
 @pytest.fixture()
@@ -75,19 +86,19 @@ def conditional(api: ApiServer) -> list[str]:
 def test_rate_limit_paces_pages_and_token_requests_across_jobs(api: ApiServer, tmp_path: Path) -> None:
     tokens = TokenEndpoint(api)
     api.route("/data", tokens.guard)
-    pacer = RecordingPacer(20)  # one per service, shared by its jobs
+    limiters, resources = HostLimiters(), RunResources()  # the run's: shared by its jobs
     auth = tokens.oauth(api, "paced-client")
     results: list[list[Any]] = []
     jobs = [threading.Thread(target=lambda i=i: results.append(fetch_all(make_module(
-        api, with_ctx(pacer=pacer.wait), endpoints=[f"/data?e={k}" for k in range(5)], auth=auth,
-        max_concurrency=4), tmp_path / str(i)))) for i in range(2)]
+        api, make_ctx(transfers=4, requests_per_s=20, limiters=limiters, resources=resources),
+        endpoints=[f"/data?e={k}" for k in range(5)], auth=auth), tmp_path / str(i)))) for i in range(2)]
     for job in jobs:
         job.start()
     for job in jobs:
         job.join(60)
     assert [len(r) for r in results] == [5, 5] and all(isinstance(f, FetchedFile) for r in results for f in r)
-    assert len(api.requests_to("/token")) == 1 and len(api.requests) == 11
-    pacer.assert_paced([r.at for r in api.requests])
+    assert len(api.requests_to("/token")) == 1 and len(api.requests) == 11, "one token for the run"
+    assert_spaced([r.at for r in api.requests], 1 / 20)
 
 
 # --------------------------------------------------------------------------- wait hints

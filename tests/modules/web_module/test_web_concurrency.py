@@ -7,7 +7,6 @@ cookies per job, and what the executor reads of the class (hosts, supports)."""
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import threading
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from common.host_limiter import HostLimiters, JobHosts, host_of
 from common.interfaces.base_module import FetchedFile
 from common.job_config import resolve_source
 from modules.web_module.main import PAGES_PER_LANE, WebModule
+from tests.modules.pacing import assert_spaced
 from tests.modules.web_module.test_web_module import (
     FOLLOW,
     Page,
@@ -29,10 +29,6 @@ from tests.modules.web_module.test_web_module import (
     uris,
 )
 
-#: Slack for comparing the server's arrival times with the spacing the client keeps: a
-#: request's trip from the client's start to the server's clock varies by a few milliseconds.
-ARRIVAL_SLACK_S = 0.03
-
 
 def lane_threads() -> list[threading.Thread]:
     """Live lane threads of the test jobs (``JobContext.lanes`` names them ``<job_id>-lane``)."""
@@ -44,16 +40,6 @@ def fan(count: int, delay_s: float = 0.0) -> dict[str, Route]:
     routes: dict[str, Route] = {f"/p{i}.html": Page(html(f"P{i}"), delay_s=delay_s) for i in range(count)}
     routes["/index.html"] = Page(html("Index", links=tuple(f"/p{i}.html" for i in range(count))))
     return routes
-
-
-def assert_spaced(arrivals: list[float], gap: float) -> None:
-    """The k-th arrival (by time) is at least k x ``gap`` after the first, and consecutive
-    arrivals at least ``gap`` apart, up to ARRIVAL_SLACK_S."""
-    times = sorted(arrivals)
-    early = [k for k, t in enumerate(times) if t - times[0] < k * gap - ARRIVAL_SLACK_S]
-    assert not early, f"arrivals {early} came before k x {gap}s after the first"
-    gaps = [round(b - a, 4) for a, b in itertools.pairwise(times)]
-    assert min(gaps) >= gap - ARRIVAL_SLACK_S, gaps
 
 
 # --------------------------------------------------------------------------- concurrency

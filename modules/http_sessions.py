@@ -1,4 +1,4 @@
-"""HTTP sessions and cookies of the web module.
+"""HTTP sessions and cookies of the web and api modules.
 
 * :func:`new_session` makes the ``requests.Session`` the run keeps per host
   (``ctx.resources.pooled(("web", host), new_session)``): a request checks one out, uses it
