@@ -16,6 +16,16 @@ The bound
     libxml2 stops building a tree at 256 levels of nesting and would silently drop the
     rest of the document; a document that deep raises HtmlTooLarge too.
 
+One large tree at a time
+    Callers go through :func:`read_html`, which runs their code on the tree and drops the
+    tree before it returns. A document of :data:`LARGE_HTML_BYTES` or more is parsed under
+    a process-wide permit, one at a time (the crawl reading a page for links while a lane
+    validates another would otherwise hold two bounds at once), and once its tree is freed
+    the C heap is given back to the system (glibc's ``malloc_trim``: libxml2 allocates the
+    tree with ``malloc``, in the arena of the thread that parsed it, and an arena keeps what
+    was freed: the next large parse in another thread would add its own). Smaller
+    documents are parsed side by side.
+
 Streaming
     The file is read and decoded in :data:`CHUNK_BYTES` blocks fed to lxml's
     ``HTMLPullParser``; it is never read whole.
@@ -42,10 +52,13 @@ Selectors
 from __future__ import annotations
 
 import codecs
+import ctypes
+import ctypes.util
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cssselect
 from cssselect.xpath import HTMLTranslator, XPathExpr
@@ -54,17 +67,20 @@ from lxml.cssselect import CSSSelector
 
 __all__ = [
     "CHUNK_BYTES",
-    "Css",
     "HIDDEN_TAGS",
     "MAX_HTML_BYTES",
     "MAX_HTML_DEPTH",
     "MAX_HTML_NODES",
+    "Css",
     "HtmlTooLarge",
     "compile_css",
     "element_text",
     "parse_html",
+    "read_html",
     "visible_text_length",
 ]
+
+T = TypeVar("T")
 
 #: Larger documents are not parsed (the ``web`` module's default ``max_page_bytes``).
 MAX_HTML_BYTES = 10 * 1024 * 1024
@@ -72,6 +88,8 @@ MAX_HTML_BYTES = 10 * 1024 * 1024
 MAX_HTML_NODES = 1_000_000
 #: libxml2's nesting limit: a deeper document would be cut short without an error.
 MAX_HTML_DEPTH = 255
+#: Documents at least this large are parsed one at a time (see "One large tree at a time").
+LARGE_HTML_BYTES = 1024 * 1024
 #: Bytes read, decoded and fed to the parser at a time.
 CHUNK_BYTES = 64 * 1024
 #: Elements whose text a reader never sees (``visible_text_length`` skips them).
@@ -196,8 +214,43 @@ def compile_css(selector: str) -> Css:
         raise ValueError(f"invalid CSS selector {selector!r}: {first}") from None
 
 
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None elsewhere (musl, macOS: nothing to give back that way)."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        return None
+    if trim is not None:
+        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_malloc_trim = _load_malloc_trim()
+#: The permit of a large parse: its tree lives while it is held (see the module docstring).
+_large_tree = threading.Lock()
+
+
+def read_html(path: Path, use: Callable[[Any], T]) -> T:
+    """``use(root)`` on the document at ``path`` parsed by :func:`parse_html`; the tree is freed
+    before this returns, so ``use`` must not return elements of it (copy out strings).
+
+    A document of :data:`LARGE_HTML_BYTES` or more waits for the process's large-tree permit,
+    and its freed memory is handed back to the system afterwards. Raises :class:`HtmlTooLarge`.
+    """
+    if Path(path).stat().st_size < LARGE_HTML_BYTES:
+        return use(parse_html(path))
+    with _large_tree:
+        try:
+            return use(parse_html(path))
+        finally:
+            if _malloc_trim is not None:
+                _malloc_trim(0)
+
+
 def parse_html(path: Path) -> Any:
-    """The root element of the HTML document at ``path``, parsed within the bound.
+    """The root element of the HTML document at ``path``, parsed within the bound (callers that
+    may meet large documents use :func:`read_html`).
 
     Raises :class:`HtmlTooLarge` when the document is over :data:`MAX_HTML_BYTES`,
     builds more than :data:`MAX_HTML_NODES` nodes or nests deeper than
@@ -344,7 +397,7 @@ def _with_tail(element: Any) -> Iterator[Any]:
 class _Tail:
     """A tail run to emit after an element's children (``tag`` is not a str: never entered)."""
 
-    __slots__ = ("tail", "tag", "text")
+    __slots__ = ("tag", "tail", "text")
 
     def __init__(self, tail: str) -> None:
         self.tail, self.tag, self.text = tail, None, None

@@ -12,7 +12,7 @@ Rules (``validate.html``, see :class:`~common.config_model.HtmlRules`):
 ``require_title``
     A ``<title>`` with non-blank text.
 
-Pages are parsed by :func:`common.html_tree.parse_html`, which reads any HTML without
+Pages are parsed by :func:`common.html_tree.read_html`, which reads any HTML without
 failing, takes the encoding from the BOM, ``<meta charset>`` or the bytes, and keeps
 memory within its bound: a page over that bound is one problem (location ``document``)
 and is not checked further. At most :data:`~common.problems.MAX_PROBLEMS_PER_FILE`
@@ -24,10 +24,19 @@ no state).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from common.config_model import HtmlRules
 from common.exceptions import ConfigError
-from common.html_tree import HIDDEN_TAGS, Css, HtmlTooLarge, compile_css, element_text, parse_html, visible_text_length
+from common.html_tree import (
+    HIDDEN_TAGS,
+    Css,
+    HtmlTooLarge,
+    compile_css,
+    element_text,
+    read_html,
+    visible_text_length,
+)
 from common.problems import MAX_PROBLEMS_PER_FILE, Problem
 
 __all__ = ["HIDDEN_TAGS", "HtmlChecker"]
@@ -53,9 +62,11 @@ class HtmlChecker:
     def check(self, path: Path) -> list[Problem]:
         """Problems of the HTML file at ``path``; empty when it passes every rule."""
         try:
-            root = parse_html(Path(path))
+            return read_html(Path(path), self._problems)
         except HtmlTooLarge as exc:
             return [Problem(f"not checked: {exc}", location="document")]
+
+    def _problems(self, root: Any) -> list[Problem]:
         problems: list[Problem] = []
         if self.rules.require_title:
             title = root.find(".//title")

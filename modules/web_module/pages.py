@@ -12,7 +12,7 @@
   its credentials masked (:func:`common.secret.redact_url`): a ``?token=`` value never
   becomes part of a key.
 * :func:`parse_page` reads a downloaded page once for the links to follow and the
-  ``extract`` fields, through :func:`common.html_tree.parse_html` and its memory bound
+  ``extract`` fields, through :func:`common.html_tree.read_html` and its memory bound
   (a page over it raises :class:`~common.html_tree.HtmlTooLarge`).
 """
 
@@ -23,11 +23,12 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from requests.utils import requote_uri
 
-from common.html_tree import Css, compile_css, element_text, parse_html
+from common.html_tree import Css, compile_css, element_text, read_html
 from common.secret import redact_url
 from modules.redirect_policy import AllowedHosts
 
@@ -132,7 +133,10 @@ def parse_page(path: Path, url: str, follow: Css | None, extract: Mapping[str, C
     """
     if follow is None and not extract:
         return ParsedPage((), None)
-    root = parse_html(path)
+    return read_html(path, lambda root: _read_page(root, url, follow, extract))
+
+
+def _read_page(root: Any, url: str, follow: Css | None, extract: Mapping[str, Css]) -> ParsedPage:
     links: dict[str, None] = {}
     if follow is not None:
         base_tag = _BASE_HREF.select_one(root)
