@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -65,3 +66,19 @@ def test_unreadable_file_is_yielded_as_fetch_failed(tmp_path: Path) -> None:
     got = fetch_all(module_for(path=str(tmp_path / "src")), tmp_path / "work")
     assert [(type(f).__name__, f.name) for f in got] == [("FetchedFile", "a.txt"), ("FetchFailed", "loop.txt")]
     assert "cannot read" in got[1].error  # type: ignore[union-attr]
+
+
+def test_a_file_over_max_file_bytes_is_rejected_and_the_others_land(tmp_path: Path) -> None:
+    seed(tmp_path / "src", {"big.bin": b"x" * 2000, "small.txt": b"ok"})
+    ctx = dataclasses.replace(make_context(), max_file_bytes=1000)
+    module = LocalDirModule(resolve_source({"path": str(tmp_path / "src")}, LocalDirModule.source_schema), ctx)
+    got = fetch_all(module, tmp_path / "work")
+    assert [(type(f).__name__, f.name) for f in got] == [("FetchFailed", "big.bin"), ("FetchedFile", "small.txt")]
+    assert got[0].status == "rejected" and "max_file_bytes" in got[0].error  # type: ignore[union-attr]
+
+
+def test_exclude_comes_from_the_template(tmp_path: Path) -> None:
+    seed(tmp_path / "src", {"a.csv": b"1", "a.csv.tmp": b"2"})
+    assert "exclude" in LocalDirModule.source_schema["properties"]
+    got = fetch_all(module_for(path=str(tmp_path / "src"), exclude=["*.tmp"]), tmp_path / "work")
+    assert [f.name for f in got] == ["a.csv"]
