@@ -255,18 +255,6 @@ def test_long_and_nested_names_fail_alone(project: Project, s3, bucket: str, sou
 # ---------------------------------------------------------------------- items 20 and 16: a scripted plugin
 
 
-@pytest.fixture()
-def scripted(tmp_path: Path, project: Project) -> None:
-    """``type: scripted`` (tests/e2e/plugins/scripted_source.py) installed for the CLI as a real distribution."""
-    site = tmp_path / "site"
-    info = site / "scripted_source-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: scripted_source\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[module_system.modules]\nscripted = scripted_source:ScriptedModule\n")
-    project.env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(site), str(PLUGIN_DIR), os.environ.get("PYTHONPATH")) if p)
-
-
 def scripted_registry(project: Project, bucket: str, source: dict[str, Any], **service: Any) -> None:
     project.write_registry({
         "version": 1,
