@@ -31,16 +31,25 @@ yields one :class:`~module_system.FetchedFile` per seeded file, with its name
 (sub-folders kept, ``/``-separated), size, SHA-256 and bytes on disk, in the same
 order every time; ``ctx.stop`` set before ``fetch`` reads at most one file;
 ``close()`` may be called twice, before any fetch and after a fetch abandoned after
-its first file; a bad source raises a ``SourceError`` subclass that pickles.
+its first file; a bad source raises a ``SourceError`` subclass that pickles; ``supports``
+names only keys the framework knows.
+
+A :class:`~module_system.FileSource` is checked for the template's promises too: its
+listing is stable, one entry per ``source_uri``, URIs without credentials, listed sizes true;
+``download`` gives each entry's bytes, also from several threads at once; the template's
+``include``/``exclude`` keys filter; a small ``max_file_bytes`` rejects the larger files
+and lands the others (never an exception).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import pickle
 import threading
 import warnings
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -49,10 +58,18 @@ import pytest
 
 from common.config_model import ValidateConfig
 from common.exceptions import ConfigError, SourceError, is_transient
-from common.interfaces.base_module import BaseModule, FetchedFile, FetchFailed, JobContext, Validators
+from common.interfaces.base_module import (
+    BaseModule,
+    FetchedFile,
+    FetchFailed,
+    JobContext,
+    Validators,
+)
+from common.interfaces.file_source import Entry, FileSource
 from common.job_config import resolve_source
 from common.problems import Problem
 from common.retry import RetryPolicy
+from common.secret import redact_url
 from common.validators import ValidatorSet
 
 __all__ = ["CONTRACT_FILES", "ModuleContract", "fetch_all", "make_context", "resolve_source"]
@@ -265,3 +282,67 @@ class ModuleContract:
         assert str(clone) == str(err) and str(err), "the message must survive pickling"
         assert getattr(clone, "fields", None) == getattr(err, "fields", None), "fields must survive pickling"
         assert is_transient(clone) == is_transient(err)
+
+    def test_supports_names_only_known_keys(self, module_cls: type[BaseModule]) -> None:
+        known = {"incremental", "rate_limit", "transfers", "delay"}
+        assert set(module_cls.supports) <= known, f"unknown keys in supports: {set(module_cls.supports) - known}"
+
+    # ------------------------------------------------------------------ the file-source template
+
+    def _file_source(self, module_cls: type[BaseModule], tmp_path: Path, ctx: JobContext | None = None,
+                     **keys: Any) -> FileSource:
+        if not issubclass(module_cls, FileSource):
+            pytest.skip(f"{module_cls.__name__} is not a FileSource")
+        seed = tmp_path / "source"
+        seed.mkdir(exist_ok=True)
+        raw = {**self.make_source(seed, dict(self.files)), **keys}
+        source = resolve_source(raw, module_cls.source_schema, f"{module_cls.__name__} contract")
+        return module_cls(source, ctx or make_context())
+
+    def test_listing_is_stable_unique_and_without_credentials(self, module_cls: type[BaseModule],
+                                                             tmp_path: Path) -> None:
+        module = self._file_source(module_cls, tmp_path)
+        try:
+            first, again = list(module.list_entries()), list(module.list_entries())
+        finally:
+            module.close()
+        assert [e.name for e in first] == [e.name for e in again], "the listing order must not change"
+        assert sorted(e.name for e in first) == sorted(self.files), "one entry per seeded file, names kept"
+        uris = [e.source_uri for e in first]
+        assert len(set(uris)) == len(uris), "one entry per source_uri"
+        assert all(redact_url(u) == u for u in uris), f"credentials in a source_uri: {uris}"
+        for entry in first:
+            assert entry.size is None or entry.size == len(self.files[entry.name]), f"{entry.name}: listed size"
+            assert all(isinstance(k, str) and isinstance(v, str) for k, v in entry.identity.items())
+
+    def test_downloads_from_several_threads_give_each_entry_its_bytes(self, module_cls: type[BaseModule],
+                                                                      tmp_path: Path) -> None:
+        module = self._file_source(module_cls, tmp_path)
+        workdir = tmp_path / "work"
+        workdir.mkdir()
+
+        def read(entry: Entry) -> tuple[str, bytes]:
+            got = module.fetch_entry(entry, workdir)
+            assert isinstance(got, FetchedFile), f"{entry.name}: {got}"
+            return entry.name, got.path.read_bytes()
+
+        try:
+            with ThreadPoolExecutor(4) as pool:
+                results = dict(pool.map(read, list(module.list_entries())))
+        finally:
+            module.close()
+        assert results == dict(self.files), "each download must give its own entry's bytes"
+
+    def test_include_and_exclude_filter_by_base_name(self, module_cls: type[BaseModule], tmp_path: Path) -> None:
+        module = self._file_source(module_cls, tmp_path, include=["*.csv", "*.txt"], exclude=["empty*"])
+        got = fetch_all(module, tmp_path / "work")
+        expected = sorted(n for n in self.files if n.endswith((".csv", ".txt")) and not n.rsplit("/", 1)[-1]
+                          .startswith("empty"))
+        assert sorted(f.name for f in got) == expected
+
+    def test_a_small_max_file_bytes_rejects_larger_files_and_lands_the_others(self, module_cls: type[BaseModule],
+                                                                              tmp_path: Path) -> None:
+        ctx = dataclasses.replace(make_context(), max_file_bytes=100)
+        got = fetch_all(self._file_source(module_cls, tmp_path, ctx=ctx), tmp_path / "work")
+        status = {f.name: f.status if isinstance(f, FetchFailed) else "fetched" for f in got}
+        assert status == {n: "rejected" if len(b) > 100 else "fetched" for n, b in self.files.items()}, status
