@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,13 +59,19 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, by
 
 
 def flaky() -> Any:
-    """A quarter of the requests faulted (seeded), cycling 503 / reset / reset-after; a lost
-    CreateMultipartUpload answer would orphan an upload (swept only after a day), so that
-    one gets a 503 instead."""
+    """A quarter of the requests faulted (seeded), cycling 503 / reset / reset-after, and the first
+    PutObject, UploadPart and CompleteMultipartUpload whatever the draw (parallel transfers change
+    the order requests arrive in, so the draw alone may miss one). A lost CreateMultipartUpload
+    answer would orphan an upload (swept only after a day), so that one gets a 503 instead."""
     rule = fraction(0.25, ("503", "reset", "reset_after"), seed=1)
+    unfaulted = {"PutObject": "reset_after", "UploadPart": "reset", "CompleteMultipartUpload": "reset_after"}
+    lock = threading.Lock()
 
     def fault(request: ProxyRequest) -> str | None:
         kind = rule(request)
+        with lock:
+            first = unfaulted.pop(request.operation, None)
+        kind = kind or first
         return "503" if kind == "reset_after" and request.operation == "CreateMultipartUpload" else kind
 
     return fault
