@@ -4,7 +4,7 @@
     python bench/api_bench.py --endpoints 200 --pages 1 --concurrency 20 --repeat 5
 
 Serves ``--endpoints`` endpoints of ``--pages`` pages each, chained by ``Link`` headers,
-from :class:`modules.api_module.testing.ApiServer` (a ThreadingHTTPServer on 127.0.0.1
+from :class:`tests.servers.api_server.ApiServer` (a ThreadingHTTPServer on 127.0.0.1
 that sleeps ``--latency`` seconds in every request). Measures, in the same run, over the
 same URLs:
 
@@ -37,7 +37,7 @@ from common.job_config import resolve_source
 from common.retry import RetryPolicy
 from common.validators import ValidatorSet
 from modules.api_module.main import ApiModule
-from modules.api_module.testing import ApiReply, ApiRequest, ApiServer, json_reply
+from tests.servers.api_server import ApiReply, ApiRequest, ApiServer, json_reply
 
 
 def serve_pages(pages: int) -> Callable[[ApiRequest], ApiReply]:

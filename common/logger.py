@@ -257,9 +257,6 @@ def configure_logging(log_dir: Path | None, console_format: str = "console", str
     root.setLevel(min(h.level for h in handlers) if handlers else level)
     for name in _QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.WARNING)
-    # No record shows its caller's file and line, so the standard library need not walk the
-    # stack to find them for every record (the logging HOWTO's "Optimization" switch).
-    logging._srcfile = None  # type: ignore[attr-defined]
     _configured["handlers"] = handlers
 
     structlog.configure(

@@ -7,7 +7,6 @@ naming the file, the service or job, and the key, and exits 2; nothing runs.
 
 from __future__ import annotations
 
-import gc
 import math
 import os
 import signal
@@ -222,25 +221,16 @@ def cli_init(**kwargs: Any) -> None:
 
 
 def run_program(command: click.Command) -> NoReturn:
-    """Run ``command`` as this process's program (its exit code is the process's).
-
-    The objects that imports and the run made live until the process ends, yet the
-    garbage collector would walk them in every full collection and again while Python
-    shuts down (~60 ms per run, paid by every invocation of a batch of small jobs).
-    ``gc.freeze()`` moves them out of its sight: once before the command (what the
-    imports made), once after it (what the run made). Only the program entry points
-    (``python -m orchestrator.cli_init``, ``python -m module_system``, the
-    ``module-system`` script) do this; ``main()`` or ``run_batch()`` called from Python,
-    where objects should stay collectable, do not.
-    """
-    gc.freeze()
+    """Run ``command`` as this process's program (its exit code is the process's); a job stuck
+    past the stop grace must not hold the exit (:func:`exit_if_abandoned`). Only the program
+    entry points (``python -m orchestrator.cli_init``, ``python -m module_system``, the
+    ``module-system`` script) go through it; ``main()`` or ``run_batch()`` called from Python
+    do not."""
     try:
         command.main()
     except SystemExit as done:
-        exit_if_abandoned(done.code)  # a job stuck past the stop grace must not hold the exit
+        exit_if_abandoned(done.code)
         raise
-    finally:
-        gc.freeze()
     sys.exit(0)  # command.main() exits itself; this only satisfies NoReturn
 
 

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import IO
 
 from common.config_model import CsvRules, CsvType
-from common.problems import MAX_PROBLEMS_PER_FILE, Problem
+from common.problems import MAX_PROBLEMS_PER_FILE, Problem, more_problems
 from common.validators import csv_fast
 
 __all__ = ["CsvChecker"]
@@ -273,7 +273,7 @@ class CsvChecker:
                 else:
                     more += 1
         if more:
-            problems.append(Problem(f"{more} more problem(s) found, not listed"))
+            problems.append(more_problems(more))
         return problems
 
 

@@ -37,7 +37,7 @@ from common.html_tree import (
     read_html,
     visible_text_length,
 )
-from common.problems import MAX_PROBLEMS_PER_FILE, Problem
+from common.problems import Problem, capped
 
 __all__ = ["HIDDEN_TAGS", "HtmlChecker"]
 
@@ -83,11 +83,4 @@ class HtmlChecker:
             if count < self.rules.min_text_chars:
                 problems.append(Problem(f"visible text is {count} characters, fewer than the "
                                         f"{self.rules.min_text_chars} required", location="visible text"))
-        return _capped(problems)
-
-
-def _capped(problems: list[Problem]) -> list[Problem]:
-    if len(problems) <= MAX_PROBLEMS_PER_FILE:
-        return problems
-    more = len(problems) - MAX_PROBLEMS_PER_FILE
-    return [*problems[:MAX_PROBLEMS_PER_FILE], Problem(f"{more} more problem(s) found, not listed")]
+        return capped(problems)

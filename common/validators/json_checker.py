@@ -95,7 +95,7 @@ import jsonschema.validators
 from jsonschema.exceptions import ValidationError
 
 from common.frozen import thaw
-from common.problems import MAX_PROBLEMS_PER_FILE, Problem
+from common.problems import MAX_PROBLEMS_PER_FILE, Problem, more_problems
 
 try:
     import jsonschema_rs
@@ -407,9 +407,7 @@ def _capped(items: Iterable[Any], total_known: bool) -> list[Problem]:
         pass
     found = next(counter)
     if found > len(kept):
-        more = found - len(kept)
-        kept.append(Problem(f"{more} more problem{'s' if more != 1 else ''} found; only the first "
-                            f"{MAX_PROBLEMS_PER_FILE} are listed"))
+        kept.append(more_problems(found - len(kept)))
     return kept
 
 

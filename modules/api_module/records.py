@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from common.problems import MAX_PROBLEMS_PER_FILE, Problem
+from common.problems import Problem, capped
 from modules.api_module.pagination import MISSING, dotted_get
 
 __all__ = ["record_problems"]
@@ -38,18 +38,8 @@ def record_problems(checker: Any, path: Path, records_path: str) -> list[Problem
         return [Problem(f"records_path {records_path!r} is not in the page", location=_as_json_path(records_path))]
     if not isinstance(records, list):
         return [Problem(f"records_path {records_path!r} is not an array", location=_as_json_path(records_path))]
-    kept: list[Problem] = []
-    found = 0
-    for index, record in enumerate(records):
-        for problem in checker.check_value(record, prefix=f"records[{index}]: "):
-            found += 1
-            if len(kept) < MAX_PROBLEMS_PER_FILE:
-                kept.append(problem)
-    if found > len(kept):
-        more = found - len(kept)
-        kept.append(Problem(f"{more} more problem{'s' if more != 1 else ''} found; only the first "
-                            f"{MAX_PROBLEMS_PER_FILE} are listed"))
-    return kept
+    return capped(problem for index, record in enumerate(records)
+                  for problem in checker.check_value(record, prefix=f"records[{index}]: "))
 
 
 def _as_json_path(records_path: str) -> str:

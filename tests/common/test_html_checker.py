@@ -74,7 +74,7 @@ def test_problems_are_capped(tmp_path: Path) -> None:
     required = tuple(f"div.c{i}" for i in range(MAX_PROBLEMS_PER_FILE + 50))
     problems = check(tmp_path, GOOD, required=required)
     assert len(problems) == MAX_PROBLEMS_PER_FILE + 1
-    assert problems[-1].message == "50 more problem(s) found, not listed"
+    assert problems[-1].message == "50 more problems found; only the first 100 are listed"
 
 
 def test_invalid_selector_is_a_config_error() -> None:

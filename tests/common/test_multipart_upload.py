@@ -21,7 +21,7 @@ from common.multipart_state import PartRecord, StateStore, UploadState
 from common.multipart_upload import LocalFileChanged, UploadStopped
 from common.retry import RetryPolicy
 from common.s3_uploader import S3Uploader
-from module_system.s3_proxy import FaultRule, ProxyRequest, S3Proxy
+from tests.servers.s3_proxy import FaultRule, ProxyRequest, S3Proxy
 
 MB = 1 << 20
 SIZE = 40 * MB

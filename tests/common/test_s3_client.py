@@ -1,19 +1,17 @@
-"""Our S3 clients: same endpoints as a plain boto3 client, rules evaluated once per bucket, named."""
+"""Our S3 clients: same endpoints as a plain boto3 client, and named."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import boto3.session
-import botocore.loaders
 import pytest
 from botocore.config import Config
 
-from common.s3_client import USER_AGENT, new_s3_client, unread_endpoint_params
+from common.s3_client import USER_AGENT, new_s3_client
 from common.s3_uploader import S3Uploader
-from module_system.s3_proxy import S3Proxy
+from tests.servers.s3_proxy import S3Proxy
 from tests.common.test_s3_uploader import RETRY, destination, local_file
 
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -67,16 +65,6 @@ SETUPS = [
 ]
 
 
-def test_the_dropped_parameters_are_never_read_by_the_rules() -> None:
-    ruleset = botocore.loaders.create_loader().load_service_model("s3", "endpoint-rule-set-1")
-    rules = json.dumps(ruleset["rules"])
-    unread = unread_endpoint_params("s3")
-    assert "Key" in unread  # the per-key parameter that defeats botocore's endpoint cache
-    assert {"Bucket", "Region", "Endpoint", "ForcePathStyle"}.isdisjoint(unread)
-    for name in unread:
-        assert f'"ref": "{name}"' not in rules and "{" + name not in rules
-
-
 @pytest.mark.parametrize("setup", SETUPS, ids=["aws-virtual", "aws-path", "dualstack", "custom-endpoint"])
 def test_every_operation_goes_where_a_plain_client_sends_it(setup: dict[str, Any]) -> None:
     plain, ours = plain_and_ours(**setup)
@@ -92,28 +80,6 @@ def test_every_operation_goes_where_a_plain_client_sends_it(setup: dict[str, Any
     assert compared >= 16
 
 
-def test_rules_are_evaluated_once_per_bucket_not_once_per_key() -> None:
-    plain, ours = plain_and_ours(region_name="eu-west-1")
-    evaluations = {}
-    for name, client in (("plain", plain), ("ours", ours)):
-        ruleset = client._ruleset_resolver._provider.ruleset  # botocore's object: counted, not changed
-        evaluate = ruleset.evaluate
-        evaluations[name] = 0
-
-        def counting(params: dict[str, Any], _evaluate: Any = evaluate, _name: str = name) -> Any:
-            evaluations[_name] += 1
-            return _evaluate(params)
-
-        ruleset.evaluate = counting
-        for bucket in ("one-bucket", "another-bucket"):
-            for number in range(20):
-                built_request(client, "put_object", Bucket=bucket, Key=f"k/{number}.csv", Body=b"x")
-    assert evaluations["ours"] == 2
-    # botocore >= 1.44 leaves these parameters out for S3 by itself (S3_UNREFERENCED_PARAMS);
-    # an older one evaluates the rules for every key
-    assert evaluations["plain"] in (2, 40)
-
-
 def test_a_user_agent_of_our_own_unless_the_config_names_one() -> None:
     _, ours = plain_and_ours(region_name="eu-west-1")
     sent = built_request(ours, "head_object", Bucket="b", Key="k")
@@ -123,7 +89,7 @@ def test_a_user_agent_of_our_own_unless_the_config_names_one() -> None:
     assert built_request(named, "head_object", Bucket="b", Key="k").user_agent.startswith("nightly-loader/2")
 
 
-def test_the_uploader_names_itself_in_every_request(s3_server, bucket: str, tmp_path: Path,  # noqa: ANN001
+def test_the_uploader_names_itself_in_every_request(s3_server, bucket: str, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(name, "testing")

@@ -16,7 +16,7 @@ from common.exceptions import UploadError
 from common.key_index import ABSENT, UNKNOWN, Existing, KeyIndex
 from common.retry import RetryPolicy
 from common.s3_uploader import S3Uploader, UploaderPool
-from module_system.s3_proxy import S3Proxy
+from tests.servers.s3_proxy import S3Proxy
 
 RETRY = RetryPolicy(attempts=2, backoff_s=0.01)
 

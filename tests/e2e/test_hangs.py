@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from module_system.s3_proxy import S3Proxy
+from tests.servers.s3_proxy import S3Proxy
 from module_system.testing import FtpServer, LocalHttpServer
 from tests.e2e.helpers import Project, assert_no_secrets, list_keys
 

@@ -22,7 +22,7 @@ import pytest
 
 from modules.api_module.pagination import page_name
 from module_system.testing import LocalHttpServer
-from modules.api_module.testing import ApiRequest, ApiServer, json_reply
+from tests.servers.api_server import ApiRequest, ApiServer, json_reply
 from tests.e2e.helpers import Project, list_keys
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from modules.api_module.pagination import page_name as api_page_name
-from modules.api_module.testing import ApiServer
+from tests.servers.api_server import ApiServer
 from modules.web_module.pages import page_name as web_page_name
 from tests.e2e.helpers import Project, list_keys
 from tests.modules.api_module.test_api_reliability import Versioned

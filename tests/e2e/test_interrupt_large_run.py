@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from module_system.s3_proxy import S3Proxy
+from tests.servers.s3_proxy import S3Proxy
 from tests.e2e.helpers import Project, list_keys
 
 JOBS, PER_JOB = 4, 500

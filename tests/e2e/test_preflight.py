@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from module_system.s3_proxy import ProxyRequest, S3Proxy
+from tests.servers.s3_proxy import ProxyRequest, S3Proxy
 from module_system.testing import LocalHttpServer
 from orchestrator.preflight import PROBE_KEY
 from tests.e2e.helpers import Project, list_keys

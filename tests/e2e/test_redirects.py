@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from module_system.testing import make_self_signed_cert
-from modules.api_module.testing import ApiReply, ApiRequest, ApiServer, json_reply
+from tests.servers.api_server import ApiReply, ApiRequest, ApiServer, json_reply
 from tests.e2e.helpers import Project, list_keys
 from tests.modules.web_module.test_web_module import Page, Site, html
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from module_system.s3_proxy import S3Proxy
+from tests.servers.s3_proxy import S3Proxy
 from tests.e2e.helpers import Project, write_big_file
 
 SIZE_MB = int(os.environ.get("MODULE_SYSTEM_RESUME_MB", "1024"))

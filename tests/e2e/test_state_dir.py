@@ -27,7 +27,7 @@ import pytest
 
 from common.file_lock import FileLock
 from common.multipart_state import StateStore, UploadState
-from module_system.s3_proxy import ProxyRequest, S3Proxy
+from tests.servers.s3_proxy import ProxyRequest, S3Proxy
 from tests.e2e.helpers import Project, list_keys, write_big_file
 
 MiB = 1 << 20

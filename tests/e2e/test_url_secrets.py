@@ -8,7 +8,7 @@ import json
 import socket
 from typing import Any
 
-from modules.api_module.testing import ApiServer, json_reply
+from tests.servers.api_server import ApiServer, json_reply
 from tests.e2e.helpers import Project, list_keys
 from tests.modules.api_module.test_api_reliability import Versioned
 from tests.modules.web_module.test_web_module import Page, Site, html

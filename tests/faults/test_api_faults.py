@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from modules.api_module.pagination import page_name
-from modules.api_module.testing import ApiReply, ApiRequest, ApiServer, json_reply
+from tests.servers.api_server import ApiReply, ApiRequest, ApiServer, json_reply
 from tests.e2e.helpers import Project, list_keys
 from tests.faults.conftest import print_figures, versions_per_key
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from module_system.s3_proxy import ProxyRequest, S3Proxy, fraction
+from tests.servers.s3_proxy import ProxyRequest, S3Proxy, fraction
 from orchestrator.preflight import PROBE_KEY
 from tests.e2e.helpers import Project, list_keys
 from tests.faults.conftest import print_figures, versions_per_key

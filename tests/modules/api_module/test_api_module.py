@@ -36,7 +36,7 @@ from modules.api_module.exceptions import (
 )
 from modules.api_module.main import ApiModule
 from modules.api_module.pagination import endpoint_slug, page_name
-from modules.api_module.testing import ApiReply, ApiRequest, ApiServer, json_reply
+from tests.servers.api_server import ApiReply, ApiRequest, ApiServer, json_reply
 
 RECORD_SCHEMA = {"type": "object", "required": ["city", "temp"], "properties": {"temp": {"type": "number"}}}
 TOKEN = "tok-Vq93-api-bearer-never-logged"

@@ -27,7 +27,7 @@ from modules.api_module.exceptions import (
     error_for_status,
 )
 from modules.api_module.pagination import page_name
-from modules.api_module.testing import ApiReply, ApiRequest, ApiServer, json_reply
+from tests.servers.api_server import ApiReply, ApiRequest, ApiServer, json_reply
 from tests.modules.api_module.test_api_module import (
     TokenEndpoint,
     by_name,

@@ -1,4 +1,4 @@
-"""A scriptable JSON API on 127.0.0.1 for tests, benchmarks and the demo.
+"""A scriptable JSON API on 127.0.0.1 for tests and benchmarks (test-only code: not installed).
 
 ``http.server.ThreadingHTTPServer`` (HTTP/1.1, keep-alive) in a daemon thread, bound
 to port 0 and ready when the constructor returns. Routes map an exact path to a
