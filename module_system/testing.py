@@ -96,12 +96,18 @@ class FtpServer:
 
     The witness: ``retrs`` lists each RETR as ``(path relative to root, REST offset)``
     and ``faults_injected`` counts the transfers actually cut.
+
+    ``hold_retrs``
+        The first ``hold_retrs`` RETRs wait for each other (up to 30 s) before sending
+        anything: they can only all proceed when a client runs that many downloads at once,
+        on as many sessions. ``held_together`` then says whether they met (False: the wait
+        timed out and they went on one by one).
     """
 
     def __init__(self, root: str | Path, user: str = "user", password: str = "ftp-pw-8c2e4f91",
                  tls_cert: str | Path | None = None, max_cons: int = 256, use_mlsd: bool = True,
                  drop_after_bytes: int | None = None, drop_transfers: int = 1, drop_match: str = "*",
-                 drop_with_reset: bool = False, rest_supported: bool = True) -> None:
+                 drop_with_reset: bool = False, rest_supported: bool = True, hold_retrs: int = 0) -> None:
         from pyftpdlib.authorizers import DummyAuthorizer
         from pyftpdlib.handlers import FTPHandler, TLS_FTPHandler
         from pyftpdlib.handlers.ftp.producers import FileProducer
@@ -123,6 +129,10 @@ class FtpServer:
         self.faults_injected = 0
         self._retrs_per_file: dict[str, int] = {}
         self._lock = threading.Lock()
+        self.hold_retrs = hold_retrs
+        self.held_together: bool | None = None
+        self._holding = 0
+        self._held = threading.Barrier(hold_retrs, timeout=30) if hold_retrs else None
 
         class CuttingDTPHandler(base.dtp_handler):  # type: ignore[misc, name-defined]
             """Sends a download's first ``_cut_at`` bytes, then aborts the data connection."""
@@ -173,6 +183,7 @@ class FtpServer:
                 super().pre_process_command(line, cmd, arg)
 
             def ftp_RETR(self, file: str) -> Any:  # noqa: N802 - pyftpdlib's name
+                owner._hold_retr()
                 self.cut_at = owner._plan_retr(file, self._restart_position)
                 return super().ftp_RETR(file)
 
@@ -217,6 +228,23 @@ class FtpServer:
         except OSError:
             return None
         return limit if left > limit else None
+
+    def _hold_retr(self) -> None:
+        """One of the first ``hold_retrs`` RETRs waits for the others (in its session's thread)."""
+        if self._held is None:
+            return
+        with self._lock:
+            self._holding += 1
+            mine = self._holding <= self.hold_retrs
+        if not mine:
+            return
+        try:
+            self._held.wait()
+            met = True
+        except threading.BrokenBarrierError:
+            met = False
+        with self._lock:
+            self.held_together = met and self.held_together is not False
 
     def retrs_of(self, name: str) -> list[int]:
         """The REST offsets of each RETR of ``name`` (relative to root), in order."""

@@ -47,6 +47,7 @@ from common.interfaces.base_module import (
     FetchFailed,
     Unchanged,
 )
+from common.transfer_watchdog import ends_on_stop
 
 __all__ = ["MAX_FAILURES_IN_A_ROW", "TEMPLATE_KEYS", "Entry", "FailureStreak", "FileSource", "FileVanished"]
 
@@ -190,8 +191,10 @@ class FileSource(BaseModule):
         with self.ctx.slot(self.host_for(entry)):
             return self.download(entry, sink)
 
+    @ends_on_stop
     def fetch(self, workdir: Path) -> Iterator[FetchedFile | FetchFailed | Unchanged]:
-        """The template one file at a time (the job runner runs it ``transfers`` wide instead)."""
+        """The template one file at a time (the job runner runs it ``transfers`` wide instead).
+        Ends quietly when the run stops, also when a listing call was cut."""
         streak = FailureStreak(self.ctx.module)
         for entry in self.list_entries():
             if self.ctx.stop.is_set():

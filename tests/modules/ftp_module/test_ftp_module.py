@@ -1,14 +1,18 @@
-"""FtpModule against a real pyftpdlib server on 127.0.0.1 (plain, without MLSD, and FTPS)."""
+"""FtpModule against a real pyftpdlib server on 127.0.0.1 (plain, without MLSD, and FTPS), driven
+directly: ``fetch`` runs the file-source template one file at a time, ``fetch_entry`` one download."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import itertools
 import os
 import pickle
 import shutil
 import socket
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +21,16 @@ from structlog.testing import capture_logs
 
 from common.config_model import ValidateConfig
 from common.exceptions import ListingIncomplete, SourceError, is_transient
-from common.interfaces.base_module import FetchedFile, JobContext
+from common.interfaces.base_module import FetchedFile, FetchFailed, JobContext
 from common.job_config import resolve_source
 from common.retry import RetryPolicy
 from common.validators import ValidatorSet
 from module_system.testing import FtpServer, make_self_signed_cert
-from modules.ftp_module.exceptions import FtpAuthError, FtpSourceError, FtpTransientError
+from modules.ftp_module.exceptions import (
+    FtpAuthError,
+    FtpSourceError,
+    FtpTransientError,
+)
 from modules.ftp_module.main import MAX_DEPTH, FtpModule
 
 FILES: dict[str, bytes] = {
@@ -68,11 +76,13 @@ def tls_server(ftp_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield srv, ca
 
 
-def make_ctx(stop: threading.Event | None = None) -> JobContext:
+def make_ctx(stop: threading.Event | None = None, retries: list[int] | None = None) -> JobContext:
+    """A job's context with a run pool of its own; ``retries`` gets a 1 per retry."""
+    counter = (lambda: retries.append(1)) if retries is not None else None
     return JobContext(
         run_id="run-test", job_id="job-1", service_id="ftp_test", module="ftp",
         validators=ValidatorSet(ValidateConfig(json_schema_path=None, json_schema=None, csv=None, html=None)),
-        retry=RetryPolicy(attempts=2, backoff_s=0.01), timeout_s=10.0,
+        retry=RetryPolicy(attempts=2, backoff_s=0.01, counter=counter), timeout_s=10.0,
         stop=stop or threading.Event(),
     )
 
@@ -84,15 +94,19 @@ def source_for(srv: FtpServer, **overrides: Any) -> Any:
 
 
 def fetch_all(source: Any, workdir: Path, ctx: JobContext | None = None) -> list[FetchedFile]:
-    module = FtpModule(source, ctx or make_ctx())
+    """One job's files (the template one file at a time), then the end of its run (the pool closed)."""
+    ctx = ctx or make_ctx()
+    module = FtpModule(source, ctx)
     try:
-        return list(module.fetch(workdir))
+        return list(module.fetch(workdir))  # type: ignore[arg-type]
     finally:
         module.close()
+        ctx.resources.close()
 
 
 def all_names() -> list[str]:
-    return sorted([*FILES, BIG_NAME])
+    """The listing order: breadth first, a folder's files in name order, then its sub-folders'."""
+    return ["a.csv", "b.txt", BIG_NAME, "sub/c.csv", "z dir/f.csv", "sub/deeper/d.csv", "sub/deeper/e.json"]
 
 
 def test_walks_subfolders_with_relative_names(server: FtpServer, tmp_path: Path) -> None:
@@ -121,8 +135,8 @@ def test_big_file_streams(server: FtpServer, ftp_root: Path, tmp_path: Path) -> 
 
 
 def test_include_globs_on_base_name(server: FtpServer, tmp_path: Path) -> None:
-    files = fetch_all(source_for(server, include=["*.csv", "*.json"]), tmp_path)
-    assert [f.name for f in files] == ["a.csv", "sub/c.csv", "sub/deeper/d.csv", "sub/deeper/e.json", "z dir/f.csv"]
+    files = fetch_all(source_for(server, include=["*.csv", "*.json"], exclude=["e.*"]), tmp_path)
+    assert [f.name for f in files] == ["a.csv", "sub/c.csv", "z dir/f.csv", "sub/deeper/d.csv"]
 
 
 def test_not_recursive_and_sub_path(server: FtpServer, tmp_path: Path) -> None:
@@ -145,15 +159,18 @@ def test_one_connection_for_listing_and_downloads(server: FtpServer, tmp_path: P
     assert server.commands.count("USER") - logins == 1
 
 
-def test_binary_type_is_set_once_per_session_not_once_per_file(server: FtpServer, ftp_root: Path,
-                                                               tmp_path: Path) -> None:
+def test_binary_type_is_not_sent_again_between_downloads(server: FtpServer, ftp_root: Path,
+                                                          tmp_path: Path) -> None:
     before = len(server.commands)
     files = fetch_all(source_for(server), tmp_path)
     sent = server.commands[before:]
-    last_listing = max(i for i, command in enumerate(sent) if command == "MLSD")
-    downloads = sent[last_listing + 1:]  # MLSD switched the session to ASCII (TYPE A)
-    assert downloads.count("RETR") == len(files) == len(all_names())
-    assert downloads.count("TYPE") == 1
+    retrs = [i for i, command in enumerate(sent) if command == "RETR"]
+    assert len(retrs) == len(files) == len(all_names())
+    for a, b in itertools.pairwise(retrs):
+        between = sent[a + 1:b]
+        if "MLSD" not in between:  # a listing switches the session to ASCII (TYPE A); nothing else does
+            assert "TYPE" not in between, between
+    assert sent.count("TYPE") <= 1 + 2 * sent.count("MLSD")  # at login, then A for a listing and I after it
     for f in files:
         assert f.sha256 == hashlib.sha256((ftp_root / f.name).read_bytes()).hexdigest()
 
@@ -180,20 +197,94 @@ def test_stop_event_is_honoured_between_files(server: FtpServer, tmp_path: Path)
     assert got == [all_names()[0]]
 
 
-def test_reconnects_after_dropped_connection(server: FtpServer, tmp_path: Path) -> None:
+def test_a_session_dropped_while_idle_is_replaced_without_using_a_try(server: FtpServer, tmp_path: Path) -> None:
     logins = server.commands.count("USER")
-    module = FtpModule(source_for(server, include=["*.csv"]), make_ctx())
+    retries: list[int] = []
+    ctx = make_ctx(retries=retries)
+    module = FtpModule(source_for(server, include=["*.csv"]), ctx)
     names = []
     try:
         for f in module.fetch(tmp_path):
             names.append(f.name)
-            if len(names) == 1:  # the network drops the control connection between files
-                assert module._ftp is not None
-                module._ftp.sock.shutdown(socket.SHUT_RDWR)
+            if len(names) == 1:  # the network drops the idle session between files
+                with ctx.resources.pooled(module._login, lambda: pytest.fail("no idle session")) as ftp:
+                    assert ftp.sock is not None
+                    ftp.sock.shutdown(socket.SHUT_RDWR)
     finally:
         module.close()
-    assert names == ["a.csv", "sub/c.csv", "sub/deeper/d.csv", "z dir/f.csv"]
+        ctx.resources.close()
+    assert names == ["a.csv", "sub/c.csv", "z dir/f.csv", "sub/deeper/d.csv"]
     assert server.commands.count("USER") - logins == 2
+    assert retries == [], "a stale session is not a failed try"
+
+
+def test_sessions_are_reused_across_jobs_of_a_run_and_closed_with_quit_at_its_end(server: FtpServer,
+                                                                                   tmp_path: Path) -> None:
+    ctx = make_ctx()
+    logins, quits = server.commands.count("USER"), server.commands.count("QUIT")
+    for job in ("job-1", "job-2"):
+        module = FtpModule(source_for(server, path="/sub"), dataclasses.replace(ctx, job_id=job))
+        assert [f.name for f in module.fetch(tmp_path / job)] == ["c.csv", "deeper/d.csv", "deeper/e.json"]
+        module.close()
+    assert server.commands.count("USER") - logins == 1, "the second job reused the first job's session"
+    assert server.commands.count("QUIT") == quits, "sessions stay open until the run ends"
+    ctx.resources.close()
+    assert server.commands.count("QUIT") - quits == 1
+
+
+def test_parallel_downloads_of_one_job_run_on_separate_sessions(ftp_root: Path, tmp_path: Path) -> None:
+    with FtpServer(ftp_root, hold_retrs=3) as srv:  # the first three RETRs wait until all three came
+        ctx = make_ctx()
+        module = FtpModule(source_for(srv, recursive=False), ctx)
+        try:
+            entries = list(module.list_entries())
+            with ThreadPoolExecutor(3) as pool:
+                files = list(pool.map(lambda e: module.fetch_entry(e, tmp_path), [*entries, *entries[:1]]))
+        finally:
+            ctx.resources.close()
+        held, logins, peak = srv.held_together, srv.commands.count("USER"), srv.peak_sessions
+    assert held is True, "three downloads were in flight at once"
+    assert logins == peak == 3, "one session each; the listing's was reused by a download"
+    assert [f.name for f in files if isinstance(f, FetchedFile)] == ["a.csv", "b.txt", "a.csv"]
+    for f in files:
+        assert isinstance(f, FetchedFile)
+        assert f.sha256 == hashlib.sha256((ftp_root / f.name).read_bytes()).hexdigest()
+
+
+def test_a_file_deleted_after_the_listing_is_skipped(server: FtpServer, ftp_root: Path, tmp_path: Path) -> None:
+    (ftp_root / "gone").mkdir()
+    (ftp_root / "gone" / "a.csv").write_bytes(b"id\n1\n")
+    (ftp_root / "gone" / "b.csv").write_bytes(b"id\n2\n")
+    ctx = make_ctx()
+    module = FtpModule(source_for(server, path="/gone"), ctx)
+    try:
+        entries = list(module.list_entries())
+        (ftp_root / "gone" / "a.csv").unlink()
+        with capture_logs() as logs:
+            assert module.fetch_entry(entries[0], tmp_path) is None
+        fetched = module.fetch_entry(entries[1], tmp_path)
+    finally:
+        ctx.resources.close()
+        shutil.rmtree(ftp_root / "gone")
+    assert isinstance(fetched, FetchedFile) and fetched.name == "b.csv"
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["file_vanished"]
+    assert list(tmp_path.iterdir()) == [fetched.path], "nothing left of the vanished file"
+
+
+def test_a_file_the_user_may_not_read_fails_and_is_not_taken_for_vanished(server: FtpServer,
+                                                                        tmp_path: Path) -> None:
+    server._server.handler.authorizer.add_user("lister", "lister-pw-61d0", str(server.root), perm="el")
+    ctx = make_ctx()
+    module = FtpModule(source_for(server, user="lister", password="lister-pw-61d0", path="/sub", recursive=False),
+                       ctx)
+    try:
+        [entry] = list(module.list_entries())
+        got = module.fetch_entry(entry, tmp_path)
+    finally:
+        ctx.resources.close()
+        server._server.handler.authorizer.remove_user("lister")
+    assert isinstance(got, FetchFailed) and got.status == "failed"
+    assert "not found or not accessible" in got.error
 
 
 def test_bad_password_is_an_auth_error(server: FtpServer, tmp_path: Path) -> None:
@@ -266,9 +357,10 @@ def test_plain_client_refused_by_tls_server(tls_server: tuple[FtpServer, Path], 
 
 def test_schema_fills_defaults(server: FtpServer) -> None:
     source = resolve_source({"host": "h"}, FtpModule.source_schema, "r.yaml")
-    assert dict(source) | {"include": list(source["include"])} == {
+    assert dict(source) | {"include": list(source["include"]), "exclude": list(source["exclude"])} == {
         "host": "h", "port": 21, "user": "anonymous", "password": source["password"], "tls": False,
-        "ca_file": None, "verify_tls": True, "path": "/", "include": ["*"], "recursive": True, "passive": True,
+        "ca_file": None, "verify_tls": True, "path": "/", "include": ["*"], "exclude": [], "recursive": True,
+        "passive": True,
     }
     assert repr(source["password"]) == "'***'"
 
@@ -282,12 +374,14 @@ def test_a_tree_deeper_than_the_depth_limit_is_an_incomplete_listing(server: Ftp
         folder.mkdir(parents=True)
         if level in (0, MAX_DEPTH + 1):
             (folder / f"f{level}.txt").write_bytes(b"x")
-    module = FtpModule(source_for(server, path="/too-deep"), make_ctx())
+    ctx = make_ctx()
+    module = FtpModule(source_for(server, path="/too-deep"), ctx)
     got: list[Any] = []
     try:
         with pytest.raises(ListingIncomplete, match=rf"depth {MAX_DEPTH} have sub-folders that were not listed"):
             got.extend(module.fetch(tmp_path))  # what was listed is yielded first
     finally:
         module.close()
+        ctx.resources.close()
         shutil.rmtree(top)
     assert [f.name for f in got] == ["d/f0.txt"]

@@ -54,11 +54,13 @@ def make_ctx(retries: Retries, attempts: int = 6) -> JobContext:
 
 def fetch(srv: FtpServer, workdir: Path, retries: Retries, **source: Any) -> list[FetchedFile | FetchFailed]:
     raw = {"host": srv.host, "port": srv.port, "user": srv.user, "password": srv.password, **source}
-    module = FtpModule(resolve_source(raw, FtpModule.source_schema, "test_registry.yaml"), make_ctx(retries))
+    ctx = make_ctx(retries)
+    module = FtpModule(resolve_source(raw, FtpModule.source_schema, "test_registry.yaml"), ctx)
     try:
-        return list(module.fetch(workdir))
+        return list(module.fetch(workdir))  # type: ignore[arg-type]
     finally:
         module.close()
+        ctx.resources.close()
 
 
 def sha(data: bytes) -> str:
@@ -161,11 +163,13 @@ def test_a_file_cut_more_often_than_the_attempts_fails_alone(root: Path, tmp_pat
     retries = Retries()
     with FtpServer(root, drop_after_bytes=4 * KIB, drop_transfers=100, drop_match="two.bin") as srv:
         raw = {"host": srv.host, "port": srv.port, "user": srv.user, "password": srv.password}
-        module = FtpModule(resolve_source(raw, FtpModule.source_schema, "r.yaml"), make_ctx(retries, attempts=3))
+        ctx = make_ctx(retries, attempts=3)
+        module = FtpModule(resolve_source(raw, FtpModule.source_schema, "r.yaml"), ctx)
         try:
             files = list(module.fetch(tmp_path / "work"))
         finally:
             module.close()
+            ctx.resources.close()
         offsets = srv.retrs_of("sub/two.bin")
     by_name = {f.name: f for f in files}
     assert isinstance(by_name["sub/two.bin"], FetchFailed)
