@@ -351,7 +351,7 @@ class FtpModule(FileSource):
             return self._use_session(what, uri, op, reused_may_be_stale=False)
 
     def _use_session(self, what: str, uri: str, op: Callable[[FtpSession], T], reused_may_be_stale: bool) -> T:
-        refused: ftplib.error_perm | None = None
+        refused: ftplib.error_perm | FileVanished | None = None
         try:
             with self.ctx.resources.pooled(self._login, self._open_session) as ftp:
                 reused, replies = ftp.uses > 0, ftp.good_replies
@@ -364,7 +364,7 @@ class FtpModule(FileSource):
                             return op(ftp)
                         finally:
                             ftp.transfer = None
-                except ftplib.error_perm as exc:
+                except (ftplib.error_perm, FileVanished) as exc:
                     refused = exc  # the server answered: the session is in step and goes back to the pool
                 except BaseException as exc:
                     ftp.broken = True  # the pool closes it, without a QUIT: it may be out of step
@@ -373,6 +373,8 @@ class FtpModule(FileSource):
                     raise
         except (ftplib.Error, OSError, EOFError) as exc:
             raise translate(exc, uri, self._login) from exc
+        if isinstance(refused, FileVanished):
+            raise refused
         assert refused is not None
         raise translate(refused, uri, self._login) from refused
 

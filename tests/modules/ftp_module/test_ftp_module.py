@@ -260,9 +260,11 @@ def test_a_file_deleted_after_the_listing_is_skipped(server: FtpServer, ftp_root
     try:
         entries = list(module.list_entries())
         (ftp_root / "gone" / "a.csv").unlink()
+        logins = server.commands.count("USER")
         with capture_logs() as logs:
             assert module.fetch_entry(entries[0], tmp_path) is None
         fetched = module.fetch_entry(entries[1], tmp_path)
+        assert server.commands.count("USER") == logins, "the session that answered 550 stayed in use"
     finally:
         ctx.resources.close()
         shutil.rmtree(ftp_root / "gone")
