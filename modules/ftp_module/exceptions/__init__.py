@@ -4,7 +4,7 @@
 
     SourceError
       FtpSourceError          the FTP source could not be listed or read (550, bad certificate, ...)
-        FtpTransientError     + Transient: 4xx replies, resets, timeouts, closed connections
+        FtpTransientError     + TransientSourceError: 4xx replies, resets, timeouts, closed connections
         FtpAuthError          530: the server refused the login
 
 Each carries keyword fields (``uri``, ``code``, ``user``), never a password, and pickles.
@@ -12,7 +12,7 @@ Each carries keyword fields (``uri``, ``code``, ``user``), never a password, and
 
 from __future__ import annotations
 
-from common.exceptions import SourceError, Transient
+from common.exceptions import SourceError, TransientSourceError
 
 __all__ = ["FtpAuthError", "FtpSourceError", "FtpTransientError"]
 
@@ -21,7 +21,7 @@ class FtpSourceError(SourceError):
     """An FTP source could not be listed or read."""
 
 
-class FtpTransientError(FtpSourceError, Transient):
+class FtpTransientError(FtpSourceError, TransientSourceError):
     """An FTP failure that retrying on a fresh connection may cure."""
 
 

@@ -204,16 +204,18 @@ def test_a_session_dropped_while_idle_is_replaced_without_using_a_try(server: Ft
     module = FtpModule(source_for(server, include=["*.csv"]), ctx)
     names = []
     try:
-        for f in module.fetch(tmp_path):
-            names.append(f.name)
-            if len(names) == 1:  # the network drops the idle session between files
-                with ctx.resources.pooled(module._login, lambda: pytest.fail("no idle session")) as ftp:
-                    assert ftp.sock is not None
-                    ftp.sock.shutdown(socket.SHUT_RDWR)
+        with capture_logs() as logs:
+            for f in module.fetch(tmp_path):
+                names.append(f.name)
+                if len(names) == 1:  # the network drops the idle session between files
+                    with ctx.resources.pooled(module._login, lambda: pytest.fail("no idle session")) as ftp:
+                        assert ftp.sock is not None
+                        ftp.sock.shutdown(socket.SHUT_RDWR)
     finally:
         module.close()
         ctx.resources.close()
     assert names == ["a.csv", "sub/c.csv", "z dir/f.csv", "sub/deeper/d.csv"]
+    assert [e["event"] for e in logs].count("ftp_stale_session_replaced") == 1
     assert server.commands.count("USER") - logins == 2
     assert retries == [], "a stale session is not a failed try"
 
