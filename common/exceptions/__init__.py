@@ -12,7 +12,7 @@
       DiskFullError                the temp filesystem is full (ENOSPC/EDQUOT): this file fails, the job goes on
     Transient                      mixin: retrying may help (timeouts, resets, 5xx, 429, FTP 4xx)
 
-``Transient`` is a marker, not a second tree: ``class FtpTransientError(FtpSourceError,
+``Transient`` is a marker, not a second tree: ``class S3TransientError(S3SourceError,
 Transient)``.  :func:`is_transient` is the single place that decides whether an
 exception (ours or a library's) is worth retrying.
 
