@@ -3,7 +3,7 @@
 **Loops.** A server that follows symbolic links shows a link to a folder as a folder:
 a link to the parent makes the tree infinite (two such links make it grow
 exponentially), a link to a sibling shows the sibling's files twice. The walk
-(:meth:`FtpModule._list_tree`) never lists a folder twice and never takes a file twice:
+(:meth:`FtpModule.list_entries`) never lists a folder twice and never takes a file twice:
 
 * by identity, when the server gives MLSD's ``unique`` fact (RFC 3659: the same value
   for the same file or folder, whatever path reaches it; pyftpdlib, vsftpd, ProFTPD
