@@ -239,7 +239,9 @@ def test_fallback_source_used_when_primary_fails(project: Project, s3, landing: 
 
 def test_priority_order_and_monitor_duration(project: Project, s3, landing: str, vendor: str,  # noqa: ANN001
                                              ftp_server, ftp_dir: Path, ftp_root: Path) -> None:  # noqa: ANN001
-    for i in range(300):
+    # Far more files than the run has time for (it stops after 1.5 s), also with the job's
+    # transfers landing several files at once: the first job is still running at the deadline.
+    for i in range(3000):
         (ftp_dir / f"f{i:04d}.csv").write_text(GOOD_CSV)
     project.write_registry(registry(project, landing, vendor, ftp_server, "/" + ftp_dir.relative_to(ftp_root).as_posix()))
     jobs = [{"job_id": f"low_{i}", "service_id": "ftp_sales", "priority": 2} for i in range(2)]
@@ -264,7 +266,7 @@ def test_priority_order_and_monitor_duration(project: Project, s3, landing: str,
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_sigint_stops_cleanly_with_exit_130(project: Project, s3, landing: str, vendor: str,  # noqa: ANN001
                                             ftp_server, ftp_dir: Path, ftp_root: Path) -> None:  # noqa: ANN001
-    for i in range(400):
+    for i in range(1200):  # enough that j2 is still waiting when the signal comes, with parallel transfers too
         (ftp_dir / f"f{i:04d}.csv").write_text(GOOD_CSV)
     project.write_registry(registry(project, landing, vendor, ftp_server, "/" + ftp_dir.relative_to(ftp_root).as_posix()))
     batch = project.write_batch([{"job_id": f"j{i}", "service_id": "ftp_sales"} for i in range(3)])
