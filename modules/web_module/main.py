@@ -69,20 +69,22 @@ from urllib.parse import urljoin
 import requests
 import structlog
 
-from common.exceptions import DiskFullError, Transient
-from common.file_sink import FileTooLarge
-from common.host_limiter import host_of
-from common.html_tree import HtmlTooLarge
-from common.interfaces.base_module import (
+from module_system import (
     BaseModule,
+    DiskFullError,
     FetchedFile,
     FetchFailed,
+    FileTooLarge,
+    HtmlTooLarge,
     JobContext,
+    Problem,
     SourceConfig,
+    Transfer,
+    Transient,
     Unchanged,
+    ends_on_stop,
+    host_of,
 )
-from common.problems import Problem
-from common.transfer_watchdog import Transfer, ends_on_stop
 from modules.http_headers import conditional_headers, version_identity
 from modules.redirect_policy import MAX_REDIRECTS, RedirectPolicy
 from modules.web_module.client import Halted, WebClient
