@@ -63,6 +63,7 @@ from common.interfaces.base_module import (
     FetchedFile,
     FetchFailed,
     JobContext,
+    Unchanged,
     Validators,
 )
 from common.interfaces.file_source import Entry, FileSource
@@ -105,7 +106,7 @@ def make_context(*, stop: threading.Event | None = None, validators: Validators 
     )
 
 
-def fetch_all(module: BaseModule, workdir: Path) -> list[FetchedFile | FetchFailed]:
+def fetch_all(module: BaseModule, workdir: Path) -> list[FetchedFile | FetchFailed | Unchanged]:
     """Everything ``module.fetch(workdir)`` yields, then ``close()``, as the framework does."""
     try:
         return list(module.fetch(workdir))
@@ -257,7 +258,7 @@ class ModuleContract:
     def test_close_after_fetch_abandoned_after_first_file(self, module_cls: type[BaseModule],
                                                           tmp_path: Path) -> None:
         module = self._module(module_cls, tmp_path)
-        files: Iterator[FetchedFile | FetchFailed] = module.fetch(tmp_path / "work")
+        files: Iterator[FetchedFile | FetchFailed | Unchanged] = module.fetch(tmp_path / "work")
         first = next(files)
         assert isinstance(first, FetchedFile)
         close = getattr(files, "close", None)  # a generator: closed as the framework closes it

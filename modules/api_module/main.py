@@ -257,7 +257,7 @@ class ApiModule(BaseModule):
                 log.warning("api_endpoint_failed", endpoint=endpoint, uri=failed.uri, error=str(failed.error))
                 self._post(results, ("failed", FetchFailed(failed.name, failed.uri, str(failed.error)), failed.error))
             self._post(results, ("done", ok, None))
-        except BaseException as exc:  # ApiAuthError, or a bug: the job fails rather than hangs
+        except BaseException as exc:  # noqa: BLE001 - ApiAuthError, or a bug: the job fails rather than hangs
             self._post(results, ("fatal", exc, None))
 
     def _post(self, results: queue.Queue[tuple[str, Any, Any]], message: tuple[str, Any, Any]) -> bool:
