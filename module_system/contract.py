@@ -38,7 +38,9 @@ A :class:`~module_system.FileSource` is checked for the template's promises too:
 listing is stable, one entry per ``source_uri``, URIs without credentials, listed sizes true;
 ``download`` gives each entry's bytes, also from several threads at once; the template's
 ``include``/``exclude`` keys filter; a small ``max_file_bytes`` rejects the larger files
-and lands the others (never an exception).
+and lands the others (never an exception); with ``incremental`` an entry whose identity the
+last manifest holds is not downloaded; downloads from four threads under a per-host cap of
+two never hold more than two connections.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ import pytest
 
 from common.config_model import ValidateConfig
 from common.exceptions import ConfigError, SourceError, is_transient
+from common.host_limiter import HostLimiters, JobHosts
 from common.interfaces.base_module import (
     BaseModule,
     FetchedFile,
@@ -347,3 +350,34 @@ class ModuleContract:
         got = fetch_all(self._file_source(module_cls, tmp_path, ctx=ctx), tmp_path / "work")
         status = {f.name: f.status if isinstance(f, FetchFailed) else "fetched" for f in got}
         assert status == {n: "rejected" if len(b) > 100 else "fetched" for n, b in self.files.items()}, status
+
+    def test_incremental_skips_entries_the_last_manifest_holds(self, module_cls: type[BaseModule],
+                                                               tmp_path: Path) -> None:
+        module = self._file_source(module_cls, tmp_path)
+        try:
+            entries = list(module.list_entries())
+        finally:
+            module.close()
+        previous = {e.source_uri: dict(e.identity) for e in entries}
+        ctx = dataclasses.replace(make_context(), previous=previous)
+        got = fetch_all(module_cls(module.source, ctx), tmp_path / "work")  # the same source, not seeded again
+        marked = {e.name for e in entries if e.identity}
+        assert {f.name for f in got if isinstance(f, Unchanged)} == marked, "every entry with a recorded identity"
+        assert {f.name for f in got if isinstance(f, FetchedFile)} == set(self.files) - marked
+
+    def test_parallel_downloads_stay_within_the_per_host_cap(self, module_cls: type[BaseModule],
+                                                             tmp_path: Path) -> None:
+        limiters = HostLimiters()
+        ctx = dataclasses.replace(make_context(), transfers=4, hosts=JobHosts(limiters, concurrency=2))
+        module = self._file_source(module_cls, tmp_path, ctx=ctx)
+        workdir = tmp_path / "work"
+        workdir.mkdir()
+        try:
+            entries = list(module.list_entries())
+            with ThreadPoolExecutor(4) as pool:
+                got = list(pool.map(lambda e: module.fetch_entry(e, workdir), entries))
+            host = module.host_for(entries[0])
+        finally:
+            module.close()
+        assert all(isinstance(f, FetchedFile) for f in got), got
+        assert 1 <= limiters.get(host).peak <= 2, f"{limiters.get(host).peak} connections to {host} at once"
