@@ -376,7 +376,7 @@ class WebModule(BaseModule):
                 return Unchanged(page_name(current), current, answer.identity or version)
             if answer.kind == "page":
                 assert answer.file is not None
-                log.info("web_page_fetched", url=current, bytes=answer.file.size, redirects=hop)
+                log.debug("web_page_fetched", url=current, bytes=answer.file.size, redirects=hop)
                 return answer.file, current
             target = normalize_url(answer.location or "")
             refusal = self._policy.refusal(current, target) if target is not None else "not an http(s) URL"
