@@ -357,9 +357,9 @@ def _validation_section() -> str:
 
 def _modules_section(catalog: _Catalog) -> str:
     parts = [
-        "## Source modules\n\n"
-        "The `source` keys of each built-in module, from its `source_schema`. Modules of\n"
-        "other packages declare their own schema and are listed by `module-system modules`."
+        ("## Source modules\n\n"
+         "The `source` keys of each built-in module, from its `source_schema`. Modules of\n"
+         "other packages declare their own schema and are listed by `module-system modules`.")
     ]
     infos = sorted((i for i in catalog.describe() if _normalise(i.package) == BUILTIN_PACKAGE), key=lambda i: i.name)
     for info in infos:

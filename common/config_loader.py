@@ -150,8 +150,7 @@ class _LimitedComposer(Composer, SafeConstructor, Resolver):
         depth = len(self._heights) - 1  # open nodes above the child
         if depth + height > MAX_DEPTH:
             raise _LimitError(f"nested deeper than {MAX_DEPTH} levels", event.start_mark, tuple(self._path))
-        if height > self._heights[-1]:
-            self._heights[-1] = height
+        self._heights[-1] = max(self._heights[-1], height)
 
     def _check_duplicates(self, node: MappingNode) -> None:
         seen: dict[Any, Node] = {}
@@ -293,7 +292,7 @@ def _read_text(path: Path, what: str) -> str:
         line = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"{path}: not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start} "
                           f"(line {line}) cannot be decoded", file=str(path)) from None
-    return text[1:] if text.startswith("\ufeff") else text
+    return text.removeprefix("\ufeff")
 
 
 def _error(path: Path, at: Path_, sections: Mapping[str, str] | None, problem: str) -> ConfigError:

@@ -18,7 +18,7 @@ import copy
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -428,7 +428,8 @@ def _resolve_ref(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[
     return schema
 
 
-_COERCE = {"integer": int, "number": float, "boolean": lambda s: {"true": True, "false": False}[s.lower()]}
+_COERCE: dict[str, Callable[[str], Any]] = {
+    "integer": int, "number": float, "boolean": lambda s: {"true": True, "false": False}[s.lower()]}
 
 
 def _prepare(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> Any:
@@ -486,7 +487,7 @@ class _Validators:
         try:
             self.fast: Any = jsonschema_rs.Draft202012Validator(thaw(self.full), validate_formats=False,
                                                                 offline=True)
-        except Exception:  # a schema it does not take: jsonschema alone
+        except Exception:  # noqa: BLE001 - a schema it does not take: jsonschema alone
             self.fast = None
         self._slow: Any = None
 
@@ -518,7 +519,7 @@ def _check(instance: Any, schema: Mapping[str, Any], root: Mapping[str, Any], wh
         try:
             if validators.fast.is_valid(instance):
                 return
-        except Exception:  # a value it cannot read (e.g. a Secret): jsonschema decides
+        except Exception:  # noqa: BLE001, S110 - a value it cannot read (e.g. a Secret): jsonschema decides
             pass
     errors = list(validators.slow.iter_errors(instance))
     if not errors:

@@ -24,6 +24,7 @@ import os
 import sys
 import threading
 import traceback
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -43,7 +44,7 @@ def job_log_name(job_id: str, service_id: str, module: str) -> str:
     return f"{job_id}_{service_id}_{module}.log"
 
 
-def redact_secrets(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact_secrets(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: replace every known secret value, and every credential inside
     a URL, in string fields."""
     secrets = known_secrets()
@@ -81,14 +82,14 @@ def _log_write_failed(where: str, exc: BaseException | None) -> None:
 class _FileLog(logging.FileHandler):
     """The run's log file; a record that cannot be written is reported once, not per record."""
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+    def handleError(self, record: logging.LogRecord) -> None:
         _log_write_failed(self.baseFilename, sys.exc_info()[1])
 
 
 class JobLogRouter(logging.Handler):
     """Writes each record that carries a ``job_id`` to that job's open log file."""
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+    def handleError(self, record: logging.LogRecord) -> None:
         _log_write_failed("of a job", sys.exc_info()[1])
 
     def __init__(self) -> None:
@@ -121,7 +122,7 @@ class JobLogRouter(logging.Handler):
             try:
                 fh.write(self.format(record) + "\n")
                 fh.flush()
-            except Exception:  # a logging failure must not kill the job
+            except Exception:  # noqa: BLE001 - a logging failure must not kill the job
                 self.handleError(record)
 
     def close(self) -> None:

@@ -50,7 +50,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
@@ -123,7 +123,7 @@ class FilePart:
     def close(self) -> None:
         self._fh.close()
 
-    def __enter__(self) -> FilePart:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -267,7 +267,7 @@ class MultipartUploader:
                     except BaseException:
                         self.slots.release()
                         raise
-                if not streamed:
+                if fh is not None:  # read from the file, not streamed: did it grow meanwhile?
                     grew = fh.read(1) != b""
             finally:
                 wait(pending)

@@ -33,10 +33,10 @@ replaced by the exception above: a cut transfer never yields a file.
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 import time
-import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Literal, ParamSpec, TypeVar

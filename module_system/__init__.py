@@ -11,6 +11,7 @@ Source modules subclass :class:`BaseModule` and register under the entry point g
 from importlib.metadata import PackageNotFoundError, version
 
 from common.exceptions import (
+    RETRY_HTTP_CODES,
     ConfigError,
     DiskFullError,
     ListingIncomplete,
@@ -24,6 +25,8 @@ from common.exceptions import (
     is_transient,
 )
 from common.file_sink import FileSink, FileTooLarge
+from common.host_limiter import host_of
+from common.html_tree import Css, HtmlTooLarge, compile_css, element_text, read_html
 from common.interfaces.base_module import (
     BaseModule,
     FetchedFile,
@@ -34,10 +37,18 @@ from common.interfaces.base_module import (
 )
 from common.interfaces.file_source import Entry, FileSource, FileVanished
 from common.plugins import ENTRY_POINT_GROUP
-from common.problems import Problem
+from common.problems import Problem, capped
 from common.retry import RetryPolicy
-from common.secret import Secret
-from common.transfer_watchdog import ends_on_stop, shut_response, watch
+from common.run_resources import RunResources
+from common.s3_client import new_s3_client
+from common.secret import Secret, redact, redact_url, reveal
+from common.transfer_watchdog import (
+    Transfer,
+    ends_on_stop,
+    shut_response,
+    shut_socket,
+    watch,
+)
 
 try:
     __version__ = version("module_system")
@@ -46,8 +57,10 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "RETRY_HTTP_CODES",
     "BaseModule",
     "ConfigError",
+    "Css",
     "DiskFullError",
     "Entry",
     "FetchFailed",
@@ -56,23 +69,36 @@ __all__ = [
     "FileSource",
     "FileTooLarge",
     "FileVanished",
+    "HtmlTooLarge",
     "JobContext",
     "ListingIncomplete",
     "ModuleSystemError",
     "PluginError",
     "Problem",
     "RetryPolicy",
+    "RunResources",
     "Secret",
     "SourceConfig",
     "SourceError",
+    "Transfer",
     "TransferStopped",
     "Transient",
     "TransientSourceError",
     "Unchanged",
     "UploadError",
     "__version__",
+    "capped",
+    "compile_css",
+    "element_text",
     "ends_on_stop",
+    "host_of",
     "is_transient",
+    "new_s3_client",
+    "read_html",
+    "redact",
+    "redact_url",
+    "reveal",
     "shut_response",
+    "shut_socket",
     "watch",
 ]

@@ -38,7 +38,9 @@ A :class:`~module_system.FileSource` is checked for the template's promises too:
 listing is stable, one entry per ``source_uri``, URIs without credentials, listed sizes true;
 ``download`` gives each entry's bytes, also from several threads at once; the template's
 ``include``/``exclude`` keys filter; a small ``max_file_bytes`` rejects the larger files
-and lands the others (never an exception).
+and lands the others (never an exception); with ``incremental`` an entry whose identity the
+last manifest holds is not downloaded; downloads from four threads under a per-host cap of
+two never hold more than two connections.
 """
 
 from __future__ import annotations
@@ -58,11 +60,13 @@ import pytest
 
 from common.config_model import ValidateConfig
 from common.exceptions import ConfigError, SourceError, is_transient
+from common.host_limiter import HostLimiters, JobHosts
 from common.interfaces.base_module import (
     BaseModule,
     FetchedFile,
     FetchFailed,
     JobContext,
+    Unchanged,
     Validators,
 )
 from common.interfaces.file_source import Entry, FileSource
@@ -105,7 +109,7 @@ def make_context(*, stop: threading.Event | None = None, validators: Validators 
     )
 
 
-def fetch_all(module: BaseModule, workdir: Path) -> list[FetchedFile | FetchFailed]:
+def fetch_all(module: BaseModule, workdir: Path) -> list[FetchedFile | FetchFailed | Unchanged]:
     """Everything ``module.fetch(workdir)`` yields, then ``close()``, as the framework does."""
     try:
         return list(module.fetch(workdir))
@@ -257,7 +261,7 @@ class ModuleContract:
     def test_close_after_fetch_abandoned_after_first_file(self, module_cls: type[BaseModule],
                                                           tmp_path: Path) -> None:
         module = self._module(module_cls, tmp_path)
-        files: Iterator[FetchedFile | FetchFailed] = module.fetch(tmp_path / "work")
+        files: Iterator[FetchedFile | FetchFailed | Unchanged] = module.fetch(tmp_path / "work")
         first = next(files)
         assert isinstance(first, FetchedFile)
         close = getattr(files, "close", None)  # a generator: closed as the framework closes it
@@ -346,3 +350,34 @@ class ModuleContract:
         got = fetch_all(self._file_source(module_cls, tmp_path, ctx=ctx), tmp_path / "work")
         status = {f.name: f.status if isinstance(f, FetchFailed) else "fetched" for f in got}
         assert status == {n: "rejected" if len(b) > 100 else "fetched" for n, b in self.files.items()}, status
+
+    def test_incremental_skips_entries_the_last_manifest_holds(self, module_cls: type[BaseModule],
+                                                               tmp_path: Path) -> None:
+        module = self._file_source(module_cls, tmp_path)
+        try:
+            entries = list(module.list_entries())
+        finally:
+            module.close()
+        previous = {e.source_uri: dict(e.identity) for e in entries}
+        ctx = dataclasses.replace(make_context(), previous=previous)
+        got = fetch_all(module_cls(module.source, ctx), tmp_path / "work")  # the same source, not seeded again
+        marked = {e.name for e in entries if e.identity}
+        assert {f.name for f in got if isinstance(f, Unchanged)} == marked, "every entry with a recorded identity"
+        assert {f.name for f in got if isinstance(f, FetchedFile)} == set(self.files) - marked
+
+    def test_parallel_downloads_stay_within_the_per_host_cap(self, module_cls: type[BaseModule],
+                                                             tmp_path: Path) -> None:
+        limiters = HostLimiters()
+        ctx = dataclasses.replace(make_context(), transfers=4, hosts=JobHosts(limiters, concurrency=2))
+        module = self._file_source(module_cls, tmp_path, ctx=ctx)
+        workdir = tmp_path / "work"
+        workdir.mkdir()
+        try:
+            entries = list(module.list_entries())
+            with ThreadPoolExecutor(4) as pool:
+                got = list(pool.map(lambda e: module.fetch_entry(e, workdir), entries))
+            host = module.host_for(entries[0])
+        finally:
+            module.close()
+        assert all(isinstance(f, FetchedFile) for f in got), got
+        assert 1 <= limiters.get(host).peak <= 2, f"{limiters.get(host).peak} connections to {host} at once"

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 __all__ = ["FtpServer", "HttpRequest", "HttpServer", "S3Server", "make_self_signed_cert", "s3_client"]
 
@@ -60,7 +60,7 @@ class S3Server:
     def stop(self) -> None:
         self._server.stop()
 
-    def __enter__(self) -> S3Server:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -182,7 +182,7 @@ class FtpServer:
                     return
                 super().pre_process_command(line, cmd, arg)
 
-            def ftp_RETR(self, file: str) -> Any:  # noqa: N802 - pyftpdlib's name
+            def ftp_RETR(self, file: str) -> Any:
                 owner._hold_retr()
                 self.cut_at = owner._plan_retr(file, self._restart_position)
                 return super().ftp_RETR(file)
@@ -255,7 +255,7 @@ class FtpServer:
         self._server.close_all()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> FtpServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -324,7 +324,7 @@ class LocalHttpServer:
         self._server.server_close()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> LocalHttpServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -350,7 +350,7 @@ class HttpServer(LocalHttpServer):
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True  # else each keep-alive reply waits ~40 ms
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 owner.requests.append(self.path)
                 route = owner.routes.get(self.path) or owner.routes.get(self.path.split("?")[0])
                 request = HttpRequest(self.path, dict(self.headers))
@@ -362,7 +362,7 @@ class HttpServer(LocalHttpServer):
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         super().__init__(Handler)

@@ -30,7 +30,12 @@ from orchestrator.exit_codes import ExitCode
 from orchestrator.job_executor import BatchRun, RunOptions
 from orchestrator.output_paths import check_writable_dir, check_writable_file
 from orchestrator.preflight import check_destinations
-from orchestrator.run_report import build_report, rerun_args, write_failed_jobs, write_json
+from orchestrator.run_report import (
+    build_report,
+    rerun_args,
+    write_failed_jobs,
+    write_json,
+)
 from orchestrator.state_dir import check_state_dir
 from orchestrator.worker_threads import exit_if_abandoned
 
@@ -82,7 +87,7 @@ def _stop_on_signals(run: BatchRun) -> Iterator[None]:
     if sys.platform == "win32" or not _in_main_thread():
         yield
         return
-    received = []
+    received: list[int] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if received:

@@ -70,7 +70,7 @@ class JobEntries:
         return [e for key, e in self._landed_before.items() if key not in current]
 
     def counts(self) -> Mapping[str, int]:
-        counts = dict.fromkeys(FILE_STATUSES, 0)
+        counts: dict[str, int] = dict.fromkeys(FILE_STATUSES, 0)
         for entry in self.files:
             counts[entry.status] += 1
         return counts

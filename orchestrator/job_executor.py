@@ -36,7 +36,13 @@ from common.plugins import ModuleCatalog, default_catalog
 from common.s3_uploader import UploaderPool
 from orchestrator.exit_codes import ExitCode
 from orchestrator.job_queue import JobQueue
-from orchestrator.job_runner import JobResult, JobRunner, RunContext, job_log_path, not_started
+from orchestrator.job_runner import (
+    JobResult,
+    JobRunner,
+    RunContext,
+    job_log_path,
+    not_started,
+)
 from orchestrator.run_stats import RunStats, StatsSnapshot
 from orchestrator.state_dir import RunWorkdir
 from orchestrator.worker_threads import STOP_GRACE_S, run_workers
@@ -200,7 +206,7 @@ class BatchRun:
             try:
                 ctx.router.open(job.job_id, job_log_path(ctx, job, service))
                 runner = JobRunner(ctx, job, service, self._job_hosts.get(job.job_id, ()))
-            except Exception as exc:  # e.g. a log file or destination client that cannot be made
+            except Exception as exc:  # noqa: BLE001 - e.g. a log file or destination client that cannot be made
                 log.error("job_setup_failed", error=str(exc)[:300])
                 ctx.stats.job_moved("queued", "failed")
                 return not_started(job, "failed", f"setup failed: {type(exc).__name__}: {str(exc)[:300]}")

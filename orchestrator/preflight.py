@@ -31,7 +31,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
 
 from common.config_model import Batch, DestinationConfig, Registry, ServiceConfig
 from common.exceptions import ConfigError, is_transient

@@ -67,6 +67,6 @@ class RunStats:
 
     def snapshot(self) -> StatsSnapshot:
         with self._lock:
-            jobs = {k: self._jobs[k] for k in ("queued", "running", *FINAL_STATUSES)}
+            jobs: dict[str, int] = {k: self._jobs[k] for k in ("queued", "running", *FINAL_STATUSES)}
             return StatsSnapshot(self._submitted, jobs, dict(self._files), self._bytes, self._retries,
                                  time.monotonic() - self._t0)

@@ -27,20 +27,20 @@ import socket
 from typing import Any
 
 __all__ = [
+    "RETRY_FTP_CODES",
+    "RETRY_HTTP_CODES",
     "ConfigError",
+    "DiskFullError",
+    "ListingIncomplete",
     "ModuleSystemError",
     "PluginError",
     "SourceError",
+    "TransferStopped",
     "Transient",
     "TransientSourceError",
-    "UploadError",
-    "TransferStopped",
-    "DiskFullError",
     "TransientUploadError",
+    "UploadError",
     "is_transient",
-    "RETRY_HTTP_CODES",
-    "RETRY_FTP_CODES",
-    "ListingIncomplete",
 ]
 
 #: HTTP status codes worth retrying (Scrapy's RETRY_HTTP_CODES plus 429).
@@ -139,7 +139,11 @@ def is_transient(exc: BaseException) -> bool:
 
 def _is_transient_library_error(exc: BaseException) -> bool:
     try:
-        from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError
+        from botocore.exceptions import (
+            ClientError,
+            HTTPClientError,
+            IncompleteReadError,
+        )
         from botocore.exceptions import ConnectionError as BotoConnectionError
     except ImportError:  # pragma: no cover - botocore is a hard dependency
         return False

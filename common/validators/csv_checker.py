@@ -283,8 +283,7 @@ def _decode_lines(fb: IO[bytes], bad_lines: list[int]) -> Iterator[str]:
     for raw in fb:
         if first:
             first = False
-            if raw.startswith(_BOM):
-                raw = raw[len(_BOM):]
+            raw = raw.removeprefix(_BOM)
         try:
             yield raw.decode("utf-8")
         except UnicodeDecodeError as exc:

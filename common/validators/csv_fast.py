@@ -42,8 +42,6 @@ bool       ``true false yes no 1 0`` in any ASCII case
 from __future__ import annotations
 
 import csv
-import io
-import os
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import IO, Any

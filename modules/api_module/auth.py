@@ -36,8 +36,7 @@ from typing import Any, Protocol
 import requests
 import structlog
 
-from common.retry import RetryPolicy
-from common.secret import Secret, redact_url, reveal
+from module_system import RetryPolicy, Secret, redact_url, reveal
 from modules.api_module.exceptions import (
     ApiAuthError,
     ApiAuthTransientError,

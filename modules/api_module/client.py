@@ -43,17 +43,19 @@ from urllib.parse import urljoin
 import requests
 import structlog
 
-from common.exceptions import TransferStopped
-from common.file_sink import FileSink, FileTooLarge
-from common.host_limiter import host_of
-from common.interfaces.base_module import (
+from module_system import (
     FetchedFile,
+    FileSink,
+    FileTooLarge,
     JobContext,
+    RetryPolicy,
     SourceConfig,
+    TransferStopped,
     Unchanged,
+    host_of,
+    shut_response,
+    watch,
 )
-from common.retry import RetryPolicy
-from common.transfer_watchdog import shut_response, watch
 from modules.api_module.auth import Auth, TokenStore, auth_for
 from modules.api_module.exceptions import (
     ApiHttpError,

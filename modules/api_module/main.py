@@ -60,19 +60,21 @@ from typing import Any, ClassVar
 
 import structlog
 
-from common.exceptions import DiskFullError, ListingIncomplete, is_transient
-from common.file_sink import FileTooLarge
-from common.host_limiter import host_of
-from common.interfaces.base_module import (
+from module_system import (
     BaseModule,
+    DiskFullError,
     FetchedFile,
     FetchFailed,
+    FileTooLarge,
     JobContext,
+    ListingIncomplete,
+    Problem,
     SourceConfig,
     Unchanged,
+    ends_on_stop,
+    host_of,
+    is_transient,
 )
-from common.problems import Problem
-from common.transfer_watchdog import ends_on_stop
 from modules.api_module.client import PageClient, PageMeta
 from modules.api_module.config import SOURCE_SCHEMA, Paging, paging_from
 from modules.api_module.exceptions import (
@@ -255,7 +257,7 @@ class ApiModule(BaseModule):
                 log.warning("api_endpoint_failed", endpoint=endpoint, uri=failed.uri, error=str(failed.error))
                 self._post(results, ("failed", FetchFailed(failed.name, failed.uri, str(failed.error)), failed.error))
             self._post(results, ("done", ok, None))
-        except BaseException as exc:  # ApiAuthError, or a bug: the job fails rather than hangs
+        except BaseException as exc:  # noqa: BLE001 - ApiAuthError, or a bug: the job fails rather than hangs
             self._post(results, ("fatal", exc, None))
 
     def _post(self, results: queue.Queue[tuple[str, Any, Any]], message: tuple[str, Any, Any]) -> bool:

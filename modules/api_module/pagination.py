@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
-from common.secret import redact_url
+from module_system import redact_url
 from modules.api_module.config import Paging
 
 __all__ = [

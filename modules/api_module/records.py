@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from common.problems import Problem, capped
+from module_system import Problem, capped
 from modules.api_module.pagination import MISSING, dotted_get
 
 __all__ = ["record_problems"]

@@ -38,13 +38,13 @@ from typing import Any, ClassVar
 
 import structlog
 
-from common.run_resources import RunResources
 from module_system import (
     Entry,
     FileSink,
     FileSource,
     FileVanished,
     ListingIncomplete,
+    RunResources,
     Secret,
     shut_response,
     watch,
@@ -266,7 +266,7 @@ def _new_client(endpoint: str | None, region: str, access_key: Any, secret_key: 
                 verify: bool) -> Any:
     from botocore.config import Config
 
-    from common.s3_client import new_s3_client
+    from module_system import new_s3_client
 
     config = Config(
         max_pool_connections=MAX_POOL_CONNECTIONS,

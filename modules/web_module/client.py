@@ -28,15 +28,20 @@ from urllib.parse import urljoin
 import requests
 import structlog
 
-from common.host_limiter import host_of
-from common.interfaces.base_module import JobContext, SourceConfig
-from common.secret import reveal
-from common.transfer_watchdog import Transfer, shut_response, watch
+from module_system import (
+    JobContext,
+    SourceConfig,
+    Transfer,
+    host_of,
+    reveal,
+    shut_response,
+    watch,
+)
+from modules.http_sessions import JobCookies, new_session, tls_verify
 from modules.redirect_policy import MAX_REDIRECTS, RedirectPolicy
 from modules.web_module.exceptions import WebTransientError, translate_request_error
 from modules.web_module.pages import normalize_url
 from modules.web_module.robots import read_robots_answer
-from modules.http_sessions import JobCookies, new_session, tls_verify
 
 __all__ = ["Halted", "WebClient"]
 

@@ -69,20 +69,22 @@ from urllib.parse import urljoin
 import requests
 import structlog
 
-from common.exceptions import DiskFullError, Transient
-from common.file_sink import FileTooLarge
-from common.host_limiter import host_of
-from common.html_tree import HtmlTooLarge
-from common.interfaces.base_module import (
+from module_system import (
     BaseModule,
+    DiskFullError,
     FetchedFile,
     FetchFailed,
+    FileTooLarge,
+    HtmlTooLarge,
     JobContext,
+    Problem,
     SourceConfig,
+    Transfer,
+    Transient,
     Unchanged,
+    ends_on_stop,
+    host_of,
 )
-from common.problems import Problem
-from common.transfer_watchdog import Transfer, ends_on_stop
 from modules.http_headers import conditional_headers, version_identity
 from modules.redirect_policy import MAX_REDIRECTS, RedirectPolicy
 from modules.web_module.client import Halted, WebClient
@@ -374,7 +376,7 @@ class WebModule(BaseModule):
                 return Unchanged(page_name(current), current, answer.identity or version)
             if answer.kind == "page":
                 assert answer.file is not None
-                log.info("web_page_fetched", url=current, bytes=answer.file.size, redirects=hop)
+                log.debug("web_page_fetched", url=current, bytes=answer.file.size, redirects=hop)
                 return answer.file, current
             target = normalize_url(answer.location or "")
             refusal = self._policy.refusal(current, target) if target is not None else "not an http(s) URL"

@@ -28,8 +28,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from requests.utils import requote_uri
 
-from common.html_tree import Css, compile_css, element_text, read_html
-from common.secret import redact_url
+from module_system import Css, compile_css, element_text, read_html, redact_url
 from modules.redirect_policy import AllowedHosts
 
 __all__ = [

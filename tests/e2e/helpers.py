@@ -14,7 +14,6 @@ from typing import Any
 
 import yaml
 
-
 #: Environment variable names whose values are secrets.
 SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|API_KEY", re.IGNORECASE)
 
@@ -81,7 +80,7 @@ class Project:
         return json.loads((self.root / name).read_text())
 
 
-def list_keys(s3, bucket: str, prefix: str = "") -> list[str]:  # noqa: ANN001
+def list_keys(s3, bucket: str, prefix: str = "") -> list[str]:
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
 
@@ -96,3 +95,18 @@ def write_big_file(path: Path, size_mb: int) -> str:
             fh.write(chunk)
             digest.update(chunk)
     return digest.hexdigest()
+
+
+#: Test-only plugins (``tests/e2e/plugins``), by registry type.
+TEST_PLUGINS = {"scripted": "scripted_source:ScriptedModule", "scripted_files": "scripted_files:ScriptedFiles"}
+PLUGIN_DIR = Path(__file__).parent / "plugins"
+
+
+def install_test_plugins(site: Path) -> None:
+    """A ``.dist-info`` under ``site`` registering :data:`TEST_PLUGINS` in ``module_system.modules``:
+    with ``site`` and :data:`PLUGIN_DIR` on the path they load as real entry points."""
+    info = site / "scripted_source-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: scripted_source\nVersion: 1.0\n")
+    points = "".join(f"{name} = {target}\n" for name, target in TEST_PLUGINS.items())
+    (info / "entry_points.txt").write_text("[module_system.modules]\n" + points)

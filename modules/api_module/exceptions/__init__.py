@@ -21,8 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.exceptions import RETRY_HTTP_CODES, SourceError, Transient
-from common.secret import redact
+from module_system import RETRY_HTTP_CODES, SourceError, Transient, redact
 from modules.http_headers import retry_delay
 
 __all__ = [

@@ -13,7 +13,7 @@ none ever carries a credential. They pickle (fields are keyword arguments).
 
 from __future__ import annotations
 
-from common.exceptions import SourceError, Transient, is_transient
+from module_system import SourceError, Transient, is_transient
 
 __all__ = ["S3AuthError", "S3SourceError", "S3TransientError", "translate_s3_error"]
 
@@ -72,7 +72,7 @@ def _error_code(exc: BaseException) -> str | None:
 
 def _describe(exc: BaseException, code: str | None) -> str:
     """Type, code and the first line of the library's text, with known secrets scrubbed."""
-    from common.secret import redact
+    from module_system import redact
 
     text = str(exc).splitlines()[0][:200] if str(exc) else ""
     head = f"{type(exc).__name__} {code}" if code is not None else type(exc).__name__

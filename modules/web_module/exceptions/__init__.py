@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import requests
 
-from common.exceptions import RETRY_HTTP_CODES, SourceError, Transient
+from module_system import RETRY_HTTP_CODES, SourceError, Transient
 from modules.http_headers import retry_delay
 
 __all__ = [

@@ -8,7 +8,9 @@ transfers under the per-host cap, and the manifest order.
 
 Source keys: ``host`` (the host whose slots downloads take), ``trace`` (a file each download
 appends ``start``/``end`` lines to, with the time: what the tests measure concurrency and
-downloads with), and ``files``, each with ``name``, ``body``, and optionally ``size`` (the
+downloads with), ``list_fail`` (``transient`` or ``permanent``: the listing fails; with
+``list_fail_flag``, a file, only while that file exists, and the failure deletes it: one
+failed listing), and ``files``, each with ``name``, ``body``, and optionally ``size`` (the
 listed size; default the body's, null: unknown), ``etag`` (version mark, default ``v1``),
 ``delay_s`` (download time), ``fail`` (``transient``: the first ``fail_times`` tries fail
 with a transient error; ``permanent``: every try fails; ``vanish``: the file is gone;
@@ -18,6 +20,7 @@ with a transient error; ``permanent``: every try fails; ``vanish``: the file is 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import Counter
@@ -46,6 +49,8 @@ class ScriptedFiles(FileSource):
         "properties": {
             "host": {"type": "string", "default": "files.test"},
             "trace": {"type": ["string", "null"], "default": None},
+            "list_fail": {"enum": ["transient", "permanent", None], "default": None},
+            "list_fail_flag": {"type": ["string", "null"], "default": None},
             "files": {"type": "array", "items": {
                 "type": "object", "required": ["name"], "additionalProperties": False,
                 "properties": {
@@ -68,6 +73,13 @@ class ScriptedFiles(FileSource):
         self._lock = threading.Lock()
 
     def list_entries(self) -> Iterator[Entry]:
+        failing = self.source["list_fail"]
+        flag = self.source["list_fail_flag"]
+        if failing and (flag is None or os.path.exists(flag)):
+            if flag is not None:
+                os.remove(flag)
+            error = TransientSourceError if failing == "transient" else SourceError
+            raise error(f"scripted://{self.source['host']}/: listing failed (scripted, {failing})")
         for spec in self.source["files"]:
             body = spec["body"].encode()
             size = spec["size"] if "size" in spec else len(body)
