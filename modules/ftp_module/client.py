@@ -22,9 +22,7 @@ from typing import Any
 
 import structlog
 
-from common.secret import redact
-from common.transfer_watchdog import Transfer, shut_socket
-from module_system import Secret, watch
+from module_system import Secret, Transfer, redact, shut_socket, watch
 from modules.ftp_module.exceptions import (
     FtpAuthError,
     FtpSourceError,

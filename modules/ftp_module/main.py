@@ -47,7 +47,6 @@ from typing import Any, ClassVar, TypeVar
 
 import structlog
 
-from common.host_limiter import host_of
 from module_system import (
     Entry,
     FileSink,
@@ -57,6 +56,7 @@ from module_system import (
     ListingIncomplete,
     ModuleSystemError,
     SourceConfig,
+    host_of,
     watch,
 )
 from modules.ftp_module.client import (

@@ -12,7 +12,7 @@ Each carries keyword fields (``uri``, ``code``, ``user``), never a password, and
 
 from __future__ import annotations
 
-from common.exceptions import SourceError, TransientSourceError
+from module_system import SourceError, TransientSourceError
 
 __all__ = ["FtpAuthError", "FtpSourceError", "FtpTransientError"]
 
