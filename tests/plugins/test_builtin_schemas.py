@@ -64,3 +64,19 @@ def test_a_run_without_json_schema_rules_never_imports_jsonschema(tmp_path: Path
         """)
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_built_in_modules_import_only_the_sdk() -> None:
+    """The built-in modules are written as a plugin would be: from ``module_system`` and their own
+    package, never from the framework's internals (``common``, ``orchestrator``)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "modules"
+    offending = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
+                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            offending += [f"{path.relative_to(root)}: {n}" for n in names if n.split(".")[0] in ("common", "orchestrator")]
+    assert not offending, offending
