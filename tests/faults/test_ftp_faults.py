@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from module_system.testing import FtpServer
+from modules.ftp_module.main import FtpModule
 from tests.e2e.helpers import Project, list_keys
 from tests.faults.conftest import print_figures, versions_per_key
 
@@ -111,7 +112,9 @@ def test_cut_downloads_land_whole_and_once(project: Project, s3, versioned_bucke
         assert offsets == ([0, CUT, 2 * CUT] if rest else [0, 0, 0]), (name, offsets)
     assert "REST" in flaky_ftp.commands  # tried once even when refused
     if not rest:
-        assert flaky_ftp.commands.count("REST") == 1, "a refused REST is remembered for the job"
+        # Remembered for the job: only the lanes already cut when the first refusal came try it
+        # (at most one per transfer in flight), not each of the N_FILES x CUTS_PER_FILE cuts.
+        assert 1 <= flaky_ftp.commands.count("REST") <= FtpModule.default_transfers, "a refused REST is remembered"
 
     # byte-identical: object == source == metadata sha256, valid and rejected alike
     keys = list_keys(s3, bucket, "data/")
