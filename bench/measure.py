@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from typing_extensions import Self
+
 from bench.servers import ServerProcess
 
 __all__ = ["ProcessResult", "Sample", "Servers", "landed", "machine_busy_seconds", "run_process", "tail", "to_sample",
@@ -34,7 +36,8 @@ class ProcessResult:
     exit_code: int
     s3_cpu_s: float
     """CPU seconds the S3 server process used while the child ran."""
-    ftp_cpu_s: float
+    source_cpu_s: float
+    """CPU seconds the row's source server (FTP, web site, API) used while the child ran."""
     log: Path
     """The child's stdout and stderr."""
     other_cpu_s: float = 0.0
@@ -48,7 +51,8 @@ class Sample:
 
     dataset: str
     client: str
-    """``module_system``, ``rclone``, ``raw``, ``ms_rerun_same``, ``ms_rerun_incremental``, ``noop``..."""
+    """``module_system`` (one job: the shape users run), ``ms_split``, ``rclone``, ``raw``, ``scrapy``,
+    ``requests_pool``, ``ms_rerun_same``, ``ms_rerun_incremental``, ``noop_N``..."""
     repeat: int
     files: int
     bytes: int
@@ -56,7 +60,8 @@ class Sample:
     cpu_s: float
     peak_rss_mb: float
     s3_cpu_s: float
-    ftp_cpu_s: float
+    source_cpu_s: float
+    """CPU seconds of the row's source server (FTP, web site, API; 0 when the source is the S3 server)."""
     other_cpu_s: float
     """CPU seconds used meanwhile by anything but the client and the servers: noise."""
     exit_code: int
@@ -78,7 +83,7 @@ class Sample:
 
 
 class Servers:
-    """The S3 and FTP server processes of one benchmark run."""
+    """The S3 and FTP server processes of one benchmark run, and the rows' own servers (web site, API)."""
 
     def __init__(self, ftp_root: Path) -> None:
         self.s3 = ServerProcess("s3")
@@ -88,6 +93,13 @@ class Servers:
             self.s3.stop()
             raise
         self.s3_url: str = self.s3.info["url"]
+        self.extra: list[ServerProcess] = []
+
+    def start(self, kind: str, *args: str) -> ServerProcess:
+        """One more server process (``python -m bench.servers KIND ARGS``), stopped with the others."""
+        server = ServerProcess(kind, *args)
+        self.extra.append(server)
+        return server
 
     def client(self) -> Any:
         """A boto3 S3 client of the benchmark process itself (set-up and checks, never timed)."""
@@ -102,10 +114,12 @@ class Servers:
         requests.post(f"{self.s3_url}/moto-api/reset", timeout=120)
 
     def stop(self) -> None:
+        for server in self.extra:
+            server.stop()
         self.ftp.stop()
         self.s3.stop()
 
-    def __enter__(self) -> Servers:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -113,9 +127,17 @@ class Servers:
 
 
 def run_process(argv: list[str], *, cwd: Path, env: dict[str, str], log: Path, servers: Servers,
-                timeout_s: float = 3600) -> ProcessResult:
-    """Run ``argv`` to its end; its own wall, CPU and peak RSS, and the servers' CPU meanwhile."""
-    s3_before, ftp_before, busy_before = servers.s3.cpu_seconds(), servers.ftp.cpu_seconds(), machine_busy_seconds()
+                timeout_s: float = 3600, source: ServerProcess | None = None) -> ProcessResult:
+    """Run ``argv`` to its end; its own wall, CPU and peak RSS, and the servers' CPU meanwhile.
+
+    ``source`` is the server the row reads from (default: the FTP server); its CPU is
+    ``source_cpu_s``. Give the S3 server itself for a row that reads from S3: its CPU
+    is then counted once, as ``s3_cpu_s``, and ``source_cpu_s`` is 0.
+    """
+    source = servers.ftp if source is None else source
+    src = None if source is servers.s3 else source
+    s3_before, busy_before = servers.s3.cpu_seconds(), machine_busy_seconds()
+    src_before = src.cpu_seconds() if src else 0.0
     with open(log, "wb") as out:
         start = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -135,11 +157,12 @@ def run_process(argv: list[str], *, cwd: Path, env: dict[str, str], log: Path, s
         wall = time.perf_counter() - start
     busy = machine_busy_seconds() - busy_before
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
-    cpu, s3_cpu, ftp_cpu = usage.ru_utime + usage.ru_stime, servers.s3.cpu_seconds() - s3_before, \
-        servers.ftp.cpu_seconds() - ftp_before
+    cpu, s3_cpu = usage.ru_utime + usage.ru_stime, servers.s3.cpu_seconds() - s3_before
+    src_cpu = src.cpu_seconds() - src_before if src else 0.0
     return ProcessResult(
         wall_s=wall, cpu_s=cpu, peak_rss_mb=usage.ru_maxrss / 1024, exit_code=proc.returncode, s3_cpu_s=s3_cpu,
-        ftp_cpu_s=ftp_cpu, log=log, other_cpu_s=max(0.0, busy - cpu - s3_cpu - ftp_cpu), timed_out=expired.is_set(),
+        source_cpu_s=src_cpu, log=log, other_cpu_s=max(0.0, busy - cpu - s3_cpu - src_cpu),
+        timed_out=expired.is_set(),
     )
 
 
@@ -184,7 +207,7 @@ def to_sample(result: ProcessResult, dataset: str, client: str, repeat: int, fil
     if result.timed_out:
         ok, note = False, f"timed out; {note}"
     return Sample(dataset, client, repeat, files, size, round(result.wall_s, 4), round(result.cpu_s, 3),
-                  round(result.peak_rss_mb, 1), round(result.s3_cpu_s, 3), round(result.ftp_cpu_s, 3),
+                  round(result.peak_rss_mb, 1), round(result.s3_cpu_s, 3), round(result.source_cpu_s, 3),
                   round(result.other_cpu_s, 3), result.exit_code, ok, note, dict(extra))
 
 
