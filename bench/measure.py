@@ -1,18 +1,22 @@
 """Measuring one client run: wall time, CPU time and peak RSS of a child process, the
 servers' CPU time over the same interval, and a check of what landed in the bucket.
 
-The child is waited for with ``os.wait4``, which returns the resource usage of that one
-process: ``ru_maxrss`` is its own peak resident set (KiB on Linux), exactly what
-``tests/e2e/peak_rss.py`` reads from inside with ``getrusage(RUSAGE_SELF)``, without a
-wrapper in the measured process, and the same way for Python and for rclone.
+The child is started by :mod:`bench.spawner` (a small process of its own: a child started
+straight from the benchmark would report the benchmark's own peak memory as its floor) and
+waited for there with ``os.wait4``, which returns the resource usage of that one process:
+``ru_maxrss`` is its own peak resident set (KiB on Linux), what ``tests/e2e/peak_rss.py``
+reads from inside with ``getrusage(RUSAGE_SELF)``, without a wrapper in the measured
+process, and the same way for Python, rclone and Scrapy. The floor is the spawner's own
+~13 MB.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 import threading
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +130,34 @@ class Servers:
         self.stop()
 
 
+class _Spawner:
+    """The :mod:`bench.spawner` process, started on first use and kept for the whole run."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[str] | None = None
+        self.lock = threading.Lock()
+
+    def run(self, argv: list[str], cwd: Path, env: dict[str, str], log: Path, timeout_s: float) -> dict[str, Any]:
+        with self.lock:
+            if self.proc is None or self.proc.poll() is not None:
+                script = Path(__file__).with_name("spawner.py")
+                self.proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE, text=True, cwd=script.parent)
+            assert self.proc.stdin is not None and self.proc.stdout is not None
+            request = {"argv": [str(a) for a in argv], "cwd": str(cwd), "env": env, "log": str(log),
+                       "timeout_s": timeout_s}
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"bench spawner exited (code {self.proc.wait()})")
+            answer: dict[str, Any] = json.loads(line)
+            return answer
+
+
+_SPAWNER = _Spawner()
+
+
 def run_process(argv: list[str], *, cwd: Path, env: dict[str, str], log: Path, servers: Servers,
                 timeout_s: float = 3600, source: ServerProcess | None = None) -> ProcessResult:
     """Run ``argv`` to its end; its own wall, CPU and peak RSS, and the servers' CPU meanwhile.
@@ -138,31 +170,14 @@ def run_process(argv: list[str], *, cwd: Path, env: dict[str, str], log: Path, s
     src = None if source is servers.s3 else source
     s3_before, busy_before = servers.s3.cpu_seconds(), machine_busy_seconds()
     src_before = src.cpu_seconds() if src else 0.0
-    with open(log, "wb") as out:
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-        expired = threading.Event()
-
-        def kill() -> None:
-            expired.set()
-            proc.kill()
-
-        timer = threading.Timer(timeout_s, kill)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        wall = time.perf_counter() - start
+    done = _SPAWNER.run(argv, cwd, env, log, timeout_s)
     busy = machine_busy_seconds() - busy_before
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
-    cpu, s3_cpu = usage.ru_utime + usage.ru_stime, servers.s3.cpu_seconds() - s3_before
+    cpu, s3_cpu = done["utime"] + done["stime"], servers.s3.cpu_seconds() - s3_before
     src_cpu = src.cpu_seconds() - src_before if src else 0.0
     return ProcessResult(
-        wall_s=wall, cpu_s=cpu, peak_rss_mb=usage.ru_maxrss / 1024, exit_code=proc.returncode, s3_cpu_s=s3_cpu,
-        source_cpu_s=src_cpu, log=log, other_cpu_s=max(0.0, busy - cpu - s3_cpu - src_cpu),
-        timed_out=expired.is_set(),
+        wall_s=done["wall_s"], cpu_s=cpu, peak_rss_mb=done["maxrss_kib"] / 1024, exit_code=done["status"],
+        s3_cpu_s=s3_cpu, source_cpu_s=src_cpu, log=log, other_cpu_s=max(0.0, busy - cpu - s3_cpu - src_cpu),
+        timed_out=done["timed_out"],
     )
 
 
