@@ -1,47 +1,60 @@
-"""Throughput of the ``api`` module against a local API with a fixed latency per request.
+"""The api row: one ``type: api`` job through the CLI against a plain ``requests`` thread pool.
 
-    python bench/api_bench.py                       # 20 endpoints x 10 pages, 50 ms, transfers 10
-    python bench/api_bench.py --endpoints 200 --pages 1 --concurrency 20 --repeat 5
+The API (``python -m bench.servers api``, a process of its own):
+:class:`tests.servers.api_server.ApiServer`, a ``ThreadingHTTPServer`` (HTTP/1.1 keep-alive,
+``TCP_NODELAY``) that sleeps ``--latency`` (20 ms) in every request. ``/items?e=<n>`` is an
+endpoint of ``--pages`` JSON pages (20 records each) chained by ``Link: <...>; rel="next"``
+headers. The row reads :data:`ENDPOINTS` endpoints x :data:`PAGES` pages = 2,000 pages
+(``--quick``: 20 x 10) with :data:`WIDTH` requests in flight:
 
-Serves ``--endpoints`` endpoints of ``--pages`` pages each, chained by ``Link`` headers,
-from :class:`tests.servers.api_server.ApiServer` (a ThreadingHTTPServer on 127.0.0.1
-that sleeps ``--latency`` seconds in every request). Measures, in the same run, over the
-same URLs:
+* ``module_system``: one job of a ``type: api`` service (``paginate: link_header``,
+  ``transfers: 16``, ``limits.max_connections: 16``, ``validate.json_schema`` on every
+  page), every page landed in S3. Checked: every page uploaded, none rejected.
+* ``requests_pool``: ``python -m bench.api_bench pool``: a ``ThreadPoolExecutor`` of the same
+  width, one ``requests.Session`` per thread, each task walking one endpoint's pages in
+  order (as the module does: the next page is known only from the page before) and writing
+  each page to local disk. Checked: every page written.
 
-* a plain sequential loop: one ``requests.Session``, one GET after the other;
-* ``ApiModule.fetch`` driven directly with a JobContext (no S3, no validation), with
-  ``transfers`` and ``limits.max_connections`` = ``--concurrency``: files streamed, hashed and written to a temp dir.
-
-Prints requests/s of both (the best of ``--repeat`` runs) and their ratio, which
-approaches ``--concurrency`` when latency dominates. Checks the server saw exactly the
-expected requests. A benchmark, not a test: nothing is asserted about time.
+Both walk the same endpoints in the same shape, so both see the same tail when the last
+endpoints finish.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import tempfile
+import json
+import shutil
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
 
-import requests
-import structlog
+from bench.measure import Sample, landed, run_process
+from bench.rows import CliRun, Row, RowContext, destination, file_totals, to_row_sample
+from bench.servers import REPO
 
-from common.config_model import ValidateConfig
-from common.host_limiter import HostLimiters, JobHosts
-from common.interfaces.base_module import FetchedFile, JobContext
-from common.job_config import resolve_source
-from common.retry import RetryPolicy
-from common.validators import ValidatorSet
-from modules.api_module.main import ApiModule
-from tests.servers.api_server import ApiReply, ApiRequest, ApiServer, json_reply
+__all__ = ["ApiRow", "serve_pages", "start_api"]
+
+ENDPOINTS, PAGES, WIDTH, LATENCY_S = 100, 20, 16, 0.02
+QUICK_ENDPOINTS, QUICK_PAGES = 20, 10
+PAGE_SCHEMA = {
+    "type": "object", "required": ["data"], "additionalProperties": False,
+    "properties": {"data": {"type": "array", "items": {
+        "type": "object", "required": ["endpoint", "page", "i", "value"], "additionalProperties": False,
+        "properties": {"endpoint": {"type": "string"}, "page": {"type": "integer", "minimum": 1},
+                       "i": {"type": "integer"}, "value": {"type": "number"}}}}},
+}
 
 
-def serve_pages(pages: int) -> Callable[[ApiRequest], ApiReply]:
-    def handler(req: ApiRequest) -> ApiReply:
+def serve_pages(pages: int) -> Callable[[Any], Any]:
+    """The ``/items`` handler: page ``page`` of endpoint ``e``, a ``next`` link until ``pages``."""
+    from tests.servers.api_server import json_reply
+
+    def handler(req: Any) -> Any:
         page = int(req.query.get("page", "1"))
         headers = {"Link": f'<{req.path}?e={req.query["e"]}&page={page + 1}>; rel="next"'} if page < pages else {}
         records = [{"endpoint": req.query["e"], "page": page, "i": i, "value": i * 1.5} for i in range(20)]
@@ -49,76 +62,111 @@ def serve_pages(pages: int) -> Callable[[ApiRequest], ApiReply]:
     return handler
 
 
-def urls(base: str, endpoints: int, pages: int) -> list[str]:
-    return [f"{base}/items?e={e}" + (f"&page={p}" if p > 1 else "") for e in range(endpoints) for p in range(1, pages + 1)]
+def start_api(latency_s: float, pages: int) -> Any:
+    """The API server of the row (``python -m bench.servers api``)."""
+    from tests.servers.api_server import ApiServer
+
+    api = ApiServer(latency_s=latency_s)
+    api.route("/items", serve_pages(pages))
+    return api
 
 
-def run_sequential(api: ApiServer, targets: list[str]) -> float:
-    start = time.perf_counter()
-    with requests.Session() as session:
-        for url in targets:
+class ApiRow(Row):
+    name = "API"
+    clients = ("module_system", "requests_pool")
+
+    def __init__(self, ctx: RowContext) -> None:
+        super().__init__(ctx)
+        self.endpoints, self.pages = (QUICK_ENDPOINTS, QUICK_PAGES) if ctx.quick else (ENDPOINTS, PAGES)
+        self.total = self.endpoints * self.pages
+
+    def prepare(self) -> None:
+        self.api = self.ctx.servers.start("api", "--latency", str(LATENCY_S), "--pages", str(self.pages))
+        self.url = self.api.info["url"]
+
+    def run(self, client: str, repeat: int, wrap: Sequence[str] = ()) -> Sample:
+        return self.run_pool(repeat) if client == "requests_pool" else self.run_module(repeat, wrap)
+
+    def run_module(self, repeat: int, wrap: Sequence[str]) -> Sample:
+        bucket = f"bench-api-ms-{repeat}"
+        self.ctx.servers.client().create_bucket(Bucket=bucket)
+        service = {
+            "type": "api", "transfers": WIDTH, "limits": {"max_connections": WIDTH},
+            "source": {"base_url": self.url, "endpoints": [f"/items?e={e}" for e in range(self.endpoints)],
+                       "paginate": {"type": "link_header"}},
+            "validate": {"json_schema": "page.schema.json"},
+        }
+        registry = {"version": 1, "defaults": {"destination": destination()}, "services": {"bench_api": service}}
+        cli = CliRun(self.dir, f"ms-{repeat}", registry, [{"job_id": "pages", "service_id": "bench_api"}],
+                     files={"page.schema.json": PAGE_SCHEMA})
+        result, report = cli.run(self.ctx.servers, {"BENCH_BUCKET": bucket}, wrap=wrap, source=self.api)
+        files = file_totals(report)
+        objects = landed(self.ctx.servers.client(), bucket)
+        ok = (result.exit_code == 0 and files.get("uploaded") == self.total and not files.get("rejected")
+              and len(objects) == self.total)
+        note = f"{files.get('uploaded')} pages uploaded, {files.get('rejected', 0)} rejected, {len(objects)} objects"
+        if ok:
+            cli.discard()
+        return to_row_sample(result, self.name, "module_system", repeat, self.total, sum(objects.values()), ok, note,
+                             file_statuses=files)
+
+    def run_pool(self, repeat: int) -> Sample:
+        out = self.dir / f"pool-{repeat}"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+        argv = [sys.executable, "-m", "bench.api_bench", "pool", "--base", self.url, "--endpoints", str(self.endpoints),
+                "--workers", str(WIDTH), "--out", str(out)]
+        from bench.clients import base_env
+
+        result = run_process(argv, cwd=REPO, env=base_env(self.ctx.servers), log=self.dir / f"pool-{repeat}.log",
+                             servers=self.ctx.servers, source=self.api)
+        written = list(out.iterdir())
+        size = sum(p.stat().st_size for p in written)
+        ok = result.exit_code == 0 and len(written) == self.total
+        note = f"{len(written)} pages written"
+        if ok:
+            shutil.rmtree(out, ignore_errors=True)
+            result.log.unlink(missing_ok=True)
+        return to_row_sample(result, self.name, "requests_pool", repeat, self.total, size, ok, note)
+
+
+def pool(base: str, endpoints: int, workers: int, out: Path) -> int:
+    """The reference client: ``workers`` threads, a session each, one endpoint's pages per task."""
+    import requests
+
+    local = threading.local()
+
+    def walk(endpoint: int) -> int:
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+        url: str | None = f"{base}/items?e={endpoint}"
+        page = 0
+        while url:
             response = session.get(url, timeout=30)
             response.raise_for_status()
-            _ = response.content
-    return time.perf_counter() - start
+            page += 1
+            (out / f"e{endpoint}-p{page}.json").write_bytes(response.content)
+            following = response.links.get("next", {}).get("url")
+            url = urljoin(url, following) if following else None
+        return page
+
+    with ThreadPoolExecutor(workers) as executor:
+        return sum(executor.map(walk, range(endpoints)))
 
 
-def run_module(api: ApiServer, endpoints: int, pages: int, concurrency: int) -> tuple[float, int]:
-    source = resolve_source({"base_url": api.url, "endpoints": [f"/items?e={e}" for e in range(endpoints)],
-                             "paginate": {"type": "link_header"}},
-                            ApiModule.source_schema)
-    stop = threading.Event()
-    ctx = JobContext(run_id="bench", job_id="bench", service_id="bench_api", module="api",
-                     validators=ValidatorSet(ValidateConfig(None, None, None, None)),
-                     retry=RetryPolicy(attempts=3, backoff_s=0.1, stop=stop), timeout_s=30, stop=stop,
-                     transfers=concurrency, hosts=JobHosts(HostLimiters(stop), concurrency=concurrency))
-    module = ApiModule(source, ctx)
-    with tempfile.TemporaryDirectory(prefix="api-bench-") as workdir:
-        start = time.perf_counter()
-        files = 0
-        try:
-            for item in module.fetch(Path(workdir)):
-                if not isinstance(item, FetchedFile):
-                    raise SystemExit(f"bench: a page failed: {item}")
-                files += 1
-                item.path.unlink()  # as the framework does once the file is uploaded
-        finally:
-            module.close()
-        return time.perf_counter() - start, files
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--endpoints", type=int, default=20)
-    parser.add_argument("--pages", type=int, default=10)
-    parser.add_argument("--latency", type=float, default=0.05, help="seconds the server sleeps per request")
-    parser.add_argument("--concurrency", type=int, default=10, help="transfers and limits.max_connections of the job")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each; the best is kept")
-    args = parser.parse_args()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-
-    total = args.endpoints * args.pages
-    with ApiServer(latency_s=args.latency) as api:
-        api.route("/items", serve_pages(args.pages))
-        targets = urls(api.url, args.endpoints, args.pages)
-        sequential, module = [], []
-        for _ in range(args.repeat):
-            before = len(api.requests)
-            sequential.append(run_sequential(api, targets))
-            assert len(api.requests) - before == total, "sequential loop: unexpected request count"
-            before = len(api.requests)
-            seconds, files = run_module(api, args.endpoints, args.pages, args.concurrency)
-            assert files == total and len(api.requests) - before == total, "module: unexpected request count"
-            module.append(seconds)
-        peak = api.peak_in_flight
-
-    seq_rps, mod_rps = total / min(sequential), total / min(module)
-    print(f"api bench: {args.endpoints} endpoints x {args.pages} pages = {total} requests, "
-          f"{args.latency * 1000:.0f} ms latency, best of {args.repeat}")
-    print(f"  sequential requests loop : {min(sequential):7.3f} s  {seq_rps:8.1f} req/s")
-    print(f"  ApiModule.fetch (c={args.concurrency:<3})  : {min(module):7.3f} s  {mod_rps:8.1f} req/s"
-          f"  (peak in flight at the server: {peak})")
-    print(f"  speed-up                 : {mod_rps / seq_rps:7.2f} x  (ideal: {min(args.concurrency, args.endpoints)} x)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("pool", help="the requests thread pool (the row's reference client)")
+    run.add_argument("--base", required=True)
+    run.add_argument("--endpoints", type=int, default=ENDPOINTS)
+    run.add_argument("--workers", type=int, default=WIDTH)
+    run.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    pages = pool(args.base, args.endpoints, args.workers, args.out)
+    print(json.dumps({"pages": pages, "seconds": round(time.perf_counter() - start, 3)}))
 
 
 if __name__ == "__main__":

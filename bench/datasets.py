@@ -18,12 +18,18 @@ Each dataset lives in its own folder under the FTP root, named after its shape
 and the size of every file. A folder whose manifest matches the asked-for parameters is
 reused as it is; anything else is rebuilt from the seed, so two machines build the same
 bytes. File base names are unique within a dataset, whatever their folder.
+
+Two layouts of the same files: the tree (``A_1000x100KB/part00/a_00000.csv``, the split
+shape: one job per sub-folder) and, beside it, the flat folder (``A_1000x100KB_flat/
+a_00000.csv``, the single-job shape: the folder a user points one job at), made of hard
+links to the tree's files (:func:`ensure_flat`), so it costs no disk and holds the same bytes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import random
 import shutil
 from collections.abc import Iterator
@@ -33,7 +39,7 @@ from typing import Any
 
 from common.config_model import CsvType
 
-__all__ = ["CSV_COLUMNS", "CSV_TYPES", "ORDER_SCHEMA", "Dataset", "DatasetSpec", "ensure", "specs"]
+__all__ = ["CSV_COLUMNS", "CSV_TYPES", "ORDER_SCHEMA", "Dataset", "DatasetSpec", "ensure", "ensure_flat", "specs"]
 
 SEED = 20261122
 #: Bump when the generators change: old folders are rebuilt.
@@ -109,6 +115,11 @@ class Dataset:
     def by_basename(self) -> dict[str, int]:
         return {rel.rsplit("/", 1)[-1]: size for rel, size in self.sizes.items()}
 
+    @property
+    def flat_root(self) -> Path:
+        """The flat layout's folder (see :func:`ensure_flat`)."""
+        return self.root.with_name(self.root.name + "_flat")
+
 
 def specs(quick: bool, big_mb: int | None) -> dict[str, DatasetSpec]:
     """The three datasets at full size, or the small ``--quick`` ones."""
@@ -142,6 +153,27 @@ def ensure(spec: DatasetSpec, ftp_root: Path) -> Dataset:
     manifest_path.write_text(json.dumps({**wanted, "files": len(sizes), "total_bytes": sum(sizes.values()),
                                          "sizes": sizes}, indent=1))
     return Dataset(spec, folder, sizes)
+
+
+def ensure_flat(data: Dataset) -> Path:
+    """The dataset as one flat folder beside its tree: a hard link per file, under its base name.
+
+    Rebuilt unless every link is there and points at the tree's file (same inode).
+    """
+    flat = data.flat_root
+    wanted = {rel.rsplit("/", 1)[-1]: data.root / rel for rel in data.sizes}
+    try:
+        present = {p.name for p in flat.iterdir()}
+        if present == set(wanted) and all((flat / name).stat().st_ino == path.stat().st_ino
+                                          for name, path in wanted.items()):
+            return flat
+    except OSError:
+        pass
+    shutil.rmtree(flat, ignore_errors=True)
+    flat.mkdir(parents=True)
+    for name, path in wanted.items():
+        os.link(path, flat / name)
+    return flat
 
 
 def _intact(folder: Path, sizes: dict[str, int]) -> bool:

@@ -1,21 +1,27 @@
 """Measuring one client run: wall time, CPU time and peak RSS of a child process, the
 servers' CPU time over the same interval, and a check of what landed in the bucket.
 
-The child is waited for with ``os.wait4``, which returns the resource usage of that one
-process: ``ru_maxrss`` is its own peak resident set (KiB on Linux), exactly what
-``tests/e2e/peak_rss.py`` reads from inside with ``getrusage(RUSAGE_SELF)``, without a
-wrapper in the measured process, and the same way for Python and for rclone.
+The child is started by :mod:`bench.spawner` (a small process of its own: a child started
+straight from the benchmark would report the benchmark's own peak memory as its floor) and
+waited for there with ``os.wait4``, which returns the resource usage of that one process:
+``ru_maxrss`` is its own peak resident set (KiB on Linux), what ``tests/e2e/peak_rss.py``
+reads from inside with ``getrusage(RUSAGE_SELF)``, without a wrapper in the measured
+process, and the same way for Python, rclone and Scrapy. The floor is the spawner's own
+~13 MB.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 import threading
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from typing_extensions import Self
 
 from bench.servers import ServerProcess
 
@@ -34,7 +40,8 @@ class ProcessResult:
     exit_code: int
     s3_cpu_s: float
     """CPU seconds the S3 server process used while the child ran."""
-    ftp_cpu_s: float
+    source_cpu_s: float
+    """CPU seconds the row's source server (FTP, web site, API) used while the child ran."""
     log: Path
     """The child's stdout and stderr."""
     other_cpu_s: float = 0.0
@@ -48,7 +55,8 @@ class Sample:
 
     dataset: str
     client: str
-    """``module_system``, ``rclone``, ``raw``, ``ms_rerun_same``, ``ms_rerun_incremental``, ``noop``..."""
+    """``module_system`` (one job: the shape users run), ``ms_split``, ``rclone``, ``raw``, ``scrapy``,
+    ``requests_pool``, ``ms_rerun_same``, ``ms_rerun_incremental``, ``noop_N``..."""
     repeat: int
     files: int
     bytes: int
@@ -56,7 +64,8 @@ class Sample:
     cpu_s: float
     peak_rss_mb: float
     s3_cpu_s: float
-    ftp_cpu_s: float
+    source_cpu_s: float
+    """CPU seconds of the row's source server (FTP, web site, API; 0 when the source is the S3 server)."""
     other_cpu_s: float
     """CPU seconds used meanwhile by anything but the client and the servers: noise."""
     exit_code: int
@@ -78,7 +87,7 @@ class Sample:
 
 
 class Servers:
-    """The S3 and FTP server processes of one benchmark run."""
+    """The S3 and FTP server processes of one benchmark run, and the rows' own servers (web site, API)."""
 
     def __init__(self, ftp_root: Path) -> None:
         self.s3 = ServerProcess("s3")
@@ -88,6 +97,13 @@ class Servers:
             self.s3.stop()
             raise
         self.s3_url: str = self.s3.info["url"]
+        self.extra: list[ServerProcess] = []
+
+    def start(self, kind: str, *args: str) -> ServerProcess:
+        """One more server process (``python -m bench.servers KIND ARGS``), stopped with the others."""
+        server = ServerProcess(kind, *args)
+        self.extra.append(server)
+        return server
 
     def client(self) -> Any:
         """A boto3 S3 client of the benchmark process itself (set-up and checks, never timed)."""
@@ -102,44 +118,66 @@ class Servers:
         requests.post(f"{self.s3_url}/moto-api/reset", timeout=120)
 
     def stop(self) -> None:
+        for server in self.extra:
+            server.stop()
         self.ftp.stop()
         self.s3.stop()
 
-    def __enter__(self) -> Servers:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
+class _Spawner:
+    """The :mod:`bench.spawner` process, started on first use and kept for the whole run."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[str] | None = None
+        self.lock = threading.Lock()
+
+    def run(self, argv: list[str], cwd: Path, env: dict[str, str], log: Path, timeout_s: float) -> dict[str, Any]:
+        with self.lock:
+            if self.proc is None or self.proc.poll() is not None:
+                script = Path(__file__).with_name("spawner.py")
+                self.proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE, text=True, cwd=script.parent)
+            assert self.proc.stdin is not None and self.proc.stdout is not None
+            request = {"argv": [str(a) for a in argv], "cwd": str(cwd), "env": env, "log": str(log),
+                       "timeout_s": timeout_s}
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"bench spawner exited (code {self.proc.wait()})")
+            answer: dict[str, Any] = json.loads(line)
+            return answer
+
+
+_SPAWNER = _Spawner()
+
+
 def run_process(argv: list[str], *, cwd: Path, env: dict[str, str], log: Path, servers: Servers,
-                timeout_s: float = 3600) -> ProcessResult:
-    """Run ``argv`` to its end; its own wall, CPU and peak RSS, and the servers' CPU meanwhile."""
-    s3_before, ftp_before, busy_before = servers.s3.cpu_seconds(), servers.ftp.cpu_seconds(), machine_busy_seconds()
-    with open(log, "wb") as out:
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-        expired = threading.Event()
+                timeout_s: float = 3600, source: ServerProcess | None = None) -> ProcessResult:
+    """Run ``argv`` to its end; its own wall, CPU and peak RSS, and the servers' CPU meanwhile.
 
-        def kill() -> None:
-            expired.set()
-            proc.kill()
-
-        timer = threading.Timer(timeout_s, kill)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        wall = time.perf_counter() - start
+    ``source`` is the server the row reads from (default: the FTP server); its CPU is
+    ``source_cpu_s``. Give the S3 server itself for a row that reads from S3: its CPU
+    is then counted once, as ``s3_cpu_s``, and ``source_cpu_s`` is 0.
+    """
+    source = servers.ftp if source is None else source
+    src = None if source is servers.s3 else source
+    s3_before, busy_before = servers.s3.cpu_seconds(), machine_busy_seconds()
+    src_before = src.cpu_seconds() if src else 0.0
+    done = _SPAWNER.run(argv, cwd, env, log, timeout_s)
     busy = machine_busy_seconds() - busy_before
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
-    cpu, s3_cpu, ftp_cpu = usage.ru_utime + usage.ru_stime, servers.s3.cpu_seconds() - s3_before, \
-        servers.ftp.cpu_seconds() - ftp_before
+    cpu, s3_cpu = done["utime"] + done["stime"], servers.s3.cpu_seconds() - s3_before
+    src_cpu = src.cpu_seconds() - src_before if src else 0.0
     return ProcessResult(
-        wall_s=wall, cpu_s=cpu, peak_rss_mb=usage.ru_maxrss / 1024, exit_code=proc.returncode, s3_cpu_s=s3_cpu,
-        ftp_cpu_s=ftp_cpu, log=log, other_cpu_s=max(0.0, busy - cpu - s3_cpu - ftp_cpu), timed_out=expired.is_set(),
+        wall_s=done["wall_s"], cpu_s=cpu, peak_rss_mb=done["maxrss_kib"] / 1024, exit_code=done["status"],
+        s3_cpu_s=s3_cpu, source_cpu_s=src_cpu, log=log, other_cpu_s=max(0.0, busy - cpu - s3_cpu - src_cpu),
+        timed_out=done["timed_out"],
     )
 
 
@@ -184,7 +222,7 @@ def to_sample(result: ProcessResult, dataset: str, client: str, repeat: int, fil
     if result.timed_out:
         ok, note = False, f"timed out; {note}"
     return Sample(dataset, client, repeat, files, size, round(result.wall_s, 4), round(result.cpu_s, 3),
-                  round(result.peak_rss_mb, 1), round(result.s3_cpu_s, 3), round(result.ftp_cpu_s, 3),
+                  round(result.peak_rss_mb, 1), round(result.s3_cpu_s, 3), round(result.source_cpu_s, 3),
                   round(result.other_cpu_s, 3), result.exit_code, ok, note, dict(extra))
 
 

@@ -1,8 +1,9 @@
 """Medians, ratios and targets of a benchmark run: the printed table and the JSON results.
 
 Ratios are throughput ratios taken within one repeat (the same servers, the same
-minute), ``other.wall / module_system.wall`` for the same files, and then the median
-over repeats: above 1 means module_system was faster.
+minute), ``reference.wall / module_system.wall`` for the same files (or pages), and then
+the median over repeats: above 1 means module_system was faster. The references are the
+other tools of a row (:data:`REFERENCES`: rclone, the raw probe, Scrapy, the requests pool).
 """
 
 from __future__ import annotations
@@ -18,8 +19,13 @@ from bench.measure import Sample
 
 __all__ = ["Target", "evaluate_targets", "print_table", "summarise", "write_results"]
 
-CLIENT_ORDER = ("module_system", "rclone", "raw", "ms_rerun_same", "ms_rerun_incremental", "ms_no_validate",
-                "ms_switch_1ms")
+CLIENT_ORDER = ("module_system", "ms_split", "rclone", "raw", "scrapy", "requests_pool", "ms_page_10mb",
+                "ms_page_small", "ms_rerun_same", "ms_rerun_incremental", "ms_no_validate", "ms_switch_1ms")
+#: The other tools a module_system run is compared with, in the same repeat.
+REFERENCES = ("rclone", "raw", "scrapy", "requests_pool")
+#: module_system runs that move the data (compared with every reference of their row).
+TRANSFERS = ("module_system", "ms_split", "ms_no_validate", "ms_switch_1ms")
+ROW_ORDER = ("A", "B", "C", "S3", "WEB", "API", "SCALE", "noop")
 
 
 def _median(values: Iterable[float]) -> float | None:
@@ -41,7 +47,9 @@ def summarise(samples: list[Sample]) -> list[dict[str, Any]]:
     """One row of medians per (dataset, client), in a stable order."""
     rows = []
     keys = sorted({(s.dataset, s.client) for s in samples},
-                  key=lambda k: (k[0], CLIENT_ORDER.index(k[1]) if k[1] in CLIENT_ORDER else 99, k[1]))
+                  key=lambda k: (ROW_ORDER.index(k[0]) if k[0] in ROW_ORDER else 99, k[0],
+                                 CLIENT_ORDER.index(k[1]) if k[1] in CLIENT_ORDER else 99, k[1]))
+    present = {(s.dataset, s.client) for s in samples}
     for dataset, client in keys:
         group = [s for s in samples if s.dataset == dataset and s.client == client]
         row: dict[str, Any] = {
@@ -50,17 +58,22 @@ def summarise(samples: list[Sample]) -> list[dict[str, Any]]:
             "wall_s": _median(s.wall_s for s in group), "mb_s": _median(s.mb_s for s in group),
             "files_s": _median(s.files_s for s in group), "peak_rss_mb": _median(s.peak_rss_mb for s in group),
             "max_peak_rss_mb": max(s.peak_rss_mb for s in group), "cpu_s": _median(s.cpu_s for s in group),
-            "s3_cpu_s": _median(s.s3_cpu_s for s in group), "ftp_cpu_s": _median(s.ftp_cpu_s for s in group),
+            "s3_cpu_s": _median(s.s3_cpu_s for s in group),
+            "source_cpu_s": _median(s.source_cpu_s for s in group),
             "other_cpu_s": _median(s.other_cpu_s for s in group),
+            "wall_s_each": [s.wall_s for s in sorted(group, key=lambda s: s.repeat)],
             "peak_rss_mb_each": [s.peak_rss_mb for s in sorted(group, key=lambda s: s.repeat)],
         }
-        transfer = not client.startswith(("ms_rerun", "noop"))
-        against = {"vs_rclone": "rclone" if transfer and client != "rclone" else None,
-                   "vs_raw": "raw" if transfer and client != "raw" else None,
-                   "vs_first_run": "module_system" if client.startswith("ms_rerun") else None}
+        against = {f"vs_{ref}": ref for ref in REFERENCES if client in TRANSFERS and (dataset, ref) in present}
+        if client.startswith("ms_rerun"):
+            against["vs_first_run"] = "module_system"
         for key, other in against.items():
-            each = _ratios(samples, dataset, client, other) if other else []
+            each = _ratios(samples, dataset, client, other)
             row[key], row[f"{key}_each"] = _median(each), each
+        for key in sorted({k for s in group for k, v in s.extra.items() if isinstance(v, (int, float))}):
+            values = [s.extra[key] for s in sorted(group, key=lambda s: s.repeat) if key in s.extra]
+            row.setdefault(key, _median(values))
+            row[f"{key}_each"] = values
         if client.startswith("noop") and client != "noop_1":
             for key in ("ms_per_job", "ms_per_job_minus_startup", "client_cpu_ms_per_job", "s3_server_cpu_ms_per_job",
                         "probe_ms_per_put", "probe_cpu_ms_per_put", "overhead_ms_per_job"):
@@ -102,24 +115,37 @@ class Target:
 
 
 def evaluate_targets(rows: list[dict[str, Any]], noop_ms_per_job: float | None) -> list[Target]:
-    """The issue's targets, each repeat against its goal."""
+    """The targets of issue 11 (single-job shape and the other source types), then the earlier ones."""
     def each(dataset: str, client: str, key: str) -> tuple[float, ...]:
         for row in rows:
             if row["dataset"] == dataset and row["client"] == client:
-                return tuple(row[f"{key}_each"])
+                return tuple(row.get(f"{key}_each", ()))
         return ()
 
+    upper = {"higher_is_better": False}
     return [
-        Target("A: module_system vs rclone", each("A", "module_system", "vs_rclone"), 1.2),
-        Target("A: module_system vs raw probe", each("A", "module_system", "vs_raw"), 0.85),
-        Target("B: module_system vs rclone", each("B", "module_system", "vs_rclone"), 1.0),
-        Target("B: module_system peak RSS", each("B", "module_system", "peak_rss_mb"), 150,
-               higher_is_better=False, unit="MB"),
-        Target("C: module_system vs rclone", each("C", "module_system", "vs_rclone"), 1.2),
+        Target("A, one job: vs rclone", each("A", "module_system", "vs_rclone"), 1.3),
+        Target("A, one job: vs raw probe", each("A", "module_system", "vs_raw"), 0.9),
+        Target("B, one job: vs rclone", each("B", "module_system", "vs_rclone"), 1.3),
+        Target("B, one job: peak RSS", each("B", "module_system", "peak_rss_mb"), 150, unit="MB", **upper),
+        Target("C, one job: vs rclone", each("C", "module_system", "vs_rclone"), 1.3),
+        Target("S3 -> S3, one job: vs rclone copy", each("S3", "module_system", "vs_rclone"), 1.3),
+        Target("web, one job, 16 in flight: pages/s vs Scrapy", each("WEB", "module_system", "vs_scrapy"), 1.0),
+        Target("web: peak RSS of a job crawling one 10 MB page", each("WEB", "ms_page_10mb", "peak_rss_mb"), 200,
+               unit="MB", **upper),
+        Target("api, one job, 16 in flight: vs requests thread pool",
+               each("API", "module_system", "vs_requests_pool"), 0.9),
+        Target("scale, 100,000 files, one job: peak RSS", each("SCALE", "module_system", "peak_rss_mb"), 300,
+               unit="MB", **upper),
+        Target("scale: files/s last tenth / first tenth", each("SCALE", "module_system", "tenth_ratio"), 0.8),
+        Target("A, split shape: vs rclone (earlier goal)", each("A", "ms_split", "vs_rclone"), 1.2),
+        Target("A, split shape: vs raw probe (earlier goal)", each("A", "ms_split", "vs_raw"), 0.85),
+        Target("B, split shape: vs rclone (earlier goal)", each("B", "ms_split", "vs_rclone"), 1.0),
+        Target("C, split shape: vs rclone (earlier goal)", each("C", "ms_split", "vs_rclone"), 1.2),
         Target("A re-run, incremental (nothing downloaded): speed-up",
                each("A", "ms_rerun_incremental", "vs_first_run"), 5),
         Target("no-op jobs: framework overhead per job (wall minus a plain PUT)",
-               () if noop_ms_per_job is None else (noop_ms_per_job,), 1.0, higher_is_better=False, unit="ms"),
+               () if noop_ms_per_job is None else (noop_ms_per_job,), 1.0, unit="ms", **upper),
     ]
 
 
@@ -127,26 +153,37 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _ratio_text(row: dict[str, Any]) -> str:
+    """``rclone 1.37 raw 0.95``: the row's ratios against each reference (and a re-run's speed-up)."""
+    parts = [f"{ref} {row[f'vs_{ref}']:.2f}" for ref in REFERENCES if row.get(f"vs_{ref}") is not None]
+    if row.get("vs_first_run") is not None:
+        parts.append(f"1st run {row['vs_first_run']:.1f}")
+    return ", ".join(parts)
+
+
 def print_table(rows: list[dict[str, Any]], targets: list[Target]) -> None:
-    header = (f"{'set':<5}{'client':<22}{'files':>7}{'MB':>9}{'wall s':>9}{'MB/s':>8}{'files/s':>9}{'RSS MB':>8}"
-              f"{'CPU s':>8}{'S3 CPU':>8}{'FTP CPU':>8}{'other':>7}{'vs rclone':>10}{'vs raw':>8}{'vs 1st':>8}  ok")
+    header = (f"{'set':<6}{'client':<21}{'files':>7}{'MB':>9}{'wall s':>9}{'MB/s':>8}{'files/s':>9}{'RSS MB':>8}"
+              f"{'CPU s':>8}{'S3 CPU':>8}{'src CPU':>8}{'other':>7}  ok  ratios (>1: module_system faster)")
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['dataset']:<5}{r['client']:<22}{r['files']:>7}{r['mb']:>9.1f}{_fmt(r['wall_s'], '.2f'):>9}"
+        print(f"{r['dataset']:<6}{r['client']:<21}{r['files']:>7}{r['mb']:>9.1f}{_fmt(r['wall_s'], '.2f'):>9}"
               f"{_fmt(r['mb_s'], '.1f'):>8}{_fmt(r['files_s'], '.1f'):>9}{_fmt(r['peak_rss_mb'], '.0f'):>8}"
-              f"{_fmt(r['cpu_s'], '.1f'):>8}{_fmt(r['s3_cpu_s'], '.1f'):>8}{_fmt(r['ftp_cpu_s'], '.1f'):>8}"
-              f"{_fmt(r['other_cpu_s'], '.1f'):>7}"
-              f"{_fmt(r['vs_rclone'], '.2f'):>10}{_fmt(r['vs_raw'], '.2f'):>8}{_fmt(r['vs_first_run'], '.1f'):>8}"
-              f"  {'yes' if r['all_ok'] else 'NO'}")
+              f"{_fmt(r['cpu_s'], '.1f'):>8}{_fmt(r['s3_cpu_s'], '.1f'):>8}{_fmt(r['source_cpu_s'], '.1f'):>8}"
+              f"{_fmt(r['other_cpu_s'], '.1f'):>7}  {'yes' if r['all_ok'] else 'NO ':<4}{_ratio_text(r)}")
         if "ms_per_job" in r:
-            print(f"{'':<10}-> per job: {_fmt(r['ms_per_job'], '.2f')} ms wall, "
+            print(f"{'':<11}-> per job: {_fmt(r['ms_per_job'], '.2f')} ms wall, "
                   f"{_fmt(r['ms_per_job_minus_startup'], '.2f')} ms without start-up; CPU: client "
                   f"{_fmt(r['client_cpu_ms_per_job'], '.2f')} ms, S3 server {_fmt(r['s3_server_cpu_ms_per_job'], '.2f')} ms")
-    print("\nwall/CPU: medians; RSS: peak resident set of the client process; S3/FTP CPU: the server "
-          "processes' CPU seconds during the run;\nother: CPU seconds used meanwhile by anything else on the "
-          "machine (noise);\nvs rclone / vs raw: throughput ratio within each repeat "
-          "(>1 = module_system faster), median; vs 1st: speed-up over the first run.")
+        if "tenth_ratio" in r:
+            print(f"{'':<11}-> files/s first tenth {_fmt(r['first_tenth_files_s'], '.0f')}, last tenth "
+                  f"{_fmt(r['last_tenth_files_s'], '.0f')}: last / first {_fmt(r['tenth_ratio'], '.2f')} "
+                  f"(each {r['tenth_ratio_each']})")
+    print("\nwall/CPU: medians; RSS: peak resident set of the client process; S3 CPU / src CPU: the S3 server's and "
+          "the row's source server's (FTP, web site, API) CPU seconds during the run;\nother: CPU seconds used "
+          "meanwhile by anything else on the machine (noise);\nratios: wall(reference) / wall(module_system) within "
+          "each repeat, median; 1st run: a re-run's speed-up over the first run.\nmodule_system is the single-job "
+          "shape (one job, one flat folder, service defaults); ms_split one job per sub-folder, cap raised.")
     print("\ntargets (each repeat against the goal; the value shown is the median, or the maximum for an upper bound):")
     for t in targets:
         measured = "-" if t.measured is None else f"{t.measured:.2f} {t.unit}"

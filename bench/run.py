@@ -1,22 +1,28 @@
-"""The benchmark suite: module_system against rclone and a raw boto3 probe, FTP -> S3.
+"""The benchmark suite: module_system the way users run it, against rclone, a raw boto3 probe,
+Scrapy and a plain requests pool, on local servers.
 
-    python bench/run.py                          # A, B (4 x 256 MiB), C; 3 repeats; 10,000 no-op jobs
-    python bench/run.py --quick                  # small datasets, 1,000 no-op jobs: a smoke run
-    python bench/run.py --datasets A,C --repeat 5 --profile A,C,NOOP
-    python bench/run.py --datasets B --big-mb 1024 --repeat 1 --overhead-jobs 0
-    python bench/run.py --repeat 1 --experiments --overhead-jobs 0   # without validation; 1 ms GIL switch
+    python bench/run.py                          # everything: A, B (4 x 256 MiB), C, S3, WEB, API, SCALE; 3 repeats
+    python bench/run.py --quick                  # small sizes, 1,000 no-op jobs: a smoke run
+    python bench/run.py --datasets A,C --rows WEB --repeat 5 --profile A,WEB
+    python bench/run.py --datasets "" --rows SCALE --overhead-jobs 0      # one row alone
+    python bench/run.py --datasets B --big-mb 1024 --repeat 1 --rows "" --overhead-jobs 0
+    python bench/run.py --repeat 1 --experiments --rows "" --overhead-jobs 0   # without validation; 1 ms GIL switch
 
 Starts the S3 server (moto) and the FTP server (pyftpdlib) of ``module_system.testing``,
 each in a process of its own; builds the datasets once under ``--workdir`` (see
-:mod:`bench.datasets`); byte-compiles the packages; then for each dataset, after one
-unrecorded warm-up transfer, ``--repeat`` times, interleaved: the
-module_system CLI, ``rclone copy`` and the raw probe, each into a fresh bucket, each
-checked (every file landed with its size). After each first module_system run of A it
-runs the same batch again on the same bucket (``skipped_same``) and once more with
-``incremental: true`` (``skipped_unchanged``). Then N jobs of a no-op module measure
-the framework's cost per job. Prints medians and ratios, the targets, and writes every
-sample to ``<workdir>/results/last.json``; a target is met when every repeat meets it.
-See bench/README.md.
+:mod:`bench.datasets`); byte-compiles the packages. Then, FTP -> S3, for each dataset after
+one unrecorded warm-up transfer, ``--repeat`` times, interleaved: the module_system CLI in
+the single-job shape (``module_system``: one job over the dataset's flat folder, the
+service's defaults) and in the split shape (``ms_split``: one job per sub-folder,
+``limits.max_connections`` raised to ``--max-workers``), ``rclone copy`` and the raw probe,
+each into a fresh bucket, each checked (every file landed with its size). After each
+single-job run of A it runs the same batch again on the same bucket (``skipped_same``) and
+once more with ``incremental: true`` (``skipped_unchanged``). Then the rows of ``--rows``
+(:mod:`bench.s3_copy`, :mod:`bench.web_bench`, :mod:`bench.api_bench`,
+:mod:`bench.scale_bench`), each with its own clients in rotation. Then N jobs of a no-op
+module measure the framework's cost per job. Prints medians and ratios, the targets, and
+writes every sample to ``<workdir>/results/last.json``; a target is met when every repeat
+meets it. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -45,13 +51,34 @@ from bench.clients import (
     run_raw_probe,
 )
 from bench.hotspots import print_summary
-from bench.measure import ProcessResult, Sample, Servers, tail, to_sample, verify_landing
+from bench.measure import (
+    ProcessResult,
+    Sample,
+    Servers,
+    tail,
+    to_sample,
+    verify_landing,
+)
 from bench.overhead import run_manifest_probe, run_noop
 from bench.report import evaluate_targets, print_table, summarise, write_results
+from bench.rows import Row, RowContext
 from bench.servers import REPO
 
-CLIENTS = ("module_system", "rclone", "raw")
+CLIENTS = ("module_system", "ms_split", "rclone", "raw")
 EXPERIMENTS = ("ms_no_validate", "ms_switch_1ms")
+FTP_SETS = ("A", "B", "C")
+
+
+def _row_classes() -> dict[str, type[Row]]:
+    from bench.api_bench import ApiRow
+    from bench.s3_copy import S3CopyRow
+    from bench.scale_bench import ScaleRow
+    from bench.web_bench import WebRow
+
+    return {row.name: row for row in (S3CopyRow, WebRow, ApiRow, ScaleRow)}
+
+
+ROWS = ("S3", "WEB", "API", "SCALE")
 
 
 class Bench:
@@ -64,6 +91,7 @@ class Bench:
         self.ms = ModuleSystemClient(runs, servers, sets, args.max_workers)
         self.rclone = RcloneClient(runs, servers, args.max_workers) if rclone_missing_message() is None else None
         self.samples: list[Sample] = []
+        self._rows: dict[str, Row] = {}
 
     def bucket(self, dataset: str, client: str, repeat: int) -> str:
         name = f"bench-{dataset}-{client}-{repeat}".lower().replace("_", "-")
@@ -79,39 +107,53 @@ class Bench:
         if not sample.ok:
             print("    (see the logs under " + str(self.workdir / "runs") + ")", flush=True)
 
-    def run_module_system(self, name: str, repeat: int) -> None:
-        data, bucket = self.sets[name], self.bucket(name, "ms", repeat)
-        expected, prefix = data.by_basename(), self.ms.prefix(name)
-        result, report = self.ms.run(name, bucket, f"{name}-ms-{repeat}")
-        ok, note = verify_landing(self.s3, bucket, prefix, expected)
+    def _ms_sample(self, name: str, client: str, repeat: int, bucket: str, **how: Any) -> tuple[Sample, dict[str, Any]]:
+        """One module_system CLI run of dataset ``name`` into ``bucket``, checked: every file under the valid prefix."""
+        data, label = self.sets[name], f"{name}-{client}-{repeat}"
+        expected = data.by_basename()
+        result, report = self.ms.run(name, bucket, label, **how)
         files = report.get("totals", {}).get("files", {})
+        ok, note = verify_landing(self.s3, bucket, self.ms.prefix(name), expected)
         ok = ok and result.exit_code == 0 and files.get("uploaded") == len(expected)
         if result.exit_code != 0:
             note += f"; exit {result.exit_code}: {tail(result.log, 400)!r}"
-        self.record(to_sample(result, name, "module_system", repeat, len(expected), data.total_bytes, ok, note,
-                              file_statuses=files), self.args.repeat)
+        if ok:
+            self.ms.discard(label)
+        sample = to_sample(result, name, client, repeat, len(expected), data.total_bytes, ok, note,
+                           file_statuses=files)
+        return sample, report
+
+    def run_module_system(self, name: str, repeat: int) -> None:
+        """The single-job shape: one job over the flat folder, service defaults; then the re-runs."""
+        data, bucket = self.sets[name], self.bucket(name, "ms", repeat)
+        expected, prefix = data.by_basename(), self.ms.prefix(name)
+        sample, _ = self._ms_sample(name, "module_system", repeat, bucket, shape="single")
+        self.record(sample, self.args.repeat)
         if name in self.args.rerun:
             for client, variant, status in (("ms_rerun_same", "plain", "skipped_same"),
                                             ("ms_rerun_incremental", "incremental", "skipped_unchanged")):
-                again, report = self.ms.run(name, bucket, f"{name}-{client}-{repeat}", variant=variant)
+                label = f"{name}-{client}-{repeat}"
+                again, report = self.ms.run(name, bucket, label, shape="single", variant=variant)
                 files = report.get("totals", {}).get("files", {})
                 ok, note = verify_landing(self.s3, bucket, prefix, expected)
                 ok = ok and again.exit_code == 0 and files.get(status) == len(expected)
+                if ok:
+                    self.ms.discard(label)
                 self.record(to_sample(again, name, client, repeat, len(expected), data.total_bytes, ok,
                                       f"{files.get(status)} {status}; {note}", file_statuses=files),
                             self.args.repeat)
         self.servers.reset()
 
+    def run_ms_split(self, name: str, repeat: int) -> None:
+        """The split shape: one job per sub-folder, ``limits.max_connections`` raised to the worker count."""
+        sample, _ = self._ms_sample(name, "ms_split", repeat, self.bucket(name, "ms-split", repeat), shape="split")
+        self.record(sample, self.args.repeat)
+        self.servers.reset()
+
     def run_experiment(self, name: str, repeat: int, client: str, **how: Any) -> None:
-        """module_system with one thing changed (``--experiments``); checked like the real run."""
-        data, bucket = self.sets[name], self.bucket(name, client, repeat)
-        expected = data.by_basename()
-        result, report = self.ms.run(name, bucket, f"{name}-{client}-{repeat}", **how)
-        ok, note = verify_landing(self.s3, bucket, self.ms.prefix(name), expected)
-        files = report.get("totals", {}).get("files", {})
-        ok = ok and result.exit_code == 0 and files.get("uploaded") == len(expected)
-        self.record(to_sample(result, name, client, repeat, len(expected), data.total_bytes, ok, note,
-                              file_statuses=files), self.args.repeat)
+        """module_system (single-job shape) with one thing changed (``--experiments``); checked like the real run."""
+        sample, _ = self._ms_sample(name, client, repeat, self.bucket(name, client, repeat), shape="single", **how)
+        self.record(sample, self.args.repeat)
         self.servers.reset()
 
     def run_ms_no_validate(self, name: str, repeat: int) -> None:
@@ -123,11 +165,12 @@ class Bench:
     def run_rclone(self, name: str, repeat: int) -> None:
         assert self.rclone is not None
         rclone = self.rclone
-        self._run_reference(name, repeat, "rclone", lambda data, bucket, label: rclone.run(data, bucket, label))
+        self._run_reference(name, repeat, "rclone",
+                            lambda data, bucket, label: rclone.run(f"src:{data.flat_root.name}", bucket, label))
 
     def run_raw(self, name: str, repeat: int) -> None:
         self._run_reference(name, repeat, "raw", lambda data, bucket, label: run_raw_probe(
-            self.workdir / "runs", self.servers, data, bucket, self.args.max_workers, label))
+            self.workdir / "runs", self.servers, data.flat_root, bucket, self.args.max_workers, label))
 
     def _run_reference(self, name: str, repeat: int, client: str,
                        run: Callable[[ds.Dataset, str, str], ProcessResult]) -> None:
@@ -152,7 +195,7 @@ class Bench:
         """
         data = self.sets[name]
         bucket = self.bucket(name, "warmup", 0)
-        result = run_raw_probe(self.workdir / "runs", self.servers, data, bucket, self.args.max_workers,
+        result = run_raw_probe(self.workdir / "runs", self.servers, data.flat_root, bucket, self.args.max_workers,
                                f"{name}-warmup")
         print(f"  warm-up {name}: {result.wall_s:.2f} s (raw probe, not recorded)", flush=True)
         self.servers.reset()
@@ -168,6 +211,31 @@ class Bench:
                 order = clients[repeat % len(clients):] + clients[:repeat % len(clients)]  # no client always first
                 for client in order:
                     getattr(self, f"run_{client}")(name, repeat)
+
+    def rows(self) -> None:
+        """The rows of ``--rows``: each prepared once, its clients ``--repeat`` times in rotation."""
+        for name in self.args.rows:
+            row = self.row(name)
+            clients = row.measured
+            print(f"row {name}: clients {', '.join(clients)}", flush=True)
+            for repeat in range(self.args.repeat):
+                order = clients[repeat % len(clients):] + clients[:repeat % len(clients)]
+                for client in order:
+                    sample = row.run(client, repeat)
+                    self.record(sample, self.args.repeat)
+                    if not sample.ok:
+                        print(f"    (see {row.dir})", flush=True)
+                    self.servers.reset()
+
+    def row(self, name: str) -> Row:
+        """Row ``name``, prepared (data built, its servers started), kept for the profiles."""
+        if name not in self._rows:
+            row = _row_classes()[name](RowContext(self.workdir, self.servers, self.rclone, self.args.quick))
+            t0 = time.perf_counter()
+            row.prepare()
+            print(f"row {name} prepared in {time.perf_counter() - t0:.1f} s", flush=True)
+            self._rows[name] = row
+        return self._rows[name]
 
     def overhead(self) -> float | None:
         """Median framework overhead per no-op job (ms: wall per job minus a plain PUT), or None when not run."""
@@ -221,6 +289,9 @@ class Bench:
             sample = run_noop(self.workdir / "runs", self.servers, jobs, self.args.overhead_workers, 0,
                               "bench-noop-profile", wrap=wrap)
             wall, code = sample.wall_s, sample.exit_code
+        elif name in ROWS:
+            sample = self.row(name).run("module_system", 99, wrap=wrap)
+            wall, code = sample.wall_s, sample.exit_code
         else:
             result, _ = self.ms.run(name, self.bucket(name, "profile", 0), f"{name}-profile", wrap=wrap)
             wall, code = result.wall_s, result.exit_code
@@ -236,7 +307,14 @@ def _meta(args: argparse.Namespace, sets: dict[str, ds.Dataset], rclone: str | N
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    def version(package: str) -> str:
+        try:
+            return installed(package)
+        except PackageNotFoundError:
+            return "missing"
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
@@ -246,17 +324,21 @@ def _meta(args: argparse.Namespace, sets: dict[str, ds.Dataset], rclone: str | N
         "command": " ".join(sys.argv), "args": {k: v for k, v in vars(args).items() if k != "workdir"},
         "machine": {"cpus": len(__import__("os").sched_getaffinity(0)), "cpu": cpu, "platform": platform.platform(),
                     "python": platform.python_version()},
-        "versions": {p: version(p) for p in ("boto3", "botocore", "moto", "pyftpdlib", "jsonschema")} | {
+        "versions": {p: version(p) for p in ("boto3", "botocore", "moto", "pyftpdlib", "jsonschema", "requests",
+                                                   "scrapy", "lxml")} | {
             "rclone": rclone or "missing"},
         "git": {"commit": run("git", "rev-parse", "--short", "HEAD"), "dirty": bool(run("git", "status", "--porcelain"))},
         "datasets": {n: {"folder": d.root.name, "files": len(d.sizes), "bytes": d.total_bytes} for n, d in sets.items()},
+        "rows": args.rows,
     }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--datasets", default="A,B,C", help="comma-separated subset of A,B,C [A,B,C]")
+    parser.add_argument("--datasets", default="A,B,C", help="FTP -> S3 datasets, a subset of A,B,C; '' for none [A,B,C]")
+    parser.add_argument("--rows", default=",".join(ROWS),
+                        help=f"the other rows, a subset of {','.join(ROWS)}; '' for none [{','.join(ROWS)}]")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each client per dataset [3]")
     parser.add_argument("--quick", action="store_true", help="small datasets and 1,000 no-op jobs")
     parser.add_argument("--big-mb", type=int, default=None, help="MiB per file of dataset B [256; quick 16]")
@@ -269,7 +351,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--experiments", action="store_true",
                         help="also run module_system without validation, and with a 1 ms GIL switch interval")
     parser.add_argument("--profile", default="",
-                        help="datasets to profile once more under py-spy (GIL holder sampled), e.g. A,C,NOOP")
+                        help="datasets or rows to profile once more under py-spy (GIL holder sampled), e.g. A,WEB,NOOP")
     parser.add_argument("--profile-noop-jobs", type=int, default=2000, help="no-op jobs of the NOOP profile [2000]")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "module_system_bench",
                         help="datasets (reused), run directories and results [$TMPDIR/module_system_bench]")
@@ -277,7 +359,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.datasets = [d.strip().upper() for d in args.datasets.split(",") if d.strip()]
     args.rerun = [d.strip().upper() for d in args.rerun.split(",") if d.strip()]
     args.profile = [d.strip().upper() for d in args.profile.split(",") if d.strip()]
-    unknown = set(args.datasets + args.profile) - {"A", "B", "C", "NOOP"} or set(args.datasets) - {"A", "B", "C"}
+    args.rows = [d.strip().upper() for d in args.rows.split(",") if d.strip()]
+    unknown = (set(args.profile) - {*FTP_SETS, *ROWS, "NOOP"} or set(args.datasets) - set(FTP_SETS)
+               or set(args.rows) - set(ROWS))
     if unknown or args.repeat < 0:
         parser.error(f"unknown datasets {sorted(unknown)}" if unknown else "--repeat must be 0 or more")
     if args.overhead_jobs is None:
@@ -305,9 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     ftp_root.mkdir(parents=True, exist_ok=True)
     wanted = ds.specs(args.quick, args.big_mb)
     sets = {}
-    for name in sorted(set(args.datasets) | set(args.profile) - {"NOOP"}):
+    for name in sorted(set(args.datasets) | set(args.profile) & set(FTP_SETS)):
         t0 = time.perf_counter()
         sets[name] = ds.ensure(wanted[name], ftp_root)
+        ds.ensure_flat(sets[name])
         print(f"dataset {name}: {sets[name].root} ({len(sets[name].sizes)} files, "
               f"{sets[name].total_bytes / 1e6:.1f} MB; ready in {time.perf_counter() - t0:.1f} s)", flush=True)
     missing = rclone_missing_message()
@@ -323,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"servers: S3 {servers.s3_url} (pid {servers.s3.proc.pid}), FTP {servers.ftp.info['host']}:"
               f"{servers.ftp.info['port']} (pid {servers.ftp.proc.pid})", flush=True)
         bench.transfers()
+        bench.rows()
         noop_ms = bench.overhead()
         profiles = {}
         if args.profile:

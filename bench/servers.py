@@ -2,12 +2,22 @@
 
     python -m bench.servers s3                 # moto ThreadedMotoServer on 127.0.0.1
     python -m bench.servers ftp --root DIR     # pyftpdlib serving DIR
+    python -m bench.servers web --pages 2000 --big-mb 10   # the web row's site (bench.web_bench)
+    python -m bench.servers api --latency 0.02 --endpoints 100 --pages 20   # the api row's API
 
 Each prints one JSON line (its address) on stdout once it listens, then serves until its
-stdin closes (the parent exits or closes the pipe) or it gets SIGTERM. The same classes
-as the test suite (:mod:`module_system.testing`), so the numbers describe the servers the
-tests use. :class:`ServerProcess` starts one from the parent and reads its CPU time from
-``/proc`` so that a run can tell how much of the machine the server took.
+stdin closes (the parent exits or closes the pipe) or it gets SIGTERM. S3 and FTP are the
+same classes as the test suite (:mod:`module_system.testing`), so the numbers describe the
+servers the tests use; the API is :class:`modules.api_module.testing.ApiServer`, the web
+site a ``ThreadingHTTPServer`` with ``TCP_NODELAY`` (:mod:`bench.web_bench`).
+:class:`ServerProcess` starts one from the parent and reads its CPU time from ``/proc``
+so that a run can tell how much of the machine the server took.
+
+The S3 server also records when each ``PUT`` to an object key was answered
+(``time.monotonic()`` in the server process, with the key): ``GET /__bench/puts`` returns
+them as JSON and ``POST /__bench/puts`` clears them. The scale row reads its files' landing
+times from there (moto's own ``LastModified`` has whole seconds only); the cost is one
+list append per request.
 """
 
 from __future__ import annotations
@@ -19,8 +29,11 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
+
+from typing_extensions import Self
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,24 +74,59 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait()
 
-    def __enter__(self) -> ServerProcess:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
-def _serve(kind: str, root: str | None) -> None:
+class PutTimes:
+    """WSGI middleware of the S3 server: when each object PUT was answered (see the module docstring)."""
+
+    PATH = "/__bench/puts"
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.times: list[tuple[float, str]] = []
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "")
+        if path == self.PATH:
+            if method == "POST":
+                self.times = []
+            body = json.dumps(self.times if method == "GET" else []).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        answer = self.app(environ, start_response)
+        if method == "PUT" and path.count("/") >= 2 and "uploadId" not in environ.get("QUERY_STRING", ""):
+            self.times.append((time.monotonic(), path))  # list.append is atomic: no lock needed
+        return answer
+
+
+def _serve(kind: str, args: argparse.Namespace) -> None:
     from module_system.testing import FtpServer, S3Server
 
     server: Any
     if kind == "s3":
         server = S3Server()
+        wsgi = server._server._server  # moto's werkzeug server: its handler calls self.server.app per request
+        wsgi.app = PutTimes(wsgi.app)
         info: dict[str, Any] = {"url": server.url}
-    else:
-        assert root is not None, "ftp needs --root"
-        server = FtpServer(root, max_cons=512)
+    elif kind == "ftp":
+        assert args.root is not None, "ftp needs --root"
+        server = FtpServer(args.root, max_cons=512)
         info = {"host": server.host, "port": server.port, "user": server.user, "password": server.password}
+    elif kind == "web":
+        from bench.web_bench import SiteServer
+
+        server = SiteServer(args.pages, args.big_mb)
+        info = {"url": server.url}
+    else:
+        from bench.api_bench import start_api
+
+        server = start_api(args.latency, args.pages)
+        info = {"url": server.url}
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     print(json.dumps(info), flush=True)
@@ -92,11 +140,15 @@ def _serve(kind: str, root: str | None) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Serve S3 (moto) or FTP (pyftpdlib) for the benchmark.")
-    parser.add_argument("kind", choices=["s3", "ftp"])
+    parser = argparse.ArgumentParser(description="Serve S3 (moto), FTP (pyftpdlib), the web site or the API "
+                                                 "for the benchmark.")
+    parser.add_argument("kind", choices=["s3", "ftp", "web", "api"])
     parser.add_argument("--root", help="folder the FTP server serves")
+    parser.add_argument("--pages", type=int, default=2000, help="web: pages of the site; api: pages per endpoint")
+    parser.add_argument("--big-mb", type=float, default=10.0, help="web: size of /big.html in MB")
+    parser.add_argument("--latency", type=float, default=0.02, help="api: seconds the server sleeps per request")
     args = parser.parse_args()
-    _serve(args.kind, args.root)
+    _serve(args.kind, args)
 
 
 if __name__ == "__main__":
