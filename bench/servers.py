@@ -8,7 +8,7 @@
 Each prints one JSON line (its address) on stdout once it listens, then serves until its
 stdin closes (the parent exits or closes the pipe) or it gets SIGTERM. S3 and FTP are the
 same classes as the test suite (:mod:`module_system.testing`), so the numbers describe the
-servers the tests use; the API is :class:`modules.api_module.testing.ApiServer`, the web
+servers the tests use; the API is :class:`tests.servers.api_server.ApiServer`, the web
 site a ``ThreadingHTTPServer`` with ``TCP_NODELAY`` (:mod:`bench.web_bench`).
 :class:`ServerProcess` starts one from the parent and reads its CPU time from ``/proc``
 so that a run can tell how much of the machine the server took.

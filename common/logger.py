@@ -271,6 +271,9 @@ def configure_logging(log_dir: Path | None, console_format: str = "console", str
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        # Not cached: a logger cached on its first use keeps that configuration for the life of
+        # the process, so a second run_batch() in one process (or a test's capture_logs after
+        # one) would not reach it. The lookup costs a few microseconds per event.
+        cache_logger_on_first_use=False,
     )
     return router

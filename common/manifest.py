@@ -8,9 +8,11 @@ section is summarised without secret keys (:func:`public_source`).
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from common.problems import Problem
@@ -44,6 +46,34 @@ class ManifestEntry:
         if self.unchecked:
             out["unchecked"] = True
         return out
+
+
+def write_manifest(path: Path, head: Mapping[str, Any], files: Iterable[ManifestEntry],
+                   abandoned: Iterable[ManifestEntry]) -> tuple[int, str]:
+    """Write the manifest document (``head``'s keys, then ``files`` and ``abandoned``) to ``path``
+    as compact JSON, one entry at a time, so a job of 100,000 files never holds the whole
+    document, as dicts or as text, in memory. Returns its size and SHA-256. ``head`` must
+    not be empty."""
+    assert head, "a manifest has a run_id, a job_id..."
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "wb") as out:
+
+        def emit(text: str) -> None:
+            nonlocal size
+            data = text.encode()
+            digest.update(data)
+            size += len(data)
+            out.write(data)
+
+        emit(json.dumps(dict(head), separators=(",", ":"), default=str)[:-1])  # "{...", open
+        for name, entries in (("files", files), ("abandoned", abandoned)):
+            emit(f',"{name}":[')
+            for number, entry in enumerate(entries):
+                emit(("," if number else "") + json.dumps(entry.to_dict(), separators=(",", ":"), default=str))
+            emit("]")
+        emit("}")
+    return size, digest.hexdigest()
 
 
 def manifest_key(service_id: str, job_id: str) -> str:

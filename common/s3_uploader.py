@@ -105,8 +105,9 @@ class S3Uploader:
 
     def put_file(self, bucket: str, key: str, path: Path, size: int, sha256: str, retry: RetryPolicy,
                  content_type: str | None = None, stop: threading.Event | None = None,
-                 streamed: Mapping[str, Any] | None = None) -> UploadOutcome:
-        """Upload ``path`` to ``key`` unless an identical object is there; verify it.
+                 streamed: Mapping[str, Any] | None = None, skip_same: bool = True) -> UploadOutcome:
+        """Upload ``path`` to ``key`` unless an identical object is there (``skip_same``: a
+        manifest, which holds its run id, is written without looking); verify it.
 
         ``streamed``: what :meth:`stream_hooks` computed while the file was written. Its ``md5``
         (hex; computed here when absent and the file goes in one PUT) is what a single-part
@@ -122,7 +123,7 @@ class S3Uploader:
         single = size < self.threshold
         if single and md5 is None:
             md5 = _file_md5(path)
-        if self._is_same(bucket, key, size, sha256, md5, retry):
+        if skip_same and self._is_same(bucket, key, size, sha256, md5, retry):
             log.debug("file_skipped_same", key=key, sha256=sha256)
             return UploadOutcome(key, "skipped_same", size, sha256)
         extra: dict[str, Any] = {"ContentType": content_type} if content_type else {}

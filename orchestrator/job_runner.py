@@ -16,6 +16,7 @@ is removed. See docs/KEYS.md. Entries are kept per source attempt (``JobEntries`
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import tempfile
 import threading
@@ -48,6 +49,7 @@ from common.manifest import (
     load_landed,
     manifest_key,
     public_source,
+    write_manifest,
 )
 from common.plugins import ModuleCatalog
 from common.problems import Problem
@@ -470,19 +472,26 @@ class JobRunner:
                         error: str | None) -> str | None:
         """Write the job's manifest; returns None, or why it could not be written."""
         source_index = 0 if source_used in (None, "primary") else int(source_used) + 1
-        document = {
+        head = {
             "run_id": self.run.run_id, "job_id": self.job.job_id, "service_id": self.service.service_id,
             "module": self.service.type, "source": public_source(self.job.sources[source_index]),
             "source_used": source_used, "started_at": started, "finished_at": finished,
-            "status": status, "error": error, "files": [e.to_dict() for e in self.entries.files],
-            "abandoned": [e.to_dict() for e in self.entries.abandoned()],
+            "status": status, "error": error,
         }
         key = manifest_key(self.service.service_id, self.job.job_id)
+        # Streamed to a file and uploaded from it: a job's manifest grows with its files.
+        fd, name = tempfile.mkstemp(prefix=f"{self.job.job_id}-manifest-", suffix=".json", dir=self.run.temp_root)
+        os.close(fd)
+        path = Path(name)
         try:
-            self.uploader.put_json(self.service.destination.bucket, key, document, self.retry, skip_same=False)
-        except ModuleSystemError as exc:
+            size, digest = write_manifest(path, head, self.entries.files, self.entries.abandoned())
+            self.uploader.put_file(self.service.destination.bucket, key, path, size, digest, self.retry,
+                                   content_type="application/json", skip_same=False)
+        except (ModuleSystemError, OSError) as exc:
             log.error("manifest_failed", key=key, error=_one_line(exc))
             return _one_line(exc)
+        finally:
+            path.unlink(missing_ok=True)
         return None
 
 
