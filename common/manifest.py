@@ -24,7 +24,7 @@ FILE_STATUSES: tuple[FileStatus, ...] = ("uploaded", "skipped_same", "skipped_un
 LANDED: tuple[FileStatus, ...] = ("uploaded", "skipped_same", "skipped_unchanged")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ManifestEntry:
     source_uri: str
     key: str | None
