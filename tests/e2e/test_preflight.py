@@ -205,7 +205,7 @@ def test_a_job_does_not_point_at_a_manifest_that_could_not_be_written(project: P
     assert job["status"] == "failed" and job["files"]["failed"] == 1
     assert "see the manifest" not in job["error"]
     assert job["error"] == ("1 file(s) failed (not fetched or not uploaded); the manifest could not be written "
-                            "either: write of _manifests/sales/sales_1.json failed: SlowDown")
+                            "either: upload of _manifests/sales/sales_1.json failed: SlowDown")
     assert list_keys(s3, bucket) == []
 
 
