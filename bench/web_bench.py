@@ -74,16 +74,11 @@ def site_pages(count: int) -> dict[str, bytes]:
 
 
 def big_page(size: int) -> bytes:
-    """A table of rows with one followed link each, ``size`` bytes or a little more (tests/e2e/test_large_page.py)."""
-    head = ("<html><head><title>Big table</title></head><body><article><h1>All the items</h1>"
-            "<p>Every item of the catalogue, one row each.</p><table>")
-    rows, total, i = [], len(head), 0
-    while total < size:
-        row = f'<tr><td><a class="article" href="/p/{i}.html">Item {i}</a></td><td>some text {i}</td></tr>\n'
-        rows.append(row)
-        total += len(row)
-        i += 1
-    return (head + "".join(rows) + "</table></article></body></html>").encode()
+    """A table of rows with one followed link each, ``size`` bytes or a little more: the page of
+    tests/e2e/test_large_page.py."""
+    from tests.e2e.test_large_page import big_page as page
+
+    return page(size).encode()
 
 
 def small_page() -> bytes:
