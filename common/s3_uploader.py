@@ -256,23 +256,21 @@ class S3Uploader:
 
     # ----------------------------------------------------------------- small objects
 
-    def put_json(self, bucket: str, key: str, document: Any, retry: RetryPolicy, skip_same: bool = True) -> str:
-        """Write a small JSON document (manifest, errors) in one PUT, with its ``sha256``.
-
-        With ``skip_same`` (errors files) it is skipped, like files, when an identical
-        object is already there; a manifest (which holds the run id, so never matches) is
-        written without looking. Returns the status. Compact JSON (the C encoder; an
-        indented document goes through the pure-Python one): ``jq .`` shows it indented.
+    def put_json(self, bucket: str, key: str, document: Any, retry: RetryPolicy) -> str:
+        """Write a small JSON document (an errors file) in one PUT, with its ``sha256``; skipped,
+        like files, when an identical object is already there. Returns the status. Compact JSON
+        (the C encoder; an indented document goes through the pure-Python one): ``jq .`` shows
+        it indented. (Manifests grow with their files: they are streamed to a file and go
+        through :meth:`put_file`.)
         """
         body = json.dumps(document, separators=(",", ":"), default=str).encode()
         digest = hashlib.sha256(body).hexdigest()
         md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()
-        if skip_same and self._is_same(bucket, key, len(body), digest, md5, retry):
+        if self._is_same(bucket, key, len(body), digest, md5, retry):
             return "skipped_same"
         answer = self._put_once(bucket, key, len(body), digest, retry,
                                 lambda: self._put_bytes(bucket, key, body, digest), md5)
-        if skip_same:
-            self.index.record(bucket, key, len(body), str(answer.get("ETag", "")))
+        self.index.record(bucket, key, len(body), str(answer.get("ETag", "")))
         return "uploaded"
 
     def _put_bytes(self, bucket: str, key: str, body: bytes, sha256: str) -> dict[str, Any]:
