@@ -10,6 +10,7 @@ and resets the S3 server after every run.
 
 from __future__ import annotations
 
+import abc
 import json
 import shutil
 import sys
@@ -39,7 +40,7 @@ class RowContext:
     """Small sizes (``--quick``)."""
 
 
-class Row:
+class Row(abc.ABC):
     """One row of the table (see the module docstring)."""
 
     name: ClassVar[str]
@@ -59,9 +60,9 @@ class Row:
     def prepare(self) -> None:
         """Build the data, start the servers (not timed)."""
 
+    @abc.abstractmethod
     def run(self, client: str, repeat: int, wrap: Sequence[str] = ()) -> Sample:
         """One measured run of ``client``, checked; ``wrap`` goes before a module_system command (py-spy)."""
-        raise NotImplementedError
 
 
 class CliRun:
