@@ -62,11 +62,13 @@ class HtmlChecker:
     def check(self, path: Path) -> list[Problem]:
         """Problems of the HTML file at ``path``; empty when it passes every rule."""
         try:
-            return read_html(Path(path), self._problems)
+            return read_html(Path(path), self.check_tree)
         except HtmlTooLarge as exc:
             return [Problem(f"not checked: {exc}", location="document")]
 
-    def _problems(self, root: Any) -> list[Problem]:
+    def check_tree(self, root: Any) -> list[Problem]:
+        """Problems of a document already parsed by :func:`~common.html_tree.parse_html` (a
+        caller that parses the page anyway, as the web crawl does, checks it on the same tree)."""
         problems: list[Problem] = []
         if self.rules.require_title:
             title = root.find(".//title")

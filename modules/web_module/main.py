@@ -203,6 +203,8 @@ class WebModule(BaseModule):
         """URLs requested (or being requested) in this job, by any lane; under ``_lock``."""
         self._unparsed: dict[str, str] = {}
         """Page name -> why it could not be parsed (over the HTML parse bound): rejected by validate."""
+        self._checked: dict[str, list[Problem]] = {}
+        """Page name -> what ``validate.html`` found while the crawl had the page parsed."""
 
     # -- the contract ---------------------------------------------------------------
 
@@ -261,8 +263,11 @@ class WebModule(BaseModule):
         any other file goes through the service's ``validate`` section."""
         with self._lock:
             reason = self._unparsed.pop(file.name, None)
+            checked = self._checked.pop(file.name, None)
         if reason is not None:
             return [Problem(f"links and extract fields not read: {reason}", location="document")]
+        if checked is not None:
+            return checked
         return super().validate(file)
 
     # -- the crawl loop's side ----------------------------------------------------------
@@ -305,8 +310,10 @@ class WebModule(BaseModule):
         # slower in threads side by side than one document after another. Read before
         # yielding: the framework removes the file once it is landed.
         follow = self._follow if visit.depth < self._max_depth else None
+        html_rules = getattr(self.ctx.validators, "html", None)  # validate.html, checked on the same tree
         try:
-            parsed = parse_page(page.path, visited.final_url, follow, self._extract)
+            parsed = parse_page(page.path, visited.final_url, follow, self._extract,
+                                html_rules.check_tree if html_rules is not None and _is_html(page.name) else None)
         except HtmlTooLarge as exc:
             log.warning("web_page_not_parsed", url=visited.final_url, reason=str(exc))
             with self._lock:
@@ -314,6 +321,9 @@ class WebModule(BaseModule):
             frontier.done(visit)
             return (page,)
         frontier.done(visit, parsed.links)
+        if parsed.problems is not None:
+            with self._lock:
+                self._checked[page.name] = parsed.problems
         if parsed.record is None:
             return (page,)
         return page, self._record(workdir, page, parsed.record)
@@ -472,3 +482,7 @@ def _arrivals(finished: queue.SimpleQueue[Future[T]]) -> list[Future[T]]:
         except queue.Empty:
             return arrived
 
+
+def _is_html(name: str) -> bool:
+    """Whether the service's ``validate.html`` is what checks a file of this name."""
+    return name.rstrip().lower().endswith((".html", ".htm"))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from requests.utils import requote_uri
 
-from module_system import Css, compile_css, element_text, read_html, redact_url
+from module_system import Css, Problem, compile_css, element_text, read_html, redact_url
 from modules.redirect_policy import AllowedHosts
 
 __all__ = [
@@ -121,10 +121,15 @@ class ParsedPage:
     """Normalised http(s) URLs of the links matched by ``follow.selector``, in document order, once each."""
     record: dict[str, str | None] | None
     """The ``extract`` fields (text of the first match, or None), or None without ``extract``."""
+    problems: list[Problem] | None = None
+    """What ``check`` found on the same tree, or None without ``check``."""
 
 
-def parse_page(path: Path, url: str, follow: Css | None, extract: Mapping[str, Css]) -> ParsedPage:
-    """Links and extracted fields of the page at ``path``, fetched from ``url`` (after redirects).
+def parse_page(path: Path, url: str, follow: Css | None, extract: Mapping[str, Css],
+               check: Callable[[Any], list[Problem]] | None = None) -> ParsedPage:
+    """Links and extracted fields of the page at ``path``, fetched from ``url`` (after redirects),
+    and, when the page is parsed anyway, ``check`` (the ``validate.html`` rules) run on the same
+    tree, so the page is not parsed a second time to be validated.
 
     A matched element with an ``href`` gives that link; a matched element without one
     gives the ``a[href]`` inside it. Links resolve against ``<base href>`` when present.
@@ -132,10 +137,11 @@ def parse_page(path: Path, url: str, follow: Css | None, extract: Mapping[str, C
     """
     if follow is None and not extract:
         return ParsedPage((), None)
-    return read_html(path, lambda root: _read_page(root, url, follow, extract))
+    return read_html(path, lambda root: _read_page(root, url, follow, extract, check))
 
 
-def _read_page(root: Any, url: str, follow: Css | None, extract: Mapping[str, Css]) -> ParsedPage:
+def _read_page(root: Any, url: str, follow: Css | None, extract: Mapping[str, Css],
+               check: Callable[[Any], list[Problem]] | None) -> ParsedPage:
     links: dict[str, None] = {}
     if follow is not None:
         base_tag = _BASE_HREF.select_one(root)
@@ -152,7 +158,7 @@ def _read_page(root: Any, url: str, follow: Css | None, extract: Mapping[str, Cs
         for field, selector in extract.items():
             found = selector.select_one(root)
             record[field] = element_text(found) if found is not None else None
-    return ParsedPage(tuple(links), record)
+    return ParsedPage(tuple(links), record, check(root) if check is not None else None)
 
 
 _BASE_HREF = compile_css("base[href]")

@@ -4,6 +4,7 @@ order is then exact); concurrency, politeness and stop: test_web_concurrency.py.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import pickle
@@ -506,3 +507,34 @@ def test_verify_tls_false_is_logged(site: Site, tmp_path: Path) -> None:
     with structlog.testing.capture_logs() as logs:
         crawl(tmp_path, [site.url + "/index.html"], verify_tls=False, obey_robots=False)
     assert any(e["event"] == "web_tls_verification_disabled" and e["log_level"] == "warning" for e in logs)
+
+
+def test_validate_html_runs_on_the_crawls_tree_with_the_checkers_answer(tmp_path: Path) -> None:
+    """A page the crawl parses for its links is checked by validate.html on that same tree: the
+    answer is the one the checker gives reading the file itself."""
+    from common.config_model import HtmlRules
+    from common.validators.html_checker import HtmlChecker
+
+    rules = HtmlRules(required=("article h1",), min_text_chars=20, require_title=True)
+    routes: dict[str, Route] = {
+        "/index.html": Page(html("Index", "<article><h1>Home</h1>" + "text " * 10 + "</article>",
+                                 links=("/thin.html", "/untitled.html"))),
+        "/thin.html": Page(html("Thin", "<p>x</p>")),
+        "/untitled.html": Page("<html><body><article><h1>No title</h1>" + "words " * 10 + "</article></body></html>"),
+    }
+    ctx = dataclasses.replace(make_ctx(), validators=ValidatorSet(
+        ValidateConfig(json_schema_path=None, json_schema=None, csv=None, html=rules)))
+    checker = HtmlChecker(rules)
+    with Site(routes) as site:
+        mod = module([site.url + "/index.html"], ctx, follow=FOLLOW)
+        try:
+            answers = {f.source_uri.rsplit("/", 1)[1]: (mod.validate(f), checker.check(f.path))
+                       for f in mod.fetch(tmp_path) if isinstance(f, FetchedFile)}
+        finally:
+            mod.close()
+    assert set(answers) == {"index.html", "thin.html", "untitled.html"}
+    for name, (crawled, direct) in answers.items():
+        assert crawled == direct, name
+    assert answers["index.html"][0] == []
+    assert any("visible text" in p.message for p in answers["thin.html"][0])
+    assert any("<title>" in p.message for p in answers["untitled.html"][0])
