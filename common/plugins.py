@@ -1,9 +1,10 @@
-"""Finding source modules through the ``module_system.modules`` entry point group.
+"""Finding source modules (entry point group ``module_system.modules``) and destinations
+(``module_system.destinations``).
 
-Built-in and third-party modules are found the same way; each is imported lazily, by
-name, the first time a registry uses it. A module that fails to import or declares an
-invalid ``source_schema`` is recorded with its package and the reason, and the other
-modules stay usable.
+Built-in and third-party plugins are found the same way; each is imported lazily, by
+name, the first time a registry uses it. A plugin that fails to import or declares an
+invalid schema (a module's ``source_schema``, a destination's ``config_schema``) is
+recorded with its package and the reason, and the others stay usable.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
 import structlog
 
 from common.exceptions import ConfigError, PluginError
 from common.interfaces.base_module import BaseModule
+from common.interfaces.destination import DESTINATION_GROUP, Destination
 
 ENTRY_POINT_GROUP = "module_system.modules"
 log = structlog.get_logger(__name__)
@@ -33,19 +36,22 @@ class ModuleInfo:
 
 
 class ModuleCatalog:
-    """The installed source modules, loaded on first use and cached."""
+    """The installed source modules (or, with ``base=Destination``, destinations), loaded on
+    first use and cached."""
 
-    def __init__(self, group: str = ENTRY_POINT_GROUP) -> None:
+    def __init__(self, group: str = ENTRY_POINT_GROUP, base: type[Any] = BaseModule,
+                 schema_attr: str = "source_schema") -> None:
         self._entry_points: dict[str, EntryPoint] = {ep.name: ep for ep in entry_points(group=group)}
-        self._loaded: dict[str, type[BaseModule]] = {}
+        self._base, self._schema_attr = base, schema_attr
+        self._loaded: dict[str, type[Any]] = {}
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
         return sorted(self._entry_points)
 
-    def load(self, name: str) -> type[BaseModule]:
-        """The module class registered as ``name``.
+    def load(self, name: str) -> type[Any]:
+        """The class registered as ``name``.
 
         Raises ConfigError for an unknown name (listing the known ones) and PluginError
         for one that does not load or is malformed.
@@ -59,7 +65,7 @@ class ModuleCatalog:
             if ep is None:
                 raise ConfigError(f"unknown type {name!r}; known types: {', '.join(self.names()) or 'none'}")
             try:
-                cls = _check(name, ep.load(), trusted=_ours(ep))
+                cls = _check(name, ep.load(), self._base, self._schema_attr, trusted=_ours(ep))
             except Exception as exc:  # any import-time failure of a plugin is recorded, not fatal
                 pkg = _package(ep)
                 reason = f"module {name!r} from {pkg} failed to load: {type(exc).__name__}: {exc}"
@@ -97,29 +103,30 @@ def _ours(ep: EntryPoint) -> bool:
     return ep.dist is not None and ep.dist.name == "module_system"
 
 
-def _check(name: str, obj: object, trusted: bool = False) -> type[BaseModule]:
-    """The class, if it is a BaseModule with a valid ``source_schema``.
+def _check(name: str, obj: object, base: type[Any], schema_attr: str, trusted: bool = False) -> type[Any]:
+    """The class, if it is a ``base`` subclass with a valid schema (attribute ``schema_attr``).
 
-    A ``trusted`` (built-in) module's schema is not checked against the metaschema here:
+    A ``trusted`` (built-in) plugin's schema is not checked against the metaschema here:
     the test suite does that for every built-in (``tests/plugins``), and skipping it keeps
     ``jsonschema`` (~50 ms of imports) out of runs that never need its messages.
     """
-    if not (isinstance(obj, type) and issubclass(obj, BaseModule)):
-        raise PluginError(f"{obj!r} is not a BaseModule subclass", module=name)
-    schema = getattr(obj, "source_schema", None)
+    if not (isinstance(obj, type) and issubclass(obj, base)):
+        raise PluginError(f"{obj!r} is not a {base.__name__} subclass", module=name)
+    schema = getattr(obj, schema_attr, None)
     if not isinstance(schema, dict) or schema.get("type") != "object":
-        raise PluginError("source_schema must be a JSON Schema object with type 'object'", module=name)
+        raise PluginError(f"{schema_attr} must be a JSON Schema object with type 'object'", module=name)
     if not trusted:
         import jsonschema
 
         try:
             jsonschema.Draft202012Validator.check_schema(schema)
         except jsonschema.SchemaError as exc:
-            raise PluginError(f"invalid source_schema: {exc.message}", module=name) from exc
+            raise PluginError(f"invalid {schema_attr}: {exc.message}", module=name) from exc
     return obj
 
 
 _default_catalog: ModuleCatalog | None = None
+_default_destinations: ModuleCatalog | None = None
 
 
 def default_catalog() -> ModuleCatalog:
@@ -127,3 +134,11 @@ def default_catalog() -> ModuleCatalog:
     if _default_catalog is None:
         _default_catalog = ModuleCatalog()
     return _default_catalog
+
+
+def default_destinations() -> ModuleCatalog:
+    """The installed destinations (``module_system.destinations``)."""
+    global _default_destinations
+    if _default_destinations is None:
+        _default_destinations = ModuleCatalog(DESTINATION_GROUP, Destination, "config_schema")
+    return _default_destinations

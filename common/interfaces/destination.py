@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from common.exceptions import ModuleSystemError
+from common.exceptions import ConfigError, ModuleSystemError
 from common.problems import Problem
 from common.retry import RetryPolicy
 from common.stream_hooks import StreamHook
@@ -59,10 +59,11 @@ PutStatus = Literal["uploaded", "skipped_same"]
 ColumnType = Literal["int", "float", "date", "datetime", "str", "bool", "json"]
 
 
-class DestinationUnusable(ModuleSystemError):
+class DestinationUnusable(ConfigError):
     """The destination cannot be used at all (no such bucket, no permission, a path that is
     not a writable folder, a database that refuses the credentials): the run does not start
-    (exit 2) when the pre-flight check raises it."""
+    (exit 2) when the pre-flight check raises it. The message is the reason only (one line,
+    no secret); the pre-flight adds the registry, the services and :meth:`Destination.describe`."""
 
 
 class RecordsRefused(ModuleSystemError):
