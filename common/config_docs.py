@@ -13,6 +13,8 @@ What is generated, and from where:
   does not depend on which plugins happen to be installed (``module-system modules``
   lists those);
 * the default destination prefixes: :data:`common.config_model.DEFAULT_PREFIXES`;
+* each built-in destination's keys: its ``config_schema``, found through
+  :func:`common.plugins.default_destinations`;
 * the batch keys: ``_BATCH_SCHEMA`` and ``_JOB_SCHEMA`` of :mod:`common.job_config`.
 
 The prose between the tables (interpolation, merging, secrets) is written here by hand
@@ -33,7 +35,7 @@ from typing import Any, Protocol
 
 from common.config_model import DEFAULT_PREFIXES, GENERIC_PREFIXES
 from common.job_config import _BATCH_SCHEMA, _JOB_SCHEMA, registry_schema
-from common.plugins import ModuleInfo, default_catalog
+from common.plugins import ModuleInfo, default_catalog, default_destinations
 from common.problems import MAX_PROBLEMS_PER_FILE
 
 __all__ = ["DOC_PATH", "main", "render", "schema_rows"]
@@ -237,7 +239,10 @@ For each service, from lowest to highest precedence:
    module's `source_schema` (tables below) is filled in where still missing.
 2. **`defaults`**: merged under the service. The merge is deep: mappings merge key by
    key (a service's `destination: {prefix: ...}` keeps the `bucket` from `defaults`);
-   lists and scalars from the service replace those of `defaults`.
+   lists and scalars from the service replace those of `defaults`. A `defaults.destination`
+   mapping is merged under each of the service's destinations of the same `type` (`s3` when
+   unset), also inside a list, and under no other: a `local` or `sql` destination does not
+   inherit the default bucket.
 3. **The service's own keys.** Required keys may come from `defaults` (typically
    `destination.bucket`): the schema check runs on the merged service.
 4. **`fallback` entries**: each entry is deep-merged over the service's `source`,
@@ -263,9 +268,10 @@ as they are into the failed-jobs file, exactly as they stood in the batch file.
 """
 
 
-def render(catalog: _Catalog | None = None) -> str:
+def render(catalog: _Catalog | None = None, destinations: _Catalog | None = None) -> str:
     """The whole of ``docs/CONFIGURATION.md``."""
     catalog = catalog or default_catalog()
+    destinations = destinations or default_destinations()
     root = registry_schema()
     defs = root["$defs"]
     parts = [_INTRO]
@@ -289,6 +295,7 @@ def render(catalog: _Catalog | None = None) -> str:
     )
 
     parts.append(_prefixes_section())
+    parts.append(_destinations_section(destinations, root))
     parts.append(_validation_section())
     parts.append(_modules_section(catalog))
     parts.append(_batch_section())
@@ -310,6 +317,34 @@ def _prefixes_section() -> str:
         "source-relative name; a rejected file lands beside `<name>.errors.json`. Each job\n"
         "also writes `_manifests/{service_id}/{job_id}.json` in the destination bucket."
     )
+
+
+def _destinations_section(catalog: _Catalog, root: Mapping[str, Any]) -> str:
+    entry = _resolve(root["$defs"]["destination_entry"], root)
+    parts = [
+        "### Destinations (`destination`)\n\n"
+        "`destination` is one mapping, or a list of them (fan-out: a file counts as landed when\n"
+        "every destination holds it; the manifest then says, per file, what each destination did, and\n"
+        "a re-run completes only what one of them missed). Keys every destination takes:\n\n"
+        + _table(schema_rows(entry, root)) + "\n\n"
+        "File destinations (`s3`, `local`) hold the files, the rejected files with their errors and the\n"
+        "manifests; record destinations (`sql`) hold the rows of valid files and need a file\n"
+        "destination beside them. The other keys are the type's own:"
+    ]
+    infos = sorted((i for i in catalog.describe() if _normalise(i.package) == BUILTIN_PACKAGE), key=lambda i: i.name)
+    for info in infos:
+        if info.error:
+            parts.append(f"#### `destination.type: {info.name}` (unavailable)\n\n"
+                         f"`{info.target}` did not load: {_cell(info.error)}")
+            continue
+        cls = catalog.load(info.name)
+        schema = cls.config_schema
+        summary = _summary(cls)
+        head = f"#### `destination.type: {info.name}`\n\n`{info.target}`. " + (f"{summary} " if summary else "")
+        head += f"See [destinations/{info.name}.md](destinations/{info.name}.md)."
+        parts.append(head + "\n\n" + _table(schema_rows(schema)))
+        parts.append("\n".join(_schema_notes(schema)))
+    return "\n\n".join(p for p in parts if p)
 
 
 def _validation_section() -> str:

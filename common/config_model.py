@@ -39,13 +39,28 @@ class RetryConfig:
 
 
 @dataclass(frozen=True)
-class DestinationConfig:
-    bucket: str
-    """Destination bucket."""
+class DestinationSpec:
+    """One destination of a service, as the registry gives it."""
+
+    type: str
+    """The destination's entry point name (``s3``, ``local``, ``sql``, a plugin's)."""
+    name: str
+    """How the manifest names it (``name``, default its type)."""
+    kind: Literal["files", "records"]
     prefix: str
-    """Template of the valid-file prefix."""
+    """Template of the valid-file prefix (file destinations; empty for record destinations)."""
     rejected_prefix: str
     """Template of the rejected-file prefix."""
+    config: Mapping[str, Any]
+    """The destination's own keys, defaults filled from its ``config_schema``, secrets as Secret."""
+
+
+@dataclass(frozen=True)
+class DestinationConfig:
+    """The settings of an ``s3`` destination (``destinations.s3.s3_settings``)."""
+
+    bucket: str
+    """Destination bucket."""
     endpoint_url: str | None
     """S3-compatible endpoint, or None for AWS."""
     region: str
@@ -108,7 +123,8 @@ class ServiceConfig:
     """What becomes of a file no rule of ``validate`` checks: ``reject`` or ``accept`` (marked
     ``unchecked`` in the manifest). The registry's default depends on whether the service
     has a ``validate`` section: :func:`common.job_config.default_on_unchecked`."""
-    destination: DestinationConfig
+    destinations: tuple[DestinationSpec, ...]
+    """Where files land (fan-out when more than one); at least one file destination."""
     retry: RetryConfig
     timeout_s: float
     max_connections: int | None
@@ -124,6 +140,11 @@ class ServiceConfig:
     """Files or requests in flight at once inside one job (``transfers``)."""
     delay_s: float = 0.0
     """``limits.delay_s``: request starts to one host at least this far apart."""
+
+
+    @property
+    def file_destinations(self) -> tuple[DestinationSpec, ...]:
+        return tuple(d for d in self.destinations if d.kind == "files")
 
 
 @dataclass(frozen=True)

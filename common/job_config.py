@@ -31,7 +31,7 @@ from common.config_model import (
     GENERIC_PREFIXES,
     Batch,
     CsvRules,
-    DestinationConfig,
+    DestinationSpec,
     HtmlRules,
     JobSpec,
     OnUnchecked,
@@ -44,7 +44,7 @@ from common.exceptions import ConfigError, PluginError
 from common.frozen import freeze, thaw
 from common.logger import job_log_name
 from common.manifest import manifest_key
-from common.plugins import ModuleCatalog, default_catalog
+from common.plugins import ModuleCatalog, default_catalog, default_destinations
 from common.secret import Secret
 
 if TYPE_CHECKING:
@@ -127,7 +127,12 @@ def load_registry(path: str | os.PathLike[str], catalog: ModuleCatalog | None = 
 def _build_service(sid: str, raw: dict[str, Any], defaults: dict[str, Any], base_dir: Path,
                    catalog: ModuleCatalog, where: _Where) -> ServiceConfig:
     root = registry_schema()
-    body = merge(defaults, _interpolate(raw, where, ""))
+    own = _interpolate(raw, where, "")
+    body = merge({k: v for k, v in defaults.items() if k != "destination"},
+                 {k: v for k, v in own.items() if k != "destination"})
+    destination = _merged_destination(defaults.get("destination"), own.get("destination"))
+    if destination is not None:
+        body["destination"] = destination
     schema = {"$ref": "#/$defs/service", "$defs": root["$defs"]}
     _prepare(body, schema, root)
     _check(body, schema, root, where, "")
@@ -143,24 +148,7 @@ def _build_service(sid: str, raw: dict[str, Any], defaults: dict[str, Any], base
         for i, entry in enumerate(body["fallback"])
     )
     supported = module_cls.supports
-    dest = body["destination"]
-    valid_prefix, rejected_prefix = DEFAULT_PREFIXES.get(module_type, GENERIC_PREFIXES)
-    destination = DestinationConfig(
-        bucket=dest["bucket"],
-        prefix=dest.get("prefix", valid_prefix.replace("{type}", module_type)),
-        rejected_prefix=dest.get("rejected_prefix", rejected_prefix.replace("{type}", module_type)),
-        endpoint_url=dest["endpoint_url"] or None,
-        region=dest["region"],
-        checksum=dest["checksum"],
-        access_key_id=_secret(dest.get("access_key_id")),
-        secret_access_key=_secret(dest.get("secret_access_key")),
-        multipart_threshold_mb=dest["multipart_threshold_mb"],
-        multipart_chunksize_mb=dest["multipart_chunksize_mb"],
-        max_concurrency=dest["max_concurrency"],
-        verify_tls=dest["verify_tls"],
-    )
-    for key in ("prefix", "rejected_prefix"):
-        _check_template(getattr(destination, key), where, f"destination.{key}")
+    destinations = _build_destinations(body["destination"], module_type, where)
     return ServiceConfig(
         service_id=sid,
         type=module_type,
@@ -168,7 +156,7 @@ def _build_service(sid: str, raw: dict[str, Any], defaults: dict[str, Any], base
         fallback=fallback,
         validate=_build_validate(body.get("validate", {}), base_dir, where),
         on_unchecked=body.get("on_unchecked", default_on_unchecked(body.get("validate", {}))),
-        destination=destination,
+        destinations=destinations,
         retry=RetryConfig(**body["retry"]),
         timeout_s=float(body["timeout_s"]),
         max_connections=body.get("limits", {}).get("max_connections", module_cls.default_max_connections),
@@ -179,6 +167,74 @@ def _build_service(sid: str, raw: dict[str, Any], defaults: dict[str, Any], base
         transfers=body.get("transfers", module_cls.default_transfers) if "transfers" in supported else 1,
         delay_s=body.get("limits", {}).get("delay_s", 0.0) if "delay" in supported else 0.0,
     )
+
+
+def _merged_destination(default: Any, own: Any) -> Any:
+    """The service's ``destination`` over ``defaults.destination``: a default mapping is merged
+    under each of the service's destinations of the same ``type`` (``s3`` when unset), so
+    ``destination: {prefix: ...}`` keeps the default bucket and a ``local`` destination does
+    not inherit it."""
+    if own is None:
+        return default
+    if not isinstance(default, Mapping):
+        return own
+
+    def over(entry: Any) -> Any:
+        if isinstance(entry, Mapping) and entry.get("type", "s3") == default.get("type", "s3"):
+            return merge(default, entry)
+        return entry
+
+    return [over(e) for e in own] if isinstance(own, list) else over(own)
+
+
+def _build_destinations(raw: Any, module_type: str, where: _Where) -> tuple[DestinationSpec, ...]:
+    """Each destination's spec: its type's class found, its keys checked against the class's
+    ``config_schema`` (defaults filled, secrets wrapped); unique names; a file destination."""
+    catalog = default_destinations()
+    entries = raw if isinstance(raw, list) else [raw]
+    if not entries:
+        raise where.error("destination", "an empty list: name at least one destination")
+    root = registry_schema()
+    valid_prefix, rejected_prefix = DEFAULT_PREFIXES.get(module_type, GENERIC_PREFIXES)
+    specs: list[DestinationSpec] = []
+    for index, entry in enumerate(entries):
+        key = f"destination[{index}]" if isinstance(raw, list) else "destination"
+        if not isinstance(entry, Mapping):
+            raise where.error(key, "must be a mapping with a 'type' and that type's keys")
+        framework = {k: entry[k] for k in _DESTINATION_KEYS if k in entry}
+        _prepare(framework, root["$defs"]["destination_entry"], root)
+        _check(framework, root["$defs"]["destination_entry"], root, where, key)
+        dtype = framework["type"]
+        try:
+            cls = catalog.load(dtype)
+        except (ConfigError, PluginError) as exc:
+            raise where.error(f"{key}.type", str(exc).replace("unknown type", "unknown destination type")) from None
+        if cls.kind == "records" and ("prefix" in framework or "rejected_prefix" in framework):
+            extra = "prefix" if "prefix" in framework else "rejected_prefix"
+            raise where.error(f"{key}.{extra}", f"a {dtype!r} destination holds records, not files: it has no {extra}")
+        config = _resolve_source({k: v for k, v in entry.items() if k not in _DESTINATION_KEYS},
+                                 cls.config_schema, where, key)
+        spec = DestinationSpec(
+            type=dtype, name=framework.get("name") or cls.default_name or dtype, kind=cls.kind,
+            prefix=framework.get("prefix", valid_prefix.replace("{type}", module_type)) if cls.kind == "files" else "",
+            rejected_prefix=(framework.get("rejected_prefix", rejected_prefix.replace("{type}", module_type))
+                             if cls.kind == "files" else ""),
+            config=config,
+        )
+        if cls.kind == "files":
+            for name in ("prefix", "rejected_prefix"):
+                _check_template(getattr(spec, name), where, f"{key}.{name}")
+        if any(s.name == spec.name for s in specs):
+            raise where.error(f"{key}.name", f"two destinations are named {spec.name!r}: give each its own 'name'")
+        specs.append(spec)
+    if not any(s.kind == "files" for s in specs):
+        raise where.error("destination", "a records destination (e.g. sql) needs a file destination (s3 or local) "
+                                         "beside it, in a list: rejected files and manifests land there")
+    return tuple(specs)
+
+
+#: Keys of a destination that are the framework's, not the destination type's.
+_DESTINATION_KEYS = ("type", "name", "prefix", "rejected_prefix")
 
 
 #: Service keys a module must declare in ``supports`` to be given them (``BaseModule.supports``).
@@ -281,10 +337,6 @@ def _check_template(template: str, where: _Where, key: str) -> None:
         template.format(service_id="s", job_id="j", run_id="r", date="d")
     except (KeyError, IndexError, ValueError) as exc:
         raise where.error(key, f"unknown placeholder {exc}; allowed: {{service_id}} {{job_id}} {{run_id}} {{date}}") from None
-
-
-def _secret(value: Any) -> Secret | None:
-    return value if isinstance(value, Secret) or value is None else Secret(str(value))
 
 
 # --------------------------------------------------------------------------- batch

@@ -25,6 +25,26 @@ LANDED: tuple[FileStatus, ...] = ("uploaded", "skipped_same", "skipped_unchanged
 
 
 @dataclass(frozen=True, slots=True)
+class DestinationOutcome:
+    """What one destination of a fan-out did with a file (the manifest's ``destinations``)."""
+
+    name: str
+    status: str
+    """``uploaded`` | ``skipped_same`` | ``rejected`` | ``failed``."""
+    key: str | None = None
+    """Where a file destination holds it; None for a record destination."""
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status}
+        if self.key is not None:
+            out["key"] = self.key
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class ManifestEntry:
     source_uri: str
     key: str | None
@@ -37,14 +57,19 @@ class ManifestEntry:
     unchecked: bool = False
     """Landed under the valid prefix although no rule of the service checked it
     (``on_unchecked: accept``); written as ``"unchecked": true``, left out when False."""
+    destinations: tuple[DestinationOutcome, ...] = ()
+    """With more than one destination: what each did (``"destinations": {name: {...}}``); the
+    entry's ``status`` and ``key`` sum them up (``key``: the first file destination's)."""
 
     def to_dict(self) -> dict[str, Any]:
         # Spelt out: dataclasses.asdict deep-copies field by field, ~25 us an entry.
-        out = {"source_uri": self.source_uri, "key": self.key, "size": self.size, "sha256": self.sha256,
+        out: dict[str, Any] = {"source_uri": self.source_uri, "key": self.key, "size": self.size, "sha256": self.sha256,
                "status": self.status, "errors": [p.to_dict() for p in self.errors],
                "identity": dict(self.identity)}
         if self.unchecked:
             out["unchecked"] = True
+        if self.destinations:
+            out["destinations"] = {d.name: d.to_dict() for d in self.destinations}
         return out
 
 
@@ -80,23 +105,25 @@ def manifest_key(service_id: str, job_id: str) -> str:
     return f"_manifests/{service_id}/{job_id}.json"
 
 
-def load_landed(client: Any, bucket: str, key: str) -> dict[str, ManifestEntry]:
-    """The landed files of the manifest at ``key`` by source URI; empty if there is none.
+def landed_files(document: Any) -> dict[str, ManifestEntry]:
+    """The landed files of a manifest ``document`` by source URI; empty if there is none.
 
     Read for ``incremental`` runs: a file whose identity still matches is not fetched again.
-    A manifest that cannot be read or parsed counts as none (everything is fetched).
+    A manifest that is missing or malformed counts as none (everything is fetched). A file
+    that one destination of a fan-out missed is ``failed``, so it is fetched again and the
+    destinations that hold it already skip it.
     """
-    try:
-        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        document = json.loads(body)
-    except Exception:  # noqa: BLE001 - no usable manifest means a full run, never a failed one
+    if not isinstance(document, dict) or not isinstance(document.get("files"), list):
         return {}
     landed = {}
-    for item in document.get("files", []):
-        if item.get("status") in LANDED and item.get("key"):
-            landed[item["source_uri"]] = ManifestEntry(
-                item["source_uri"], item["key"], int(item["size"]), item["sha256"], "skipped_unchanged",
-                (), {str(k): str(v) for k, v in (item.get("identity") or {}).items()}, item.get("unchecked") is True)
+    try:
+        for item in document["files"]:
+            if item.get("status") in LANDED and item.get("key"):
+                landed[item["source_uri"]] = ManifestEntry(
+                    item["source_uri"], item["key"], int(item["size"]), item["sha256"], "skipped_unchanged", (),
+                    {str(k): str(v) for k, v in (item.get("identity") or {}).items()}, item.get("unchecked") is True)
+    except (AttributeError, KeyError, TypeError, ValueError):  # not our manifest: a full run, never a failed one
+        return {}
     return landed
 
 

@@ -1,11 +1,12 @@
-"""module_system: plugin-based, multi-source data ingestion (fetch -> validate -> upload to S3).
+"""module_system: plugin-based, multi-source data ingestion (fetch -> validate -> land).
 
 The public facade for plugin authors and scripts::
 
     from module_system import BaseModule, FetchedFile, JobContext, Problem
 
-Source modules subclass :class:`BaseModule` and register under the entry point group
-``module_system.modules``; see docs/PLUGINS.md.
+Source modules subclass :class:`BaseModule` (or :class:`FileSource`) and register under the
+entry point group ``module_system.modules``; destinations subclass :class:`FileDestination` or
+:class:`RecordDestination` and register under ``module_system.destinations``. See docs/PLUGINS.md.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -35,6 +36,19 @@ from common.interfaces.base_module import (
     SourceConfig,
     Unchanged,
 )
+from common.interfaces.destination import (
+    DESTINATION_GROUP,
+    Column,
+    Destination,
+    DestinationSetup,
+    DestinationUnusable,
+    FileDestination,
+    LandingFile,
+    LoadOutcome,
+    RecordDestination,
+    RecordsRefused,
+    RecordTarget,
+)
 from common.interfaces.file_source import Entry, FileSource, FileVanished
 from common.plugins import ENTRY_POINT_GROUP
 from common.problems import Problem, capped
@@ -56,25 +70,36 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0.0.0"
 
 __all__ = [
+    "DESTINATION_GROUP",
     "ENTRY_POINT_GROUP",
     "RETRY_HTTP_CODES",
     "BaseModule",
+    "Column",
     "ConfigError",
     "Css",
+    "Destination",
+    "DestinationSetup",
+    "DestinationUnusable",
     "DiskFullError",
     "Entry",
     "FetchFailed",
     "FetchedFile",
+    "FileDestination",
     "FileSink",
     "FileSource",
     "FileTooLarge",
     "FileVanished",
     "HtmlTooLarge",
     "JobContext",
+    "LandingFile",
     "ListingIncomplete",
+    "LoadOutcome",
     "ModuleSystemError",
     "PluginError",
     "Problem",
+    "RecordDestination",
+    "RecordTarget",
+    "RecordsRefused",
     "RetryPolicy",
     "RunResources",
     "Secret",

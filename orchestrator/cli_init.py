@@ -23,11 +23,11 @@ from common.config_model import Batch, Registry
 from common.exceptions import ConfigError
 from common.job_config import batch_registry, load_batch, load_registry, read_batch
 from common.logger import configure_logging
-from common.plugins import default_catalog
+from common.plugins import default_catalog, default_destinations
 from common.terminal_text import printable
 from orchestrator.console import ProgressDisplay, print_summary
 from orchestrator.exit_codes import ExitCode
-from orchestrator.job_executor import BatchRun, RunOptions
+from orchestrator.job_executor import BatchRun, RunOptions, destination_pool
 from orchestrator.output_paths import check_writable_dir, check_writable_file
 from orchestrator.preflight import check_destinations
 from orchestrator.run_report import (
@@ -130,12 +130,18 @@ def run_batch(batch_file: Path, registry_file: Path | None = None, max_workers: 
     check_state_dir(state_dir)
     fmt = log_format or ("console" if sys.stdout.isatty() else "json")
     router = configure_logging(log_dir, fmt)
+    options = RunOptions(max_workers=max_workers, monitor_duration=monitor_duration, log_dir=log_dir,
+                         temp_dir=state_dir)
+    destinations = destination_pool(registry, options)
     try:
-        check_destinations(registry, batch)
+        check_destinations(registry, batch, destinations)
     except KeyboardInterrupt:
+        destinations.close()
         return ExitCode.INTERRUPTED
-    run = BatchRun(registry, batch, RunOptions(max_workers=max_workers, monitor_duration=monitor_duration,
-                                               log_dir=log_dir, temp_dir=state_dir), router)
+    except BaseException:
+        destinations.close()
+        raise
+    run = BatchRun(registry, batch, options, router, destinations=destinations)
     display = ProgressDisplay(fmt)
     with _stop_on_signals(run):
         outcome = run.execute(display)
@@ -206,15 +212,16 @@ def validate_command(batch_file: Path, registry_file: Path | None) -> None:
 
 @main.command("modules")
 def modules_command() -> None:
-    """List installed source modules with their package and version."""
+    """List installed source modules and destinations with their package and version."""
     configure_logging(None, "console")
     broken = False
-    for info in default_catalog().describe():
-        line = f"{info.name:<12} {info.package} {info.version}  ({info.target})"
-        if info.error:
-            broken = True
-            line += f"  UNAVAILABLE: {info.error}"
-        click.echo(printable(line))
+    for kind, catalog in (("source", default_catalog()), ("destination", default_destinations())):
+        for info in catalog.describe():
+            line = f"{kind:<12} {info.name:<12} {info.package} {info.version}  ({info.target})"
+            if info.error:
+                broken = True
+                line += f"  UNAVAILABLE: {info.error}"
+            click.echo(printable(line))
     sys.exit(ExitCode.JOBS_FAILED if broken else ExitCode.OK)
 
 

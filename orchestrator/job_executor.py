@@ -33,7 +33,7 @@ import structlog
 from common.config_model import Batch, JobSpec, Registry
 from common.host_limiter import HostLimiters
 from common.plugins import ModuleCatalog, default_catalog
-from common.s3_uploader import UploaderPool
+from orchestrator.destination_pool import DestinationPool
 from orchestrator.exit_codes import ExitCode
 from orchestrator.job_queue import JobQueue
 from orchestrator.job_runner import (
@@ -86,6 +86,12 @@ def _upload_threads(registry: Registry, options: RunOptions) -> int:
     return min(256, options.max_workers * transfers)
 
 
+def destination_pool(registry: Registry, options: RunOptions) -> DestinationPool:
+    """The run's destinations, made on first use (the pre-flight check is the first)."""
+    return DestinationPool(_upload_threads(registry, options), options.temp_dir / "uploads",
+                           registry.path.resolve().parent)
+
+
 def new_run_id(now: dt.datetime) -> str:
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
@@ -94,7 +100,8 @@ class BatchRun:
     """One run of one batch. Create, then :meth:`execute` (blocking)."""
 
     def __init__(self, registry: Registry, batch: Batch, options: RunOptions, router: object,
-                 catalog: ModuleCatalog | None = None, run_id: str | None = None) -> None:
+                 catalog: ModuleCatalog | None = None, run_id: str | None = None,
+                 destinations: DestinationPool | None = None) -> None:
         started = dt.datetime.now(dt.timezone.utc)
         self.registry, self.batch, self.options = registry, batch, options
         run_id = run_id or new_run_id(started)
@@ -102,7 +109,7 @@ class BatchRun:
         temp_root = self.workdir.path
         self.context = RunContext(
             run_id=run_id, started_at=started, catalog=catalog or default_catalog(),
-            uploaders=UploaderPool(_upload_threads(registry, options), state_dir=options.temp_dir / "uploads"),
+            destinations=destinations or destination_pool(registry, options),
             stats=RunStats(len(batch.jobs)),
             router=router, log_dir=options.log_dir, temp_root=temp_root,  # type: ignore[arg-type]
         )
@@ -161,7 +168,7 @@ class BatchRun:
         finally:
             if timer is not None:
                 timer.cancel()
-            ctx.uploaders.close()
+            ctx.destinations.close()
             ctx.resources.close()
             self.workdir.release()
         outcome = RunOutcome(ctx.run_id, ctx.started_at, dt.datetime.now(dt.timezone.utc),

@@ -29,7 +29,7 @@ from typing import Any, Self
 
 import structlog
 
-from common.config_model import JobSpec, ServiceConfig
+from common.config_model import DestinationSpec, JobSpec, ServiceConfig
 from common.exceptions import ModuleSystemError, is_transient
 from common.host_limiter import HostLimiters, JobHosts
 from common.interfaces.base_module import (
@@ -39,14 +39,24 @@ from common.interfaces.base_module import (
     JobContext,
     Unchanged,
 )
+from common.interfaces.destination import (
+    Destination,
+    FileDestination,
+    LandingFile,
+    RecordDestination,
+    RecordsRefused,
+    RecordTarget,
+)
 from common.interfaces.file_source import Entry, FailureStreak, FileSource
 from common.job_lanes import JobLanes
 from common.key_claims import KeyClaims, Owner
 from common.logger import JobLogRouter, job_log_name
 from common.manifest import (
     FILE_STATUSES,
+    DestinationOutcome,
+    FileStatus,
     ManifestEntry,
-    load_landed,
+    landed_files,
     manifest_key,
     public_source,
     write_manifest,
@@ -55,11 +65,11 @@ from common.plugins import ModuleCatalog
 from common.problems import Problem
 from common.retry import RetryPolicy
 from common.run_resources import RunResources
-from common.s3_uploader import UploaderPool
-from common.safe_names import ERRORS_SUFFIX, file_keys
+from common.safe_names import ERRORS_SUFFIX, FileKeys, file_keys
 from common.secret import redact
 from common.stream_hooks import SinkHooks
 from common.validators import judge, validators_for
+from orchestrator.destination_pool import DestinationPool
 from orchestrator.job_entries import JobEntries
 from orchestrator.run_stats import JobStatus, RunStats
 
@@ -75,7 +85,7 @@ class RunContext:
     run_id: str
     started_at: dt.datetime
     catalog: ModuleCatalog
-    uploaders: UploaderPool
+    destinations: DestinationPool
     stats: RunStats
     router: JobLogRouter
     log_dir: Path
@@ -167,6 +177,31 @@ class _Lanes:
             self._pool.close()  # what has not started is cancelled (only on stop); what runs ends first
 
 
+class _Target:
+    """One destination of the job: its spec, the run's instance, and the job's prefixes in it."""
+
+    def __init__(self, index: int, spec: DestinationSpec, dest: Destination, names: Mapping[str, str]) -> None:
+        self.index, self.spec, self.dest = index, spec, dest
+        self.prefix = _as_prefix(spec.prefix.format(**names)) if spec.prefix else ""
+        self.rejected_prefix = _as_prefix(spec.rejected_prefix.format(**names)) if spec.rejected_prefix else ""
+        self.scope = f"{spec.type}:{dest.describe()}"
+        """Where its keys live, for the run's key claims."""
+        self._hooks = f"{index}:"
+
+    @property
+    def files(self) -> FileDestination:
+        assert isinstance(self.dest, FileDestination)
+        return self.dest
+
+    def landing(self, file: FetchedFile, streamed: Mapping[str, Any]) -> LandingFile:
+        """``file`` as this destination receives it, with the digests its own hooks computed."""
+        mine = {name[len(self._hooks):]: value for name, value in streamed.items() if name.startswith(self._hooks)}
+        return LandingFile(file.path, file.name, file.size, file.sha256, file.source_uri, mine)
+
+    def log_fields(self) -> dict[str, str]:
+        return {"destination": self.spec.name} if self.index or self.spec.name != self.spec.type else {}
+
+
 class JobRunner:
     def __init__(self, run: RunContext, job: JobSpec, service: ServiceConfig, hosts: tuple[str, ...] = ()) -> None:
         self.run = run
@@ -185,13 +220,15 @@ class JobRunner:
             attempts=service.retry.attempts, backoff_s=service.retry.backoff_s,
             max_backoff_s=service.retry.max_backoff_s, stop=run.stop, counter=run.stats.retried,
         )
-        self.uploader = run.uploaders.get(service.destination, service.timeout_s)
-        self.sink_hooks = SinkHooks(self.uploader.stream_hooks)
-        """The destination's digests, streamed by every sink the job's module writes."""
         date = run.started_at.strftime("%Y-%m-%d")
         names = {"service_id": service.service_id, "job_id": job.job_id, "run_id": run.run_id, "date": date}
-        self.prefix = _as_prefix(service.destination.prefix.format(**names))
-        self.rejected_prefix = _as_prefix(service.destination.rejected_prefix.format(**names))
+        self.targets = tuple(_Target(index, spec, run.destinations.get(spec, service.timeout_s), names)
+                             for index, spec in enumerate(service.destinations))
+        self.file_targets = tuple(t for t in self.targets if isinstance(t.dest, FileDestination))
+        self.record_targets = tuple(t for t in self.targets if isinstance(t.dest, RecordDestination))
+        self.sink_hooks = SinkHooks(self._stream_hooks)
+        """The destinations' digests, streamed by every sink the job's module writes."""
+        self._record_target: RecordTarget | None = None
 
     def run_job(self) -> JobResult:
         """Run the job to a final state; never raises."""
@@ -203,8 +240,9 @@ class JobRunner:
             self.run.stats.job_moved("queued", "running")
             log.info("job_started", priority=self.job.priority)
             if self.service.incremental:
-                self.previous = load_landed(self.uploader.client, self.service.destination.bucket,
-                                            manifest_key(self.service.service_id, self.job.job_id))
+                first = self.file_targets[0].files
+                self.previous = landed_files(first.read_json(manifest_key(self.service.service_id, self.job.job_id),
+                                                             self.retry))
                 log.debug("previous_manifest_loaded", files=len(self.previous))
             source_used = self._run_sources()
             failed = self.entries.counts()["failed"]
@@ -367,63 +405,133 @@ class JobRunner:
             problems = [Problem(f"validator failed: {_one_line(exc)}")]
         problems, unchecked = judge(problems, file.name, self.service.on_unchecked,
                                     validators_for(self.service.validate).suffixes())
-        bucket = self.service.destination.bucket
+        streamed = self.sink_hooks.take(file.path)
+        outcomes: list[DestinationOutcome] = []
+        keys = self._claim_keys(file, rejected=bool(problems), order=order)
+        if keys is None:
+            return
+        if not problems and self.record_targets:
+            problems = self._load_records(file, streamed, outcomes)
+            if problems and (keys := self._claim_keys(file, rejected=True, order=order)) is None:
+                return
+        for target, its_keys in zip(self.file_targets, keys, strict=True):
+            outcomes.append(self._land(target, file, its_keys, problems, streamed))
+        self._record(self._entry(file, problems, unchecked, keys[0].key, outcomes), file.size, order)
+
+    def _claim_keys(self, file: FetchedFile, rejected: bool, order: int) -> list[FileKeys] | None:
+        """The file's keys in each file destination, claimed for it; None when a name is unusable
+        or a key is another's (the file is then recorded ``failed``)."""
         try:
-            keys = file_keys(file.name, self.prefix, self.rejected_prefix, rejected=bool(problems))
+            keys = [file_keys(file.name, t.prefix, t.rejected_prefix, rejected=rejected) for t in self.file_targets]
         except ValueError as exc:
             self._record(self._refused(file, str(exc)), file.size, order)
-            return
-        refused = self.run.claims.claim(bucket, keys.writes, self._owner(file.source_uri))
-        if refused is not None:
-            self._record(self._refused(file, refused), file.size, order)
-            return
+            return None
+        for target, its_keys in zip(self.file_targets, keys, strict=True):
+            refused = self.run.claims.claim(target.scope, its_keys.writes, self._owner(file.source_uri))
+            if refused is not None:
+                self._record(self._refused(file, refused), file.size, order)
+                return None
+        return keys
+
+    def _load_records(self, file: FetchedFile, streamed: Mapping[str, Any],
+                      outcomes: list[DestinationOutcome]) -> list[Problem]:
+        """Load a valid file's records into each record destination; the problems of a destination
+        that refuses them (the file is then rejected), else none."""
+        for target in self.record_targets:
+            records = target.dest
+            assert isinstance(records, RecordDestination)
+            try:
+                loaded = records.load(target.landing(file, streamed), self._records_target(), self.retry)
+            except RecordsRefused as exc:
+                log.warning("file_records_refused", uri=file.source_uri, destination=target.spec.name,
+                            error=_one_line(exc))
+                outcomes.append(DestinationOutcome(target.spec.name, "rejected", None, _one_line(exc)))
+                return list(exc.problems)
+            except ModuleSystemError as exc:
+                log.error("file_load_failed", uri=file.source_uri, destination=target.spec.name, error=_one_line(exc))
+                outcomes.append(DestinationOutcome(target.spec.name, "failed", None, _one_line(exc)))
+                continue
+            log.debug("file_loaded", uri=file.source_uri, destination=target.spec.name, status=loaded.status,
+                      rows=loaded.rows)
+            outcomes.append(DestinationOutcome(target.spec.name, loaded.status, None, None))
+        return []
+
+    def _land(self, target: _Target, file: FetchedFile, keys: FileKeys, problems: list[Problem],
+              streamed: Mapping[str, Any]) -> DestinationOutcome:
+        """Put the file (and a rejected file's errors document) into one file destination, then
+        remove its stale copy there."""
+        files = target.files
+        landing = target.landing(file, streamed)
+        try:
+            if problems:
+                errors_doc = {"source_uri": file.source_uri, "sha256": file.sha256,
+                              "errors": [p.to_dict() for p in problems]}
+                files.put_file(keys.key, landing, self.retry)
+                files.put_json(keys.key + ERRORS_SUFFIX, errors_doc, self.retry)
+                status: str = "rejected"
+                log.info("file_rejected", uri=file.source_uri, key=keys.key, problems=len(problems),
+                         **target.log_fields())
+            else:
+                status = files.put_file(keys.key, landing, self.retry)
+                log.debug("file_done", uri=file.source_uri, key=keys.key, status=status, bytes=file.size,
+                          **target.log_fields())
+        except ModuleSystemError as exc:
+            log.error("file_failed", uri=file.source_uri, error=_one_line(exc), **target.log_fields())
+            return DestinationOutcome(target.spec.name, "failed", None, _one_line(exc))
+        stale = self._remove_stale(target, file.source_uri, keys.stale)
+        if stale is not None:
+            return DestinationOutcome(target.spec.name, "failed", keys.key, stale)
+        return DestinationOutcome(target.spec.name, status, keys.key, None)
+
+    def _entry(self, file: FetchedFile, problems: list[Problem], unchecked: bool, key: str,
+               outcomes: list[DestinationOutcome]) -> ManifestEntry:
+        """The file's manifest entry from what each destination did: ``failed`` if one failed,
+        else ``rejected``, else ``skipped_same`` if every destination had it, else ``uploaded``."""
+        failures = [o for o in outcomes if o.status == "failed"]
+        per_destination = tuple(outcomes) if len(self.targets) > 1 else ()
+        if failures:
+            reasons = tuple(Problem(o.error if not per_destination else f"{o.name}: {o.error}")
+                            for o in failures if o.error)
+            return ManifestEntry(file.source_uri, None, file.size, file.sha256, "failed", reasons, file.identity,
+                                 destinations=per_destination)
         if problems:
-            key = keys.key
-            errors_doc = {"source_uri": file.source_uri, "sha256": file.sha256,
-                          "errors": [p.to_dict() for p in problems]}
-            try:
-                self.uploader.put_file(bucket, key, file.path, file.size, file.sha256, self.retry,
-                                       streamed=self.sink_hooks.take(file.path))
-                self.uploader.put_json(bucket, key + ERRORS_SUFFIX, errors_doc, self.retry)
-                entry = ManifestEntry(file.source_uri, key, file.size, file.sha256, "rejected",
-                                      tuple(problems), file.identity)
-                log.info("file_rejected", uri=file.source_uri, key=key, problems=len(problems))
-            except ModuleSystemError as exc:
-                entry = self._failed(file, exc)
-        else:
-            key = keys.key
-            try:
-                outcome = self.uploader.put_file(bucket, key, file.path, file.size, file.sha256, self.retry,
-                                                 streamed=self.sink_hooks.take(file.path))
-                entry = ManifestEntry(file.source_uri, key, file.size, file.sha256, outcome.status, (), file.identity,
-                                      unchecked)
-                log.debug("file_done", uri=file.source_uri, key=key, status=outcome.status, bytes=file.size,
-                          unchecked=unchecked)
-            except ModuleSystemError as exc:
-                entry = self._failed(file, exc)
-        if entry.status != "failed":
-            entry = self._remove_stale(entry, keys.stale)
-        self._record(entry, file.size, order)
+            return ManifestEntry(file.source_uri, key, file.size, file.sha256, "rejected", tuple(problems),
+                                 file.identity, destinations=per_destination)
+        status: FileStatus = "skipped_same" if all(o.status == "skipped_same" for o in outcomes) else "uploaded"
+        return ManifestEntry(file.source_uri, key, file.size, file.sha256, status, (), file.identity, unchecked,
+                             destinations=per_destination)
 
-    def _remove_stale(self, entry: ManifestEntry, keys: tuple[str, ...]) -> ManifestEntry:
-        """Delete our objects at ``keys``: the copy under the other prefix of a file that just landed.
+    def _records_target(self) -> RecordTarget:
+        if self._record_target is None:
+            from common.records import columns_from_validate  # type: ignore[import-not-found]  # h/sql
 
-        A key claimed in this run by another job or source is not ours to clean. A copy that
-        cannot be deleted fails the file (so the job is re-run and tries again).
+            csv = self.service.validate.csv
+            self._record_target = RecordTarget(
+                self.service.service_id, self.job.job_id, self.run.run_id, columns_from_validate(self.service.validate),
+                csv.delimiter if csv is not None else ",")
+        return self._record_target
+
+    def _stream_hooks(self) -> dict[str, Any]:
+        return {f"{t.index}:{name}": hook for t in self.targets for name, hook in t.dest.stream_hooks().items()}
+
+    def _remove_stale(self, target: _Target, source_uri: str, keys: tuple[str, ...]) -> str | None:
+        """Delete our objects at ``keys`` in ``target``: the copy under the other prefix of a file
+        that just landed. None, or why a copy could not be removed (the file then fails, so the
+        job is re-run and tries again).
+
+        A key claimed in this run by another job or source is not ours to clean.
         """
-        bucket = self.service.destination.bucket
         for key in keys:
-            if self.run.claims.claim(bucket, (key,), self._owner(entry.source_uri)) is not None:
+            if self.run.claims.claim(target.scope, (key,), self._owner(source_uri)) is not None:
                 continue
             try:
-                if self.uploader.delete_owned(bucket, key, self.retry):
-                    log.info("stale_copy_removed", uri=entry.source_uri, key=key)
+                if target.files.delete_owned(key, self.retry):
+                    log.info("stale_copy_removed", uri=source_uri, key=key, **target.log_fields())
             except ModuleSystemError as exc:
-                log.error("stale_copy_not_removed", uri=entry.source_uri, key=key, error=_one_line(exc))
-                return ManifestEntry(entry.source_uri, entry.key, entry.size, entry.sha256, "failed",
-                                     (Problem(f"landed, but its stale copy {key} was not removed: {_one_line(exc)}"),),
-                                     entry.identity)
-        return entry
+                log.error("stale_copy_not_removed", uri=source_uri, key=key, error=_one_line(exc),
+                          **target.log_fields())
+                return f"landed, but its stale copy {key} was not removed: {_one_line(exc)}"
+        return None
 
     def _record_unchanged(self, file: Unchanged, order: int) -> None:
         before = self.previous.get(file.source_uri)
@@ -431,8 +539,8 @@ class JobRunner:
             self._record(ManifestEntry(file.source_uri, None, 0, "", "failed",
                                        (Problem("reported unchanged but not in the last manifest"),)), 0, order)
             return
-        assert before.key is not None  # load_landed keeps only entries with a key
-        refused = self.run.claims.claim(self.service.destination.bucket, (before.key,), self._owner(file.source_uri))
+        assert before.key is not None  # landed_files keeps only entries with a key
+        refused = self.run.claims.claim(self.file_targets[0].scope, (before.key,), self._owner(file.source_uri))
         if refused is not None:
             log.error("file_key_refused", uri=file.source_uri, error=refused)
             self._record(ManifestEntry(file.source_uri, None, before.size, before.sha256, "failed",
@@ -463,11 +571,6 @@ class JobRunner:
         size, digest = (file.size, file.sha256) if isinstance(file, FetchedFile) else (0, "")
         self._record(ManifestEntry(source_uri, None, size, digest, "failed", (Problem(reason),)), size, order)
 
-    def _failed(self, file: FetchedFile, exc: Exception) -> ManifestEntry:
-        log.error("file_failed", uri=file.source_uri, error=_one_line(exc))
-        return ManifestEntry(file.source_uri, None, file.size, file.sha256, "failed",
-                             (Problem(_one_line(exc)),), file.identity)
-
     def _write_manifest(self, status: str, started: str, finished: str, source_used: str | int | None,
                         error: str | None) -> str | None:
         """Write the job's manifest; returns None, or why it could not be written."""
@@ -483,16 +586,22 @@ class JobRunner:
         fd, name = tempfile.mkstemp(prefix=f"{self.job.job_id}-manifest-", suffix=".json", dir=self.run.temp_root)
         os.close(fd)
         path = Path(name)
+        problem = None
         try:
             size, digest = write_manifest(path, head, self.entries.files, self.entries.abandoned())
-            self.uploader.put_file(self.service.destination.bucket, key, path, size, digest, self.retry,
-                                   content_type="application/json", skip_same=False)
-        except (ModuleSystemError, OSError) as exc:
+            manifest = LandingFile(path, key, size, digest, key, content_type="application/json")
+            for target in self.file_targets:
+                try:
+                    target.files.put_file(key, manifest, self.retry, skip_same=False)
+                except ModuleSystemError as exc:
+                    log.error("manifest_failed", key=key, error=_one_line(exc), **target.log_fields())
+                    problem = problem or _one_line(exc)
+        except OSError as exc:
             log.error("manifest_failed", key=key, error=_one_line(exc))
             return _one_line(exc)
         finally:
             path.unlink(missing_ok=True)
-        return None
+        return problem
 
 
 def job_log_path(run: RunContext, job: JobSpec, service: ServiceConfig) -> Path:

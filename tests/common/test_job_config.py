@@ -13,6 +13,7 @@ import yaml
 from common.exceptions import ConfigError
 from common.job_config import load_batch, load_registry, merge
 from common.secret import Secret
+from destinations.s3 import s3_settings
 
 
 def write(tmp_path: Path, registry: dict[str, Any], jobs: list[dict[str, Any]] | None = None) -> Path:
@@ -34,9 +35,10 @@ def test_defaults_filled_from_schemas(tmp_path: Path, monkeypatch: pytest.Monkey
     svc = load_registry(write(tmp_path, ftp_registry())).services["svc"]
     assert svc.source["port"] == 21 and svc.source["path"] == "/" and svc.source["include"] == ("*",)
     assert svc.retry.attempts == 3 and svc.retry.backoff_s == 0.5 and svc.timeout_s == 30
-    dest = svc.destination
-    assert dest.bucket == "landing" and dest.region == "us-east-1" and dest.checksum == "sha256"
-    assert dest.endpoint_url is None
+    [dest] = svc.destinations
+    assert dest.type == "s3" and dest.name == "s3" and dest.kind == "files"
+    assert dest.config["bucket"] == "landing" and dest.config["region"] == "us-east-1"
+    assert dest.config["checksum"] == "sha256" and dest.config["endpoint_url"] is None
     assert dest.prefix == "data/ftp/{service_id}/validated/"
     assert dest.rejected_prefix == "data/ftp/{service_id}/rejected/"
 
@@ -54,7 +56,7 @@ def test_interpolation_with_default_and_coercion(tmp_path: Path, monkeypatch: py
     assert svc.source["host"] == "ftp.example"
     assert svc.source["port"] == 2121 and svc.source["tls"] is False
     assert svc.source["path"] == "/in/2121/x"
-    assert svc.destination.endpoint_url is None
+    assert s3_settings(svc.destinations[0].config).endpoint_url is None  # empty means AWS
 
 
 def test_secrets_never_print(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -82,7 +84,8 @@ def test_service_keys_win_over_defaults(tmp_path: Path, monkeypatch: pytest.Monk
     reg["defaults"]["retry"] = {"attempts": 2, "backoff_s": 0.1}
     svc = load_registry(write(tmp_path, reg)).services["svc"]
     assert svc.retry.attempts == 7 and svc.retry.backoff_s == 0.1
-    assert svc.destination.bucket == "landing" and svc.destination.prefix == "custom/{job_id}"
+    [dest] = svc.destinations
+    assert dest.config["bucket"] == "landing" and dest.prefix == "custom/{job_id}"
 
 
 def test_params_and_fallbacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

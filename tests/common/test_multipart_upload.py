@@ -29,7 +29,7 @@ PARTS = 8  # of 5 MiB
 
 
 def destination(url: str, bucket: str, **changes: object) -> DestinationConfig:
-    base = DestinationConfig(bucket=bucket, prefix="p/{service_id}/", rejected_prefix="r/", endpoint_url=url,
+    base = DestinationConfig(bucket=bucket, endpoint_url=url,
                              region="us-east-1", checksum="sha256", access_key_id=None, secret_access_key=None,
                              multipart_threshold_mb=5, multipart_chunksize_mb=5, max_concurrency=2)
     return replace(base, **changes)  # type: ignore[arg-type]

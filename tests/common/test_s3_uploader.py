@@ -22,7 +22,7 @@ RETRY = RetryPolicy(attempts=2, backoff_s=0.01)
 
 
 def destination(url: str, bucket: str, **changes: object) -> DestinationConfig:
-    base = DestinationConfig(bucket=bucket, prefix="p/", rejected_prefix="r/", endpoint_url=url, region="us-east-1",
+    base = DestinationConfig(bucket=bucket, endpoint_url=url, region="us-east-1",
                              checksum="sha256", access_key_id=None, secret_access_key=None,
                              multipart_threshold_mb=64, multipart_chunksize_mb=8, max_concurrency=4)
     return replace(base, **changes)  # type: ignore[arg-type]

@@ -80,8 +80,13 @@ def registry(bucket: str, services: dict[str, Any]) -> dict[str, Any]:
 
 
 def module_lines(stdout: str) -> dict[str, str]:
-    """``module-system modules`` output: module name -> its line."""
-    return {line.split()[0]: line for line in stdout.splitlines() if line.strip()}
+    """``module-system modules`` output: a source module's name, or ``destination:<name>`` -> its line."""
+    lines = {}
+    for line in stdout.splitlines():
+        if line.strip():
+            kind, name = line.split()[:2]
+            lines[name if kind == "source" else f"{kind}:{name}"] = line
+    return lines
 
 
 def sha(data: bytes) -> str:
@@ -102,6 +107,10 @@ def test_modules_lists_builtins_and_the_example_plugin(project: Project) -> None
     assert "ms_example_plugin.localdir:LocalDirModule" in lines["localdir"]
     for name in ("s3", "ftp", "localdir"):
         assert "UNAVAILABLE" not in lines[name], lines[name]
+    for name, target in (("s3", "destinations.s3:S3Destination"), ("local", "destinations.local:LocalDestination"),
+                         ("sql", "destinations.sql:SqlDestination")):
+        line = lines[f"destination:{name}"]
+        assert own in line and target in line and "UNAVAILABLE" not in line, line
 
 
 # ---------------------------------------------------------------------- a plugin type, end to end
