@@ -224,6 +224,8 @@ def _build_destinations(raw: Any, module_type: str, where: _Where) -> tuple[Dest
         if cls.kind == "files":
             for name in ("prefix", "rejected_prefix"):
                 _check_template(getattr(spec, name), where, f"{key}.{name}")
+                if ".." in getattr(spec, name).replace("\\", "/").split("/"):
+                    raise where.error(f"{key}.{name}", "a '..' segment is not allowed: keys stay under the destination")
         if any(s.name == spec.name for s in specs):
             raise where.error(f"{key}.name", f"two destinations are named {spec.name!r}: give each its own 'name'")
         specs.append(spec)
