@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
-from bench.measure import Sample, landed, run_process
+from bench.measure import Sample, landed, landed_files, run_process
 from bench.rows import CliRun, Row, RowContext, destination, file_totals, to_row_sample
 from bench.servers import REPO
 
@@ -73,7 +73,7 @@ def start_api(latency_s: float, pages: int) -> Any:
 
 class ApiRow(Row):
     name = "API"
-    clients = ("module_system", "requests_pool")
+    clients = ("module_system", "ms_local", "requests_pool")
 
     def __init__(self, ctx: RowContext) -> None:
         super().__init__(ctx)
@@ -85,29 +85,38 @@ class ApiRow(Row):
         self.url = self.api.info["url"]
 
     def run(self, client: str, repeat: int, wrap: Sequence[str] = ()) -> Sample:
-        return self.run_pool(repeat) if client == "requests_pool" else self.run_module(repeat, wrap)
+        if client == "requests_pool":
+            return self.run_pool(repeat)
+        return self.run_module(repeat, wrap, local=client == "ms_local")
 
-    def run_module(self, repeat: int, wrap: Sequence[str]) -> Sample:
-        bucket = f"bench-api-ms-{repeat}"
+    def run_module(self, repeat: int, wrap: Sequence[str], local: bool = False) -> Sample:
+        """The job, landing in S3 (``module_system``) or, as the pool does, in a local folder (``ms_local``)."""
+        client = "ms_local" if local else "module_system"
+        bucket = f"bench-api-{client.replace('_', '-')}-{repeat}"
         self.ctx.servers.client().create_bucket(Bucket=bucket)
-        service = {
+        folder = self.dir / f"{client}-{repeat}-landing"
+        shutil.rmtree(folder, ignore_errors=True)
+        service: dict[str, Any] = {
             "type": "api", "transfers": WIDTH, "limits": {"max_connections": WIDTH},
             "source": {"base_url": self.url, "endpoints": [f"/items?e={e}" for e in range(self.endpoints)],
                        "paginate": {"type": "link_header"}},
             "validate": {"json_schema": "page.schema.json"},
         }
+        if local:
+            service["destination"] = {"type": "local", "path": str(folder)}
         registry = {"version": 1, "defaults": {"destination": destination()}, "services": {"bench_api": service}}
-        cli = CliRun(self.dir, f"ms-{repeat}", registry, [{"job_id": "pages", "service_id": "bench_api"}],
+        cli = CliRun(self.dir, f"{client}-{repeat}", registry, [{"job_id": "pages", "service_id": "bench_api"}],
                      files={"page.schema.json": PAGE_SCHEMA})
         result, report = cli.run(self.ctx.servers, {"BENCH_BUCKET": bucket}, wrap=wrap, source=self.api)
         files = file_totals(report)
-        objects = landed(self.ctx.servers.client(), bucket)
+        objects = landed_files(folder) if local else landed(self.ctx.servers.client(), bucket)
         ok = (result.exit_code == 0 and files.get("uploaded") == self.total and not files.get("rejected")
               and len(objects) == self.total)
-        note = f"{files.get('uploaded')} pages uploaded, {files.get('rejected', 0)} rejected, {len(objects)} objects"
+        note = f"{files.get('uploaded')} pages landed, {files.get('rejected', 0)} rejected, {len(objects)} files"
         if ok:
             cli.discard()
-        return to_row_sample(result, self.name, "module_system", repeat, self.total, sum(objects.values()), ok, note,
+            shutil.rmtree(folder, ignore_errors=True)
+        return to_row_sample(result, self.name, client, repeat, self.total, sum(objects.values()), ok, note,
                              file_statuses=files)
 
     def run_pool(self, repeat: int) -> Sample:

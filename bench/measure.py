@@ -198,6 +198,17 @@ def landed(s3: Any, bucket: str, prefix: str = "") -> dict[str, int]:
     return found
 
 
+def landed_files(folder: Path) -> dict[str, int]:
+    """Size of every file a ``local`` destination holds under ``folder`` by key (manifests and
+    the destination's own index excluded)."""
+    found: dict[str, int] = {}
+    for path in folder.rglob("*") if folder.exists() else ():
+        key = path.relative_to(folder).as_posix()
+        if path.is_file() and not key.startswith(("_manifests/", "_module_system/")):
+            found[key] = path.stat().st_size
+    return found
+
+
 def verify_landing(s3: Any, bucket: str, prefix: str, expected: dict[str, int]) -> tuple[bool, str]:
     """Every expected file (by base name) under ``prefix`` with its size, and nothing else anywhere.
 

@@ -19,12 +19,12 @@ from bench.measure import Sample
 
 __all__ = ["Target", "evaluate_targets", "print_table", "summarise", "write_results"]
 
-CLIENT_ORDER = ("module_system", "ms_split", "rclone", "raw", "scrapy", "requests_pool", "ms_page_10mb",
+CLIENT_ORDER = ("module_system", "ms_local", "ms_split", "rclone", "raw", "scrapy", "requests_pool", "ms_page_10mb",
                 "ms_page_small", "ms_rerun_same", "ms_rerun_incremental", "ms_no_validate", "ms_switch_1ms")
 #: The other tools a module_system run is compared with, in the same repeat.
 REFERENCES = ("rclone", "raw", "scrapy", "requests_pool")
 #: module_system runs that move the data (compared with every reference of their row).
-TRANSFERS = ("module_system", "ms_split", "ms_no_validate", "ms_switch_1ms")
+TRANSFERS = ("module_system", "ms_local", "ms_split", "ms_no_validate", "ms_switch_1ms")
 ROW_ORDER = ("A", "B", "C", "S3", "WEB", "API", "SCALE", "noop")
 
 
@@ -131,10 +131,14 @@ def evaluate_targets(rows: list[dict[str, Any]], noop_ms_per_job: float | None) 
         Target("C, one job: vs rclone", each("C", "module_system", "vs_rclone"), 1.3),
         Target("S3 -> S3, one job: vs rclone copy", each("S3", "module_system", "vs_rclone"), 1.3),
         Target("web, one job, 16 in flight: pages/s vs Scrapy", each("WEB", "module_system", "vs_scrapy"), 1.0),
+        Target("web, landing in a local folder as Scrapy does: pages/s vs Scrapy",
+               each("WEB", "ms_local", "vs_scrapy"), 1.0),
         Target("web: peak RSS of a job crawling one 10 MB page", each("WEB", "ms_page_10mb", "peak_rss_mb"), 200,
                unit="MB", **upper),
         Target("api, one job, 16 in flight: vs requests thread pool",
                each("API", "module_system", "vs_requests_pool"), 0.9),
+        Target("api, landing in a local folder as the pool does: vs requests thread pool",
+               each("API", "ms_local", "vs_requests_pool"), 0.9),
         Target("scale, 100,000 files, one job: peak RSS", each("SCALE", "module_system", "peak_rss_mb"), 300,
                unit="MB", **upper),
         Target("scale: files/s last tenth / first tenth", each("SCALE", "module_system", "tenth_ratio"), 0.8),

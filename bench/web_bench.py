@@ -15,7 +15,8 @@ Clients, each a child process:
 * ``module_system``: one job, ``transfers: 16``, ``limits.max_connections: 16``, no delay,
   ``obey_robots: false``, ``follow: {selector: "nav a"}`` without a page or depth cut that
   binds, ``validate.html`` (``title``, ``article h1``, 200 characters of text), every page
-  landed in S3. Checked: every page uploaded once, none rejected.
+  landed in S3. Checked: every page uploaded once, none rejected. ``ms_local``: the same job
+  landing in a local folder (``destination: {type: local}``), as Scrapy writes to local disk.
 * ``scrapy``: :mod:`bench.scrapy_crawl`, a ``CrawlSpider`` following the ``nav`` links,
   ``CONCURRENT_REQUESTS=16``, ``CONCURRENT_REQUESTS_PER_DOMAIN=16``, ``DOWNLOAD_DELAY=0``,
   ``ROBOTSTXT_OBEY=False``, each page written to local disk. Checked: every page written.
@@ -38,7 +39,7 @@ from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from bench.measure import Sample, landed, run_process
+from bench.measure import Sample, landed, landed_files, run_process
 from bench.rows import CliRun, Row, RowContext, destination, file_totals, to_row_sample
 from bench.servers import REPO
 
@@ -126,7 +127,7 @@ class SiteServer:
 
 class WebRow(Row):
     name = "WEB"
-    clients = ("module_system", "scrapy", "ms_page_10mb", "ms_page_small")
+    clients = ("module_system", "ms_local", "scrapy", "ms_page_10mb", "ms_page_small")
     PAGES, PAGES_QUICK, BIG_MB = 2000, 200, 10.0
     CONCURRENCY = 16
 
@@ -142,30 +143,37 @@ class WebRow(Row):
     def run(self, client: str, repeat: int, wrap: Sequence[str] = ()) -> Sample:
         if client == "scrapy":
             return self.run_scrapy(repeat)
-        if client == "module_system":
-            return self.run_crawl(repeat, wrap)
+        if client in ("module_system", "ms_local"):
+            return self.run_crawl(repeat, wrap, local=client == "ms_local")
         return self.run_page(client, repeat, wrap)
 
-    def run_crawl(self, repeat: int, wrap: Sequence[str]) -> Sample:
-        bucket = self.bucket("ms", repeat)
-        service = {
+    def run_crawl(self, repeat: int, wrap: Sequence[str], local: bool = False) -> Sample:
+        """The crawl, landing in S3 (``module_system``) or, as Scrapy does, in a local folder (``ms_local``)."""
+        client = "ms_local" if local else "module_system"
+        bucket = self.bucket(client, repeat)
+        folder = self.dir / f"{client}-{repeat}-landing"
+        shutil.rmtree(folder, ignore_errors=True)
+        service: dict[str, Any] = {
             "type": "web", "transfers": self.CONCURRENCY, "limits": {"max_connections": self.CONCURRENCY},
             "source": {"urls": [f"{self.url}/p/0.html"], "obey_robots": False,
                        "follow": {"selector": "nav a", "max_pages": self.pages, "max_depth": 20}},
             "validate": {"html": {"required": ["title", "article h1"], "min_text_chars": 200}},
         }
-        cli = CliRun(self.dir, f"crawl-{repeat}", self.registry({"bench_web": service}),
+        if local:
+            service["destination"] = {"type": "local", "path": str(folder)}
+        cli = CliRun(self.dir, f"{client}-{repeat}", self.registry({"bench_web": service}),
                      [{"job_id": "crawl", "service_id": "bench_web"}])
         result, report = cli.run(self.ctx.servers, {"BENCH_BUCKET": bucket}, wrap=wrap, source=self.site)
         files = file_totals(report)
-        objects = landed(self.ctx.servers.client(), bucket)
+        objects = landed_files(folder) if local else landed(self.ctx.servers.client(), bucket)
         under = [k for k in objects if k.startswith("data/web/bench_web/scraped/")]
         ok = (result.exit_code == 0 and files.get("uploaded") == self.pages and not files.get("rejected")
               and len(under) == len(objects) == self.pages)
-        note = f"{files.get('uploaded')} pages uploaded, {files.get('rejected', 0)} rejected, {len(objects)} objects"
+        note = f"{files.get('uploaded')} pages landed, {files.get('rejected', 0)} rejected, {len(objects)} files"
         if ok:
             cli.discard()
-        return to_row_sample(result, self.name, "module_system", repeat, self.pages, self.page_bytes, ok, note,
+            shutil.rmtree(folder, ignore_errors=True)
+        return to_row_sample(result, self.name, client, repeat, self.pages, self.page_bytes, ok, note,
                              file_statuses=files)
 
     def run_page(self, client: str, repeat: int, wrap: Sequence[str]) -> Sample:
