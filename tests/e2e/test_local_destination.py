@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -53,7 +54,7 @@ def manifest(landing: Path) -> dict[str, Any]:
 
 
 def statuses(landing: Path) -> dict[str, str]:
-    return {Path(f["source_uri"]).name: f["status"] for f in manifest(landing)["files"]}
+    return {unquote(Path(f["source_uri"]).name): f["status"] for f in manifest(landing)["files"]}
 
 
 def test_files_land_in_the_same_layout_and_a_re_run_rewrites_nothing(project: Project, folder: Path) -> None:

@@ -1,0 +1,337 @@
+"""The ``local`` destination: files in a folder, in the same layout as in S3.
+
+Prefixes become folders under ``path`` (``landing/data/ftp/sales/validated/a.csv``), manifests
+go under ``_manifests/``. The guarantees of the ``s3`` destination, on a filesystem:
+
+* **Atomic.** A file is copied into a temp file beside its target (``.<name>.<random>.part``),
+  then renamed onto it (``os.replace``): a reader sees the old file or the new one, never half
+  of one. With ``fsync: true`` the file and its folder are flushed to disk before and after
+  the rename (safe against a power cut, and slower: one flush per file).
+* **Verified.** The copy is hashed as it is written; a SHA-256 other than the one the file
+  had when it was fetched fails the file (transient: the next try copies again), and the
+  target is left as it was.
+* **Skip-same without re-reading the tree.** What this destination wrote is recorded in an
+  index beside the files (``_module_system/index.sqlite3``: key, size, mtime, sha256). A
+  target whose size and mtime still match its row holds that sha256: the same content is
+  ``skipped_same`` without a read. A target the index cannot vouch for (written by someone
+  else, touched since, or the index was deleted) is hashed once, and recorded. Losing the
+  index costs one read of each file met again, never a copy.
+* **Ours only.** A stale copy is deleted only when the index says this destination wrote it
+  and it has not changed since (as ``s3`` deletes only objects with its ``sha256`` metadata).
+* **Confined.** A key that is absolute, holds a ``..`` segment, points into
+  ``_module_system/`` or resolves outside ``path`` through a symlinked folder is refused
+  (the file fails; nothing is written). The framework's keys never do; prefixes with ``..``
+  are a registry error.
+
+A full disk fails the file in hand (not retried), as in the temp dir. A kill during a copy
+leaves a ``.part`` file beside the target; the target itself is intact. Orphaned ``.part``
+files are removed by the next :meth:`LocalDestination.check` (the run's pre-flight) when older
+than a day.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from common.exceptions import TransientUploadError, UploadError
+from common.interfaces.destination import (
+    DestinationSetup,
+    DestinationUnusable,
+    FileDestination,
+    LandingFile,
+    PutStatus,
+)
+from common.retry import RetryPolicy
+
+__all__ = ["INDEX_DIR", "LocalDestination"]
+
+log = structlog.get_logger(__name__)
+
+#: The folder under ``path`` that holds the destination's own index: never a key.
+INDEX_DIR = "_module_system"
+CHUNK = 1 << 20
+#: Orphaned ``.part`` files older than this are removed by the pre-flight check.
+STALE_PART_S = 24 * 3600
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: Permissions of landed files: 0o666 less the process's umask (read once, at import).
+_FILE_MODE = 0o666 & ~_umask()
+
+_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["path"],
+    "properties": {
+        "path": {"type": "string", "minLength": 1,
+                 "description": "The folder files land in (created if missing); relative to the registry file's "
+                                "folder; `~` is expanded."},
+        "fsync": {"type": "boolean", "default": False,
+                  "description": "Flush each file and its folder to disk around the rename: survives a power cut, "
+                                 "costs one flush per file."},
+    },
+}
+
+
+class LocalDestination(FileDestination):
+    config_schema = _SCHEMA
+    default_name = "local"
+
+    def __init__(self, config: Mapping[str, Any], setup: DestinationSetup) -> None:
+        super().__init__(config, setup)
+        root = Path(os.path.expanduser(str(config["path"])))
+        self.root = root if root.is_absolute() else setup.base_dir / root
+        self.fsync = bool(config.get("fsync", False))
+        self._index: _Index | None = None
+        self._index_lock = threading.Lock()
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    # ------------------------------------------------------------------ the interface
+
+    def check(self, retry: RetryPolicy) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=self.root)
+            os.close(fd)
+            os.unlink(probe)
+            self.index()
+        except (OSError, sqlite3.Error) as exc:
+            raise DestinationUnusable(_os_reason(exc)) from None
+        self._remove_stale_parts()
+
+    def put_file(self, key: str, file: LandingFile, retry: RetryPolicy, *, skip_same: bool = True) -> PutStatus:
+        target = self._target(key)
+        if skip_same and self._holds(key, target, file.size, file.sha256):
+            return "skipped_same"
+        with _reading(file.path, key) as chunks:
+            self._write(key, target, chunks, file.sha256)
+        return "uploaded"
+
+    def put_json(self, key: str, document: Any, retry: RetryPolicy) -> PutStatus:
+        body = json.dumps(document, separators=(",", ":"), default=str).encode()
+        digest = hashlib.sha256(body).hexdigest()
+        target = self._target(key)
+        if self._holds(key, target, len(body), digest):
+            return "skipped_same"
+        self._write(key, target, iter((body,)), digest)
+        return "uploaded"
+
+    def delete_owned(self, key: str, retry: RetryPolicy) -> bool:
+        target = self._target(key)
+        row = self.index().get(key)
+        if row is None:
+            return False
+        try:
+            st = os.stat(target)
+        except FileNotFoundError:
+            self.index().forget(key)
+            return False
+        except OSError as exc:
+            raise UploadError(f"cannot check {key}: {_os_reason(exc)}", key=key) from None
+        if (st.st_size, st.st_mtime_ns) != row[:2]:
+            log.warning("stale_copy_not_ours", key=key, reason="changed since this destination wrote it")
+            return False
+        try:
+            os.unlink(target)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise UploadError(f"delete of {key} failed: {_os_reason(exc)}", key=key) from None
+        self.index().forget(key)
+        return True
+
+    def read_json(self, key: str, retry: RetryPolicy) -> Any | None:
+        try:
+            return json.loads(self._target(key).read_bytes())
+        except (OSError, ValueError, UploadError):
+            return None
+
+    def close(self) -> None:
+        with self._index_lock:
+            if self._index is not None:
+                self._index.close()
+                self._index = None
+
+    # ------------------------------------------------------------------ internals
+
+    def index(self) -> _Index:
+        with self._index_lock:
+            if self._index is None:
+                self._index = _Index(self.root / INDEX_DIR / "index.sqlite3")
+            return self._index
+
+    def _target(self, key: str) -> Path:
+        """The path of ``key`` under the root; UploadError for a key that would leave it."""
+        parts = key.split("/")
+        if (not key or key.startswith("/") or "\\" in key or "\0" in key or ".." in parts or "" in parts[:-1]
+                or parts[0] == INDEX_DIR or not parts[-1]):
+            raise UploadError(f"key {key!r} is not a path under {self.root}", key=key)
+        target = self.root.joinpath(*parts)
+        real_root = self.root.resolve()
+        ancestor = target.parent
+        while not ancestor.exists() and ancestor != self.root:  # the deepest folder that exists
+            ancestor = ancestor.parent
+        if not ancestor.resolve().is_relative_to(real_root):
+            raise UploadError(f"key {key!r} leads outside {self.root} (a symlinked folder)", key=key)
+        return target
+
+    def _holds(self, key: str, target: Path, size: int, sha256: str) -> bool:
+        """Does ``target`` hold this content? From the index when it vouches for the file as it is
+        now, else by hashing it (once: the answer is recorded)."""
+        try:
+            st = os.stat(target)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise UploadError(f"cannot check {key}: {_os_reason(exc)}", key=key) from None
+        if st.st_size != size:
+            return False
+        row = self.index().get(key)
+        if row is not None and row[:2] == (st.st_size, st.st_mtime_ns):
+            return row[2] == sha256
+        try:
+            digest = _file_sha256(target)
+        except OSError as exc:
+            raise UploadError(f"cannot read {key}: {_os_reason(exc)}", key=key) from None
+        if digest == sha256:
+            self.index().put(key, st.st_size, st.st_mtime_ns, digest)
+        return digest == sha256
+
+    def _write(self, key: str, target: Path, chunks: Iterator[bytes], sha256: str) -> None:
+        """Copy ``chunks`` into a temp file beside ``target``, hashing what is written; rename it
+        onto ``target`` when the digest is ``sha256``; record it in the index."""
+        temp: str | None = None
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._target(key)  # again: a folder made meanwhile must not lead outside either
+            fd, temp = tempfile.mkstemp(prefix=f".{target.name[:80]}.", suffix=".part", dir=target.parent)
+            digest = hashlib.sha256()
+            with os.fdopen(fd, "wb") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+                    digest.update(chunk)
+                if self.fsync:
+                    out.flush()
+                    os.fsync(out.fileno())
+            if digest.hexdigest() != sha256:
+                raise TransientUploadError(f"verification of {key} failed: the copy's sha256 differs", key=key)
+            os.chmod(temp, _FILE_MODE)
+            os.replace(temp, target)
+            temp = None
+            if self.fsync:
+                _fsync_dir(target.parent)
+            st = os.stat(target)
+        except OSError as exc:
+            raise UploadError(f"write of {key} failed: {_os_reason(exc)}", key=key) from None
+        finally:
+            if temp is not None:
+                _unlink(temp)
+        self.index().put(key, st.st_size, st.st_mtime_ns, sha256)
+
+    def _remove_stale_parts(self) -> None:
+        """Remove ``.part`` files a killed run left, once they are a day old."""
+        cutoff = time.time() - STALE_PART_S
+        for part in self.root.rglob(".*.part"):
+            try:
+                if part.is_file() and part.stat().st_mtime < cutoff:
+                    part.unlink()
+                    log.info("stale_part_removed", path=str(part))
+            except OSError:
+                continue
+
+
+class _Index:
+    """key -> (size, mtime_ns, sha256) of what the destination wrote; one SQLite connection,
+    used under a lock by every thread."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS files (key TEXT PRIMARY KEY, size INTEGER NOT NULL, "
+                             "mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL)")
+
+    def get(self, key: str) -> tuple[int, int, str] | None:
+        with self._lock:
+            row = self._db.execute("SELECT size, mtime_ns, sha256 FROM files WHERE key = ?", (key,)).fetchone()
+        return (int(row[0]), int(row[1]), str(row[2])) if row else None
+
+    def put(self, key: str, size: int, mtime_ns: int, sha256: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO files (key, size, mtime_ns, sha256) VALUES (?, ?, ?, ?)",
+                             (key, size, mtime_ns, sha256))
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM files WHERE key = ?", (key,))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+@contextmanager
+def _reading(path: Path, key: str) -> Iterator[Iterator[bytes]]:
+    """The chunks of the fetched file at ``path`` (its loss is a failure of this key)."""
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise UploadError(f"cannot read the fetched file for {key}: {_os_reason(exc)}", key=key) from None
+    with fh:
+        yield iter(lambda: fh.read(CHUNK), b"")
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _os_reason(exc: BaseException) -> str:
+    """An OSError as a reason a user can act on (no traceback): 'no space left', 'not a directory: /x'..."""
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return "disk full (" + ("quota exceeded" if exc.errno == errno.EDQUOT else "no space left") + ")"
+        text = exc.strerror or type(exc).__name__
+        return f"{text}: {exc.filename}" if exc.filename else text
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,138 @@
+"""The ``local`` destination on its own (``destinations/local.py``): real files in tmp_path."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from common.exceptions import TransientUploadError, UploadError
+from common.interfaces.destination import DestinationSetup, DestinationUnusable, LandingFile
+from common.retry import RetryPolicy
+from destinations.local import INDEX_DIR, LocalDestination
+
+RETRY = RetryPolicy(attempts=1, backoff_s=0, max_backoff_s=0)
+
+
+def make(tmp_path: Path, path: str = "landing", **config: object) -> LocalDestination:
+    setup = DestinationSetup(workers=4, timeout_s=5, state_dir=tmp_path / "state", base_dir=tmp_path)
+    return LocalDestination({"path": path, "fsync": False, **config}, setup)
+
+
+def fetched(tmp_path: Path, data: bytes, name: str = "f.csv") -> LandingFile:
+    path = tmp_path / "fetched" / hashlib.sha256(data).hexdigest()[:12]
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(data)
+    return LandingFile(path, name, len(data), hashlib.sha256(data).hexdigest(), f"file:///{name}")
+
+
+def test_a_relative_path_is_under_the_registry_folder_and_check_makes_it(tmp_path: Path) -> None:
+    dest = make(tmp_path, "out/landing")
+    dest.check(RETRY)
+    assert dest.describe() == str(tmp_path / "out" / "landing") and (tmp_path / "out" / "landing").is_dir()
+    assert (tmp_path / "out" / "landing" / INDEX_DIR / "index.sqlite3").exists()
+
+
+def test_put_then_skip_same_without_reading_the_source_again(tmp_path: Path) -> None:
+    dest = make(tmp_path)
+    file = fetched(tmp_path, b"a,b\n1,2\n")
+    assert dest.put_file("p/x/f.csv", file, RETRY) == "uploaded"
+    target = tmp_path / "landing" / "p" / "x" / "f.csv"
+    assert target.read_bytes() == b"a,b\n1,2\n" and oct(target.stat().st_mode & 0o777) != "0o600"
+    file.path.unlink()  # skip-same must not need the fetched file: the index vouches for the target
+    assert dest.put_file("p/x/f.csv", file, RETRY) == "skipped_same"
+    assert not list((tmp_path / "landing").rglob("*.part"))
+
+
+def test_a_target_the_index_cannot_vouch_for_is_hashed_once(tmp_path: Path) -> None:
+    dest = make(tmp_path)
+    target = tmp_path / "landing" / "k.csv"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"same\n")  # someone else put it there
+    file = fetched(tmp_path, b"same\n")
+    assert dest.put_file("k.csv", file, RETRY) == "skipped_same"
+    target.write_bytes(b"diff\n")  # same size, other content: written again
+    assert dest.put_file("k.csv", file, RETRY) == "uploaded" and target.read_bytes() == b"same\n"
+
+
+def test_a_copy_that_does_not_match_its_sha256_leaves_the_target_alone(tmp_path: Path) -> None:
+    dest = make(tmp_path)
+    old = fetched(tmp_path, b"old\n")
+    dest.put_file("k.csv", old, RETRY)
+    lying = LandingFile(old.path, "k.csv", 4, "0" * 64, "file:///k.csv")
+    with pytest.raises(TransientUploadError, match="verification of k.csv failed"):
+        dest.put_file("k.csv", lying, RETRY)
+    assert (tmp_path / "landing" / "k.csv").read_bytes() == b"old\n"
+    assert not list((tmp_path / "landing").rglob("*.part")), "the temp file is removed"
+
+
+@pytest.mark.parametrize("key", ["../x.csv", "/abs.csv", "a/../../x.csv", f"{INDEX_DIR}/index.sqlite3", "a//b.csv",
+                                 "dir/"])
+def test_keys_that_leave_the_folder_are_refused(tmp_path: Path, key: str) -> None:
+    dest = make(tmp_path)
+    with pytest.raises(UploadError):
+        dest.put_file(key, fetched(tmp_path, b"x"), RETRY)
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_a_symlinked_folder_pointing_outside_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "landing").mkdir()
+    os.symlink(outside, tmp_path / "landing" / "link")
+    dest = make(tmp_path)
+    with pytest.raises(UploadError, match="outside"):
+        dest.put_file("link/sub/x.csv", fetched(tmp_path, b"x"), RETRY)
+    assert list(outside.iterdir()) == []
+
+
+def test_delete_owned_deletes_only_what_it_wrote_unchanged(tmp_path: Path) -> None:
+    dest = make(tmp_path)
+    dest.put_file("mine.csv", fetched(tmp_path, b"1\n"), RETRY)
+    theirs = tmp_path / "landing" / "theirs.csv"
+    theirs.write_bytes(b"2\n")
+    assert dest.delete_owned("theirs.csv", RETRY) is False and theirs.exists()
+    dest.put_file("changed.csv", fetched(tmp_path, b"3\n"), RETRY)
+    (tmp_path / "landing" / "changed.csv").write_bytes(b"33\n")
+    assert dest.delete_owned("changed.csv", RETRY) is False
+    assert dest.delete_owned("mine.csv", RETRY) is True and not (tmp_path / "landing" / "mine.csv").exists()
+    assert dest.delete_owned("mine.csv", RETRY) is False
+
+
+def test_json_documents_round_trip_and_skip_same(tmp_path: Path) -> None:
+    dest = make(tmp_path)
+    assert dest.read_json("_manifests/s/j.json", RETRY) is None
+    assert dest.put_json("_manifests/s/j.json", {"files": [1, 2]}, RETRY) == "uploaded"
+    assert dest.put_json("_manifests/s/j.json", {"files": [1, 2]}, RETRY) == "skipped_same"
+    assert dest.read_json("_manifests/s/j.json", RETRY) == {"files": [1, 2]}
+
+
+def test_many_threads_put_at_once(tmp_path: Path) -> None:
+    dest = make(tmp_path)
+    files = [fetched(tmp_path, f"row {i}\n".encode(), f"{i}.csv") for i in range(64)]
+    errors: list[BaseException] = []
+
+    def put(chunk: list[LandingFile]) -> None:
+        try:
+            for f in chunk:
+                assert dest.put_file(f"d/{f.name}", f, RETRY) == "uploaded"
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=put, args=(files[i::8],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(p.name for p in (tmp_path / "landing" / "d").iterdir()) == sorted(f.name for f in files)
+    assert all(dest.put_file(f"d/{f.name}", f, RETRY) == "skipped_same" for f in files)
+
+
+def test_a_path_under_a_file_is_unusable(tmp_path: Path) -> None:
+    (tmp_path / "plain").write_text("a file")
+    with pytest.raises(DestinationUnusable, match="Not a directory"):
+        make(tmp_path, "plain/landing").check(RETRY)
