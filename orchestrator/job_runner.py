@@ -503,7 +503,7 @@ class JobRunner:
 
     def _records_target(self) -> RecordTarget:
         if self._record_target is None:
-            from common.records import columns_from_validate  # type: ignore[import-not-found]  # h/sql
+            from common.records import columns_from_validate
 
             csv = self.service.validate.csv
             self._record_target = RecordTarget(

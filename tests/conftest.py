@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,3 +50,17 @@ def ftp_dir(ftp_root: Path, request: pytest.FixtureRequest) -> Path:
     path = ftp_root / request.node.name.replace("[", "_").replace("]", "_")
     path.mkdir()
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster for the session (tests/servers/postgres.py): its URL, with a password."""
+    from tests.servers.postgres import find_bin_dir, postgres_cluster
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL's server binaries are missing: .ci/run installs the postgresql package")
+        pytest.skip("PostgreSQL's server binaries are not installed (apt-get install postgresql)")
+    with postgres_cluster(bin_dir) as url:
+        yield url

@@ -42,8 +42,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def rows(url: str, table: str, order: str = "id") -> list[dict[str, Any]]:
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     try:
-        with engine.connect() as conn:
-            result = conn.execute(sa.text(f'SELECT * FROM "{table}" ORDER BY {order}'))
+        with engine.connect() as conn:  # through the reflected table: its column types read the values
+            reflected = sa.Table(table, sa.MetaData(), autoload_with=conn)
+            result = conn.execute(sa.select(reflected).order_by(reflected.c[order]))
             return [dict(r._mapping) for r in result]
     finally:
         engine.dispose()
@@ -69,9 +70,10 @@ def drop(url: str, *tables: str) -> None:
         engine.dispose()
 
 
-def ftp_sql_registry(project: Project, bucket: str, ftp_server: Any, folder: str, **sql: Any) -> Path:
+def ftp_sql_registry(project: Project, bucket: str, ftp_server: Any, folder: str,
+                     service: dict[str, Any] | None = None, **sql: Any) -> Path:
     project.env["DB_URL"] = sql.pop("url")
-    project.write_ftp_registry(bucket, ftp_server, folder, validate=CSV_RULES,
+    project.write_ftp_registry(bucket, ftp_server, folder, validate=CSV_RULES, **(service or {}),
                                destination=[{"bucket": bucket}, {"type": "sql", "url": "${DB_URL}", **sql}])
     return project.write_batch([{"job_id": "sales_1", "service_id": "sales"}])
 
@@ -86,6 +88,10 @@ def test_ftp_csv_lands_as_typed_rows_once(project: Project, s3: Any, bucket: str
     first = project.run("--batch-file", str(batch), "--report", "report.json")
     assert first.returncode == 1, first.stderr[-3000:]  # bad.csv is rejected
     got = rows(db_url, "sales")
+    types = {c["name"]: c["type"] for c in sa.inspect(sa.create_engine(
+        db_url.replace("postgresql://", "postgresql+psycopg://", 1))).get_columns("sales")}
+    assert isinstance(types["id"], sa.BigInteger) and isinstance(types["date"], sa.Date)
+    assert isinstance(types["amount"], sa.Float) and isinstance(types["name"], sa.Text)
     assert got == [
         {"id": 1, "date": dt.date(2026, 11, 1), "amount": 10.5, "name": "ann"},
         {"id": 2, "date": dt.date(2026, 11, 2), "amount": 7.25, "name": "bob"},
@@ -185,7 +191,7 @@ def test_fan_out_with_the_database_down_then_up_fills_only_the_database(
     (ftp_dir / "b.csv").write_text(SALES_MORE)
     down = "postgresql://module:secret-pw-5c1d@127.0.0.1:9/nowhere"
     batch = ftp_sql_registry(project, bucket, ftp_server, ftp_dir.name, url=down, table="sales_fan",
-                             retry={"attempts": 2, "backoff_s": 0.01, "max_backoff_s": 0.02})
+                             service={"retry": {"attempts": 2, "backoff_s": 0.01, "max_backoff_s": 0.02}})
     first = project.run("--batch-file", str(batch), "--report", "report.json")
     assert first.returncode == 1, first.stderr[-3000:]
     assert "secret-pw-5c1d" not in first.stdout + first.stderr
