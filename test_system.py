@@ -6,7 +6,8 @@ Starts an S3-compatible server (moto), an FTP server (pyftpdlib), a news site an
 JSON weather API (http.server) on 127.0.0.1, seeds them with sample data (some of it
 deliberately invalid), runs
 ``demo_batch_jobs.json`` against ``project_registry.yaml`` through the same code path
-as the CLI, prints the live progress and summary, lists where the files landed,
+as the CLI, prints the live progress and summary, lists where the files landed
+and counts the rows the FTP sales files loaded into a SQLite table (`sales.db`),
 stops every server and exits 0 when the run behaved as expected.
 
 (The name is the contract's; pytest does not collect it: it has no test functions.)
@@ -114,6 +115,16 @@ def weather_api(base_url_holder: list[str]) -> dict:
     return {"/v1/weather": endpoint}
 
 
+def count_rows(path: Path, table: str) -> int:
+    """Rows of ``table`` in the SQLite database at ``path`` (0 when there is none)."""
+    import sqlite3
+
+    if not path.exists():
+        return 0
+    with sqlite3.connect(path) as db:
+        return int(db.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0])
+
+
 def main() -> int:
     from module_system.testing import TEST_AWS_KEY, TEST_AWS_SECRET, FtpServer, HttpServer, S3Server
     from orchestrator.cli_init import run_batch
@@ -148,6 +159,9 @@ def main() -> int:
         for key in sorted(keys):
             print(f"  {key}")
         summary = json.loads(report.read_text())
+        sales_rows = count_rows(workdir / "sales.db", "sales")
+        print(f"\ndemo: {sales_rows} rows in table 'sales' of sqlite:///{workdir / 'sales.db'} "
+              "(the valid FTP CSV files, typed by validate.csv)")
         print(f"\ndemo: run {summary['run_id']} exit code {summary['exit_code']} "
               f"(1 is expected: the demo data has invalid files, which landed under rejected/)")
         print(f"demo: report {report}; logs in {workdir / 'temp' / 'logs'}")
@@ -158,7 +172,7 @@ def main() -> int:
     jobs = {j["job_id"]: j for j in summary["jobs"]}
     expected = (all(j["status"] == "succeeded" for j in jobs.values()) and len(jobs) == 5
                 and all(jobs[j]["files"]["uploaded"] > 0 for j in jobs) and summary["totals"]["files"]["rejected"] >= 5
-                and not never and code == ExitCode.JOBS_FAILED)
+                and not never and code == ExitCode.JOBS_FAILED and sales_rows > 0)
     if not expected:
         print("demo: the run did not behave as expected", file=sys.stderr)
         return 1

@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 
 from common.exceptions import TransientUploadError, UploadError
-from common.interfaces.destination import DestinationSetup, DestinationUnusable, LandingFile
+from common.interfaces.destination import (
+    DestinationSetup,
+    DestinationUnusable,
+    LandingFile,
+)
 from common.retry import RetryPolicy
 from destinations.local import INDEX_DIR, LocalDestination
 
