@@ -19,13 +19,13 @@ from bench.measure import Sample
 
 __all__ = ["Target", "evaluate_targets", "print_table", "summarise", "write_results"]
 
-CLIENT_ORDER = ("module_system", "ms_local", "ms_split", "rclone", "raw", "scrapy", "requests_pool", "ms_page_10mb",
+CLIENT_ORDER = ("module_system", "ms_local", "ms_sqlite", "dlt_sqlite", "ms_postgres", "dlt_postgres", "ms_split", "rclone", "raw", "scrapy", "requests_pool", "ms_page_10mb",
                 "ms_page_small", "ms_rerun_same", "ms_rerun_incremental", "ms_no_validate", "ms_switch_1ms")
 #: The other tools a module_system run is compared with, in the same repeat.
-REFERENCES = ("rclone", "raw", "scrapy", "requests_pool")
+REFERENCES = ("rclone", "raw", "scrapy", "requests_pool", "dlt_sqlite", "dlt_postgres")
 #: module_system runs that move the data (compared with every reference of their row).
-TRANSFERS = ("module_system", "ms_local", "ms_split", "ms_no_validate", "ms_switch_1ms")
-ROW_ORDER = ("A", "B", "C", "S3", "WEB", "API", "SCALE", "noop")
+TRANSFERS = ("module_system", "ms_local", "ms_sqlite", "ms_postgres", "ms_split", "ms_no_validate", "ms_switch_1ms")
+ROW_ORDER = ("A", "B", "C", "S3", "WEB", "API", "SCALE", "SQL", "noop")
 
 
 def _median(values: Iterable[float]) -> float | None:
@@ -142,6 +142,8 @@ def evaluate_targets(rows: list[dict[str, Any]], noop_ms_per_job: float | None) 
         Target("scale, 100,000 files, one job: peak RSS", each("SCALE", "module_system", "peak_rss_mb"), 300,
                unit="MB", **upper),
         Target("scale: files/s last tenth / first tenth", each("SCALE", "module_system", "tenth_ratio"), 0.8),
+        Target("sql: A's rows into SQLite, rows/s vs dlt", each("SQL", "ms_sqlite", "vs_dlt_sqlite"), 1.5),
+        Target("sql: A's rows into PostgreSQL, rows/s vs dlt", each("SQL", "ms_postgres", "vs_dlt_postgres"), 1.5),
         Target("A, split shape: vs rclone (earlier goal)", each("A", "ms_split", "vs_rclone"), 1.2),
         Target("A, split shape: vs raw probe (earlier goal)", each("A", "ms_split", "vs_raw"), 0.85),
         Target("B, split shape: vs rclone (earlier goal)", each("B", "ms_split", "vs_rclone"), 1.0),

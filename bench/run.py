@@ -73,12 +73,13 @@ def _row_classes() -> dict[str, type[Row]]:
     from bench.api_bench import ApiRow
     from bench.s3_copy import S3CopyRow
     from bench.scale_bench import ScaleRow
+    from bench.sql_bench import SqlRow
     from bench.web_bench import WebRow
 
-    return {row.name: row for row in (S3CopyRow, WebRow, ApiRow, ScaleRow)}
+    return {row.name: row for row in (S3CopyRow, WebRow, ApiRow, ScaleRow, SqlRow)}
 
 
-ROWS = ("S3", "WEB", "API", "SCALE")
+ROWS = ("S3", "WEB", "API", "SCALE", "SQL")
 
 
 class Bench:

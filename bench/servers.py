@@ -4,6 +4,7 @@
     python -m bench.servers ftp --root DIR     # pyftpdlib serving DIR
     python -m bench.servers web --pages 2000 --big-mb 10   # the web row's site (bench.web_bench)
     python -m bench.servers api --latency 0.02 --endpoints 100 --pages 20   # the api row's API
+    python -m bench.servers postgres           # a throwaway PostgreSQL cluster (the sql row)
 
 Each prints one JSON line (its address) on stdout once it listens, then serves until its
 stdin closes (the parent exits or closes the pipe) or it gets SIGTERM. S3 and FTP are the
@@ -104,6 +105,22 @@ class PutTimes:
         return answer
 
 
+class _Postgres:
+    """A throwaway cluster (``tests/servers/postgres.py``), stopped with :meth:`stop`."""
+
+    def __init__(self) -> None:
+        from tests.servers.postgres import find_bin_dir, postgres_cluster
+
+        bin_dir = find_bin_dir()
+        if bin_dir is None:
+            raise SystemExit("PostgreSQL's server binaries are missing (apt-get install postgresql)")
+        self._cluster = postgres_cluster(bin_dir)
+        self.url = self._cluster.__enter__()
+
+    def stop(self) -> None:
+        self._cluster.__exit__(None, None, None)
+
+
 def _serve(kind: str, args: argparse.Namespace) -> None:
     from module_system.testing import FtpServer, S3Server
 
@@ -121,6 +138,9 @@ def _serve(kind: str, args: argparse.Namespace) -> None:
         from bench.web_bench import SiteServer
 
         server = SiteServer(args.pages, args.big_mb)
+        info = {"url": server.url}
+    elif kind == "postgres":
+        server = _Postgres()
         info = {"url": server.url}
     else:
         from bench.api_bench import start_api
@@ -142,7 +162,7 @@ def _serve(kind: str, args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Serve S3 (moto), FTP (pyftpdlib), the web site or the API "
                                                  "for the benchmark.")
-    parser.add_argument("kind", choices=["s3", "ftp", "web", "api"])
+    parser.add_argument("kind", choices=["s3", "ftp", "web", "api", "postgres"])
     parser.add_argument("--root", help="folder the FTP server serves")
     parser.add_argument("--pages", type=int, default=2000, help="web: pages of the site; api: pages per endpoint")
     parser.add_argument("--big-mb", type=float, default=10.0, help="web: size of /big.html in MB")
