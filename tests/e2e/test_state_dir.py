@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,8 @@ def test_two_runs_at_once_in_one_directory_both_succeed(project: Project, s3, s3
     args = ("--batch-file", str(batch), "--registry", str(registry))
 
     runs = [start(project, project.root, *args, "--report", f"report{i}.json") for i in (1, 2)]
-    outputs = [run.communicate(timeout=300) for run in runs]
+    with ThreadPoolExecutor(2) as pool:  # both pipes drained at once: a run blocked on a full pipe holds its locks
+        outputs = list(pool.map(lambda run: run.communicate(timeout=300), runs))
     for run, (_, err) in zip(runs, outputs):
         assert run.returncode == 0, err[-3000:]
 
