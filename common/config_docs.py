@@ -331,19 +331,7 @@ def _destinations_section(catalog: _Catalog, root: Mapping[str, Any]) -> str:
         "manifests; record destinations (`sql`) hold the rows of valid files and need a file\n"
         "destination beside them. The other keys are the type's own:"
     ]
-    infos = sorted((i for i in catalog.describe() if _normalise(i.package) == BUILTIN_PACKAGE), key=lambda i: i.name)
-    for info in infos:
-        if info.error:
-            parts.append(f"#### `destination.type: {info.name}` (unavailable)\n\n"
-                         f"`{info.target}` did not load: {_cell(info.error)}")
-            continue
-        cls = catalog.load(info.name)
-        schema = cls.config_schema
-        summary = _summary(cls)
-        head = f"#### `destination.type: {info.name}`\n\n`{info.target}`. " + (f"{summary} " if summary else "")
-        head += f"See [destinations/{info.name}.md](destinations/{info.name}.md)."
-        parts.append(head + "\n\n" + _table(schema_rows(schema)))
-        parts.append("\n".join(_schema_notes(schema)))
+    parts += _plugin_sections(catalog, "#### `destination.type: {name}`", "config_schema", "destinations")
     return "\n\n".join(p for p in parts if p)
 
 
@@ -396,20 +384,27 @@ def _modules_section(catalog: _Catalog) -> str:
          "The `source` keys of each built-in module, from its `source_schema`. Modules of\n"
          "other packages declare their own schema and are listed by `module-system modules`.")
     ]
+    parts += _plugin_sections(catalog, "### `type: {name}`", "source_schema", "sources")
+    return "\n\n".join(p for p in parts if p)
+
+
+def _plugin_sections(catalog: _Catalog, heading: str, schema_attr: str, pages: str) -> list[str]:
+    """A heading, summary, link to ``<pages>/<name>.md`` and key table per built-in plugin of ``catalog``."""
+    parts = []
     infos = sorted((i for i in catalog.describe() if _normalise(i.package) == BUILTIN_PACKAGE), key=lambda i: i.name)
     for info in infos:
+        title = heading.format(name=info.name)
         if info.error:
-            parts.append(f"### `type: {info.name}` (unavailable)\n\n"
-                         f"`{info.target}` did not load: {_cell(info.error)}")
+            parts.append(f"{title} (unavailable)\n\n`{info.target}` did not load: {_cell(info.error)}")
             continue
         cls = catalog.load(info.name)
-        schema = cls.source_schema
+        schema = getattr(cls, schema_attr)
         summary = _summary(cls)
-        head = f"### `type: {info.name}`\n\n`{info.target}`. " + (f"{summary} " if summary else "")
-        head += f"See [sources/{info.name}.md](sources/{info.name}.md)."
+        head = f"{title}\n\n`{info.target}`. " + (f"{summary} " if summary else "")
+        head += f"See [{pages}/{info.name}.md]({pages}/{info.name}.md)."
         parts.append(head + "\n\n" + _table(schema_rows(schema)))
         parts.append("\n".join(_schema_notes(schema)))
-    return "\n\n".join(p for p in parts if p)
+    return parts
 
 
 def _summary(cls: type) -> str:
