@@ -99,14 +99,19 @@ def write_big_file(path: Path, size_mb: int) -> str:
 
 #: Test-only plugins (``tests/e2e/plugins``), by registry type.
 TEST_PLUGINS = {"scripted": "scripted_source:ScriptedModule", "scripted_files": "scripted_files:ScriptedFiles"}
+#: Test-only destination plugins (``tests/e2e/plugins``), by ``destination.type``.
+TEST_DESTINATIONS = {"jsonl_log": "jsonl_destination:JsonlLogDestination"}
 PLUGIN_DIR = Path(__file__).parent / "plugins"
 
 
 def install_test_plugins(site: Path) -> None:
-    """A ``.dist-info`` under ``site`` registering :data:`TEST_PLUGINS` in ``module_system.modules``:
-    with ``site`` and :data:`PLUGIN_DIR` on the path they load as real entry points."""
+    """A ``.dist-info`` under ``site`` registering :data:`TEST_PLUGINS` in ``module_system.modules`` and
+    :data:`TEST_DESTINATIONS` in ``module_system.destinations``: with ``site`` and :data:`PLUGIN_DIR` on
+    the path they load as real entry points."""
     info = site / "scripted_source-1.0.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: scripted_source\nVersion: 1.0\n")
     points = "".join(f"{name} = {target}\n" for name, target in TEST_PLUGINS.items())
-    (info / "entry_points.txt").write_text("[module_system.modules]\n" + points)
+    destinations = "".join(f"{name} = {target}\n" for name, target in TEST_DESTINATIONS.items())
+    (info / "entry_points.txt").write_text("[module_system.modules]\n" + points
+                                           + "\n[module_system.destinations]\n" + destinations)

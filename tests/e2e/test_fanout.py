@@ -124,3 +124,32 @@ def test_destination_mistakes_exit_2_naming_the_key(project: Project, folder: Pa
     assert result.returncode == 2, result.stderr[-2000:]
     [line] = result.stderr.strip().splitlines()
     assert f"service '{SERVICE}'" in line and f"key '{key}" in line and message in line, line
+
+
+# ---------------------------------------------------------------------- a destination plugin
+
+
+def test_a_destination_plugin_is_listed_checked_and_lands_files(project: Project, scripted: None, s3: Any,
+                                                                bucket: str, folder: Path, tmp_path: Path) -> None:
+    """``jsonl_log`` (tests/e2e/plugins/jsonl_destination.py) is a third-party FileDestination
+    installed as a real entry point: listed by ``modules``, its keys checked, files landed in it."""
+    listed = project.cli("modules")
+    line = next(x for x in listed.stdout.splitlines() if x.split()[:2] == ["destination", "jsonl_log"])
+    assert "scripted_source 1.0" in line and "jsonl_destination:JsonlLogDestination" in line, line
+
+    wrong = write(project, folder, [{"bucket": bucket}, {"type": "jsonl_log", "dri": str(tmp_path / "x")}])
+    result = project.run("--batch-file", str(wrong))
+    assert result.returncode == 2
+    [error] = result.stderr.strip().splitlines()
+    assert "key 'destination[1]" in error and "dri" in error, error
+
+    out = tmp_path / "plugin-out"
+    batch = write(project, folder, [{"bucket": bucket}, {"type": "jsonl_log", "dir": str(out)}])
+    result = project.run("--batch-file", str(batch))
+    assert result.returncode == 0, result.stderr[-2000:]
+    logged = [json.loads(x) for x in (out / "landed.jsonl").read_text().splitlines()]
+    keys = sorted(x["key"] for x in logged if not x["key"].startswith("_manifests/"))
+    assert keys == sorted(f"data/localdir/{SERVICE}/validated/{n}" for n in FILES)
+    assert (out / "files" / "_manifests" / SERVICE / "job_1.json").exists(), "its manifest too"
+    entry = manifest(s3, bucket)["files"][0]
+    assert set(entry["destinations"]) == {"s3", "jsonl_log"}
