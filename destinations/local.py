@@ -15,12 +15,14 @@ go under ``_manifests/``. The guarantees of the ``s3`` destination, on a filesys
   target whose size and mtime still match its row holds that sha256: the same content is
   ``skipped_same`` without a read. A target the index cannot vouch for (written by someone
   else, touched since, or the index was deleted) is hashed once, and recorded. Losing the
-  index costs one read of each file met again, never a copy.
+  index costs one read of each file met again, never a copy. The index is read into memory
+  once per run and written in batches of 512 rows (and at the end of the run): a kill loses
+  at most the last batch, which again costs reads, never copies.
 * **Ours only.** A stale copy is deleted only when the index says this destination wrote it
   and it has not changed since (as ``s3`` deletes only objects with its ``sha256`` metadata).
 * **Confined.** A key that is absolute, holds a ``..`` segment, points into
   ``_module_system/`` or resolves outside ``path`` through a symlinked folder is refused
-  (the file fails; nothing is written). The framework's keys never do; prefixes with ``..``
+  (the file fails; nothing is written). Each folder is resolved once per run. The framework's keys never do; prefixes with ``..``
   are a registry error.
 
 A full disk fails the file in hand (not retried), as in the temp dir. A kill during a copy
@@ -102,6 +104,9 @@ class LocalDestination(FileDestination):
         self.fsync = bool(config.get("fsync", False))
         self._index: _Index | None = None
         self._index_lock = threading.Lock()
+        self._real_root: Path | None = None
+        self._inside: set[Path] = set()
+        """Folders under the root already seen to resolve inside it (checked once per folder per run)."""
 
     def describe(self) -> str:
         return str(self.root)
@@ -137,10 +142,10 @@ class LocalDestination(FileDestination):
         return "uploaded"
 
     def delete_owned(self, key: str, retry: RetryPolicy) -> bool:
-        target = self._target(key)
         row = self.index().get(key)
         if row is None:
             return False
+        target = self._target(key)
         try:
             st = os.stat(target)
         except FileNotFoundError:
@@ -187,12 +192,18 @@ class LocalDestination(FileDestination):
                 or parts[0] == INDEX_DIR or not parts[-1]):
             raise UploadError(f"key {key!r} is not a path under {self.root}", key=key)
         target = self.root.joinpath(*parts)
-        real_root = self.root.resolve()
-        ancestor = target.parent
+        folder = target.parent
+        if folder in self._inside:
+            return target
+        if self._real_root is None:
+            self._real_root = self.root.resolve()
+        ancestor = folder
         while not ancestor.exists() and ancestor != self.root:  # the deepest folder that exists
             ancestor = ancestor.parent
-        if not ancestor.resolve().is_relative_to(real_root):
+        if not ancestor.resolve().is_relative_to(self._real_root):
             raise UploadError(f"key {key!r} leads outside {self.root} (a symlinked folder)", key=key)
+        if ancestor == folder:
+            self._inside.add(folder)
         return target
 
     def _holds(self, key: str, target: Path, size: int, sha256: str) -> bool:
@@ -261,35 +272,54 @@ class LocalDestination(FileDestination):
 
 
 class _Index:
-    """key -> (size, mtime_ns, sha256) of what the destination wrote; one SQLite connection,
-    used under a lock by every thread."""
+    """key -> (size, mtime_ns, sha256) of what the destination wrote: held in memory (read once),
+    written to SQLite in batches. A lost batch (a kill) costs a re-hash of those files later,
+    never a copy. One connection, under a lock, for every thread."""
+
+    BATCH = 512
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._lock = threading.Lock()
+        self._pending: list[tuple[str, int, int, str]] = []
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS files (key TEXT PRIMARY KEY, size INTEGER NOT NULL, "
                              "mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL)")
+            self._rows: dict[str, tuple[int, int, str]] = {
+                str(k): (int(size), int(mtime), str(sha))
+                for k, size, mtime, sha in self._db.execute("SELECT key, size, mtime_ns, sha256 FROM files")}
 
     def get(self, key: str) -> tuple[int, int, str] | None:
         with self._lock:
-            row = self._db.execute("SELECT size, mtime_ns, sha256 FROM files WHERE key = ?", (key,)).fetchone()
-        return (int(row[0]), int(row[1]), str(row[2])) if row else None
+            return self._rows.get(key)
 
     def put(self, key: str, size: int, mtime_ns: int, sha256: str) -> None:
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO files (key, size, mtime_ns, sha256) VALUES (?, ?, ?, ?)",
-                             (key, size, mtime_ns, sha256))
+            self._rows[key] = (size, mtime_ns, sha256)
+            self._pending.append((key, size, mtime_ns, sha256))
+            if len(self._pending) >= self.BATCH:
+                self._flush()
 
     def forget(self, key: str) -> None:
         with self._lock:
+            self._rows.pop(key, None)
+            self._flush()
             self._db.execute("DELETE FROM files WHERE key = ?", (key,))
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO files (key, size, mtime_ns, sha256) VALUES (?, ?, ?, ?)",
+                                 self._pending)
+            self._db.execute("COMMIT")
+            self._pending = []
 
     def close(self) -> None:
         with self._lock:
+            self._flush()
             self._db.close()
 
 
