@@ -3,13 +3,15 @@
 Prefixes become folders under ``path`` (``landing/data/ftp/sales/validated/a.csv``), manifests
 go under ``_manifests/``. The guarantees of the ``s3`` destination, on a filesystem:
 
-* **Atomic.** A file is copied into a temp file beside its target (``.<name>.<random>.part``),
-  then renamed onto it (``os.replace``): a reader sees the old file or the new one, never half
-  of one. With ``fsync: true`` the file and its folder are flushed to disk before and after
+* **Atomic.** A file is hard-linked (``link: true``, the default, when the state dir and
+  ``path`` share a filesystem: no copy) or copied into a temp file beside its target
+  (``.<name>.<random>.part``), then renamed onto it (``os.replace``): a reader sees the old
+  file or the new one, never half of one. With ``fsync: true`` the file and its folder are flushed to disk before and after
   the rename (safe against a power cut, and slower: one flush per file).
-* **Verified.** The copy is hashed as it is written; a SHA-256 other than the one the file
+* **Verified.** A copy is hashed as it is written; a SHA-256 other than the one the file
   had when it was fetched fails the file (transient: the next try copies again), and the
-  target is left as it was.
+  target is left as it was. A hard link is the very inode whose bytes were hashed as they
+  were fetched (its size is checked; ``link: false`` copies and hashes every file).
 * **Skip-same without re-reading the tree.** What this destination wrote is recorded in an
   index beside the files (``_module_system/index.sqlite3``: key, size, mtime, sha256). A
   target whose size and mtime still match its row holds that sha256: the same content is
@@ -86,6 +88,10 @@ _SCHEMA: dict[str, Any] = {
         "path": {"type": "string", "minLength": 1,
                  "description": "The folder files land in (created if missing); relative to the registry file's "
                                 "folder; `~` is expanded."},
+        "link": {"type": "boolean", "default": True,
+                 "description": "Hard-link the fetched file into place when the state dir and path share a "
+                                "filesystem (no copy; its sha256 was computed as it was written); false always copies "
+                                "and hashes the copy."},
         "fsync": {"type": "boolean", "default": False,
                   "description": "Flush each file and its folder to disk around the rename: survives a power cut, "
                                  "costs one flush per file."},
@@ -102,6 +108,7 @@ class LocalDestination(FileDestination):
         root = Path(os.path.expanduser(str(config["path"])))
         self.root = root if root.is_absolute() else setup.base_dir / root
         self.fsync = bool(config.get("fsync", False))
+        self.link = bool(config.get("link", True))
         self._index: _Index | None = None
         self._index_lock = threading.Lock()
         self._real_root: Path | None = None
@@ -128,6 +135,8 @@ class LocalDestination(FileDestination):
         target = self._target(key)
         if skip_same and self._holds(key, target, file.size, file.sha256):
             return "skipped_same"
+        if self.link and self._linked(key, target, file):
+            return "uploaded"
         with _reading(file.path, key) as chunks:
             self._write(key, target, chunks, file.sha256)
         return "uploaded"
@@ -259,6 +268,42 @@ class LocalDestination(FileDestination):
                 _unlink(temp)
         self.index().put(key, st.st_size, st.st_mtime_ns, sha256)
 
+    def _linked(self, key: str, target: Path, file: LandingFile) -> bool:
+        """Hard-link the fetched file to a temp name beside ``target``, then rename it onto ``target``.
+        False when the two are on different filesystems (or links are refused): then it is copied."""
+        part = target.parent / f".{target.name[:80]}.{os.getpid()}-{threading.get_ident()}.part"
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._target(key)  # again: a folder made meanwhile must not lead outside either
+            try:
+                os.link(file.path, part)
+            except FileExistsError:
+                os.unlink(part)
+                os.link(file.path, part)
+        except OSError as exc:
+            if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                return False
+            raise UploadError(f"write of {key} failed: {_os_reason(exc)}", key=key) from None
+        renamed = False
+        try:
+            st = os.stat(part)
+            if st.st_size != file.size:  # the fetched file is not what was streamed: copy (and hash) instead
+                return False
+            os.chmod(part, _FILE_MODE)
+            if self.fsync:
+                _fsync_file(part)
+            os.replace(part, target)
+            renamed = True
+            if self.fsync:
+                _fsync_dir(target.parent)
+        except OSError as exc:
+            raise UploadError(f"write of {key} failed: {_os_reason(exc)}", key=key) from None
+        finally:
+            if not renamed:
+                _unlink(str(part))
+        self.index().put(key, st.st_size, st.st_mtime_ns, file.sha256)
+        return True
+
     def _remove_stale_parts(self) -> None:
         """Remove ``.part`` files a killed run left, once they are a day old."""
         cutoff = time.time() - STALE_PART_S
@@ -340,6 +385,14 @@ def _file_sha256(path: Path) -> str:
         while chunk := fh.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(folder: Path) -> None:

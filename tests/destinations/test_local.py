@@ -23,7 +23,7 @@ RETRY = RetryPolicy(attempts=1, backoff_s=0, max_backoff_s=0)
 
 def make(tmp_path: Path, path: str = "landing", **config: object) -> LocalDestination:
     setup = DestinationSetup(workers=4, timeout_s=5, state_dir=tmp_path / "state", base_dir=tmp_path)
-    return LocalDestination({"path": path, "fsync": False, **config}, setup)
+    return LocalDestination({"path": path, "fsync": False, "link": True, **config}, setup)
 
 
 def fetched(tmp_path: Path, data: bytes, name: str = "f.csv") -> LandingFile:
@@ -51,6 +51,19 @@ def test_put_then_skip_same_without_reading_the_source_again(tmp_path: Path) -> 
     assert not list((tmp_path / "landing").rglob("*.part"))
 
 
+def test_a_file_on_the_same_filesystem_is_linked_not_copied(tmp_path: Path) -> None:
+    linked, copied = make(tmp_path, "linked"), make(tmp_path, "copied", link=False)
+    file = fetched(tmp_path, b"x,y\n1,2\n")
+    assert linked.put_file("k.csv", file, RETRY) == copied.put_file("k.csv", file, RETRY) == "uploaded"
+    source, one, two = (os.stat(p) for p in (file.path, tmp_path / "linked" / "k.csv", tmp_path / "copied" / "k.csv"))
+    assert one.st_ino == source.st_ino and two.st_ino != source.st_ino
+    assert (tmp_path / "copied" / "k.csv").read_bytes() == b"x,y\n1,2\n"
+    file.path.unlink()  # the fetched file goes: the landed one stays
+    assert (tmp_path / "linked" / "k.csv").read_bytes() == b"x,y\n1,2\n"
+    assert linked.put_file("k.csv", file, RETRY) == "skipped_same"
+    assert not list((tmp_path / "linked").rglob("*.part"))
+
+
 def test_a_target_the_index_cannot_vouch_for_is_hashed_once(tmp_path: Path) -> None:
     dest = make(tmp_path)
     target = tmp_path / "landing" / "k.csv"
@@ -63,7 +76,7 @@ def test_a_target_the_index_cannot_vouch_for_is_hashed_once(tmp_path: Path) -> N
 
 
 def test_a_copy_that_does_not_match_its_sha256_leaves_the_target_alone(tmp_path: Path) -> None:
-    dest = make(tmp_path)
+    dest = make(tmp_path, link=False)
     old = fetched(tmp_path, b"old\n")
     dest.put_file("k.csv", old, RETRY)
     lying = LandingFile(old.path, "k.csv", 4, "0" * 64, "file:///k.csv")
