@@ -90,9 +90,13 @@ class FileSink:
         self._fh.flush()
 
     def reset(self) -> None:
-        """Start the file over (a download restarted from byte 0)."""
-        self._fh.seek(0)
-        self._fh.truncate()
+        """Start the file over (a download restarted from byte 0).
+
+        An empty file is not truncated: on ext4 a file truncated to 0 is flushed to disk when it is
+        closed (``auto_da_alloc``), which made every api page's ``close`` cost a writeback."""
+        if self._size:
+            self._fh.seek(0)
+            self._fh.truncate()
         self._hash = hashlib.sha256()
         self._size = 0
         for hook in self._hooks.values():
