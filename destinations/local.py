@@ -259,7 +259,7 @@ class LocalDestination(FileDestination):
             os.replace(temp, target)
             temp = None
             if self.fsync:
-                _fsync_dir(target.parent)
+                _fsync(target.parent)
             st = os.stat(target)
         except OSError as exc:
             raise UploadError(f"write of {key} failed: {_os_reason(exc)}", key=key) from None
@@ -291,11 +291,11 @@ class LocalDestination(FileDestination):
                 return False
             os.chmod(part, _FILE_MODE)
             if self.fsync:
-                _fsync_file(part)
+                _fsync(part)
             os.replace(part, target)
             renamed = True
             if self.fsync:
-                _fsync_dir(target.parent)
+                _fsync(target.parent)
         except OSError as exc:
             raise UploadError(f"write of {key} failed: {_os_reason(exc)}", key=key) from None
         finally:
@@ -387,16 +387,9 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_file(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flush a file, or a folder's entries, to disk."""
     fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

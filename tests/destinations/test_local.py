@@ -153,3 +153,13 @@ def test_a_path_under_a_file_is_unusable(tmp_path: Path) -> None:
     (tmp_path / "plain").write_text("a file")
     with pytest.raises(DestinationUnusable, match="Not a directory"):
         make(tmp_path, "plain/landing").check(RETRY)
+
+
+@pytest.mark.parametrize("link", [True, False])
+def test_fsync_lands_the_same_files(tmp_path: Path, link: bool) -> None:
+    dest = make(tmp_path, fsync=True, link=link)
+    file = fetched(tmp_path, b"a\n1\n")
+    assert dest.put_file("s/f.csv", file, RETRY) == "uploaded"
+    assert (tmp_path / "landing" / "s" / "f.csv").read_bytes() == b"a\n1\n"
+    assert dest.put_file("s/f.csv", file, RETRY) == "skipped_same"
+    dest.close()
