@@ -140,6 +140,8 @@ class ServiceConfig:
     """Files or requests in flight at once inside one job (``transfers``)."""
     delay_s: float = 0.0
     """``limits.delay_s``: request starts to one host at least this far apart."""
+    state_key: str = ""
+    """The incremental state this service's jobs share (``state_key``, default the service id)."""
 
 
     @property

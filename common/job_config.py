@@ -166,6 +166,7 @@ def _build_service(sid: str, raw: dict[str, Any], defaults: dict[str, Any], base
                         else None),
         transfers=body.get("transfers", module_cls.default_transfers) if "transfers" in supported else 1,
         delay_s=body.get("limits", {}).get("delay_s", 0.0) if "delay" in supported else 0.0,
+        state_key=body.get("state_key", sid),
     )
 
 

@@ -105,6 +105,26 @@ def manifest_key(service_id: str, job_id: str) -> str:
     return f"_manifests/{service_id}/{job_id}.json"
 
 
+def state_key_path(service_id: str, state_key: str) -> str:
+    """Where a service's incremental state lives in its first file destination."""
+    return f"_state/{service_id}/{state_key}.json"
+
+
+def merged_state(previous: Any, entries: Iterable[ManifestEntry], head: Mapping[str, Any]) -> dict[str, Any]:
+    """The incremental state after a job: what ``previous`` (a state document, or None) held,
+    with this job's files applied by source URI: a landed file is recorded (key, size, sha256,
+    identity), any other outcome removes the URI, so the next run fetches it again. The
+    document has a manifest's ``files`` list, so :func:`landed_files` reads both."""
+    files = {uri: entry.to_dict() for uri, entry in landed_files(previous).items()}
+    for entry in entries:
+        if entry.status in LANDED and entry.key:
+            files[entry.source_uri] = ManifestEntry(entry.source_uri, entry.key, entry.size, entry.sha256, "uploaded",
+                                                    (), entry.identity, entry.unchecked).to_dict()
+        else:
+            files.pop(entry.source_uri, None)
+    return {**head, "files": [files[uri] for uri in sorted(files)]}
+
+
 def landed_files(document: Any) -> dict[str, ManifestEntry]:
     """The landed files of a manifest ``document`` by source URI; empty if there is none.
 

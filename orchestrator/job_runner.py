@@ -58,7 +58,9 @@ from common.manifest import (
     ManifestEntry,
     landed_files,
     manifest_key,
+    merged_state,
     public_source,
+    state_key_path,
     write_manifest,
 )
 from common.plugins import ModuleCatalog
@@ -100,6 +102,13 @@ class RunContext:
     made with the run's ``stop`` by the executor."""
     resources: RunResources = field(default_factory=RunResources)
     """Clients and session pools of the run's modules, closed when the run ends."""
+    _locks: dict[str, threading.Lock] = field(default_factory=dict)
+    _locks_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def lock(self, name: str) -> threading.Lock:
+        """One lock per ``name`` for the run (jobs of one service updating its incremental state)."""
+        with self._locks_lock:
+            return self._locks.setdefault(name, threading.Lock())
 
     def stopped_status(self) -> JobStatus:
         return "timed_out" if self.stop_reason == "timeout" else "cancelled"
@@ -240,10 +249,7 @@ class JobRunner:
             self.run.stats.job_moved("queued", "running")
             log.info("job_started", priority=self.job.priority)
             if self.service.incremental:
-                first = self.file_targets[0].files
-                self.previous = landed_files(first.read_json(manifest_key(self.service.service_id, self.job.job_id),
-                                                             self.retry))
-                log.debug("previous_manifest_loaded", files=len(self.previous))
+                self.previous = self._previous_state()
             source_used = self._run_sources()
             failed = self.entries.counts()["failed"]
             status = "succeeded" if failed == 0 else "failed"
@@ -258,6 +264,8 @@ class JobRunner:
                 log.exception("job_crashed", error=error)
         finished = _now()
         unwritten = self._write_manifest(status, started, finished, source_used, error)
+        if self.service.incremental:
+            self._save_state()
         if unwritten is not None and error is not None and error.endswith(_SEE_MANIFEST):  # there is none to see
             error = error.removesuffix(_SEE_MANIFEST) + f"; the manifest could not be written either: {unwritten}"
         self.run.stats.job_moved("running", status)
@@ -570,6 +578,32 @@ class JobRunner:
         log.error("file_duplicate_uri", uri=source_uri, name=name)
         size, digest = (file.size, file.sha256) if isinstance(file, FetchedFile) else (0, "")
         self._record(ManifestEntry(source_uri, None, size, digest, "failed", (Problem(reason),)), size, order)
+
+    def _previous_state(self) -> dict[str, ManifestEntry]:
+        """The landed files the service's incremental state holds (``_state/{service_id}/{state_key}.json``
+        in the first file destination); without one yet, those of this job's last manifest."""
+        first = self.file_targets[0].files
+        state = first.read_json(state_key_path(self.service.service_id, self.service.state_key), self.retry)
+        if state is None:
+            state = first.read_json(manifest_key(self.service.service_id, self.job.job_id), self.retry)
+        previous = landed_files(state)
+        log.debug("incremental_state_loaded", files=len(previous), state_key=self.service.state_key)
+        return previous
+
+    def _save_state(self) -> None:
+        """Apply this job's files to the service's incremental state: read, merge, write, under the
+        run's lock for that state (jobs of one service in one run take turns). A state that cannot be
+        written is logged: the next run then fetches what this one landed again (and skips it as same)."""
+        first = self.file_targets[0]
+        path = state_key_path(self.service.service_id, self.service.state_key)
+        head = {"service_id": self.service.service_id, "state_key": self.service.state_key,
+                "run_id": self.run.run_id, "job_id": self.job.job_id}
+        with self.run.lock(f"{first.scope}|{path}"):
+            try:
+                document = merged_state(first.files.read_json(path, self.retry), self.entries.files, head)
+                first.files.put_json(path, document, self.retry)
+            except ModuleSystemError as exc:
+                log.error("incremental_state_not_saved", key=path, error=_one_line(exc))
 
     def _write_manifest(self, status: str, started: str, finished: str, source_used: str | int | None,
                         error: str | None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -58,6 +59,37 @@ def test_incremental_s3_rerun_skips_unchanged_objects(project: Project, s3, buck
     files = project.report("r2.json")["jobs"][0]["files"]
     assert files["skipped_unchanged"] == 2 and files["uploaded"] == 1
     assert s3.get_object(Bucket=bucket, Key="data/s3/vendor/validated/o2.txt")["Body"].read() == b"object 2, changed"
+
+
+def test_dated_job_ids_share_the_service_state(project: Project, s3, bucket: str, ftp_server,  # noqa: ANN001
+                                               ftp_dir: Path, ftp_root: Path) -> None:
+    """Issue 13, item 4: the state is the service's, not the job id's: day two's job, a new id,
+    fetches only what changed since day one; two jobs of the service in one run both add to it."""
+    (ftp_dir / "main").mkdir()
+    (ftp_dir / "other").mkdir()
+    for i in range(4):
+        (ftp_dir / "main" / f"f{i}.csv").write_text(CSV * (i + 1))
+    (ftp_dir / "other" / "x.csv").write_text(CSV)
+    folder = "/" + ftp_dir.relative_to(ftp_root).as_posix()
+    project.write_ftp_registry(bucket, ftp_server, folder + "/main", incremental=True)
+    day1 = project.write_batch([{"job_id": "partner_2026_11_22", "service_id": "sales"},
+                                {"job_id": "other_2026_11_22", "service_id": "sales",
+                                 "params": {"path": folder + "/other"}}], name="day1.json")
+    assert project.run("--batch-file", str(day1), "--report", "r1.json").returncode == 0
+    state = json.loads(s3.get_object(Bucket=bucket, Key="_state/sales/sales.json")["Body"].read())
+    assert sorted(f["source_uri"].rsplit("/", 1)[-1] for f in state["files"]) == [
+        "f0.csv", "f1.csv", "f2.csv", "f3.csv", "x.csv"], "both jobs' files, neither lost"
+
+    (ftp_dir / "main" / "f1.csv").write_text(CSV * 9)
+    (ftp_dir / "main" / "new.csv").write_text(CSV)
+    retr_before = ftp_server.commands.count("RETR")
+    day2 = project.write_batch([{"job_id": "partner_2026_11_23", "service_id": "sales"}], name="day2.json")
+    assert project.run("--batch-file", str(day2), "--report", "r2.json").returncode == 0
+    files = project.report("r2.json")["jobs"][0]["files"]
+    assert files == {"uploaded": 2, "skipped_same": 0, "skipped_unchanged": 3, "rejected": 0, "failed": 0}
+    assert ftp_server.commands.count("RETR") == retr_before + 2, "only the changed and the new file"
+    state = json.loads(s3.get_object(Bucket=bucket, Key="_state/sales/sales.json")["Body"].read())
+    assert len(state["files"]) == 6 and state["job_id"] == "partner_2026_11_23"
 
 
 def test_files_over_max_file_bytes_are_refused(project: Project, s3, bucket: str, ftp_server,  # noqa: ANN001
