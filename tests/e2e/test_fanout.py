@@ -53,7 +53,7 @@ def manifest(s3: Any, bucket: str) -> dict[str, Any]:
 
 
 def data_keys(s3: Any, bucket: str) -> list[str]:
-    return [k for k in list_keys(s3, bucket) if not k.startswith("_manifests/")]
+    return [k for k in list_keys(s3, bucket) if not k.startswith(("_manifests/", "_state/"))]
 
 
 def test_every_destination_holds_every_file_and_the_manifest_says_so(project: Project, s3: Any, bucket: str,
