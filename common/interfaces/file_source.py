@@ -8,8 +8,9 @@ A source of files (a bucket, an FTP tree, a folder) implements two methods, as f
 * :meth:`FileSource.download`: stream one entry into a sink.
 
 The framework (``orchestrator.job_runner``) then does, the same way for every such module,
-built-in or plugin: ``include``/``exclude`` globs on the base name (keys added to the module's
-``source_schema``), ``max_file_bytes`` (on the listed size and while streaming: the file is
+built-in or plugin: the filters (keys added to the module's ``source_schema``: ``include``/
+``exclude`` globs on the base name or the relative path, ``min_size``/``max_size``,
+``newer_than``/``older_than``; :meth:`FileSource.wanted`), ``max_file_bytes`` (on the listed size and while streaming: the file is
 ``rejected``, the job goes on), incremental skips (``incremental: true``: an entry whose
 ``identity`` matches the last manifest is not downloaded), per-file retries
 (``retry``; the sink starts over unless the module is ``resumable``), the cut-off after
@@ -25,6 +26,7 @@ drive a module directly.
 from __future__ import annotations
 
 import abc
+import datetime as dt
 import fnmatch
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ from typing import Any, ClassVar
 import structlog
 
 from common.exceptions import (
+    ConfigError,
     DiskFullError,
     ModuleSystemError,
     SourceError,
@@ -57,14 +60,45 @@ log = structlog.get_logger(__name__)
 MAX_FAILURES_IN_A_ROW = 5
 
 #: Source keys every file source gets from the template (added to its ``source_schema``).
+_AGE = {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(s|m|h|d|w)|[0-9]{4}-[0-9]{2}-[0-9]{2}([T ].+)?)$"}
 TEMPLATE_KEYS: Mapping[str, Mapping[str, Any]] = {
     "include": {"type": "array", "items": {"type": "string", "minLength": 1}, "default": ["*"],
-                "description": "Glob patterns (fnmatch, case-sensitive) on a file's base name; "
-                               "a file matching any is read."},
+                "description": "Glob patterns (fnmatch, case-sensitive): one without `/` matches a file's base name, "
+                               "one with `/` its path relative to the source (`sub/*.csv`, `**` too); a file "
+                               "matching any is read."},
     "exclude": {"type": "array", "items": {"type": "string", "minLength": 1}, "default": [],
-                "description": "Glob patterns on the base name; a file matching any is left out, "
-                               "even if `include` matches it."},
+                "description": "Glob patterns, as `include`; a file matching any is left out, even if `include` "
+                               "matches it."},
+    "min_size": {"type": "integer", "minimum": 0,
+                 "description": "Leave out files the listing says are smaller (bytes)."},
+    "max_size": {"type": "integer", "minimum": 0,
+                 "description": "Leave out files the listing says are larger (bytes); unlike max_file_bytes, "
+                                "they are not recorded as rejected."},
+    "newer_than": {**_AGE, "description": "Only files modified less than this long ago (`36h`, `7d`, `2w`) or after "
+                                          "this date (`2026-11-01`, ISO; UTC unless it says otherwise). Files whose "
+                                          "listing has no time pass."},
+    "older_than": {**_AGE, "description": "Only files modified more than this long ago, or before this date."},
 }
+
+
+def glob_matches(name: str, pattern: str) -> bool:
+    """rclone's and gitignore's rule: a pattern without ``/`` matches the base name, at any depth;
+    one with ``/`` matches the whole source-relative path (a leading ``/`` anchors nothing more;
+    ``*`` and ``**`` both cross folders, as fnmatch's ``*`` does). Case-sensitive."""
+    if "/" not in pattern:
+        return fnmatch.fnmatchcase(PurePosixPath(name).name, pattern)
+    return fnmatch.fnmatchcase(name, pattern.lstrip("/").replace("**", "*"))
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _moment(value: str) -> dt.datetime:
+    """``7d`` (ago, from now) or an ISO date/time (UTC unless it carries an offset), aware."""
+    if value[-1] in _UNITS and value[0].isdigit() and "-" not in value:
+        return dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=float(value[:-1]) * _UNITS[value[-1]])
+    moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
 class FileVanished(SourceError):
@@ -86,6 +120,9 @@ class Entry:
     an entry whose marks all equal the last run's is not downloaded."""
     handle: Any = None
     """The module's own reference for :meth:`FileSource.download` (a raw key, a path)."""
+    modified: dt.datetime | None = None
+    """When the file was last modified (aware, UTC), when the listing says: ``newer_than`` and
+    ``older_than`` filter on it."""
 
 
 class FileSource(BaseModule):
@@ -135,12 +172,36 @@ class FileSource(BaseModule):
     # ------------------------------------------------------------------ the template's steps
 
     def wanted(self, entry: Entry) -> bool:
-        """Whether ``include`` and ``exclude`` let the entry in (base name, case-sensitive)."""
-        base = PurePosixPath(entry.name).name
+        """Whether the filters let the entry in: ``include``/``exclude`` (:func:`glob_matches`),
+        ``min_size``/``max_size`` on the listed size, ``newer_than``/``older_than`` on the listed
+        time (an entry without a size or a time passes those)."""
         include = self.source.get("include") or ("*",)
         exclude = self.source.get("exclude") or ()
-        return (any(fnmatch.fnmatchcase(base, p) for p in include)
-                and not any(fnmatch.fnmatchcase(base, p) for p in exclude))
+        if not any(glob_matches(entry.name, p) for p in include) or any(glob_matches(entry.name, p) for p in exclude):
+            return False
+        if entry.size is not None:
+            if entry.size < self.source.get("min_size", 0):
+                return False
+            if "max_size" in self.source and entry.size > self.source["max_size"]:
+                return False
+        if entry.modified is not None:
+            after, before = self._window()
+            if (after is not None and entry.modified < after) or (before is not None and entry.modified > before):
+                return False
+        return True
+
+    def _window(self) -> tuple[dt.datetime | None, dt.datetime | None]:
+        """``newer_than`` and ``older_than`` as moments, taken once per module (durations count
+        back from the job's first look at them)."""
+        window = self.__dict__.get("_time_window")
+        if window is None:
+            try:
+                window = tuple(_moment(self.source[k]) if self.source.get(k) else None
+                               for k in ("newer_than", "older_than"))
+            except ValueError as exc:
+                raise ConfigError(f"source.newer_than/older_than: not a duration or date: {exc}") from None
+            self.__dict__["_time_window"] = window
+        return window  # type: ignore[return-value]
 
     def settle(self, entry: Entry) -> Unchanged | FetchFailed | None:
         """What becomes of ``entry`` without downloading it: Unchanged (incremental), rejected

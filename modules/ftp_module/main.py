@@ -37,6 +37,7 @@ source at once.
 
 from __future__ import annotations
 
+import datetime as dt
 import ftplib
 import functools
 import posixpath
@@ -240,7 +241,7 @@ class FtpModule(FileSource):
         remote = posixpath.join(folder.path, name)
         size = identity.get("size", "")
         return Entry(folder.prefix + name, self._uri(remote), int(size) if size.isdigit() else None,
-                     identity, handle=remote)
+                     identity, handle=remote, modified=_fact_time(identity.get("modify", "")))
 
     def _root(self, ftp: FtpSession) -> tuple[str, str | None]:
         """The absolute folder ``path`` names (a relative one starts at the login folder), and its
@@ -455,3 +456,11 @@ def _restart(sink: FileSink, uri: str, offset: int, reason: str) -> int:
     sink.reset()
     log.info("ftp_download_restarted", uri=uri, discarded=offset, reason=reason)
     return 0
+
+
+def _fact_time(fact: str) -> dt.datetime | None:
+    """An MLSD ``modify`` fact (``YYYYMMDDHHMMSS[.sss]``, UTC) as an aware datetime, or None."""
+    try:
+        return dt.datetime.strptime(fact[:14], "%Y%m%d%H%M%S").replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        return None

@@ -119,7 +119,7 @@ class S3Module(FileSource):
             key = obj["Key"]
             yield Entry(self._name(key), f"s3://{bucket}/{key}", obj["Size"],
                         {"etag": str(obj.get("ETag", "")).strip('"'), "size": str(obj["Size"])},
-                        handle=obj)
+                        handle=obj, modified=obj.get("LastModified"))
         log.info("s3_listing_finished", bucket=bucket, prefix=prefix, objects=count)
 
     def download(self, entry: Entry, sink: FileSink) -> Mapping[str, str]:

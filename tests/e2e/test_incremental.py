@@ -7,6 +7,8 @@ import os
 import time
 from pathlib import Path
 
+import yaml
+
 from tests.e2e.helpers import Project, list_keys
 
 CSV = "id,amount\n1,2.5\n"
@@ -105,3 +107,28 @@ def test_files_over_max_file_bytes_are_refused(project: Project, s3, bucket: str
     assert list_keys(s3, bucket, "data/") == ["data/ftp/sales/validated/small.csv"]
     manifest = s3.get_object(Bucket=bucket, Key="_manifests/sales/j.json")["Body"].read().decode()
     assert "over max_file_bytes" in manifest
+
+
+def test_ftp_filters_on_path_size_and_age(project: Project, s3, bucket: str, ftp_server,  # noqa: ANN001
+                                          ftp_dir: Path, ftp_root: Path) -> None:
+    """Issue 13, item 3, through the CLI: the engine filters the FTP listing (MLSD size and modify
+    facts) by relative path, size and age; nothing filtered out is downloaded."""
+    (ftp_dir / "keep").mkdir()
+    (ftp_dir / "drop").mkdir()
+    old = time.time() - 30 * 86400
+    for name, body, when in [("keep/old.csv", CSV, old), ("keep/new.csv", CSV, None),
+                             ("keep/huge.csv", CSV * 500, old), ("drop/old.csv", CSV, old)]:
+        path = ftp_dir / name
+        path.write_text(body)
+        if when:
+            os.utime(path, (when, when))
+    folder = "/" + ftp_dir.relative_to(ftp_root).as_posix()
+    registry = yaml.safe_load(project.write_ftp_registry(bucket, ftp_server, folder).read_text())
+    registry["services"]["sales"]["source"].update(include=["keep/*"], max_size=1000, older_than="7d")
+    project.write_registry(registry)
+    batch = project.write_batch([{"job_id": "filtered", "service_id": "sales"}])
+    retr_before = ftp_server.commands.count("RETR")
+    result = project.run("--batch-file", str(batch), "--report", "r.json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert list_keys(s3, bucket, "data/") == ["data/ftp/sales/validated/keep/old.csv"]
+    assert ftp_server.commands.count("RETR") == retr_before + 1

@@ -25,6 +25,7 @@ several files in a row failed. Symbolic links to folders are not followed.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -82,7 +83,8 @@ class LocalDirModule(FileSource):
                 yield Entry(name, path.absolute().as_uri(), handle=path)
                 continue
             yield Entry(name, path.absolute().as_uri(), size=stat.st_size,
-                        identity={"size": str(stat.st_size), "mtime_ns": str(stat.st_mtime_ns)}, handle=path)
+                        identity={"size": str(stat.st_size), "mtime_ns": str(stat.st_mtime_ns)}, handle=path,
+                        modified=dt.datetime.fromtimestamp(stat.st_mtime, dt.timezone.utc))
 
     def download(self, entry: Entry, sink: FileSink) -> Mapping[str, str]:
         """Copy the file in 1 MiB chunks; the identity is that of the file as opened."""
