@@ -210,6 +210,46 @@ def validate_command(batch_file: Path, registry_file: Path | None) -> None:
                          f"{batch.path}: {len(batch.jobs)} job(s)"))
 
 
+@main.command("plan")
+@_batch_option
+@_registry_option
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text: a line per job and the totals; json: every job with its entries.")
+@_config_errors_exit_2
+def plan_command(batch_file: Path, registry_file: Path | None, fmt: str) -> None:
+    """What a run would do, per job, from the sources' listings; downloads nothing."""
+    import json as json_module
+
+    from orchestrator.plan import ACTIONS, plan_batch
+
+    registry, batch = _load(registry_file, batch_file)
+    configure_logging(None, "console", stream=sys.stderr)
+    pool = destination_pool(registry, RunOptions())
+    try:
+        plans = list(plan_batch(registry, batch, pool))
+    finally:
+        pool.close()
+    totals = {a: sum(p.counts()[a] for p in plans) for a in ACTIONS}
+    sizes = {a: sum(p.bytes()[a] for p in plans) for a in ACTIONS}
+    if fmt == "json":
+        click.echo(json_module.dumps({"batch": str(batch.path), "registry": str(registry.path),
+                                      "jobs": [p.to_dict() for p in plans], "totals": {"files": totals, "bytes": sizes}},
+                                     indent=1))
+    else:
+        for plan in plans:
+            if plan.status != "planned":
+                click.echo(printable(f"{plan.job_id}  {plan.service_id}  {plan.status.replace('_', ' ')}: {plan.error}"))
+                continue
+            counts, size = plan.counts(), plan.bytes()
+            click.echo(printable(f"{plan.job_id}  {plan.service_id}  new {counts['new']} ({size['new']} bytes)  "
+                                 f"changed {counts['changed']} ({size['changed']} bytes)  unchanged "
+                                 f"{counts['unchanged']}  filtered {counts['filtered']}  too large {counts['too_large']}"))
+        fetch = totals["new"] + totals["changed"]
+        click.echo(f"total: {fetch} file(s) to fetch ({sizes['new'] + sizes['changed']} bytes), {totals['unchanged']} "
+                   f"unchanged, {totals['filtered']} filtered out, {totals['too_large']} too large")
+    sys.exit(ExitCode.JOBS_FAILED if any(p.status == "failed" for p in plans) else ExitCode.OK)
+
+
 @main.command("modules")
 def modules_command() -> None:
     """List installed source modules and destinations with their package and version."""

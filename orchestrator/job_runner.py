@@ -580,13 +580,7 @@ class JobRunner:
         self._record(ManifestEntry(source_uri, None, size, digest, "failed", (Problem(reason),)), size, order)
 
     def _previous_state(self) -> dict[str, ManifestEntry]:
-        """The landed files the service's incremental state holds (``_state/{service_id}/{state_key}.json``
-        in the first file destination); without one yet, those of this job's last manifest."""
-        first = self.file_targets[0].files
-        state = first.read_json(state_key_path(self.service.service_id, self.service.state_key), self.retry)
-        if state is None:
-            state = first.read_json(manifest_key(self.service.service_id, self.job.job_id), self.retry)
-        previous = landed_files(state)
+        previous = previous_state(self.file_targets[0].files, self.service, self.job.job_id, self.retry)
         log.debug("incremental_state_loaded", files=len(previous), state_key=self.service.state_key)
         return previous
 
@@ -636,6 +630,16 @@ class JobRunner:
         finally:
             path.unlink(missing_ok=True)
         return problem
+
+
+def previous_state(first: FileDestination, service: ServiceConfig, job_id: str,
+                   retry: RetryPolicy) -> dict[str, ManifestEntry]:
+    """The landed files the service's incremental state holds (``_state/{service_id}/{state_key}.json``
+    in its first file destination); before it has one, those of the job's last manifest."""
+    state = first.read_json(state_key_path(service.service_id, service.state_key), retry)
+    if state is None:
+        state = first.read_json(manifest_key(service.service_id, job_id), retry)
+    return landed_files(state)
 
 
 def job_log_path(run: RunContext, job: JobSpec, service: ServiceConfig) -> Path:
