@@ -23,6 +23,7 @@ DEFAULT_PREFIXES: dict[str, tuple[str, str]] = {
     "ftp": ("data/ftp/{service_id}/validated/", "data/ftp/{service_id}/rejected/"),
     "web": ("data/web/{service_id}/scraped/", "data/web/{service_id}/rejected/"),
     "api": ("data/api/{service_id}/responses/", "data/api/{service_id}/rejected/"),
+    "local": ("data/local/{service_id}/validated/", "data/local/{service_id}/rejected/"),
 }
 #: For plugin types not in DEFAULT_PREFIXES.
 GENERIC_PREFIXES = ("data/{type}/{service_id}/validated/", "data/{type}/{service_id}/rejected/")

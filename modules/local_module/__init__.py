@@ -1,0 +1,1 @@
+"""The ``local`` source module: files of a local or mounted folder."""
