@@ -19,7 +19,19 @@ BUILT_INS = sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)
 
 
 def test_every_built_in_module_is_registered_by_module_system() -> None:
-    assert BUILT_INS == ["api", "ftp", "s3", "web"]
+    assert BUILT_INS == ["api", "ftp", "local", "s3", "web"]
+
+
+@pytest.mark.parametrize("name", ["local", "s3", "sql"])
+def test_built_in_destination_schema_is_a_valid_json_schema(name: str) -> None:
+    from common.plugins import default_destinations
+
+    schema = default_destinations().load(name).config_schema
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["type"] == "object" and schema["additionalProperties"] is False
+    assert all("description" in spec for spec in schema["properties"].values())
 
 
 @pytest.mark.parametrize("name", BUILT_INS)
