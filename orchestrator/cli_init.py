@@ -250,6 +250,44 @@ def plan_command(batch_file: Path, registry_file: Path | None, fmt: str) -> None
     sys.exit(ExitCode.JOBS_FAILED if any(p.status == "failed" for p in plans) else ExitCode.OK)
 
 
+@main.command("check")
+@click.option("--batch-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Check the services this batch uses (default: every service of the registry).")
+@_registry_option
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_config_errors_exit_2
+def check_command(batch_file: Path | None, registry_file: Path | None, fmt: str) -> None:
+    """Connect once to each source and destination; say, per service, what answers."""
+    import json as json_module
+
+    from orchestrator.check import check_services
+
+    if batch_file is not None:
+        registry, batch = _load(registry_file, batch_file)
+        ids = list(dict.fromkeys(job.service_id for job in batch.jobs))
+    else:
+        registry = load_registry(registry_file or Path(_default_registry()))
+        ids = list(registry.services)
+    configure_logging(None, "console", stream=sys.stderr)
+    pool = destination_pool(registry, RunOptions())
+    try:
+        results = check_services((registry.services[i] for i in ids), pool)
+    finally:
+        pool.close()
+    if fmt == "json":
+        click.echo(json_module.dumps({"registry": str(registry.path), "services": [r.to_dict() for r in results]},
+                                     indent=1))
+    else:
+        for r in results:
+            line = f"{r.service_id}  source: {r.source.replace('_', ' ')}"
+            if r.source_detail:
+                line += f" ({r.source_detail})"
+            for d in r.destinations:
+                line += f"  destination {d['name']}: {d['verdict']}" + (f" ({d['detail']})" if d["detail"] else "")
+            click.echo(printable(line))
+    sys.exit(ExitCode.OK if all(r.ok for r in results) else ExitCode.JOBS_FAILED)
+
+
 @main.command("modules")
 def modules_command() -> None:
     """List installed source modules and destinations with their package and version."""
