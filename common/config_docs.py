@@ -346,12 +346,15 @@ def _validation_section() -> str:
         ("`.jsonl`, `.ndjson`", "each line against `validate.json_schema`"),
         ("`.csv`", "`validate.csv`: header, field count, cell types"),
         ("`.html`, `.htm`", html),
+        ("`.gz`, `.bz2`, `.xz`", ("what the file holds, by the suffix before (`a.csv.gz`: the `.csv` rules), "
+                                  "decompressed as it streams; past `validate.max_expanded_mb` (or corrupt) it is "
+                                  "rejected")),
     ]
     lines = ["| file suffix | check |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
     return (
         "### Validation (`validate`)\n\n"
         "Each fetched file is checked by its suffix (case-insensitive):\n\n" + "\n".join(lines) + "\n\n"
-        "A file whose suffix no configured rule checks (`x.csv.gz`, `notes.txt`, a `.csv` without\n"
+        "A file whose suffix no configured rule checks (`x.zip`, `notes.txt`, a `.csv` without\n"
         "`validate.csv`) is *unchecked*, and the service's `on_unchecked` decides: `reject` lands it\n"
         "under the rejected prefix with the problem `not checked: no rule of this service's validate\n"
         "section checks '.gz' files (...)`; `accept` lands it under the valid prefix, its manifest\n"

@@ -108,6 +108,8 @@ class ValidateConfig:
     """The loaded, checked schema document."""
     csv: CsvRules | None
     html: HtmlRules | None
+    max_expanded_bytes: int = 1024 << 20
+    """A compressed file expanding past this is rejected unchecked (``validate.max_expanded_mb``)."""
 
 
 @dataclass(frozen=True)

@@ -310,7 +310,8 @@ def _build_validate(raw: Mapping[str, Any], base_dir: Path, where: _Where) -> Va
         except ConfigError as exc:
             key = exc.fields.get("key", "validate.html.required")
             raise where.error(key, str(exc).split(": ", 1)[-1]) from None
-    return ValidateConfig(json_schema_path=schema_path, json_schema=freeze(schema_doc) if schema_doc else None,
+    return ValidateConfig(max_expanded_bytes=raw.get("max_expanded_mb", 1024) << 20,
+                          json_schema_path=schema_path, json_schema=freeze(schema_doc) if schema_doc else None,
                           csv=csv_rules, html=html_rules)
 
 

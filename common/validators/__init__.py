@@ -7,12 +7,16 @@ suffix              check
 ``.jsonl .ndjson``  each line against ``validate.json_schema``
 ``.csv``            ``validate.csv`` (header, types, delimiter)
 ``.html .htm``      ``validate.html`` (selectors, text length, title)
+``.gz .bz2 .xz``    what it holds, by the suffix before (``a.csv.gz``: ``.csv``),
+                    decompressed as it streams into a temp file beside it, up to
+                    ``validate.max_expanded_mb``: past it the file is rejected
+                    (a compression bomb), as is a corrupt one
 ==================  ==========================================================
 
 A file whose suffix has no configured check is *unchecked*: :meth:`ValidatorSet.check`
 returns None rather than ``[]`` (checked and valid), and the service's ``on_unchecked``
 decides (:func:`judge`): ``reject`` lands it under the rejected prefix with a problem
-saying that no rule checks its type (``x.csv.gz``: ``'.gz' files``); ``accept`` lands it
+saying that no rule checks its type (``x.zip``: ``'.zip' files``); ``accept`` lands it
 under the valid prefix, marked ``"unchecked": true`` in the manifest. The default is
 ``reject`` for a service with a ``validate`` section and ``accept`` for one without
 (:func:`common.job_config.default_on_unchecked`). Every checker keeps at most
@@ -21,8 +25,15 @@ under the valid prefix, marked ``"unchecked": true`` in the manifest. The defaul
 
 from __future__ import annotations
 
+import bz2
+import dataclasses
+import gzip
+import lzma
 import threading
+import zlib
+from collections.abc import Callable
 from pathlib import PurePosixPath
+from typing import Any
 
 from common.config_model import OnUnchecked, ValidateConfig
 from common.interfaces.base_module import FetchedFile
@@ -30,12 +41,16 @@ from common.problems import Problem
 
 __all__ = ["ValidatorSet", "judge", "unchecked_problem", "validators_for"]
 
+#: Single-file compressions whose content is checked (``a.csv.gz`` by the ``.csv`` rules).
+_DECOMPRESSORS: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
 
 class ValidatorSet:
     """Compiled checkers for one service. Thread-safe; build once per run and share."""
 
     def __init__(self, config: ValidateConfig) -> None:
         self.json = self.csv = self.html = None
+        self.max_expanded_bytes = config.max_expanded_bytes
         if config.json_schema is not None:
             from common.validators.json_checker import JsonSchemaChecker
 
@@ -57,6 +72,11 @@ class ValidatorSet:
     def check(self, file: FetchedFile) -> list[Problem] | None:
         """Problems of ``file`` (empty: valid); None when no configured rule checks its suffix."""
         suffix = PurePosixPath(file.name.rstrip()).suffix.lower()  # the name as the source gives it: "a.csv "
+        if suffix in _DECOMPRESSORS:
+            return self._check_compressed(file, suffix)
+        return self._check_plain(file, suffix)
+
+    def _check_plain(self, file: FetchedFile, suffix: str) -> list[Problem] | None:
         if suffix == ".json" and self.json:
             return self.json.check_document(file.path)
         if suffix in (".jsonl", ".ndjson") and self.json:
@@ -66,6 +86,30 @@ class ValidatorSet:
         if suffix in (".html", ".htm") and self.html:
             return self.html.check(file.path)
         return None
+
+    def _check_compressed(self, file: FetchedFile, suffix: str) -> list[Problem] | None:
+        """Check what a ``.gz``/``.bz2``/``.xz`` file holds: streamed into a temp file beside it
+        (never in memory), at most ``max_expanded_bytes``; the problems keep their row/line."""
+        inner_name = file.name.rstrip()[: -len(suffix)]
+        inner_suffix = PurePosixPath(inner_name).suffix.lower()
+        if inner_suffix not in self.suffixes():
+            return None
+        inner = file.path.with_name(file.path.name + ".expanded")
+        limit = self.max_expanded_bytes
+        written = 0
+        try:
+            with _DECOMPRESSORS[suffix](file.path, "rb") as src, open(inner, "wb") as out:
+                while chunk := src.read(1 << 20):
+                    written += len(chunk)
+                    if written > limit:
+                        return [Problem(f"not checked: expands past validate.max_expanded_mb ({limit >> 20} MiB); "
+                                        "refused as a possible compression bomb")]
+                    out.write(chunk)
+            return self._check_plain(dataclasses.replace(file, name=inner_name, path=inner), inner_suffix)
+        except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
+            return [Problem(f"not a valid {suffix[1:]} file: {type(exc).__name__}: {str(exc)[:200]}")]
+        finally:
+            inner.unlink(missing_ok=True)
 
 
 def unchecked_problem(name: str, checked: tuple[str, ...]) -> Problem:
