@@ -19,9 +19,13 @@ naming the row (or line) and the column; a file whose suffix holds no records to
 
 from __future__ import annotations
 
+import bz2
 import csv
 import datetime as dt
+import gzip
 import json
+import lzma
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +40,8 @@ from common.interfaces.destination import (
 )
 from common.problems import Problem
 
-__all__ = ["FileRecords", "columns_from_validate", "convert_cell", "csv_header", "infer_type", "read_records"]
+__all__ = ["FileRecords", "columns_from_validate", "convert_cell", "csv_header", "infer_type", "is_compressed",
+           "read_records"]
 
 _TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no"})
 
@@ -87,17 +92,35 @@ class FileRecords:
 
 
 def read_records(path: Path, name: str, target: RecordTarget, records_path: str | None = None) -> FileRecords:
-    """The records of the file at ``path`` (named ``name`` at its source), typed by ``target.columns``."""
-    suffix = name.lower().rsplit(".", 1)[-1] if "." in name else ""
+    """The records of the file at ``path`` (named ``name`` at its source), typed by ``target.columns``.
+    A ``.gz``, ``.bz2`` or ``.xz`` file is read through its decompressor, by the suffix before."""
+    opener: Callable[..., Any] = open
+    lowered = name.lower()
+    for ending, decompress in _COMPRESSED.items():
+        if lowered.endswith(ending):
+            opener, lowered = decompress, lowered[: -len(ending)]
+            break
+    suffix = lowered.rsplit(".", 1)[-1] if "." in lowered else ""
     declared = {c.name: c.type for c in target.columns}
-    if suffix == "csv":
-        return _csv_records(path, target.csv_delimiter, declared)
-    if suffix == "json":
-        return _json_records(_json_document_records(path, records_path), declared, "record")
-    if suffix in ("jsonl", "ndjson"):
-        return _json_lines_records(path, declared)
+    try:
+        if suffix == "csv":
+            return _csv_records(path, target.csv_delimiter, declared, opener)
+        if suffix == "json":
+            return _json_records(_json_document_records(path, records_path, opener), declared, "record")
+        if suffix in ("jsonl", "ndjson"):
+            return _json_lines_records(path, declared, opener)
+    except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
+        raise RecordsRefused(f"cannot decompress {name}: {type(exc).__name__}: {exc}") from None
     raise RecordsRefused(f"no records in .{suffix or name} files: a record destination loads .csv, .json, "
-                         ".jsonl and .ndjson files")
+                         ".jsonl and .ndjson files (also compressed: .gz, .bz2, .xz)")
+
+
+#: Single-file compressions read through their decompressor.
+_COMPRESSED: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+def is_compressed(name: str) -> bool:
+    return name.lower().endswith(tuple(_COMPRESSED))
 
 
 # ----------------------------------------------------------------------------- CSV
@@ -125,8 +148,9 @@ def convert_cell(kind: ColumnType, cell: str) -> Any:
     return json.loads(cell)
 
 
-def _csv_records(path: Path, delimiter: str, declared: Mapping[str, ColumnType]) -> FileRecords:
-    header = csv_header(path, delimiter)
+def _csv_records(path: Path, delimiter: str, declared: Mapping[str, ColumnType],
+                 opener: Callable[..., Any] = open) -> FileRecords:
+    header = csv_header(path, delimiter, opener)
     types = {h: declared.get(h, "str") for h in header}
     plan: list[tuple[int, str, Callable[[str], Any] | None]] = [
         (i, h, None if types[h] == "str" else _converter(types[h])) for i, h in enumerate(header)]
@@ -134,7 +158,7 @@ def _csv_records(path: Path, delimiter: str, declared: Mapping[str, ColumnType])
 
     def rows() -> Iterator[tuple[Any, ...]]:
         line = 1
-        with open(path, encoding="utf-8-sig", newline="") as fh:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
             reader = csv.reader(fh, delimiter=delimiter)
             try:
                 next(reader, None)
@@ -158,17 +182,17 @@ def _csv_records(path: Path, delimiter: str, declared: Mapping[str, ColumnType])
                             except (ValueError, OverflowError):
                                 raise _bad_value(cell, types[column], f"row {line}, column '{column}'") from None
                     yield tuple(out)
-            except (UnicodeDecodeError, csv.Error) as exc:
+            except (UnicodeDecodeError, csv.Error, EOFError, lzma.LZMAError, zlib.error, OSError) as exc:
                 raise RecordsRefused(f"unreadable CSV at row {line + 1}: {exc}",
                                      (Problem(str(exc), f"row {line + 1}"),)) from None
 
     return FileRecords(header, types, rows(), "csv")
 
 
-def csv_header(path: Path, delimiter: str) -> list[str]:
+def csv_header(path: Path, delimiter: str, opener: Callable[..., Any] = open) -> list[str]:
     """The column names of a CSV file (an empty file has none)."""
     try:
-        with open(path, encoding="utf-8-sig", newline="") as fh:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
             header = next(csv.reader(fh, delimiter=delimiter), [])
     except (UnicodeDecodeError, csv.Error) as exc:
         raise RecordsRefused(f"unreadable CSV header: {exc}", (Problem(str(exc), "row 1"),)) from None
@@ -188,9 +212,9 @@ def _converter(kind: ColumnType) -> Callable[[str], Any]:
 # ----------------------------------------------------------------------------- JSON
 
 
-def _json_document_records(path: Path, records_path: str | None) -> list[Any]:
+def _json_document_records(path: Path, records_path: str | None, opener: Callable[..., Any] = open) -> list[Any]:
     try:
-        with open(path, "rb") as fh:
+        with opener(path, "rb") as fh:
             document = json.load(fh)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RecordsRefused(f"not JSON: {exc}") from None
@@ -209,8 +233,15 @@ def _json_document_records(path: Path, records_path: str | None) -> list[Any]:
                          (Problem("not an array or object", where),))
 
 
-def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
-    with open(path, "rb") as fh:
+def _json_lines(path: Path, opener: Callable[..., Any] = open) -> Iterator[tuple[int, Any]]:
+    try:
+        yield from _json_lines_raw(path, opener)
+    except (EOFError, lzma.LZMAError, zlib.error, OSError) as exc:
+        raise RecordsRefused(f"unreadable JSON Lines: {type(exc).__name__}: {exc}") from None
+
+
+def _json_lines_raw(path: Path, opener: Callable[..., Any]) -> Iterator[tuple[int, Any]]:
+    with opener(path, "rb") as fh:
         for number, raw in enumerate(fh, start=1):
             if not raw.strip():
                 continue
@@ -220,9 +251,9 @@ def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
                 raise RecordsRefused(f"line {number} is not JSON: {exc}", (Problem("not JSON", f"line {number}"),)) from None
 
 
-def _json_lines_records(path: Path, declared: Mapping[str, ColumnType]) -> FileRecords:
-    columns, types = _json_columns((item for _, item in _json_lines(path)), declared, "line")
-    return FileRecords(columns, types, _json_rows(_json_lines(path), columns, types, "line"), "json")
+def _json_lines_records(path: Path, declared: Mapping[str, ColumnType], opener: Callable[..., Any] = open) -> FileRecords:
+    columns, types = _json_columns((item for _, item in _json_lines(path, opener)), declared, "line")
+    return FileRecords(columns, types, _json_rows(_json_lines(path, opener), columns, types, "line"), "json")
 
 
 def _json_records(items: list[Any], declared: Mapping[str, ColumnType], label: str) -> FileRecords:

@@ -67,7 +67,7 @@ from common.interfaces.destination import (
     RecordTarget,
 )
 from common.problems import Problem
-from common.records import FileRecords, read_records
+from common.records import FileRecords, is_compressed, read_records
 from common.retry import RetryPolicy
 from common.secret import reveal
 
@@ -358,7 +358,7 @@ class SqlDestination(RecordDestination):
         if missing:
             raise RecordsRefused(f"the records have no primary key column {missing[0]!r}")
         if conn.dialect.name == "postgresql":
-            if records.kind == "csv" and "json" not in records.types.values():
+            if records.kind == "csv" and "json" not in records.types.values() and not is_compressed(file.name):
                 copied = _pg_copy_csv(conn, table, file, target.csv_delimiter, records.columns, merge_key)
                 if copied is not None:
                     _drain(records.rows)

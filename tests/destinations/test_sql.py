@@ -202,3 +202,31 @@ def test_datetime_values_round_trip(tmp_path: Path, url: str) -> None:
     utc = [v if v.tzinfo is None else v.astimezone(dt.timezone.utc).replace(tzinfo=None) for v in got]
     assert utc == [dt.datetime(2026, 11, 1, 10, 0), dt.datetime(2026, 11, 1, 10, 30)]
     dest.close()
+
+
+def test_compressed_files_load_like_plain_ones(tmp_path: Path, url: str) -> None:
+    import bz2
+    import gzip
+
+    dest = make(tmp_path, url)
+    dest.check(RETRY)
+    text = "id,day,ok,note\n1,2026-11-01,yes,gz\n2,2026-11-02,no,gz\n"
+    packed = tmp_path / "a.csv.gz"
+    packed.write_bytes(gzip.compress(text.encode()))
+    file = LandingFile(packed, "a.csv.gz", packed.stat().st_size, hashlib.sha256(packed.read_bytes()).hexdigest(),
+                       "x:///a.csv.gz")
+    assert dest.load(file, target(), RETRY).rows == 2
+    lines = tmp_path / "b.jsonl.bz2"
+    lines.write_bytes(bz2.compress(b'{"id": 3, "note": "bz2"}\n'))
+    other = LandingFile(lines, "b.jsonl.bz2", lines.stat().st_size, hashlib.sha256(lines.read_bytes()).hexdigest(),
+                        "x:///b.jsonl.bz2")
+    assert dest.load(other, target(), RETRY).rows == 1
+    assert select(url, "SELECT id, note FROM t ORDER BY id") == [(1, "gz"), (2, "gz"), (3, "bz2")]
+    broken = tmp_path / "c.csv.gz"
+    broken.write_bytes(gzip.compress(text.encode())[:-10] + b"garbage!!!")
+    bad = LandingFile(broken, "c.csv.gz", broken.stat().st_size, hashlib.sha256(broken.read_bytes()).hexdigest(),
+                      "x:///c.csv.gz")
+    with pytest.raises(RecordsRefused):
+        dest.load(bad, target(), RETRY)
+    assert select(url, "SELECT count(*) FROM t") == [(3,)]
+    dest.close()
