@@ -19,18 +19,15 @@ naming the row (or line) and the column; a file whose suffix holds no records to
 
 from __future__ import annotations
 
-import bz2
 import csv
 import datetime as dt
-import gzip
 import json
-import lzma
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.compression import DECOMPRESSION_ERRORS, split_compression
 from common.config_model import ValidateConfig
 from common.interfaces.destination import (
     Column,
@@ -94,12 +91,9 @@ class FileRecords:
 def read_records(path: Path, name: str, target: RecordTarget, records_path: str | None = None) -> FileRecords:
     """The records of the file at ``path`` (named ``name`` at its source), typed by ``target.columns``.
     A ``.gz``, ``.bz2`` or ``.xz`` file is read through its decompressor, by the suffix before."""
-    opener: Callable[..., Any] = open
-    lowered = name.lower()
-    for ending, decompress in _COMPRESSED.items():
-        if lowered.endswith(ending):
-            opener, lowered = decompress, lowered[: -len(ending)]
-            break
+    inner, decompress = split_compression(name)
+    opener: Callable[..., Any] = decompress or open
+    lowered = inner.lower()
     suffix = lowered.rsplit(".", 1)[-1] if "." in lowered else ""
     declared = {c.name: c.type for c in target.columns}
     try:
@@ -109,18 +103,18 @@ def read_records(path: Path, name: str, target: RecordTarget, records_path: str 
             return _json_records(_json_document_records(path, records_path, opener), declared, "record")
         if suffix in ("jsonl", "ndjson"):
             return _json_lines_records(path, declared, opener)
-    except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
+    except DECOMPRESSION_ERRORS as exc:
         raise RecordsRefused(f"cannot decompress {name}: {type(exc).__name__}: {exc}") from None
     raise RecordsRefused(f"no records in .{suffix or name} files: a record destination loads .csv, .json, "
                          ".jsonl and .ndjson files (also compressed: .gz, .bz2, .xz)")
 
 
-#: Single-file compressions read through their decompressor.
-_COMPRESSED: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+#: What reading a CSV file's rows may raise: bad bytes, bad quoting, a corrupt compressed stream.
+_CSV_READ_ERRORS: tuple[type[BaseException], ...] = (UnicodeDecodeError, csv.Error, *DECOMPRESSION_ERRORS)
 
 
 def is_compressed(name: str) -> bool:
-    return name.lower().endswith(tuple(_COMPRESSED))
+    return split_compression(name)[1] is not None
 
 
 # ----------------------------------------------------------------------------- CSV
@@ -182,7 +176,7 @@ def _csv_records(path: Path, delimiter: str, declared: Mapping[str, ColumnType],
                             except (ValueError, OverflowError):
                                 raise _bad_value(cell, types[column], f"row {line}, column '{column}'") from None
                     yield tuple(out)
-            except (UnicodeDecodeError, csv.Error, EOFError, lzma.LZMAError, zlib.error, OSError) as exc:
+            except _CSV_READ_ERRORS as exc:
                 raise RecordsRefused(f"unreadable CSV at row {line + 1}: {exc}",
                                      (Problem(str(exc), f"row {line + 1}"),)) from None
 
@@ -236,7 +230,7 @@ def _json_document_records(path: Path, records_path: str | None, opener: Callabl
 def _json_lines(path: Path, opener: Callable[..., Any] = open) -> Iterator[tuple[int, Any]]:
     try:
         yield from _json_lines_raw(path, opener)
-    except (EOFError, lzma.LZMAError, zlib.error, OSError) as exc:
+    except DECOMPRESSION_ERRORS as exc:
         raise RecordsRefused(f"unreadable JSON Lines: {type(exc).__name__}: {exc}") from None
 
 

@@ -25,24 +25,18 @@ under the valid prefix, marked ``"unchecked": true`` in the manifest. The defaul
 
 from __future__ import annotations
 
-import bz2
 import dataclasses
-import gzip
-import lzma
 import threading
-import zlib
 from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
 
+from common.compression import DECOMPRESSION_ERRORS, split_compression
 from common.config_model import OnUnchecked, ValidateConfig
 from common.interfaces.base_module import FetchedFile
 from common.problems import Problem
 
 __all__ = ["ValidatorSet", "judge", "unchecked_problem", "validators_for"]
-
-#: Single-file compressions whose content is checked (``a.csv.gz`` by the ``.csv`` rules).
-_DECOMPRESSORS: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 
 class ValidatorSet:
@@ -71,10 +65,10 @@ class ValidatorSet:
 
     def check(self, file: FetchedFile) -> list[Problem] | None:
         """Problems of ``file`` (empty: valid); None when no configured rule checks its suffix."""
-        suffix = PurePosixPath(file.name.rstrip()).suffix.lower()  # the name as the source gives it: "a.csv "
-        if suffix in _DECOMPRESSORS:
-            return self._check_compressed(file, suffix)
-        return self._check_plain(file, suffix)
+        inner_name, decompress = split_compression(file.name)
+        if decompress is not None:
+            return self._check_compressed(file, inner_name, decompress)
+        return self._check_plain(file, PurePosixPath(file.name.rstrip()).suffix.lower())  # "a.csv " as given
 
     def _check_plain(self, file: FetchedFile, suffix: str) -> list[Problem] | None:
         if suffix == ".json" and self.json:
@@ -87,10 +81,11 @@ class ValidatorSet:
             return self.html.check(file.path)
         return None
 
-    def _check_compressed(self, file: FetchedFile, suffix: str) -> list[Problem] | None:
+    def _check_compressed(self, file: FetchedFile, inner_name: str,
+                          decompress: Callable[..., Any]) -> list[Problem] | None:
         """Check what a ``.gz``/``.bz2``/``.xz`` file holds: streamed into a temp file beside it
         (never in memory), at most ``max_expanded_bytes``; the problems keep their row/line."""
-        inner_name = file.name.rstrip()[: -len(suffix)]
+        suffix = file.name.rstrip()[len(inner_name):].lower()
         inner_suffix = PurePosixPath(inner_name).suffix.lower()
         if inner_suffix not in self.suffixes():
             return None
@@ -98,7 +93,7 @@ class ValidatorSet:
         limit = self.max_expanded_bytes
         written = 0
         try:
-            with _DECOMPRESSORS[suffix](file.path, "rb") as src, open(inner, "wb") as out:
+            with decompress(file.path, "rb") as src, open(inner, "wb") as out:
                 while chunk := src.read(1 << 20):
                     written += len(chunk)
                     if written > limit:
@@ -106,7 +101,7 @@ class ValidatorSet:
                                         "refused as a possible compression bomb")]
                     out.write(chunk)
             return self._check_plain(dataclasses.replace(file, name=inner_name, path=inner), inner_suffix)
-        except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
+        except DECOMPRESSION_ERRORS as exc:
             return [Problem(f"not a valid {suffix[1:]} file: {type(exc).__name__}: {str(exc)[:200]}")]
         finally:
             inner.unlink(missing_ok=True)
