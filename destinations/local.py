@@ -19,7 +19,10 @@ go under ``_manifests/``. The guarantees of the ``s3`` destination, on a filesys
   else, touched since, or the index was deleted) is hashed once, and recorded. Losing the
   index costs one read of each file met again, never a copy. The index is read into memory
   once per run and written in batches of 512 rows (and at the end of the run): a kill loses
-  at most the last batch, which again costs reads, never copies.
+  at most the last batch, which again costs reads, never copies. For the same reason an index
+  that cannot be written (a full disk, another run holding it longer than ``timeout_s``) never
+  fails a file: one ``local_index_not_saved`` warning, the rows are kept and written with the
+  next batch. An index that cannot be opened (e.g. not a database) is reported with its path.
 * **Ours only.** A stale copy is deleted only when the index says this destination wrote it
   and it has not changed since (as ``s3`` deletes only objects with its ``sha256`` metadata).
 * **Confined.** A key that is absolute, holds a ``..`` segment, points into
@@ -126,9 +129,12 @@ class LocalDestination(FileDestination):
             fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=self.root)
             os.close(fd)
             os.unlink(probe)
-            self.index()
-        except (OSError, sqlite3.Error) as exc:
+        except OSError as exc:
             raise DestinationUnusable(_os_reason(exc)) from None
+        try:
+            self.index()
+        except UploadError as exc:
+            raise DestinationUnusable(exc.message) from None
         self._remove_stale_parts()
 
     def put_file(self, key: str, file: LandingFile, retry: RetryPolicy, *, skip_same: bool = True) -> PutStatus:
@@ -189,9 +195,17 @@ class LocalDestination(FileDestination):
     # ------------------------------------------------------------------ internals
 
     def index(self) -> _Index:
+        """The index, opened on first use; UploadError (naming it) when it cannot be."""
         with self._index_lock:
             if self._index is None:
-                self._index = _Index(self.root / INDEX_DIR / "index.sqlite3")
+                path = self.root / INDEX_DIR / "index.sqlite3"
+                try:
+                    self._index = _Index(path, self.setup.timeout_s)
+                except (OSError, sqlite3.Error) as exc:
+                    hint = ""
+                    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+                        hint = " (delete it to rebuild it: each file is then hashed once, none copied again)"
+                    raise UploadError(f"cannot open the index {path}: {_os_reason(exc)}{hint}") from None
             return self._index
 
     def _target(self, key: str) -> Path:
@@ -319,16 +333,24 @@ class LocalDestination(FileDestination):
 class _Index:
     """key -> (size, mtime_ns, sha256) of what the destination wrote: held in memory (read once),
     written to SQLite in batches. A lost batch (a kill) costs a re-hash of those files later,
-    never a copy. One connection, under a lock, for every thread."""
+    never a copy. One connection, under a lock, for every thread.
+
+    The index is a cache: a write that fails (a full disk, a lock held by another run for longer
+    than ``timeout_s``) is logged once (``local_index_not_saved``) and never raised; the rows stay
+    in memory, serve this run, and are written with the next batch or at :meth:`close`."""
 
     BATCH = 512
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, timeout_s: float) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self.path = path
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=timeout_s)
         self._lock = threading.Lock()
         self._pending: list[tuple[str, int, int, str]] = []
-        with self._lock:
+        self._flush_at = self.BATCH
+        """Pending rows that trigger a write (grows by a batch after a failed one)."""
+        self._warned = False
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS files (key TEXT PRIMARY KEY, size INTEGER NOT NULL, "
@@ -336,6 +358,9 @@ class _Index:
             self._rows: dict[str, tuple[int, int, str]] = {
                 str(k): (int(size), int(mtime), str(sha))
                 for k, size, mtime, sha in self._db.execute("SELECT key, size, mtime_ns, sha256 FROM files")}
+        except BaseException:
+            self._db.close()
+            raise
 
     def get(self, key: str) -> tuple[int, int, str] | None:
         with self._lock:
@@ -345,27 +370,58 @@ class _Index:
         with self._lock:
             self._rows[key] = (size, mtime_ns, sha256)
             self._pending.append((key, size, mtime_ns, sha256))
-            if len(self._pending) >= self.BATCH:
+            if len(self._pending) >= self._flush_at:
                 self._flush()
 
     def forget(self, key: str) -> None:
+        """Drop ``key`` (its file is gone). A row the database keeps anyway is harmless: a missing
+        target is written again and its row replaced."""
         with self._lock:
             self._rows.pop(key, None)
-            self._flush()
-            self._db.execute("DELETE FROM files WHERE key = ?", (key,))
+            self._pending = [row for row in self._pending if row[0] != key]
+            try:
+                self._db.execute("DELETE FROM files WHERE key = ?", (key,))
+            except sqlite3.Error as exc:
+                self._not_saved(exc)
 
     def _flush(self) -> None:
-        if self._pending:
+        if not self._pending:
+            return
+        try:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR REPLACE INTO files (key, size, mtime_ns, sha256) VALUES (?, ?, ?, ?)",
                                  self._pending)
             self._db.execute("COMMIT")
-            self._pending = []
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                try:
+                    self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            self._flush_at = len(self._pending) + self.BATCH
+            self._not_saved(exc)
+            return
+        self._pending = []
+        self._flush_at = self.BATCH
+
+    def _not_saved(self, exc: sqlite3.Error) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("local_index_not_saved", index=str(self.path), error=_os_reason(exc),
+                        hint="files still land; rows not saved cost one hash of their file next run, not a copy")
+        else:
+            log.debug("local_index_not_saved", index=str(self.path), error=_os_reason(exc))
 
     def close(self) -> None:
         with self._lock:
             self._flush()
-            self._db.close()
+            if self._pending:
+                log.warning("local_index_rows_lost", index=str(self.path), rows=len(self._pending),
+                            hint="those files are hashed once when met again, not copied")
+            try:
+                self._db.close()
+            except sqlite3.Error as exc:
+                self._not_saved(exc)
 
 
 @contextmanager

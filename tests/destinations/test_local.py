@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from common.exceptions import TransientUploadError, UploadError
 from common.interfaces.destination import (
@@ -21,8 +23,8 @@ from destinations.local import INDEX_DIR, LocalDestination
 RETRY = RetryPolicy(attempts=1, backoff_s=0, max_backoff_s=0)
 
 
-def make(tmp_path: Path, path: str = "landing", **config: object) -> LocalDestination:
-    setup = DestinationSetup(workers=4, timeout_s=5, state_dir=tmp_path / "state", base_dir=tmp_path)
+def make(tmp_path: Path, path: str = "landing", timeout_s: float = 5, **config: object) -> LocalDestination:
+    setup = DestinationSetup(workers=4, timeout_s=timeout_s, state_dir=tmp_path / "state", base_dir=tmp_path)
     return LocalDestination({"path": path, "fsync": False, "link": True, **config}, setup)
 
 
@@ -163,3 +165,39 @@ def test_fsync_lands_the_same_files(tmp_path: Path, link: bool) -> None:
     assert (tmp_path / "landing" / "s" / "f.csv").read_bytes() == b"a\n1\n"
     assert dest.put_file("s/f.csv", file, RETRY) == "skipped_same"
     dest.close()
+
+
+def test_an_index_that_cannot_be_written_fails_no_file_and_keeps_its_rows(tmp_path: Path) -> None:
+    dest = make(tmp_path, timeout_s=0.2)  # how long a write waits for a lock another run holds
+    dest.check(RETRY)
+    index = tmp_path / "landing" / INDEX_DIR / "index.sqlite3"
+    other_run = sqlite3.connect(index, isolation_level=None)
+    other_run.execute("BEGIN IMMEDIATE")  # holds the write lock for the whole loop below
+    files = [fetched(tmp_path, f"{i}\n".encode(), f"{i}.csv") for i in range(600)]  # more than a batch
+    with capture_logs() as logs:
+        assert {dest.put_file(f"d/{f.name}", f, RETRY) for f in files} == {"uploaded"}
+        assert dest.delete_owned("d/0.csv", RETRY) is True
+    warnings = [e for e in logs if e["event"] == "local_index_not_saved" and e["log_level"] == "warning"]
+    assert len(warnings) == 1 and "locked" in warnings[0]["error"]
+    other_run.execute("ROLLBACK")
+    other_run.close()
+    dest.close()  # the rows kept in memory are written now
+    saved = sqlite3.connect(index)
+    assert saved.execute("SELECT count(*) FROM files").fetchone() == (599,)
+    assert saved.execute("SELECT count(*) FROM files WHERE key = 'd/0.csv'").fetchone() == (0,)
+    saved.close()
+    for f in files:
+        f.path.unlink()
+    again = make(tmp_path)
+    assert {again.put_file(f"d/{f.name}", f, RETRY) for f in files[1:]} == {"skipped_same"}
+    again.close()
+
+
+def test_an_index_that_is_not_a_database_is_named(tmp_path: Path) -> None:
+    index = tmp_path / "landing" / INDEX_DIR / "index.sqlite3"
+    index.parent.mkdir(parents=True)
+    index.write_bytes(b"not sqlite at all" * 100)
+    with pytest.raises(DestinationUnusable, match=f"cannot open the index {index}: .*delete it to rebuild"):
+        make(tmp_path).check(RETRY)
+    with pytest.raises(UploadError, match="cannot open the index"):  # a file fails, the job goes on
+        make(tmp_path).put_file("k.csv", fetched(tmp_path, b"x"), RETRY)
