@@ -15,15 +15,18 @@ within one job means an engineered collision; between jobs it means their destin
 prefixes overlap (give each job its own, e.g. with ``{job_id}``). See docs/KEYS.md.
 
 The table lives as long as the run (held by ``RunContext``); it does not know what other
-runs or tools write.
+runs or tools write. When the run's jobs run on a Dask cluster, the table lives on the
+scheduler and the workers claim through it (``orchestrator/dask_claims.py``), so the rule
+holds across worker processes.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["MAX_KEY_BYTES", "KeyClaims", "Owner"]
+__all__ = ["MAX_KEY_BYTES", "Claims", "KeyClaims", "Owner"]
 
 #: The longest key S3 accepts, in bytes of UTF-8.
 MAX_KEY_BYTES = 1024
@@ -35,6 +38,13 @@ class Owner:
     attempt: int
     """The job's source attempt (1, 2, ... over retries and fallbacks)."""
     source_uri: str
+
+
+class Claims(Protocol):
+    """What a job asks of its run's claims: this table, or the scheduler's on a Dask cluster
+    (``orchestrator.dask_claims``), which holds one ``KeyClaims`` for the workers of a run."""
+
+    def claim(self, bucket: str, keys: tuple[str, ...], owner: Owner) -> str | None: ...
 
 
 class KeyClaims:

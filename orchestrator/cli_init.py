@@ -26,6 +26,7 @@ from common.logger import configure_logging
 from common.plugins import default_catalog, default_destinations
 from common.terminal_text import printable
 from orchestrator.console import ProgressDisplay, print_summary
+from orchestrator.executors import make_executor, parse_executor
 from orchestrator.exit_codes import ExitCode
 from orchestrator.job_executor import BatchRun, RunOptions, destination_pool
 from orchestrator.output_paths import check_writable_dir, check_writable_file
@@ -112,12 +113,14 @@ def _in_main_thread() -> bool:
 
 def run_batch(batch_file: Path, registry_file: Path | None = None, max_workers: int = 20,
               monitor_duration: float = 0, report: Path | None = None, log_dir: Path | None = None,
-              log_format: str | None = None, state_dir: Path = Path("temp")) -> ExitCode:
+              log_format: str | None = None, state_dir: Path = Path("temp"), executor: str = "threads") -> ExitCode:
     """Everything ``run`` does, as a function (the demo and tests call it too). Raises ConfigError.
 
     ``log_dir`` None is ``<state_dir>/logs``. Every destination is checked before any job
-    starts (:func:`orchestrator.preflight.check_destinations`).
+    starts (:func:`orchestrator.preflight.check_destinations`). ``executor``: where the jobs
+    run (``threads``, ``dask-local``, ``dask://HOST:PORT``; :mod:`orchestrator.executors`).
     """
+    choice = parse_executor(executor)
     if max_workers < 1:
         raise ConfigError(f"--max-workers must be at least 1, not {max_workers}")
     if not math.isfinite(monitor_duration) or monitor_duration < 0:
@@ -141,10 +144,22 @@ def run_batch(batch_file: Path, registry_file: Path | None = None, max_workers: 
     except BaseException:
         destinations.close()
         raise
-    run = BatchRun(registry, batch, options, router, destinations=destinations)
-    display = ProgressDisplay(fmt)
-    with _stop_on_signals(run):
-        outcome = run.execute(display)
+    try:
+        jobs_executor = make_executor(choice, max_workers)
+    except BaseException:
+        destinations.close()
+        raise
+    try:
+        jobs_executor.check(registry, batch)
+        run = BatchRun(registry, batch, options, router, destinations=destinations, executor=jobs_executor)
+        display = ProgressDisplay(fmt)
+        with _stop_on_signals(run):
+            outcome = run.execute(display)
+    except BaseException:
+        destinations.close()
+        raise
+    finally:
+        jobs_executor.close()
     display.close(outcome.stats)
     failed_file = write_failed_jobs(outcome, batch, state_dir, registry.path)
     if report is not None:
@@ -169,6 +184,10 @@ _run_options = [
     click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("temp"),
                  envvar="MODULE_SYSTEM_STATE_DIR", show_default=True, show_envvar=True,
                  help="Where temp files, the resume state of uploads and failed-jobs files live."),
+    click.option("--executor", default="threads", envvar="MODULE_SYSTEM_EXECUTOR", show_default=True,
+                 show_envvar=True, metavar="threads|dask-local|dask://HOST:PORT",
+                 help="Where jobs run: threads of this process, a Dask LocalCluster on this machine, "
+                      "or an existing Dask scheduler (see docs/DASK.md)."),
 ]
 
 
@@ -180,9 +199,9 @@ def _with_run_options(fn: F) -> F:
 
 @_config_errors_exit_2
 def _run(batch_file: Path, registry_file: Path | None, max_workers: int, monitor_duration: float,
-         report: Path | None, log_dir: Path | None, log_format: str | None, state_dir: Path) -> None:
+         report: Path | None, log_dir: Path | None, log_format: str | None, state_dir: Path, executor: str) -> None:
     code = run_batch(batch_file, registry_file, max_workers, monitor_duration, report, log_dir, log_format,
-                     state_dir=state_dir)
+                     state_dir=state_dir, executor=executor)
     sys.exit(int(code))
 
 

@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,7 @@ from common.interfaces.destination import (
 )
 from common.interfaces.file_source import Entry, FailureStreak, FileSource
 from common.job_lanes import JobLanes
-from common.key_claims import KeyClaims, Owner
+from common.key_claims import Claims, KeyClaims, Owner
 from common.logger import JobLogRouter, job_log_name
 from common.manifest import (
     FILE_STATUSES,
@@ -95,18 +96,23 @@ class RunContext:
     stop: threading.Event = field(default_factory=threading.Event)
     stop_reason: str = "interrupted"
     """``timeout`` (past --monitor-duration) or ``interrupted`` (a signal)."""
-    claims: KeyClaims = field(default_factory=KeyClaims)
+    claims: Claims = field(default_factory=KeyClaims)
     """Which job and source own which destination key in this run (docs/KEYS.md)."""
     limiters: HostLimiters = field(default_factory=HostLimiters)
     """One limiter per host (connections, rate, delay), for every job and module of the run;
     made with the run's ``stop`` by the executor."""
     resources: RunResources = field(default_factory=RunResources)
     """Clients and session pools of the run's modules, closed when the run ends."""
+    shared_lock: Callable[[str], AbstractContextManager[Any]] | None = None
+    """Where the jobs of the run run in several processes (Dask): the run's lock of a name, held
+    across them; None: the run's jobs are threads of this process."""
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _locks_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def lock(self, name: str) -> threading.Lock:
+    def lock(self, name: str) -> AbstractContextManager[Any]:
         """One lock per ``name`` for the run (jobs of one service updating its incremental state)."""
+        if self.shared_lock is not None:
+            return self.shared_lock(name)
         with self._locks_lock:
             return self._locks.setdefault(name, threading.Lock())
 
