@@ -49,7 +49,14 @@ from common.logger import replay_record
 from common.secret import Secret, has_environment_source, redact
 from orchestrator.dask_claims import ClaimsPlugin
 from orchestrator.dask_hosts import ClusterHostLimiters
-from orchestrator.dask_worker import RemoteJob, RemoteOutcome, RemoteRun, end_worker_run, run_remote_job, stop_worker_run
+from orchestrator.dask_worker import (
+    RemoteJob,
+    RemoteOutcome,
+    RemoteRun,
+    end_worker_run,
+    run_remote_job,
+    stop_worker_run,
+)
 from orchestrator.executors import ExecutorChoice
 from orchestrator.job_runner import JobResult, job_log_path, not_started
 from orchestrator.run_stats import RunStats

@@ -9,8 +9,8 @@ the same registry files and credentials, never the client's values.
 
 Each worker process keeps one :class:`_WorkerRun` per run it serves, made by the run's
 first task there and ended by the client (:func:`end_worker_run`): its own state
-directory (``$MODULE_SYSTEM_STATE_DIR`` of the worker, else ``module-system/`` (not importable: the folder is on the worker's sys.path) in the
-worker's local directory) with ``work/<run_id>-<worker>/`` (the jobs' temp files),
+directory (``$MODULE_SYSTEM_STATE_DIR`` of the worker, else ``temp`` in its working
+directory, as for a run; not Dask's local directory, which a worker removes when it ends) with ``work/<run_id>-<worker>/`` (the jobs' temp files),
 ``uploads/`` (resume state) and ``logs/<run_id>/`` (the jobs' log files, written where
 they run), its destinations (files go from the worker straight to them), clients and
 host limiters. The run's key claims, per-host connection caps and incremental-state
@@ -141,7 +141,7 @@ class _WorkerRun:
 
     def __init__(self, remote: RemoteRun, worker: Any) -> None:
         self.remote, self.worker = remote, worker
-        root = Path(os.environ.get("MODULE_SYSTEM_STATE_DIR") or Path(worker.local_directory) / "module-system")
+        root = Path(os.environ.get("MODULE_SYSTEM_STATE_DIR") or "temp")
         tag = "".join(c if c.isalnum() else "-" for c in str(worker.name))
         self.workdir = RunWorkdir.claim(root / "work", f"{remote.run_id}-w{tag}")
         log_dir = root / "logs" / remote.run_id
@@ -178,6 +178,7 @@ class _WorkerRun:
 
 _runs: dict[str, _WorkerRun] = {}
 _runs_lock = threading.Lock()
+_making = threading.Lock()
 _logging: dict[str, Any] = {}
 
 
@@ -192,14 +193,14 @@ def _worker_router(log_dir: Path, level: int) -> Any:
 
 
 def _state(remote: RemoteRun, worker: Any) -> _WorkerRun:
-    with _runs_lock:
-        state = _runs.get(remote.run_id)
-    if state is None:
-        made = _WorkerRun(remote, worker)
+    """The run's state in this process, made by its first task here (the others wait for it)."""
+    with _making:
         with _runs_lock:
-            state = _runs.setdefault(remote.run_id, made)
-        if state is not made:
-            made.close()
+            state = _runs.get(remote.run_id)
+        if state is None:
+            state = _WorkerRun(remote, worker)
+            with _runs_lock:
+                _runs[remote.run_id] = state
     return state
 
 
