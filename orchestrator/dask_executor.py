@@ -78,28 +78,9 @@ class DaskJobs:
     name = "dask"
 
     def __init__(self, choice: ExecutorChoice, max_workers: int) -> None:
-        from distributed import Client, LocalCluster
-
-        self.choice = choice
+        self.choice, self.max_workers = choice, max_workers
+        self.client: Any = None
         self._cluster: Any = None
-        try:
-            if choice.address is None:
-                workers = _local_workers()
-                self._cluster = LocalCluster(n_workers=workers, threads_per_worker=math.ceil(max_workers / workers),
-                                             processes=True, dashboard_address=None, silence_logs=logging.WARNING)
-                self.client = Client(self._cluster)
-            else:
-                self.client = Client(choice.address, timeout="10s")
-        except (OSError, TimeoutError) as exc:
-            self.close()
-            raise ConfigError(f"--executor {choice}: cannot reach the Dask scheduler: {redact(str(exc))[:200]}") from None
-        try:
-            self.client.register_plugin(ClaimsPlugin())
-        except Exception as exc:  # noqa: BLE001 - e.g. the scheduler cannot import this package
-            self.close()
-            raise ConfigError(f"--executor {choice}: the scheduler cannot hold the run's key claims "
-                              f"({type(exc).__name__}: {redact(str(exc))[:200]}); run it from an installation "
-                              "of module_system[distributed]") from None
         self._futures: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._relay: ClientRelay | None = None
@@ -107,11 +88,33 @@ class DaskJobs:
         self._limiters: ClusterHostLimiters | None = None
         self._ended = threading.Event()
 
+    def _connect(self) -> None:
+        """Start the local cluster or connect to the scheduler; ConfigError when that fails."""
+        from distributed import Client
+
+        try:
+            if self.choice.address is None:
+                self._cluster = _local_cluster(self.max_workers)
+                self.client = Client(self._cluster)
+            else:
+                self.client = Client(self.choice.address, timeout="5s")
+        except (OSError, TimeoutError) as exc:
+            self.close()
+            raise ConfigError(f"--executor {self.choice}: cannot reach the Dask scheduler: "
+                              f"{redact(str(exc)).splitlines()[0][:200]}") from None
+        try:
+            self.client.register_plugin(ClaimsPlugin())
+        except Exception as exc:  # noqa: BLE001 - e.g. the scheduler cannot import this package
+            self.close()
+            raise ConfigError(f"--executor {self.choice}: the scheduler cannot hold the run's key claims "
+                              f"({type(exc).__name__}: {redact(str(exc))[:200]}); run it from an installation "
+                              "of module_system[distributed]") from None
+
     # ------------------------------------------------------------------ JobExecutor
 
     def check(self, registry: Registry, batch: Batch) -> None:
-        """Refuse a job whose config holds a secret that is not read from the environment: it
-        would be sent to the workers as its value."""
+        """Refuse a job whose config holds a secret that is not read from the environment (it
+        would be sent to the workers as its value); then connect to the cluster."""
         for job in batch.jobs:
             service = registry.services[job.service_id]
             places = [("source", s) for s in job.sources] + [
@@ -123,6 +126,7 @@ class DaskJobs:
                         f"{registry.path}: service '{service.service_id}': key '{key}' ({where}): a secret written "
                         f"into the registry is not sent to Dask workers; give it as ${{VAR}} and set VAR where "
                         f"the workers run (--executor {self.choice})", file=str(registry.path), key=key)
+        self._connect()
 
     def host_limiters(self, run_id: str, stop: threading.Event) -> HostLimiters:
         self._limiters = ClusterHostLimiters(run_id, stop, self.client.scheduler, self.client.loop)
@@ -223,6 +227,25 @@ class DaskJobs:
             self.client.run(stop_worker_run, run.run_id, run.context.stop_reason)
         except Exception as exc:  # noqa: BLE001 - the stop grace then abandons what still runs
             log.warning("dask_stop_not_sent", error=redact(str(exc))[:300])
+
+
+def _local_cluster(max_workers: int) -> Any:
+    """A LocalCluster of worker processes for the run. Its processes ignore SIGINT: Ctrl-C in a
+    terminal reaches the whole process group, and the run's own stop (running jobs end at a file
+    boundary, the report is written) must not find its workers gone."""
+    import signal
+
+    from distributed import LocalCluster
+
+    workers = _local_workers()
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
+    try:
+        return LocalCluster(n_workers=workers, threads_per_worker=math.ceil(max_workers / workers),
+                            processes=True, dashboard_address=None, silence_logs=logging.WARNING)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _local_workers() -> int:

@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 DASK = str(Path(sys.executable).with_name("dask"))
 
@@ -29,20 +29,20 @@ class DaskCluster:
     worker_procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     address: str = ""
 
-    def __enter__(self) -> DaskCluster:
+    def __enter__(self) -> Self:
         self.root.mkdir(parents=True, exist_ok=True)
         info = self.root / "scheduler.json"
         env = {**self.env, "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "5"}
         self.scheduler = subprocess.Popen(
             [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", str(info)],
-            env=env, stdout=subprocess.DEVNULL, stderr=open(self.root / "scheduler.log", "wb"))  # noqa: SIM115
+            env=env, stdout=subprocess.DEVNULL, stderr=open(self.root / "scheduler.log", "wb"))
         self.address = self._wait_for(lambda: json.loads(info.read_text())["address"] if info.exists() else None)
         for i in range(self.workers):
             self.worker_procs.append(subprocess.Popen(
                 [DASK, "worker", self.address, "--nthreads", str(self.nthreads), "--no-nanny", "--name", f"w{i}",
                  "--host", "127.0.0.1", "--no-dashboard", "--local-directory", str(self.root / f"w{i}")],
                 env={**env, "MODULE_SYSTEM_STATE_DIR": str(self.state_dir(i))},
-                stdout=subprocess.DEVNULL, stderr=open(self.root / f"w{i}.log", "wb")))  # noqa: SIM115
+                stdout=subprocess.DEVNULL, stderr=open(self.root / f"w{i}.log", "wb")))
         self._wait_for(lambda: len(self.worker_addresses()) == self.workers or None)
         return self
 

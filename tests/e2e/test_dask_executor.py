@@ -6,6 +6,11 @@ duplicates nothing."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -17,10 +22,10 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from module_system.testing import FtpServer  # noqa: E402
-from tests.e2e.dask_cluster import DaskCluster  # noqa: E402
-from tests.e2e.helpers import Project, assert_no_secrets, list_keys  # noqa: E402
-from tests.servers.api_server import ApiRequest, ApiServer, json_reply  # noqa: E402
+from module_system.testing import FtpServer
+from tests.e2e.dask_cluster import DaskCluster
+from tests.e2e.helpers import Project, assert_no_secrets, list_keys
+from tests.servers.api_server import ApiRequest, ApiServer, json_reply
 
 FTP_PASSWORD = "ftp-pw-Dk41-never-shipped"
 API_TOKEN = "api-tok-Dk42-never-shipped"
@@ -50,7 +55,7 @@ def api() -> Iterator[ApiServer]:
 
 
 @pytest.fixture()
-def sources(s3: Any, ftp_dir: Path, ftp_root: Path) -> dict[str, str]:  # noqa: ANN401
+def sources(s3: Any, ftp_dir: Path, ftp_root: Path) -> dict[str, str]:
     """Files on the FTP server and in a vendor bucket; returns the FTP path and the vendor bucket."""
     for i in range(6):
         (ftp_dir / f"sales_{i}.csv").write_text(CSV.replace("alpha", f"alpha{i}"))
@@ -97,7 +102,7 @@ MIXED_JOBS = [{"job_id": "ftp_1", "service_id": "ftp_sales"},
                "priority": 2}]
 
 
-def without_timings(value: Any) -> Any:  # noqa: ANN401
+def without_timings(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: without_timings(v) for k, v in value.items() if k not in TIMING_KEYS}
     if isinstance(value, list):
@@ -105,7 +110,7 @@ def without_timings(value: Any) -> Any:  # noqa: ANN401
     return value
 
 
-def landed(s3: Any, bucket: str) -> dict[str, Any]:  # noqa: ANN401
+def landed(s3: Any, bucket: str) -> dict[str, Any]:
     """Every object of ``bucket``: a manifest's JSON without its timings (files by source URI),
     else its bytes and sha256 metadata."""
     out: dict[str, Any] = {}
@@ -133,7 +138,7 @@ def job_log_events(project: Project) -> dict[str, tuple[set[str], Counter[str]]]
     return logs
 
 
-def run_with(project: Project, s3: Any, executor: str, name: str) -> tuple[dict[str, Any], dict[str, Any],  # noqa: ANN401
+def run_with(project: Project, s3: Any, executor: str, name: str) -> tuple[dict[str, Any], dict[str, Any],
                                                                          dict[str, Any]]:
     bucket = f"land-{name}-{time.monotonic_ns()}"
     s3.create_bucket(Bucket=bucket)
@@ -149,7 +154,7 @@ def run_with(project: Project, s3: Any, executor: str, name: str) -> tuple[dict[
     return landed(s3, bucket), without_timings(report), job_log_events(project)
 
 
-def test_a_mixed_batch_on_a_dask_cluster_lands_as_with_threads(project: Project, s3: Any, ftp_server: FtpServer,  # noqa: ANN401
+def test_a_mixed_batch_on_a_dask_cluster_lands_as_with_threads(project: Project, s3: Any, ftp_server: FtpServer,
                                                                api: ApiServer, sources: dict[str, str],
                                                                tmp_path: Path) -> None:
     mixed_registry(project, ftp_server, api, sources)
@@ -172,7 +177,7 @@ def test_a_mixed_batch_on_a_dask_cluster_lands_as_with_threads(project: Project,
     assert_no_secrets(project.secrets(), {}, worker_files)
 
 
-def test_dask_local_runs_the_batch(project: Project, s3: Any, ftp_server: FtpServer, api: ApiServer,  # noqa: ANN401
+def test_dask_local_runs_the_batch(project: Project, s3: Any, ftp_server: FtpServer, api: ApiServer,
                                    sources: dict[str, str]) -> None:
     mixed_registry(project, ftp_server, api, sources)
     project.env["MODULE_SYSTEM_DASK_WORKERS"] = "2"
@@ -181,11 +186,11 @@ def test_dask_local_runs_the_batch(project: Project, s3: Any, ftp_server: FtpSer
     assert (objects, report, logs) == threads
 
 
-def slow_item(req: ApiRequest) -> Any:  # noqa: ANN401
+def slow_item(req: ApiRequest) -> Any:
     return json_reply({"data": [{"id": req.target, "n": req.count}]})
 
 
-def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(project: Project, s3: Any, bucket: str,  # noqa: ANN401
+def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(project: Project, s3: Any, bucket: str,
                                                               tmp_path: Path) -> None:
     """Jobs are slow because the API answers slowly (0.15 s a request); one worker is SIGKILLed once
     it has landed files of a job: its jobs run again on the other worker, the batch completes, each
@@ -243,3 +248,73 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(project: Project, 
         assert {f["status"] for f in manifest["files"]} <= {"uploaded", "skipped_same"}
     restarted = [line for line in run_log.read_text().splitlines() if '"job_restarted"' in line]
     assert restarted, "a job of the killed worker ran again elsewhere"
+
+
+def test_ctrl_c_stops_a_dask_local_run_cleanly(project: Project, s3: Any, bucket: str) -> None:
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it, workers included):
+    running jobs stop at a file boundary, the rest never start, exit 130 with the report written."""
+    with ApiServer(latency_s=0.1) as api:
+        api.route("/items", slow_item)
+        project.env.update({"API_URL": api.url, "MODULE_SYSTEM_DASK_WORKERS": "2"})
+        project.write_registry({
+            "version": 1,
+            "defaults": {"destination": {"bucket": bucket, "endpoint_url": "${S3_URL}"}, "timeout_s": 20},
+            "services": {"slow": {"type": "api", "source": {"base_url": "${API_URL}", "endpoints": ["/items"],
+                                                            "records_path": "data"},
+                                  "destination": {"prefix": "data/api/slow/{job_id}/"}}},
+        })
+        batch = project.write_batch([{"job_id": f"job_{j}", "service_id": "slow",
+                                      "params": {"endpoints": [f"/items?job={j}&i={i}" for i in range(40)]}}
+                                     for j in range(6)])
+        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli_init", "--batch-file", str(batch),
+                                 "--report", "report.json", "--max-workers", "2", "--executor", "dask-local"],
+                                cwd=project.root, env=project.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+        run_log = project.root / "temp" / "logs" / "system_orchestrator_job_executor.log"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (not run_log.exists() or '"file_done"' not in run_log.read_text()):
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    report = project.report()
+    assert report["exit_code"] == 130
+    statuses = [j["status"] for j in report["jobs"]]
+    assert set(statuses) <= {"cancelled", "succeeded"} and statuses[-1] == "cancelled", statuses
+    for job in report["jobs"]:
+        if job["attempts"]:  # it ran: its manifest says what landed before the stop
+            manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"_manifests/slow/{job['job_id']}.json")["Body"]
+                                  .read())
+            assert manifest["status"] == job["status"]
+            assert len(manifest["files"]) == job["files"]["uploaded"]
+    assert_no_secrets(project.secrets(), {"stdout": stdout, "stderr": stderr}, [])
+
+
+def test_an_unreachable_scheduler_is_exit_2(project: Project, bucket: str) -> None:
+    project.write_registry({"version": 1, "defaults": {"destination": {"bucket": bucket,
+                                                                          "endpoint_url": "${S3_URL}"}},
+                            "services": {"api": {"type": "api", "source": {"base_url": "http://127.0.0.1:9",
+                                                                           "endpoints": ["/a"]}}}})
+    batch = project.write_batch([{"job_id": "a1", "service_id": "api"}])
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    result = project.run("--batch-file", str(batch), "--executor", f"dask://127.0.0.1:{port}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: --executor dask://127.0.0.1:{port}: cannot "
+                                                             "reach the Dask scheduler")
+    assert "Traceback" not in result.stderr
+
+
+def test_a_secret_written_into_the_registry_is_not_sent_to_dask(project: Project, bucket: str) -> None:
+    project.write_registry({"version": 1, "defaults": {"destination": {"bucket": bucket,
+                                                                          "endpoint_url": "${S3_URL}"}},
+                            "services": {"api": {"type": "api", "source": {
+                                "base_url": "http://127.0.0.1:9", "endpoints": ["/a"],
+                                "auth": {"type": "bearer", "token": "literal-token-Qw9-in-the-file"}}}}})
+    batch = project.write_batch([{"job_id": "a1", "service_id": "api"}])
+    result = project.run("--batch-file", str(batch), "--executor", "dask-local")
+    assert result.returncode == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert "service 'api'" in line and "key 'auth.token'" in line and "${VAR}" in line
+    assert "literal-token-Qw9-in-the-file" not in result.stderr + result.stdout
