@@ -46,6 +46,8 @@ class Claims(Protocol):
 
     def claim(self, bucket: str, keys: tuple[str, ...], owner: Owner) -> str | None: ...
 
+    def claim_each(self, bucket: str, keys: tuple[str, ...], owner: Owner) -> tuple[str | None, ...]: ...
+
 
 class KeyClaims:
     """The run's claims table. Thread-safe."""
@@ -76,6 +78,11 @@ class KeyClaims:
             return (f"key {key} is already used in this run by job {held.job_id} (from {held.source_uri}); "
                     f"give each job its own destination.prefix, e.g. with {{job_id}}")
         return f"key {key} is already used in this run by {held.source_uri}"
+
+    def claim_each(self, bucket: str, keys: tuple[str, ...], owner: Owner) -> tuple[str | None, ...]:
+        """:meth:`claim` of each key on its own (one answer per key): a file's stale copies, each
+        removed only if it is ours."""
+        return tuple(self.claim(bucket, (key,), owner) for key in keys)
 
     def owner(self, bucket: str, key: str) -> Owner | None:
         with self._lock:

@@ -47,6 +47,7 @@ class ClaimsPlugin(SchedulerPlugin):
     async def start(self, scheduler: Any) -> None:
         scheduler.handlers.update({
             "module_system_claim": self.claim,
+            "module_system_claim_each": self.claim_each,
             "module_system_job_started": self.job_started,
             "module_system_forget_run": self.forget_run,
         })
@@ -55,6 +56,11 @@ class ClaimsPlugin(SchedulerPlugin):
               source_uri: str) -> str | None:
         table = self._claims.setdefault(run_id, KeyClaims())
         return table.claim(scope, tuple(keys), Owner(job_id, attempt, source_uri))
+
+    def claim_each(self, run_id: str, scope: str, keys: list[str], job_id: str, attempt: int,
+                   source_uri: str) -> list[str | None]:
+        table = self._claims.setdefault(run_id, KeyClaims())
+        return list(table.claim_each(scope, tuple(keys), Owner(job_id, attempt, source_uri)))
 
     def job_started(self, run_id: str, job_id: str) -> int:
         epochs = self._epochs.setdefault(run_id, Counter())
@@ -78,6 +84,12 @@ class ClusterClaims:
                       scope=bucket, keys=list(keys), job_id=owner.job_id,
                       attempt=self._epoch * EPOCH + owner.attempt, source_uri=owner.source_uri)
         return None if answer is None else str(answer)
+
+    def claim_each(self, bucket: str, keys: tuple[str, ...], owner: Owner) -> tuple[str | None, ...]:
+        answers = sync(self._worker.loop, self._worker.scheduler.module_system_claim_each, run_id=self._run_id,
+                       scope=bucket, keys=list(keys), job_id=owner.job_id,
+                       attempt=self._epoch * EPOCH + owner.attempt, source_uri=owner.source_uri)
+        return tuple(None if a is None else str(a) for a in answers)
 
 
 def job_started(worker: Any, run_id: str, job_id: str) -> int:

@@ -535,8 +535,9 @@ class JobRunner:
 
         A key claimed in this run by another job or source is not ours to clean.
         """
-        for key in keys:
-            if self.run.claims.claim(target.scope, (key,), self._owner(source_uri)) is not None:
+        refusals = self.run.claims.claim_each(target.scope, keys, self._owner(source_uri)) if keys else ()
+        for key, refused in zip(keys, refusals, strict=True):
+            if refused is not None:
                 continue
             try:
                 if target.files.delete_owned(key, self.retry):

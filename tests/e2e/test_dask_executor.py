@@ -20,8 +20,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("distributed")
-
 from module_system.testing import FtpServer
 from tests.e2e.dask_cluster import DaskCluster
 from tests.e2e.helpers import Project, assert_no_secrets, list_keys

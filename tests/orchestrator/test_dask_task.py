@@ -9,9 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-pytest.importorskip("distributed")
-
 from distributed.protocol.pickle import dumps, loads
 
 from common.exceptions import ConfigError
