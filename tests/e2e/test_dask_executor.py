@@ -316,3 +316,33 @@ def test_a_secret_written_into_the_registry_is_not_sent_to_dask(project: Project
     line = result.stderr.strip().splitlines()[-1]
     assert "service 'api'" in line and "key 'auth.token'" in line and "${VAR}" in line
     assert "literal-token-Qw9-in-the-file" not in result.stderr + result.stdout
+
+
+def test_incremental_state_of_jobs_on_two_workers_keeps_every_file(project: Project, s3: Any, bucket: str,
+                                                                   tmp_path: Path) -> None:
+    """Six jobs of one incremental service, on two worker processes at once, each merge their files
+    into the one state object under the cluster's lock: none of their updates is lost."""
+    for j in range(6):
+        folder = tmp_path / "drop" / f"p{j}"
+        folder.mkdir(parents=True)
+        for i in range(5):
+            (folder / f"f{i}.txt").write_text(f"{j}-{i}")
+            os.utime(folder / f"f{i}.txt", (time.time() - 60, time.time() - 60))
+    project.env["MODULE_SYSTEM_DASK_WORKERS"] = "2"
+    project.write_registry({
+        "version": 1,
+        "defaults": {"destination": {"bucket": bucket, "endpoint_url": "${S3_URL}"}},
+        "services": {"drop": {"type": "local", "source": {"path": str(tmp_path / "drop" / "p0")},
+                              "incremental": True,
+                              "destination": {"prefix": "data/local/drop/{job_id}/"}}},
+    })
+    batch = project.write_batch([{"job_id": f"j{j}", "service_id": "drop",
+                                  "params": {"path": str(tmp_path / "drop" / f"p{j}")}} for j in range(6)])
+    result = project.run("--batch-file", str(batch), "--executor", "dask-local", "--max-workers", "6",
+                         "--report", "report.json")
+    assert result.returncode == 0, result.stderr
+    (state_key,) = [k for k in list_keys(s3, bucket) if k.startswith("_state/drop/")]
+    state = json.loads(s3.get_object(Bucket=bucket, Key=state_key)["Body"].read())
+    assert len(state["files"]) == 6 * 5
+    run_log = (project.root / "temp" / "logs" / "system_orchestrator_job_executor.log").read_text()
+    assert len({json.loads(line).get("worker") for line in run_log.splitlines()} - {None}) == 2
