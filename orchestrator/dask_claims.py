@@ -9,8 +9,9 @@ run and answers the workers' claims over the scheduler's RPC
 claim wins across the whole cluster, exactly as in one process; a claim costs one round
 trip to the scheduler.
 
-A job a dead worker was running runs again elsewhere. Each start of a job takes a new
-*epoch* from the plugin (1, 2, ...), and its claims are made with the attempt number
+A job a dead worker was running runs again elsewhere. Each start of a job has its *epoch*,
+the scheduler's run id of that execution of the task (increasing:
+``orchestrator.dask_worker``), and its claims are made with the attempt number
 ``epoch * EPOCH + attempt``, so the new run of the job wins the keys the lost one claimed
 (as a later source attempt of one job does) and no other job can.
 
@@ -20,7 +21,6 @@ and the workers (``pip install 'module_system[distributed]'`` everywhere).
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
@@ -35,20 +35,18 @@ EPOCH = 1_000_000
 
 
 class ClaimsPlugin(SchedulerPlugin):
-    """Scheduler side: the claims tables and epochs of the runs using this scheduler."""
+    """Scheduler side: the claims tables of the runs using this scheduler."""
 
     name = "module_system_claims"
     idempotent = True  # a second run (client) keeps the tables of the runs in progress
 
     def __init__(self) -> None:
         self._claims: dict[str, KeyClaims] = {}
-        self._epochs: dict[str, Counter[str]] = {}
 
     async def start(self, scheduler: Any) -> None:
         scheduler.handlers.update({
             "module_system_claim": self.claim,
             "module_system_claim_each": self.claim_each,
-            "module_system_job_started": self.job_started,
             "module_system_forget_run": self.forget_run,
         })
 
@@ -62,14 +60,8 @@ class ClaimsPlugin(SchedulerPlugin):
         table = self._claims.setdefault(run_id, KeyClaims())
         return list(table.claim_each(scope, tuple(keys), Owner(job_id, attempt, source_uri)))
 
-    def job_started(self, run_id: str, job_id: str) -> int:
-        epochs = self._epochs.setdefault(run_id, Counter())
-        epochs[job_id] += 1
-        return epochs[job_id]
-
     def forget_run(self, run_id: str) -> None:
         self._claims.pop(run_id, None)
-        self._epochs.pop(run_id, None)
 
 
 class ClusterClaims:
@@ -90,8 +82,3 @@ class ClusterClaims:
                        scope=bucket, keys=list(keys), job_id=owner.job_id,
                        attempt=self._epoch * EPOCH + owner.attempt, source_uri=owner.source_uri)
         return tuple(None if a is None else str(a) for a in answers)
-
-
-def job_started(worker: Any, run_id: str, job_id: str) -> int:
-    """This start's epoch of ``job_id`` (1 on its first start in the run)."""
-    return int(sync(worker.loop, worker.scheduler.module_system_job_started, run_id=run_id, job_id=job_id))

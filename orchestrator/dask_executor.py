@@ -139,7 +139,7 @@ class DaskJobs:
             run_id=ctx.run_id, started_at=ctx.started_at, base_dir=str(run.registry.path.resolve().parent),
             upload_threads=ctx.destinations.workers, caps=run.slots.caps(),
             log_level=logging.getLogger().getEffectiveLevel(), topic=f"module_system/{ctx.run_id}")
-        self._relay = ClientRelay(ctx.stats)
+        self._relay = ClientRelay(ctx.stats, ctx.run_id)
         self.client.subscribe_topic(self._remote.topic, self._relay.receive)
         log.info("dask_run_started", executor=str(self.choice), scheduler=self.client.scheduler.address,
                  workers=len(self.client.scheduler_info().get("workers", {})))
@@ -290,8 +290,8 @@ class ClientRelay:
     elsewhere counts once.
     """
 
-    def __init__(self, stats: RunStats) -> None:
-        self.stats = stats
+    def __init__(self, stats: RunStats, run_id: str) -> None:
+        self.stats, self.run_id = stats, run_id
         self._inbox: queue.SimpleQueue[list[Any] | None] = queue.SimpleQueue()
         self._jobs: defaultdict[str, _Ledger] = defaultdict(_Ledger)
         self._cond = threading.Condition()
@@ -320,6 +320,9 @@ class ClientRelay:
             if epoch < ledger.epoch:
                 return
             if epoch > ledger.epoch:
+                if ledger.epoch:
+                    log.warning("job_restarted", run_id=self.run_id, job_id=job_id,
+                                reason="its Dask worker was lost; it runs again on another")
                 self._take_back(ledger)
                 ledger.epoch, ledger.received = epoch, 0
             if kind == "moved":

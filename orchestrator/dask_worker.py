@@ -39,11 +39,12 @@ from typing import Any
 
 import structlog
 from distributed import Lock, get_worker
+from distributed.worker import thread_state
 
 from common.config_model import JobSpec, ServiceConfig
 from common.logger import configure_worker_logging
 from common.plugins import default_catalog
-from orchestrator.dask_claims import ClusterClaims, job_started
+from orchestrator.dask_claims import ClusterClaims
 from orchestrator.dask_hosts import ClusterHostLimiters
 from orchestrator.destination_pool import DestinationPool
 from orchestrator.job_executor import run_bound
@@ -85,7 +86,7 @@ class RemoteJob:
 class RemoteOutcome:
     result: JobResult
     epoch: int
-    """Which start of the job this was (2 and more: after a worker was lost)."""
+    """Which start of the job this was (a later start has a higher one: after a worker was lost)."""
     events: int
     """Events this start sent to the client (its statistics and log records)."""
 
@@ -210,15 +211,12 @@ def run_remote_job(task: RemoteJob) -> RemoteOutcome:
     worker = get_worker()
     state = _state(task.run, worker)
     job = task.job
-    epoch = job_started(worker, task.run.run_id, job.job_id)
+    epoch = _epoch(worker)
     relay = JobRelay(job.job_id, epoch, state.send)
     ctx = dataclasses.replace(state.context, stats=relay, claims=ClusterClaims(worker, task.run.run_id, epoch))
     with state.lock:
         state.relays[job.job_id] = relay
         state.running.append(ctx)
-    if epoch > 1:
-        structlog.contextvars.bind_contextvars(run_id=ctx.run_id, job_id=job.job_id)
-        log.warning("job_restarted", epoch=epoch, reason="its previous worker was lost")
     try:
         result = run_bound(ctx, job, task.service, task.hosts, worker=str(worker.address))
     finally:
@@ -226,6 +224,16 @@ def run_remote_job(task: RemoteJob) -> RemoteOutcome:
             state.relays.pop(job.job_id, None)
             state.running.remove(ctx)
     return RemoteOutcome(result, epoch, relay.sent)
+
+
+def _epoch(worker: Any) -> int:
+    """Which start of the task this is: the scheduler's run id of the task (it numbers every
+    execution it sends to a worker, in increasing order), plus one. A job run again after its
+    worker was lost has a higher one than its lost start."""
+    state = worker.state.tasks.get(thread_state.key)
+    if state is None or state.run_id < 0:
+        raise RuntimeError(f"task {thread_state.key!r} has no run id on worker {worker.address}")
+    return int(state.run_id) + 1
 
 
 def stop_worker_run(run_id: str, reason: str) -> bool:
