@@ -106,9 +106,9 @@ class HttpModule(FileSource):
         "additionalProperties": False,
         "anyOf": [{"required": ["urls"]}, {"required": ["index"]}],
         "properties": {
-            "urls": {"type": "array", "items": _URL, "default": [],
+            "urls": {"type": "array", "items": _URL, "minItems": 1,
                      "description": "File URLs (http or https), in order."},
-            "index": {"type": "array", "items": _URL, "default": [],
+            "index": {"type": "array", "items": _URL, "minItems": 1,
                       "description": "Index pages whose links below the page's folder are the files."},
             "recursive": {"type": "boolean", "default": False,
                           "description": "Walk the sub-folders linked from index pages (links ending in /)."},
@@ -139,11 +139,11 @@ class HttpModule(FileSource):
 
     @classmethod
     def hosts(cls, source: SourceConfig) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(host_of(url) for url in [*source["urls"], *source["index"]]))
+        return tuple(dict.fromkeys(host_of(url) for url in [*source.get("urls", ()), *source.get("index", ())]))
 
     def __init__(self, source: SourceConfig, ctx: JobContext) -> None:
         super().__init__(source, ctx)
-        configured = [*source["urls"], *source["index"]]
+        configured = [*source.get("urls", ()), *source.get("index", ())]
         allowed = AllowedHosts(source["allowed_hosts"] or default_allowed_hosts(configured), configured)
         self._policy = RedirectPolicy(allowed, configured)
         self._secret_headers = {str(k): str(reveal(v)) for k, v in source["headers"].items()}
@@ -158,9 +158,9 @@ class HttpModule(FileSource):
         """``urls`` in order, then the files of each ``index`` page sorted by name; with ``head``,
         each with what its HEAD tells (``transfers`` HEADs at once, yielded in order)."""
         listed: list[tuple[str, str | None, bool]] = []  # (url, name or None: from the HEAD, linked)
-        for url in self.source["urls"]:
+        for url in self.source.get("urls", ()):
             listed.append((normalize_url(url) or url, None, False))
-        for url in self.source["index"]:
+        for url in self.source.get("index", ()):
             listed.extend((link, name, True) for link, name in self._walk_index(normalize_url(url) or url))
         if not self.source["head"]:
             yield from (self._entry(url, name or _url_name(url), linked) for url, name, linked in listed)

@@ -162,3 +162,12 @@ def test_check_tells_reachable_auth_failed_and_missing(project: Project, s3: Any
     verdicts = {c["service_id"]: c["source"] for c in json.loads(result.stdout)["services"]}
     assert verdicts == {"good": "reachable", "refused": "auth_failed", "gone": "missing"}
     assert files.gets.total() == 1  # the index page of "gone"; files are only HEADed
+
+
+def test_a_source_without_urls_or_index_is_a_config_error(project: Project, bucket: str) -> None:
+    registry(project, bucket, {"recursive": True})
+    batch = project.write_batch([{"job_id": "j1", "service_id": "vendor"}])
+    result = project.run("--batch-file", str(batch))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: project_registry.yaml: service 'vendor': key 'source': needs one of urls or index"]
