@@ -96,12 +96,19 @@ class ClusterHostLimiter(HostLimiter):
             self._in_use -= 1
         leases.release()
 
-    def close(self) -> None:
-        """Forget the semaphore on the scheduler (the client, once the run ended)."""
+    def close(self, forget: bool = True) -> None:
+        """Stop refreshing this process's leases; with ``forget`` (the client, once the run ended)
+        also remove the semaphore from the scheduler."""
         with self._made:
             leases, self._semaphore = self._semaphore, None
-        if leases is not None:
+        if leases is None:
+            return
+        if forget:
             leases.close()
+        else:
+            refresh = getattr(leases, "refresh_callback", None)
+            if refresh is not None:
+                refresh.stop()
 
 
 class ClusterHostLimiters(HostLimiters):
@@ -128,12 +135,13 @@ class ClusterHostLimiters(HostLimiters):
         return Semaphore(max_leases=cap, name=f"module_system/{self.run_id}/{host}/{cap}",
                          scheduler_rpc=self._rpc, loop=self._loop)
 
-    def close(self) -> None:
+    def close(self, forget: bool = True) -> None:
+        """End the run's use of the semaphores (see :meth:`ClusterHostLimiter.close`)."""
         with self._lock:
             limiters = list(self._limiters.values())
         for limiter in limiters:
             if isinstance(limiter, ClusterHostLimiter):
                 try:
-                    limiter.close()
+                    limiter.close(forget)
                 except Exception:  # noqa: BLE001, S110 - the scheduler may be gone; its semaphores with it
                     pass

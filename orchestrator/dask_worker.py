@@ -172,6 +172,9 @@ class _WorkerRun:
             ctx.stop.set()
 
     def close(self) -> None:
+        limiters = self.context.limiters
+        if isinstance(limiters, ClusterHostLimiters):
+            limiters.close(forget=False)  # the client removes the run's semaphores
         self.context.destinations.close()
         self.context.resources.close()
         self.workdir.release()

@@ -47,7 +47,7 @@ def city(req: ApiRequest) -> Any:
 
 @pytest.fixture()
 def api() -> Iterator[ApiServer]:
-    with ApiServer() as server:
+    with ApiServer(latency_s=0.05) as server:  # slow enough for requests to overlap where they may
         server.route("/v1/weather", city)
         yield server
 
@@ -173,6 +173,8 @@ def test_a_mixed_batch_on_a_dask_cluster_lands_as_with_threads(project: Project,
     worker_files = [p for p in (tmp_path / "dask").rglob("*") if p.is_file()]
     assert any(p.name == "ftp_1_ftp_sales_ftp.log" for p in worker_files), "per-job logs are written where jobs run"
     assert_no_secrets(project.secrets(), {}, worker_files)
+    # api_weather's limits.max_connections: 1 held across the client's admission and both workers
+    assert api.peak_in_flight == 1 and len(api.requests) == 2 * 5
 
 
 def test_dask_local_runs_the_batch(project: Project, s3: Any, ftp_server: FtpServer, api: ApiServer,
