@@ -81,6 +81,9 @@ def schema_rows(schema: Mapping[str, Any], root: Mapping[str, Any] | None = None
         rows.append((key, _type_text(sub, root), default, sub.get("description", "")))
         if "properties" in sub:
             rows.extend(schema_rows(sub, root, key + "."))
+        items = sub.get("items")
+        if isinstance(items, Mapping) and "properties" in _resolve(items, root):
+            rows.extend(schema_rows(items, root, key + "[]."))
     return rows
 
 

@@ -34,11 +34,13 @@ from common.config_model import (
     DestinationSpec,
     HtmlRules,
     JobSpec,
+    NotifyConfig,
     OnUnchecked,
     Registry,
     RetryConfig,
     ServiceConfig,
     ValidateConfig,
+    Webhook,
 )
 from common.exceptions import ConfigError, PluginError
 from common.frozen import freeze, thaw
@@ -50,8 +52,8 @@ from common.secret import Secret
 if TYPE_CHECKING:
     import jsonschema
 
-__all__ = ["batch_registry", "default_on_unchecked", "load_batch", "load_registry", "merge", "read_batch",
-           "resolve_source"]
+__all__ = ["batch_registry", "default_on_unchecked", "load_batch", "load_registry", "merge", "plain_copy",
+           "read_batch", "resolve_source"]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 _BATCH_SCHEMA: dict[str, Any] = {
@@ -105,23 +107,71 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
 # --------------------------------------------------------------------------- registry
 
 
-def load_registry(path: str | os.PathLike[str], catalog: ModuleCatalog | None = None) -> Registry:
-    """Parse and completely validate the registry at ``path``."""
+def load_registry(path: str | os.PathLike[str], catalog: ModuleCatalog | None = None,
+                  document: Mapping[str, Any] | None = None) -> Registry:
+    """Parse and completely validate the registry at ``path``.
+
+    ``document``: the registry as a mapping (already parsed, e.g. built in Python); then
+    ``path`` only names it in errors and relative paths (``validate.json_schema``) are
+    taken from its parent. Every mistake is reported (one ConfigError gathering them, see
+    :attr:`ConfigError.problems <common.exceptions.ConfigError.problems>`), not only the first.
+    """
     path = Path(path)
     catalog = catalog or default_catalog()
     where = _Where(str(path))
-    raw = load_yaml_file(path, "registry", {"services": "service"})
+    raw = load_yaml_file(path, "registry", {"services": "service"}) if document is None else plain_copy(document)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the registry must be a mapping with 'version' and 'services'")
     root = registry_schema()
     defaults = _interpolate(raw.get("defaults") or {}, where, "defaults")
     _prepare(defaults, root["$defs"]["defaults"], root)
-    _check({**raw, "defaults": defaults}, root, root, where, "")
-    services = {
-        sid: _build_service(sid, body, defaults, path.parent, catalog, where.service(sid))
-        for sid, body in raw["services"].items()
-    }
-    return Registry(path=path, services=freeze(services))
+    errors: list[ConfigError] = []
+    try:
+        _check({**raw, "defaults": defaults}, root, root, where, "")
+    except ConfigError as exc:
+        if any(str(e.fields.get("key", "")).startswith("defaults") for e in exc.problems):
+            raise  # every service would repeat the defaults' mistake
+        errors.append(exc)
+    services = {}
+    listed = raw.get("services")
+    for sid, body in (listed.items() if isinstance(listed, dict) else ()):
+        if not isinstance(body, dict):
+            continue  # reported by the check above
+        try:
+            services[sid] = _build_service(sid, body, defaults, path.parent, catalog, where.service(sid))
+        except ConfigError as exc:
+            errors.append(exc)
+    notify = None
+    if "notify" in raw:
+        try:
+            notify = _build_notify(_interpolate(raw["notify"], where, "notify"), where)
+        except ConfigError as exc:
+            errors.append(exc)
+    if errors:
+        raise ConfigError.gather(errors)
+    return Registry(path=path, services=freeze(services), notify=notify)
+
+
+def plain_copy(value: Any) -> Any:
+    """A deep copy of a configuration document given as Python objects: mappings as dicts,
+    sequences (not strings) as lists; the edge mutates its input, never the caller's."""
+    if isinstance(value, Mapping):
+        return {k: plain_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_copy(v) for v in value]
+    return value
+
+
+def _build_notify(raw: Any, where: _Where) -> NotifyConfig:
+    """The ``notify`` section (already checked against the registry schema)."""
+    root = registry_schema()
+    schema = root["$defs"]["notify"]
+    _prepare(raw, schema, root)
+    _check(raw, schema, root, where, "notify")
+    value = _secretize(raw, schema, root)
+    hooks = tuple(Webhook(url=hook["url"], on=hook["on"]) for hook in value["webhooks"])
+    retry = RetryConfig(**value["retry"])
+    return NotifyConfig(webhooks=hooks, retry=retry, timeout_s=float(value["timeout_s"]))
 
 
 def _build_service(sid: str, raw: dict[str, Any], defaults: dict[str, Any], base_dir: Path,
@@ -346,9 +396,10 @@ def _check_template(template: str, where: _Where, key: str) -> None:
 # --------------------------------------------------------------------------- batch
 
 
-def read_batch(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The batch document at ``path``, parsed and checked at its top level (not its jobs)."""
-    raw = load_json_file(Path(path), "batch", {"jobs": "job"})
+def read_batch(path: str | os.PathLike[str], document: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The batch document at ``path`` (or ``document``, a mapping built in Python, copied;
+    ``path`` then only names it), parsed and checked at its top level (not its jobs)."""
+    raw = load_json_file(Path(path), "batch", {"jobs": "job"}) if document is None else plain_copy(document)
     _check(raw, _BATCH_SCHEMA, _BATCH_SCHEMA, _Where(str(path)), "")
     return raw  # type: ignore[no-any-return]
 
@@ -369,20 +420,26 @@ def load_batch(path: str | os.PathLike[str], registry: Registry, catalog: Module
     where = _Where(str(path))
     seen: dict[str, int] = {}
     jobs = []
+    errors: list[ConfigError] = []
     for index, job in enumerate(raw["jobs"]):
         label = job.get("job_id") if isinstance(job.get("job_id"), str) else f"#{index + 1}"
         jw = where.job(label)
-        _prepare(job, _JOB_SCHEMA, _JOB_SCHEMA)
-        _check(job, _JOB_SCHEMA, _JOB_SCHEMA, jw, "")
-        if job["job_id"] in seen:
-            raise jw.error("job_id", f"duplicate job_id (also job #{seen[job['job_id']] + 1})")
-        seen[job["job_id"]] = index
-        service = registry.services.get(job["service_id"])
-        if service is None:
-            known = ", ".join(sorted(registry.services))
-            raise jw.error("service_id", f"unknown service {job['service_id']!r}; known services: {known}")
-        _check_file_names(job["job_id"], service, jw)
-        jobs.append(_build_job(job, index, service, catalog, jw))
+        try:
+            _prepare(job, _JOB_SCHEMA, _JOB_SCHEMA)
+            _check(job, _JOB_SCHEMA, _JOB_SCHEMA, jw, "")
+            if job["job_id"] in seen:
+                raise jw.error("job_id", f"duplicate job_id (also job #{seen[job['job_id']] + 1})")
+            seen[job["job_id"]] = index
+            service = registry.services.get(job["service_id"])
+            if service is None:
+                known = ", ".join(sorted(registry.services))
+                raise jw.error("service_id", f"unknown service {job['service_id']!r}; known services: {known}")
+            _check_file_names(job["job_id"], service, jw)
+            jobs.append(_build_job(job, index, service, catalog, jw))
+        except ConfigError as exc:
+            errors.append(exc)
+    if errors:
+        raise ConfigError.gather(errors)
     return Batch(path=path, description=raw.get("description", ""), jobs=tuple(jobs))
 
 
@@ -582,12 +639,27 @@ def _check(instance: Any, schema: Mapping[str, Any], root: Mapping[str, Any], wh
         return
     from jsonschema.exceptions import best_match
 
-    error = min(errors, key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
-    error = best_match([error])
-    path = [str(p) for p in error.absolute_path]
-    key, message = _describe(error, path)
-    full = ".".join(p for p in [prefix, key] if p)
-    raise where.error(full, message)
+    found = []
+    for error in sorted(errors, key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path)))):
+        error = best_match([error])
+        path = [str(p) for p in error.absolute_path]
+        for key, message in _describe_all(error, path):
+            found.append(where.error(".".join(p for p in [prefix, key] if p), message))
+    raise ConfigError.gather(found)
+
+
+def _describe_all(error: jsonschema.ValidationError, path: list[str]) -> list[tuple[str, str]]:
+    """(key, message) for each key a schema error is about: every missing key of a
+    ``required``, every unknown key of an ``additionalProperties``; else :func:`_describe`."""
+    key = ".".join(path)
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [r for r in error.validator_value if r not in error.instance]
+        return [((f"{key}.{name}" if key else name), "required key is missing") for name in missing]
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        extra = sorted(k for k in error.instance if k not in error.schema.get("properties", {}))
+        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        return [((f"{key}.{name}" if key else name), f"unknown key (allowed: {allowed})") for name in extra]
+    return [_describe(error, path)]
 
 
 def _describe(error: jsonschema.ValidationError, path: list[str]) -> tuple[str, str]:

@@ -1,15 +1,29 @@
 """module_system: plugin-based, multi-source data ingestion (fetch -> validate -> land).
 
-The public facade for plugin authors and scripts::
+The public facade for programs that run batches and for plugin authors::
+
+    import module_system
+
+    result = module_system.run("project_registry.yaml", "nightly.json")   # a RunResult
+    module_system.validate("project_registry.yaml", "nightly.json")       # ConfigError lists every mistake
+    plans = module_system.plan("project_registry.yaml", "nightly.json")   # what a run would fetch
 
     from module_system import BaseModule, FetchedFile, JobContext, Problem
 
 Source modules subclass :class:`BaseModule` (or :class:`FileSource`) and register under the
 entry point group ``module_system.modules``; destinations subclass :class:`FileDestination` or
-:class:`RecordDestination` and register under ``module_system.destinations``. See docs/PLUGINS.md.
+:class:`RecordDestination` and register under ``module_system.destinations``. See docs/API.md
+(running batches) and docs/PLUGINS.md (plugins).
+
+The running API (``run``, ``validate``, ``plan`` and their result types) is imported on first
+use, so that a plugin importing this package does not load the orchestrator.
 """
 
+from __future__ import annotations
+
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from common.exceptions import (
     RETRY_HTTP_CODES,
@@ -64,6 +78,47 @@ from common.transfer_watchdog import (
     watch,
 )
 
+if TYPE_CHECKING:
+    from orchestrator.exit_codes import ExitCode
+    from orchestrator.plan import JobPlan
+    from orchestrator.python_api import RunSettings, Validated, plan, run, validate
+    from orchestrator.run_result import (
+        FileCounts,
+        JobCounts,
+        JobSummary,
+        RunResult,
+        Totals,
+    )
+
+#: Names imported on first use, and the module that defines each.
+_LAZY = {
+    "ExitCode": "orchestrator.exit_codes",
+    "FileCounts": "orchestrator.run_result",
+    "JobCounts": "orchestrator.run_result",
+    "JobPlan": "orchestrator.plan",
+    "JobSummary": "orchestrator.run_result",
+    "RunResult": "orchestrator.run_result",
+    "RunSettings": "orchestrator.python_api",
+    "Totals": "orchestrator.run_result",
+    "Validated": "orchestrator.python_api",
+    "plan": "orchestrator.python_api",
+    "run": "orchestrator.python_api",
+    "validate": "orchestrator.python_api",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'module_system' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 try:
     __version__ = version("module_system")
 except PackageNotFoundError:  # running from a source tree that was not installed
@@ -82,8 +137,10 @@ __all__ = [
     "DestinationUnusable",
     "DiskFullError",
     "Entry",
+    "ExitCode",
     "FetchFailed",
     "FetchedFile",
+    "FileCounts",
     "FileDestination",
     "FileSink",
     "FileSource",
@@ -91,6 +148,9 @@ __all__ = [
     "FileVanished",
     "HtmlTooLarge",
     "JobContext",
+    "JobCounts",
+    "JobPlan",
+    "JobSummary",
     "LandingFile",
     "ListingIncomplete",
     "LoadOutcome",
@@ -102,15 +162,19 @@ __all__ = [
     "RecordsRefused",
     "RetryPolicy",
     "RunResources",
+    "RunResult",
+    "RunSettings",
     "Secret",
     "SourceConfig",
     "SourceError",
+    "Totals",
     "Transfer",
     "TransferStopped",
     "Transient",
     "TransientSourceError",
     "Unchanged",
     "UploadError",
+    "Validated",
     "__version__",
     "capped",
     "compile_css",
@@ -119,11 +183,14 @@ __all__ = [
     "host_of",
     "is_transient",
     "new_s3_client",
+    "plan",
     "read_html",
     "redact",
     "redact_url",
     "reveal",
+    "run",
     "shut_response",
     "shut_socket",
+    "validate",
     "watch",
 ]
