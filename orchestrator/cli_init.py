@@ -310,19 +310,113 @@ def check_command(batch_file: Path | None, registry_file: Path | None, fmt: str)
     sys.exit(ExitCode.OK if all(r.ok for r in results) else ExitCode.JOBS_FAILED)
 
 
-@main.command("modules")
-def modules_command() -> None:
-    """List installed source modules and destinations with their package and version."""
+@main.command("modules", context_settings=CONTEXT)
+@click.argument("type_name", metavar="[TYPE]", required=False)
+@click.option("--kind", type=click.Choice(["source", "destination"]), default=None,
+              help="With TYPE: only the source module or only the destination of that name.")
+@_format_option
+def modules_command(type_name: str | None, kind: str | None, fmt: str) -> None:
+    """List installed source modules and destinations with their package and version.
+
+    With TYPE: that plugin's keys, with their types, defaults and descriptions."""
     configure_logging(None, "console")
+    catalogs = [(k, c) for k, c in (("source", default_catalog()), ("destination", default_destinations()))
+                if kind in (None, k)]
+    if type_name is not None:
+        _describe_plugin(type_name, catalogs, fmt)
+        return
     broken = False
-    for kind, catalog in (("source", default_catalog()), ("destination", default_destinations())):
+    listed = []
+    for kind_name, catalog in catalogs:
         for info in catalog.describe():
-            line = f"{kind:<12} {info.name:<12} {info.package} {info.version}  ({info.target})"
-            if info.error:
-                broken = True
-                line += f"  UNAVAILABLE: {info.error}"
-            click.echo(printable(line))
+            broken = broken or bool(info.error)
+            listed.append({"kind": kind_name, "name": info.name, "package": info.package, "version": info.version,
+                           "target": info.target, "error": info.error})
+    if fmt == "json":
+        click.echo(json.dumps(listed, indent=1))
+    for item in listed if fmt == "text" else ():
+        line = f"{item['kind']:<12} {item['name']:<12} {item['package']} {item['version']}  ({item['target']})"
+        if item["error"]:
+            line += f"  UNAVAILABLE: {item['error']}"
+        click.echo(printable(line))
     sys.exit(ExitCode.JOBS_FAILED if broken else ExitCode.OK)
+
+
+def _describe_plugin(name: str, catalogs: list[tuple[str, Any]], fmt: str) -> NoReturn:
+    """``modules TYPE``: each plugin of that name (a source and a destination may share one)."""
+    from common.config_docs import schema_rows
+
+    found: list[dict[str, Any]] = []
+    for kind_name, catalog in catalogs:
+        for info in catalog.describe():
+            if info.name != name:
+                continue
+            entry: dict[str, Any] = {"kind": kind_name, "name": name, "package": info.package,
+                                     "version": info.version, "target": info.target, "error": info.error,
+                                     "summary": "", "section": "source" if kind_name == "source" else "destination",
+                                     "keys": []}
+            if not info.error:
+                cls = catalog.load(name)
+                entry["summary"] = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+                schema = cls.source_schema if kind_name == "source" else cls.config_schema
+                entry["keys"] = [{"key": key, "type": _plain(kind_text), "default": _plain(default),
+                                  "description": description}
+                                 for key, kind_text, default, description in schema_rows(schema)]
+            found.append(entry)
+    if not found:
+        known = sorted({n for _, catalog in catalogs for n in catalog.names()})
+        click.echo(printable(f"error: no installed plugin is named {name!r}; known: {', '.join(known)}"), err=True)
+        sys.exit(ExitCode.USAGE)
+    if fmt == "json":
+        click.echo(json.dumps(found, indent=1))
+    else:
+        for entry in found:
+            _print_plugin(entry)
+    sys.exit(ExitCode.JOBS_FAILED if any(e["error"] for e in found) else ExitCode.OK)
+
+
+def _print_plugin(entry: dict[str, Any]) -> None:
+    click.echo(printable(f"{entry['kind']} {entry['name']}  ({entry['package']} {entry['version']}, "
+                         f"{entry['target']})"))
+    if entry["error"]:
+        click.echo(printable(f"  UNAVAILABLE: {entry['error']}"))
+        return
+    if entry["summary"]:
+        click.echo(printable(f"  {entry['summary']}"))
+    click.echo("")
+    click.echo(printable(f"  Keys of {entry['section']} (type: {entry['name']}):"))
+    for key in entry["keys"]:
+        default = f"  [default: {key['default']}]" if key["default"] and key["default"] != "required" else ""
+        required = "  [required]" if key["default"] == "required" else ""
+        click.echo(printable(f"    {key['key']}  ({key['type']}){required}{default}"))
+        if key["description"]:
+            click.echo(printable(f"        {key['description']}"))
+    click.echo("")
+
+
+def _plain(markdown: str) -> str:
+    """A cell of docs/CONFIGURATION.md as plain text."""
+    return markdown.replace("**", "").replace("`` ", "").replace(" ``", "").replace("`", "") \
+        .replace("&gt;", ">").replace("&lt;", "<")
+
+
+@main.command("schema", context_settings=CONTEXT)
+@click.option("--registry", "which", flag_value="registry", default=True,
+              help="The registry's schema, installed plugins included (the default).")
+@click.option("--batch", "which", flag_value="batch", help="The batch file's schema.")
+def schema_command(which: str) -> None:
+    """Print a JSON Schema (draft 2020-12) for editors: the registry's, or the batch's.
+
+    \b
+    module-system schema > registry.schema.json
+    then first line of project_registry.yaml:
+    # yaml-language-server: $schema=./registry.schema.json
+    """
+    from common.editor_schema import batch_editor_schema, registry_editor_schema
+
+    configure_logging(None, "console")
+    schema = registry_editor_schema() if which == "registry" else batch_editor_schema()
+    click.echo(json.dumps(schema, indent=2))
 
 
 @click.command("cli_init", context_settings=CONTEXT)
