@@ -125,9 +125,12 @@ def load_registry(path: str | os.PathLike[str], catalog: ModuleCatalog | None = 
     root = registry_schema()
     defaults = _interpolate(raw.get("defaults") or {}, where, "defaults")
     _prepare(defaults, root["$defs"]["defaults"], root)
+    checked = {**raw, "defaults": defaults}
+    if isinstance(raw.get("notify"), dict):
+        checked["notify"] = _prepare(_interpolate(raw["notify"], where, "notify"), root["$defs"]["notify"], root)
     errors: list[ConfigError] = []
     try:
-        _check({**raw, "defaults": defaults}, root, root, where, "")
+        _check(checked, root, root, where, "")
     except ConfigError as exc:
         if any(str(e.fields.get("key", "")).startswith("defaults") for e in exc.problems):
             raise  # every service would repeat the defaults' mistake
@@ -141,14 +144,9 @@ def load_registry(path: str | os.PathLike[str], catalog: ModuleCatalog | None = 
             services[sid] = _build_service(sid, body, defaults, path.parent, catalog, where.service(sid))
         except ConfigError as exc:
             errors.append(exc)
-    notify = None
-    if "notify" in raw:
-        try:
-            notify = _build_notify(_interpolate(raw["notify"], where, "notify"), where)
-        except ConfigError as exc:
-            errors.append(exc)
     if errors:
         raise ConfigError.gather(errors)
+    notify = _build_notify(checked["notify"]) if "notify" in checked else None
     return Registry(path=path, services=freeze(services), notify=notify)
 
 
@@ -162,13 +160,10 @@ def plain_copy(value: Any) -> Any:
     return value
 
 
-def _build_notify(raw: Any, where: _Where) -> NotifyConfig:
-    """The ``notify`` section (already checked against the registry schema)."""
+def _build_notify(raw: Any) -> NotifyConfig:
+    """The ``notify`` section, interpolated, defaults filled and checked with the registry."""
     root = registry_schema()
-    schema = root["$defs"]["notify"]
-    _prepare(raw, schema, root)
-    _check(raw, schema, root, where, "notify")
-    value = _secretize(raw, schema, root)
+    value = _secretize(raw, root["$defs"]["notify"], root)
     hooks = tuple(Webhook(url=hook["url"], on=hook["on"]) for hook in value["webhooks"])
     retry = RetryConfig(**value["retry"])
     return NotifyConfig(webhooks=hooks, retry=retry, timeout_s=float(value["timeout_s"]))
