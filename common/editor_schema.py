@@ -143,7 +143,7 @@ def _interpolable(schema: Any) -> Any:
         return [_interpolable(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in schema.items():
         if key in ("properties", "$defs", "patternProperties"):
             out[key] = {name: _interpolable(sub) for name, sub in value.items()}
@@ -153,8 +153,8 @@ def _interpolable(schema: Any) -> Any:
             out[key] = [_interpolable(s) for s in value]
         else:
             out[key] = value
-    kinds = out.get("type")
-    kinds = set(kinds) if isinstance(kinds, list) else {kinds} if kinds else set()
+    declared = out.get("type")
+    kinds: set[str] = set(declared) if isinstance(declared, list) else {declared} if declared else set()
     scalar = bool(kinds & _SCALARS) or (kinds == {"string"} and any(c in out for c in _CONSTRAINTS)) or \
         (not kinds and ("enum" in out or "const" in out))
     if not scalar:

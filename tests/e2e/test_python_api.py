@@ -145,7 +145,7 @@ def test_the_run_summary_carries_totals_and_exit_code(project: Project, drop: Pa
     project.env["LANDING"] = str(tmp_path / "landing")
     result = project.run("--batch-file", str(batch), "--log-format", "json", "--rejected-ok", "--service", "sales")
     assert result.returncode == 0, result.stderr[-2000:]
-    summary = [json.loads(line) for line in result.stdout.splitlines() if '"run_summary"' in line][0]
+    summary = next(json.loads(line) for line in result.stdout.splitlines() if '"run_summary"' in line)
     assert summary["exit_code"] == 0
     assert summary["totals"]["files"]["rejected"] == 2 and summary["totals"]["jobs"]["succeeded"] == 2
     job_lines = [json.loads(line)["job_id"] for line in result.stdout.splitlines() if '"job_summary"' in line]
