@@ -204,8 +204,9 @@ or `--registry FILE`, or `$MODULE_SYSTEM_REGISTRY`) declares the services; the *
 (JSON, `--batch-file FILE`) lists the jobs to run against them. Both are read once and
 validated completely by `common/job_config.py` before any job starts
 (`module-system validate` does only that). Any mistake stops the run with exit code 2
-and one line naming the file, the service or job, and the key; values are never quoted
-in these messages.
+and one line per mistake naming the file, the service or job, and the key (every mistake
+of the file, up to 20; past that, how many more); values are never quoted in
+these messages.
 
 Both files must be UTF-8. A key written twice in one mapping (YAML) or object (JSON) is an
 error, as is nesting deeper than 64 levels; YAML anchors, aliases and merge keys
@@ -216,11 +217,12 @@ cannot expand into a huge one (`common/config_loader.py`).
 The key tables below are generated from the JSON Schemas the code validates against:
 `common/schemas/registry.schema.json`, each source module's `source_schema`, and the
 batch schemas in `common/job_config.py`. Regenerate this page with
-`python -m common.config_docs --write`.
+`python -m common.config_docs --write`. For editors, `module-system schema` prints the
+registry's JSON Schema with the installed plugins' keys (see the README, "Editor support").
 
 ## Environment variables: `${NAME}` and `${NAME:-default}`
 
-Any string in the registry's `defaults` and `services` may contain `${NAME}` or
+Any string in the registry's `defaults`, `services` and `notify` may contain `${NAME}` or
 `${NAME:-default}`, anywhere in the string and as often as needed:
 
 - `${NAME}` is replaced by the environment variable `NAME`. If `NAME` is not set, the

@@ -507,7 +507,8 @@ class _Where:
             parts.append(f"{self.kind} '{self.name}'")
         if key:
             parts.append(f"key '{key}'")
-        return ConfigError(": ".join(parts) + f": {message}", file=self.file, key=key)
+        fields = {self.kind: self.name} if self.kind else {}
+        return ConfigError(": ".join(parts) + f": {message}", file=self.file, key=key, **fields)
 
 
 def _interpolate(value: Any, where: _Where, key: str) -> Any:

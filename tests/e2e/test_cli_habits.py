@@ -83,7 +83,8 @@ def test_validate_lists_every_mistake_as_text_and_json(project: Project, local_p
     assert as_json.returncode == 2
     document = json.loads(as_json.stdout)
     assert document["ok"] is False and [e["key"] for e in document["errors"]] == ["colour", "destination.colour"]
-    assert document["errors"][1]["file"] == "project_registry.yaml"
+    assert document["errors"][1]["file"] == "project_registry.yaml" and document["errors"][1]["service"] == "one"
+    assert document["errors"][0]["service"] is None
 
 
 def test_a_file_with_many_mistakes_shows_twenty(project: Project, local_project: Path) -> None:
