@@ -38,6 +38,7 @@ from common.config_model import (
     Registry,
     RetryConfig,
     ServiceConfig,
+    TableRules,
     ValidateConfig,
 )
 from common.exceptions import ConfigError, PluginError
@@ -149,13 +150,14 @@ def _build_service(sid: str, raw: dict[str, Any], defaults: dict[str, Any], base
     )
     supported = module_cls.supports
     destinations = _build_destinations(body["destination"], module_type, where)
+    on_unchecked: OnUnchecked = body.get("on_unchecked", default_on_unchecked(body.get("validate", {})))
     return ServiceConfig(
         service_id=sid,
         type=module_type,
         source=source,
         fallback=fallback,
-        validate=_build_validate(body.get("validate", {}), base_dir, where),
-        on_unchecked=body.get("on_unchecked", default_on_unchecked(body.get("validate", {}))),
+        validate=_build_validate(body.get("validate", {}), base_dir, where, on_unchecked),
+        on_unchecked=on_unchecked,
         destinations=destinations,
         retry=RetryConfig(**body["retry"]),
         timeout_s=float(body["timeout_s"]),
@@ -167,6 +169,7 @@ def _build_service(sid: str, raw: dict[str, Any], defaults: dict[str, Any], base
         transfers=body.get("transfers", module_cls.default_transfers) if "transfers" in supported else 1,
         delay_s=body.get("limits", {}).get("delay_s", 0.0) if "delay" in supported else 0.0,
         state_key=body.get("state_key", sid),
+        unpack=body["unpack"],
     )
 
 
@@ -283,7 +286,8 @@ def default_on_unchecked(validate: Mapping[str, Any]) -> OnUnchecked:
     return "reject" if validate else "accept"
 
 
-def _build_validate(raw: Mapping[str, Any], base_dir: Path, where: _Where) -> ValidateConfig:
+def _build_validate(raw: Mapping[str, Any], base_dir: Path, where: _Where,
+                    on_unchecked: OnUnchecked = "reject") -> ValidateConfig:
     schema_path = schema_doc = None
     if "json_schema" in raw:
         schema_path = (base_dir / raw["json_schema"]).resolve()
@@ -291,14 +295,8 @@ def _build_validate(raw: Mapping[str, Any], base_dir: Path, where: _Where) -> Va
     csv_rules = html_rules = None
     if "csv" in raw:
         csv = raw["csv"]
-        columns = tuple(csv["columns"]) if "columns" in csv else None
-        types = csv.get("types", {})
-        if columns is not None:
-            unknown = [c for c in types if c not in columns]
-            if unknown:
-                raise where.error(f"validate.csv.types.{unknown[0]}", "names a column not listed in validate.csv.columns")
-        csv_rules = CsvRules(columns=columns, types=freeze(types), delimiter=csv["delimiter"],
-                             allow_empty=csv["allow_empty"])
+        columns, types = _table_columns(csv, where, "validate.csv")
+        csv_rules = CsvRules(columns=columns, types=types, delimiter=csv["delimiter"], allow_empty=csv["allow_empty"])
     if "html" in raw:
         html = raw["html"]
         html_rules = HtmlRules(required=tuple(html["required"]), min_text_chars=html["min_text_chars"],
@@ -312,11 +310,38 @@ def _build_validate(raw: Mapping[str, Any], base_dir: Path, where: _Where) -> Va
             raise where.error(key, str(exc).split(": ", 1)[-1]) from None
     return ValidateConfig(max_expanded_bytes=raw.get("max_expanded_mb", 1024) << 20,
                           json_schema_path=schema_path, json_schema=freeze(schema_doc) if schema_doc else None,
-                          csv=csv_rules, html=html_rules)
+                          csv=csv_rules, html=html_rules, on_unchecked=on_unchecked,
+                          parquet=_table_rules(raw, "parquet", base_dir, where),
+                          xlsx=_table_rules(raw, "xlsx", base_dir, where))
 
 
-def _load_json_schema(path: Path, where: _Where) -> dict[str, Any]:
-    key = "validate.json_schema"
+def _table_columns(section: Mapping[str, Any], where: _Where,
+                   key: str) -> tuple[tuple[str, ...] | None, Mapping[str, Any]]:
+    """(columns, types) of a ``csv``-style section; ``types`` may only name listed columns."""
+    columns = tuple(section["columns"]) if "columns" in section else None
+    types = section.get("types", {})
+    if columns is not None:
+        unknown = [c for c in types if c not in columns]
+        if unknown:
+            raise where.error(f"{key}.types.{unknown[0]}", f"names a column not listed in {key}.columns")
+    return columns, freeze(types)
+
+
+def _table_rules(raw: Mapping[str, Any], name: str, base_dir: Path, where: _Where) -> TableRules | None:
+    """``validate.parquet`` / ``validate.xlsx`` as TableRules (None when the section is absent)."""
+    if name not in raw:
+        return None
+    section = raw[name]
+    columns, types = _table_columns(section, where, f"validate.{name}")
+    schema_path = schema_doc = None
+    if "json_schema" in section:
+        schema_path = (base_dir / section["json_schema"]).resolve()
+        schema_doc = freeze(_load_json_schema(schema_path, where, f"validate.{name}.json_schema"))
+    return TableRules(columns=columns, types=types, allow_empty=section["allow_empty"], sheet=section.get("sheet"),
+                      json_schema_path=schema_path, json_schema=schema_doc)
+
+
+def _load_json_schema(path: Path, where: _Where, key: str = "validate.json_schema") -> dict[str, Any]:
     if not path.exists():
         raise where.error(key, f"schema file {path} does not exist")
     try:
