@@ -362,7 +362,14 @@ def _validation_section() -> str:
     lines = ["| file suffix | check |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
     return (
         "### Validation (`validate`)\n\n"
-        "Each fetched file is checked by its suffix (case-insensitive):\n\n" + "\n".join(lines) + "\n\n"
+        "Each key of `validate` (but `max_expanded_mb`) belongs to a validator, entry point group\n"
+        "`module_system.validators` (docs/PLUGINS.md, section 10): a service uses the validators whose\n"
+        "keys it sets, and an installed plugin's keys are accepted and checked against its schema.\n"
+        "The data-quality rules of `validate.quality` check the rows of `.csv`, `.json`, `.jsonl`/`.ndjson`,\n"
+        "`.parquet` and `.xlsx` files beside the format's own rules (a duplicate is told by a 16-byte hash\n"
+        "of the value, rows are never kept); `min_files` fails a job whose valid files (uploaded or\n"
+        "already there) are fewer. The built-in validators check by suffix (case-insensitive):\n\n"
+        + "\n".join(lines) + "\n\n"
         "A file whose suffix no configured rule checks (`x.7z`, `notes.txt`, a `.csv` without\n"
         "`validate.csv`) is *unchecked*, and the service's `on_unchecked` decides: `reject` lands it\n"
         "under the rejected prefix with the problem `not checked: no rule of this service's validate\n"

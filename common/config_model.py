@@ -132,6 +132,14 @@ class ValidateConfig:
     xlsx: TableRules | None = None
     on_unchecked: OnUnchecked = "reject"
     """The service's ``on_unchecked``, for the members of an archive no rule checks."""
+    validators: tuple[tuple[str, Mapping[str, Any]], ...] = ()
+    """The validators the section uses: (entry point name, the keys it owns that the section
+    sets, defaults filled), in name order. Empty: those of the typed fields above."""
+    min_files: int | None = None
+    """``validate.quality.min_files``: a job landing fewer valid files fails."""
+    service_id: str = ""
+    base_dir: Path = Path(".")
+    """The registry file's folder (validators resolve file names against it)."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ misplaced secret cannot leak through one.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import re
@@ -45,7 +46,13 @@ from common.exceptions import ConfigError, PluginError
 from common.frozen import freeze, thaw
 from common.logger import job_log_name
 from common.manifest import manifest_key
-from common.plugins import ModuleCatalog, default_catalog, default_destinations
+from common.plugins import (
+    ModuleCatalog,
+    default_catalog,
+    default_destinations,
+    default_validators,
+    validator_owners,
+)
 from common.secret import Secret
 
 if TYPE_CHECKING:
@@ -156,7 +163,7 @@ def _build_service(sid: str, raw: dict[str, Any], defaults: dict[str, Any], base
         type=module_type,
         source=source,
         fallback=fallback,
-        validate=_build_validate(body.get("validate", {}), base_dir, where, on_unchecked),
+        validate=_build_validate(body.get("validate", {}), base_dir, where, on_unchecked, sid),
         on_unchecked=on_unchecked,
         destinations=destinations,
         retry=RetryConfig(**body["retry"]),
@@ -287,7 +294,7 @@ def default_on_unchecked(validate: Mapping[str, Any]) -> OnUnchecked:
 
 
 def _build_validate(raw: Mapping[str, Any], base_dir: Path, where: _Where,
-                    on_unchecked: OnUnchecked = "reject") -> ValidateConfig:
+                    on_unchecked: OnUnchecked = "reject", service_id: str = "") -> ValidateConfig:
     schema_path = schema_doc = None
     if "json_schema" in raw:
         schema_path = (base_dir / raw["json_schema"]).resolve()
@@ -308,11 +315,63 @@ def _build_validate(raw: Mapping[str, Any], base_dir: Path, where: _Where,
         except ConfigError as exc:
             key = exc.fields.get("key", "validate.html.required")
             raise where.error(key, str(exc).split(": ", 1)[-1]) from None
-    return ValidateConfig(max_expanded_bytes=raw.get("max_expanded_mb", 1024) << 20,
-                          json_schema_path=schema_path, json_schema=freeze(schema_doc) if schema_doc else None,
-                          csv=csv_rules, html=html_rules, on_unchecked=on_unchecked,
-                          parquet=_table_rules(raw, "parquet", base_dir, where),
-                          xlsx=_table_rules(raw, "xlsx", base_dir, where))
+    typed = ValidateConfig(max_expanded_bytes=raw.get("max_expanded_mb", 1024) << 20,
+                           json_schema_path=schema_path, json_schema=freeze(schema_doc) if schema_doc else None,
+                           csv=csv_rules, html=html_rules, on_unchecked=on_unchecked,
+                           parquet=_table_rules(raw, "parquet", base_dir, where),
+                           xlsx=_table_rules(raw, "xlsx", base_dir, where),
+                           min_files=(raw.get("quality") or {}).get("min_files"),
+                           service_id=service_id, base_dir=base_dir)
+    return dataclasses.replace(typed, validators=_validator_uses(raw, typed, where))
+
+
+#: ``validate`` keys the framework reads itself (every other key belongs to a validator).
+FRAMEWORK_VALIDATE_KEYS = ("max_expanded_mb",)
+
+
+def _validator_uses(raw: Mapping[str, Any], typed: ValidateConfig,
+                    where: _Where) -> tuple[tuple[str, Mapping[str, Any]], ...]:
+    """The validators owning the keys ``raw`` sets, each with its keys (checked against its
+    ``validate_schema``, defaults filled) and, for a plugin, built once here so that a value it
+    refuses stops the run now (exit 2, naming the key)."""
+    if not any(key not in FRAMEWORK_VALIDATE_KEYS for key in raw):
+        return ()
+    catalog = default_validators()
+    owners = validator_owners(catalog)
+    uses: dict[str, dict[str, Any]] = {}
+    for key in raw:
+        if key in FRAMEWORK_VALIDATE_KEYS:
+            continue
+        name = owners.get(key)
+        if name is None:
+            if key in catalog.names():  # a validator of that name failed to load: say why
+                try:
+                    catalog.load(key)
+                except PluginError as exc:
+                    raise where.error(f"validate.{key}", str(exc)) from None
+            allowed = ", ".join(sorted({*FRAMEWORK_VALIDATE_KEYS, *owners}))
+            raise where.error(f"validate.{key}", f"unknown key (allowed: {allowed})")
+        uses.setdefault(name, {})[key] = _plain(raw[key])
+    for name, keys in uses.items():
+        if catalog.is_builtin(name):
+            continue
+        cls = catalog.load(name)
+        schema = cls.validate_schema
+        _prepare(keys, schema, schema)
+        _check(keys, schema, schema, where, "validate")
+        uses[name] = keys = _secretize(keys, schema, schema)
+        from common.interfaces.validator import ValidatorSetup
+
+        setup = ValidatorSetup(typed.service_id, typed.base_dir, typed.max_expanded_bytes, typed)
+        try:
+            cls(freeze(keys), setup)
+        except ConfigError as exc:
+            key = exc.fields.get("key") or f"validate.{next(iter(keys))}"
+            raise where.error(key, str(exc).split(": ", 1)[-1] if str(exc).startswith(key) else str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - a plugin refusing its config at build: a config error
+            raise where.error(f"validate.{next(iter(keys))}",
+                              f"validator {name!r} refused it: {type(exc).__name__}: {exc}") from None
+    return tuple((name, freeze(uses[name])) for name in sorted(uses))
 
 
 def _table_columns(section: Mapping[str, Any], where: _Where,

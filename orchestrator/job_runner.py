@@ -267,6 +267,9 @@ class JobRunner:
             status = "succeeded" if failed == 0 else "failed"
             if failed:
                 error = f"{failed} file(s) failed (not fetched or not uploaded){_SEE_MANIFEST}"
+            short = self._too_few_files()
+            if short is not None:
+                status, error = "failed", short if error is None else f"{short}; {error}"
         except _Stopped:
             status = self.run.stopped_status()
             error = "stopped: " + ("monitor duration reached" if status == "timed_out" else "run interrupted")
@@ -287,6 +290,19 @@ class JobRunner:
         log.info("job_finished", status=status, files=counts, bytes=size, seconds=round(result.seconds, 3),
                  error=error, source_used=source_used)
         return result
+
+    def _too_few_files(self) -> str | None:
+        """``validate.quality.min_files``: why the job landed too few valid files (uploaded, or
+        already there: ``skipped_same``/``skipped_unchanged``), or None."""
+        wanted = self.service.validate.min_files
+        if not wanted:
+            return None
+        counts = self.entries.counts()
+        landed = counts["uploaded"] + counts["skipped_same"] + counts["skipped_unchanged"]
+        if landed >= wanted:
+            return None
+        log.error("job_too_few_files", landed=landed, min_files=wanted)
+        return f"{landed} valid file(s) landed, fewer than validate.quality.min_files ({wanted})"
 
     # ------------------------------------------------------------------ sources
 

@@ -1,4 +1,9 @@
-"""The service's ``validate`` section, compiled once and applied per file by suffix.
+"""The service's ``validate`` section, compiled once and applied per file.
+
+Each key of the section belongs to a validator (:class:`~common.interfaces.validator.Validator`,
+entry point group ``module_system.validators``); the service uses the validators whose keys it
+sets, and each file goes to those that apply to its name (by default, its suffix). The
+built-in ones:
 
 ======================  ======================================================
 suffix                  check
@@ -9,6 +14,8 @@ suffix                  check
 ``.parquet``            ``validate.parquet`` (schema, types, rows; pyarrow, in row batches)
 ``.xlsx``               ``validate.xlsx`` (header and cells of one sheet; openpyxl, read-only)
 ``.html .htm``          ``validate.html`` (selectors, text length, title)
+row files               ``validate.quality`` (rows, unique, not null, freshness;
+                        :mod:`common.validators.quality`), beside the format's own check
 ``.gz .bz2 .xz``        what it holds, by the suffix before (``a.csv.gz``: ``.csv``),
                         decompressed as it streams into a temp file beside it, up to
                         ``validate.max_expanded_mb``: past it the file is rejected
@@ -36,7 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -52,6 +59,7 @@ from common.archives import (
 from common.compression import DECOMPRESSION_ERRORS, split_compression
 from common.config_model import OnUnchecked, ValidateConfig
 from common.interfaces.base_module import FetchedFile
+from common.interfaces.validator import Validator
 from common.problems import Problem, capped
 
 __all__ = ["ValidatorSet", "judge", "unchecked_problem", "validators_for"]
@@ -60,42 +68,39 @@ __all__ = ["ValidatorSet", "judge", "unchecked_problem", "validators_for"]
 MAX_NESTING = 2
 
 
+#: The built-in validator (entry point name) of each typed field of ValidateConfig.
+_TYPED = (("json_schema", "json"), ("csv", "csv"), ("html", "html"), ("parquet", "parquet"), ("xlsx", "xlsx"))
+
+
+def _uses(config: ValidateConfig) -> tuple[tuple[str, Mapping[str, Any]], ...]:
+    """The validators of ``config``: as the registry named them, or (a ValidateConfig built by
+    hand) the built-ins of its typed fields."""
+    if config.validators:
+        return config.validators
+    return tuple((name, {}) for field, name in _TYPED if getattr(config, field) is not None)
+
+
 class ValidatorSet:
-    """Compiled checkers for one service. Thread-safe; build once per run and share."""
+    """The service's validators (:class:`~common.interfaces.validator.Validator`), each built once;
+    a file goes to those that apply to its name. Thread-safe; build once per run and share."""
 
     def __init__(self, config: ValidateConfig) -> None:
-        self.json = self.csv = self.html = self.parquet = self.xlsx = None
+        from common.interfaces.validator import ValidatorSetup
+        from common.plugins import default_validators
+
         self.max_expanded_bytes = config.max_expanded_bytes
         self.on_unchecked: OnUnchecked = config.on_unchecked
-        if config.json_schema is not None:
-            from common.validators.json_checker import JsonSchemaChecker
-
-            self.json = JsonSchemaChecker(config.json_schema)
-        if config.csv is not None:
-            from common.validators.csv_checker import CsvChecker
-
-            self.csv = CsvChecker(config.csv)
-        if config.html is not None:
-            from common.validators.html_checker import HtmlChecker
-
-            self.html = HtmlChecker(config.html)
-        if config.parquet is not None:
-            from common.validators.parquet_checker import ParquetChecker
-
-            self.parquet = ParquetChecker(config.parquet, config.max_expanded_bytes)
-        if config.xlsx is not None:
-            from common.validators.xlsx_checker import XlsxChecker
-
-            self.xlsx = XlsxChecker(config.xlsx, config.max_expanded_bytes)
+        setup = ValidatorSetup(config.service_id, config.base_dir, config.max_expanded_bytes, config)
+        catalog = default_validators()
+        self.validators: tuple[tuple[str, Validator], ...] = tuple(
+            (name, catalog.load(name)(keys, setup)) for name, keys in _uses(config))
 
     def suffixes(self) -> tuple[str, ...]:
-        """The file suffixes some configured rule checks."""
-        return (((".json", ".jsonl", ".ndjson") if self.json else ()) + ((".csv",) if self.csv else ())
-                + ((".parquet",) if self.parquet else ()) + ((".xlsx",) if self.xlsx else ())
-                + ((".html", ".htm") if self.html else ()))
+        """The file suffixes some configured validator checks."""
+        return tuple(dict.fromkeys(s for _, v in self.validators for s in v.suffixes))
 
     def check(self, file: FetchedFile) -> list[Problem] | None:
-        """Problems of ``file`` (empty: valid); None when no configured rule checks its suffix."""
+        """Problems of ``file`` (empty: valid); None when no configured validator checks it."""
         return self.check_path(file.path, file.name, ExpansionBudget(self.max_expanded_bytes))
 
     def check_path(self, path: Path, name: str, budget: ExpansionBudget, depth: int = 0) -> list[Problem] | None:
@@ -106,29 +111,23 @@ class ValidatorSet:
         inner_name, decompress = split_compression(name)
         if decompress is not None:
             return self._check_compressed(path, name, inner_name, decompress, budget)
-        return self._check_plain(path, PurePosixPath(name.rstrip()).suffix.lower())  # "a.csv " as given
+        return self._check_plain(path, name)
 
-    def _check_plain(self, path: Path, suffix: str) -> list[Problem] | None:
-        if suffix == ".json" and self.json:
-            return self.json.check_document(path)
-        if suffix in (".jsonl", ".ndjson") and self.json:
-            return self.json.check_lines(path)
-        if suffix == ".csv" and self.csv:
-            return self.csv.check(path)
-        if suffix == ".parquet" and self.parquet:
-            return self.parquet.check(path)
-        if suffix == ".xlsx" and self.xlsx:
-            return self.xlsx.check(path)
-        if suffix in (".html", ".htm") and self.html:
-            return self.html.check(path)
-        return None
+    def _check_plain(self, path: Path, name: str) -> list[Problem] | None:
+        chosen = [v for _, v in self.validators if v.applies_to(name)]
+        if not chosen:
+            return None
+        if len(chosen) == 1:
+            return chosen[0].check(path, name)
+        return capped(p for v in chosen for p in v.check(path, name))
 
     def checks(self, name: str) -> bool:
-        """Whether some rule may check a file named ``name`` (by its suffix, through compression)."""
+        """Whether some validator may check a file named ``name`` (through compression; an archive
+        always: its members decide)."""
         if archive_suffix(name) is not None:
             return True
         inner = split_compression(name)[0]
-        return PurePosixPath(inner.rstrip()).suffix.lower() in self.suffixes()
+        return any(v.applies_to(inner) for _, v in self.validators)
 
     def _check_compressed(self, path: Path, name: str, inner_name: str, decompress: Callable[..., Any],
                           budget: ExpansionBudget) -> list[Problem] | None:
@@ -143,7 +142,7 @@ class ValidatorSet:
                 while chunk := src.read(1 << 20):
                     budget.take(len(chunk))
                     out.write(chunk)
-            return self._check_plain(inner, PurePosixPath(inner_name).suffix.lower())
+            return self._check_plain(inner, inner_name)
         except ExpansionLimit as exc:
             return [Problem(f"not checked: {exc}")]
         except DECOMPRESSION_ERRORS as exc:
