@@ -3,7 +3,8 @@
 The registry schema is the shipped ``common/schemas/registry.schema.json`` with every installed
 plugin's keys woven in: for each source module ``if type == X then source: <X's source_schema>``
 (and each ``fallback`` entry: X's keys, none required), for each destination ``if type == X
-then <X's config_schema>`` plus the framework's ``name``/``prefix``/``rejected_prefix``. So
+then <X's config_schema>`` plus the framework's ``name``/``prefix``/``rejected_prefix``, and
+every validator's keys under ``validate`` (its ``validate_schema``). So
 VS Code (through yaml-language-server), IntelliJ and others autocomplete and check a registry:
 
     module-system schema > registry.schema.json
@@ -30,7 +31,12 @@ from typing import Any
 
 from common.exceptions import ConfigError, PluginError
 from common.job_config import _BATCH_SCHEMA, _JOB_SCHEMA, registry_schema
-from common.plugins import ModuleCatalog, default_catalog, default_destinations
+from common.plugins import (
+    ModuleCatalog,
+    default_catalog,
+    default_destinations,
+    default_validators,
+)
 
 __all__ = ["BATCH_SCHEMA_ID", "DRAFT", "REGISTRY_SCHEMA_ID", "SCHEMA_BASE", "batch_editor_schema",
            "registry_editor_schema"]
@@ -48,12 +54,13 @@ _FRAMEWORK_KEYS = ("type", "name", "prefix", "rejected_prefix")
 _DEFAULT_DESTINATION = "s3"
 
 
-def registry_editor_schema(sources: ModuleCatalog | None = None,
-                           destinations: ModuleCatalog | None = None) -> dict[str, Any]:
-    """The registry schema with every loadable plugin of ``sources`` and ``destinations``
-    (default: the installed ones). A plugin that does not load is left out."""
+def registry_editor_schema(sources: ModuleCatalog | None = None, destinations: ModuleCatalog | None = None,
+                           validators: ModuleCatalog | None = None) -> dict[str, Any]:
+    """The registry schema with every loadable plugin of ``sources``, ``destinations`` and
+    ``validators`` (default: the installed ones). A plugin that does not load is left out."""
     sources = sources or default_catalog()
     destinations = destinations or default_destinations()
+    validators = validators or default_validators()
     root = copy.deepcopy(registry_schema())
     root["$schema"], root["$id"] = DRAFT, REGISTRY_SCHEMA_ID
     root["title"] = "module_system project registry (with the installed plugins)"
@@ -95,6 +102,11 @@ def registry_editor_schema(sources: ModuleCatalog | None = None,
         "anyOf": [{"$ref": "#/$defs/destination_entry"},
                   {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/destination_entry"}}],
     }
+    validate = defs["validate"]
+    for _name, cls in sorted(_loaded(validators).items()):
+        for key, sub in cls.validate_schema.get("properties", {}).items():
+            validate.setdefault("properties", {}).setdefault(key, copy.deepcopy(sub))
+    validate["additionalProperties"] = False  # every key is some installed validator's
     return _interpolable(root)
 
 

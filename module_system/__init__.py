@@ -12,11 +12,13 @@ The public facade for programs that run batches and for plugin authors::
 
 Source modules subclass :class:`BaseModule` (or :class:`FileSource`) and register under the
 entry point group ``module_system.modules``; destinations subclass :class:`FileDestination` or
-:class:`RecordDestination` and register under ``module_system.destinations``. See docs/API.md
+:class:`RecordDestination` and register under ``module_system.destinations``; validators
+subclass :class:`Validator` and register under ``module_system.validators``. See docs/API.md
 (running batches) and docs/PLUGINS.md (plugins).
 
-The running API (``run``, ``validate``, ``plan`` and their result types) is imported on first
-use, so that a plugin importing this package does not load the orchestrator.
+The running API (``run``, ``validate``, ``plan`` and their result types) and
+``new_s3_client`` are imported on first use, so that a plugin importing this package loads
+neither the orchestrator nor boto3.
 """
 
 from __future__ import annotations
@@ -64,11 +66,11 @@ from common.interfaces.destination import (
     RecordTarget,
 )
 from common.interfaces.file_source import Entry, FileSource, FileVanished, NotModified
+from common.interfaces.validator import VALIDATOR_GROUP, Validator, ValidatorSetup
 from common.plugins import ENTRY_POINT_GROUP
 from common.problems import Problem, capped
 from common.retry import RetryPolicy
 from common.run_resources import RunResources
-from common.s3_client import new_s3_client
 from common.secret import Secret, redact, redact_url, reveal
 from common.transfer_watchdog import (
     Transfer,
@@ -79,6 +81,7 @@ from common.transfer_watchdog import (
 )
 
 if TYPE_CHECKING:
+    from common.s3_client import new_s3_client
     from orchestrator.exit_codes import ExitCode
     from orchestrator.plan import JobPlan
     from orchestrator.python_api import RunSettings, Validated, plan, run, validate
@@ -104,6 +107,7 @@ _LAZY = {
     "plan": "orchestrator.python_api",
     "run": "orchestrator.python_api",
     "validate": "orchestrator.python_api",
+    "new_s3_client": "common.s3_client",
 }
 
 
@@ -128,6 +132,7 @@ __all__ = [
     "DESTINATION_GROUP",
     "ENTRY_POINT_GROUP",
     "RETRY_HTTP_CODES",
+    "VALIDATOR_GROUP",
     "BaseModule",
     "Column",
     "ConfigError",
@@ -176,6 +181,8 @@ __all__ = [
     "Unchanged",
     "UploadError",
     "Validated",
+    "Validator",
+    "ValidatorSetup",
     "__version__",
     "capped",
     "compile_css",

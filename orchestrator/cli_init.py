@@ -29,7 +29,7 @@ import click
 from common.exceptions import ConfigError
 from common.job_config import load_registry
 from common.logger import configure_logging
-from common.plugins import default_catalog, default_destinations
+from common.plugins import default_catalog, default_destinations, default_validators
 from common.terminal_text import printable
 from orchestrator.console import ProgressDisplay, print_summary
 from orchestrator.exit_codes import ExitCode
@@ -312,16 +312,16 @@ def check_command(batch_file: Path | None, registry_file: Path | None, fmt: str)
 
 @main.command("modules", context_settings=CONTEXT)
 @click.argument("type_name", metavar="[TYPE]", required=False)
-@click.option("--kind", type=click.Choice(["source", "destination"]), default=None,
-              help="With TYPE: only the source module or only the destination of that name.")
+@click.option("--kind", type=click.Choice(["source", "destination", "validator"]), default=None,
+              help="With TYPE: only the source module, destination or validator of that name.")
 @_format_option
 def modules_command(type_name: str | None, kind: str | None, fmt: str) -> None:
-    """List installed source modules and destinations with their package and version.
+    """List installed source modules, destinations and validators with their package and version.
 
     With TYPE: that plugin's keys, with their types, defaults and descriptions."""
     configure_logging(None, "console")
-    catalogs = [(k, c) for k, c in (("source", default_catalog()), ("destination", default_destinations()))
-                if kind in (None, k)]
+    catalogs = [(k, c) for k, c in (("source", default_catalog()), ("destination", default_destinations()),
+                                    ("validator", default_validators())) if kind in (None, k)]
     if type_name is not None:
         _describe_plugin(type_name, catalogs, fmt)
         return
@@ -342,6 +342,11 @@ def modules_command(type_name: str | None, kind: str | None, fmt: str) -> None:
     sys.exit(ExitCode.JOBS_FAILED if broken else ExitCode.OK)
 
 
+#: Per plugin kind: the registry section its keys go in, and the class attribute holding their schema.
+_SECTIONS = {"source": ("source", "source_schema"), "destination": ("destination", "config_schema"),
+             "validator": ("validate", "validate_schema")}
+
+
 def _describe_plugin(name: str, catalogs: list[tuple[str, Any]], fmt: str) -> NoReturn:
     """``modules TYPE``: each plugin of that name (a source and a destination may share one)."""
     from common.config_docs import schema_rows
@@ -353,12 +358,11 @@ def _describe_plugin(name: str, catalogs: list[tuple[str, Any]], fmt: str) -> No
                 continue
             entry: dict[str, Any] = {"kind": kind_name, "name": name, "package": info.package,
                                      "version": info.version, "target": info.target, "error": info.error,
-                                     "summary": "", "section": "source" if kind_name == "source" else "destination",
-                                     "keys": []}
+                                     "summary": "", "section": _SECTIONS[kind_name][0], "keys": []}
             if not info.error:
                 cls = catalog.load(name)
                 entry["summary"] = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
-                schema = cls.source_schema if kind_name == "source" else cls.config_schema
+                schema = getattr(cls, _SECTIONS[kind_name][1])
                 entry["keys"] = [{"key": key, "type": _plain(kind_text), "default": _plain(default),
                                   "description": description}
                                  for key, kind_text, default, description in schema_rows(schema)]

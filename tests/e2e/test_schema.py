@@ -38,6 +38,7 @@ def test_the_registry_schema_holds_every_plugin_and_checks_a_registry(project: P
     types = schema["$defs"]["service"]["properties"]["type"]["anyOf"][0]["enum"]
     assert {"s3", "ftp", "web", "api", "local", "scripted", "scripted_files"} <= set(types), "plugins included"
     assert "jsonl_log" in schema["$defs"]["destination_entry"]["properties"]["type"]["anyOf"][0]["enum"]
+    assert {"json_schema", "csv", "html", "quality"} <= set(schema["$defs"]["validate"]["properties"]), "validators"
 
     shipped = yaml.safe_load((ROOT / "project_registry.yaml").read_text())
     assert problems(schema, shipped) == []
@@ -46,6 +47,7 @@ def test_the_registry_schema_holds_every_plugin_and_checks_a_registry(project: P
     bad["services"]["ftp_sales_csv"]["source"]["hots"] = "127.0.0.1"       # a typo in a module key
     bad["services"]["ftp_sales_csv"]["source"]["port"] = "twenty-one"      # not a number nor ${VAR}
     bad["services"]["s3_financial_data"]["destination"]["buckett"] = "x"   # a typo in a destination key
+    bad["services"]["s3_financial_data"]["validate"]["jsonschema"] = "x"   # a key no validator owns
     bad["services"]["plugin_one"] = {"type": "scripted", "source": {"files": [{"name": "a"}]},
                                      "destination": [{"type": "jsonl_log", "dirr": "x"}]}
     found = problems(schema, bad)
@@ -54,6 +56,7 @@ def test_the_registry_schema_holds_every_plugin_and_checks_a_registry(project: P
     assert any("s3_financial_data.destination" in p and "buckett" in p for p in found), found
     assert any("plugin_one.source.files[0]" in p and "'uri' is a required property" in p for p in found), found
     assert any("plugin_one.destination" in p and "dirr" in p for p in found), found
+    assert any("s3_financial_data.validate" in p and "'jsonschema' was unexpected" in p for p in found), found
     bad["services"]["ftp_sales_csv"]["type"] = "gopher"
     assert any("ftp_sales_csv.type" in p for p in problems(schema, bad))
 
