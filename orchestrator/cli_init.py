@@ -1,4 +1,4 @@
-"""The command line: ``module-system run|validate|modules`` and ``python -m orchestrator.cli_init``.
+"""The command line: ``module-system run|validate|plan|check|modules|new-module`` and ``python -m orchestrator.cli_init``.
 
 ``python -m orchestrator.cli_init --batch-file FILE`` is the same command as
 ``module-system run --batch-file FILE``. A configuration mistake prints one line
@@ -301,6 +301,11 @@ def modules_command() -> None:
                 line += f"  UNAVAILABLE: {info.error}"
             click.echo(printable(line))
     sys.exit(ExitCode.JOBS_FAILED if broken else ExitCode.OK)
+
+
+from orchestrator.cli_new_module import new_module_command  # noqa: E402 - beside the other commands
+
+main.add_command(new_module_command)
 
 
 @click.command("cli_init")
