@@ -64,6 +64,6 @@ def run_cli(folder: Path, registry: dict[str, Any], jobs: list[dict[str, Any]], 
     argv = [sys.executable, "-m", "orchestrator.cli_init", "--batch-file", str(batch), "--registry",
             str(registry_path), "--report", str(report), "--state-dir", str(folder / "state"),
             "--log-format", "json", *extra_args]
-    done = subprocess.run(argv, cwd=folder, env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(argv, check=False, cwd=folder, env=env, capture_output=True, text=True, timeout=timeout)
     return CliRun(done.returncode, done.stdout, done.stderr,
                   json.loads(report.read_text()) if report.exists() else None)

@@ -29,7 +29,7 @@ from typing import Literal
 
 from common.exceptions import ConfigError
 
-__all__ = ["KINDS", "ENTRY_POINT_GROUPS", "Plugin", "check_name", "write_plugin"]
+__all__ = ["ENTRY_POINT_GROUPS", "KINDS", "Plugin", "check_name", "write_plugin"]
 
 Kind = Literal["source", "destination", "validator"]
 KINDS: tuple[Kind, ...] = ("source", "destination", "validator")

@@ -303,7 +303,7 @@ def modules_command() -> None:
     sys.exit(ExitCode.JOBS_FAILED if broken else ExitCode.OK)
 
 
-from orchestrator.cli_new_module import new_module_command  # noqa: E402 - beside the other commands
+from orchestrator.cli_new_module import new_module_command
 
 main.add_command(new_module_command)
 
