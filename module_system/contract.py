@@ -41,6 +41,16 @@ listing is stable, one entry per ``source_uri``, URIs without credentials, liste
 and lands the others (never an exception); with ``incremental`` an entry whose identity the
 last manifest holds is not downloaded; downloads from four threads under a per-host cap of
 two never hold more than two connections.
+
+A run end to end: ``module-system run`` (a subprocess) of a service of the installed type,
+with a ``validate`` section and the built-in ``local`` destination, lands every file valid or
+rejected with its bytes, the manifest and the report; a misspelt source key exits 2 with one
+line naming the file, the service and the key. Sources that do not store arbitrary bytes set
+:attr:`ModuleContract.files` to what they can hold and override
+:meth:`ModuleContract.expected_files` when what they yield differs.
+
+:class:`DestinationContract` (``module_system.contract_destination``) is the same for
+destinations.
 """
 
 from __future__ import annotations
