@@ -160,7 +160,7 @@ def default_validators() -> ModuleCatalog:
     """The installed validators (``module_system.validators``)."""
     global _default_validators
     if _default_validators is None:
-        _default_validators = ModuleCatalog(VALIDATOR_GROUP, Validator, "validate_schema")
+        _default_validators = ModuleCatalog(VALIDATOR_GROUP, Validator, "validate_schema", kind="validator")
     return _default_validators
 
 

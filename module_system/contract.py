@@ -50,7 +50,7 @@ line naming the file, the service and the key. Sources that do not store arbitra
 :meth:`ModuleContract.expected_files` when what they yield differs.
 
 :class:`DestinationContract` (``module_system.contract_destination``) is the same for
-destinations.
+destinations, :class:`ValidatorContract` (``module_system.contract_validator``) for validators.
 """
 
 from __future__ import annotations
@@ -90,9 +90,10 @@ from common.secret import redact_url
 from common.validators import ValidatorSet
 from module_system.contract_destination import DestinationContract
 from module_system.contract_run import registered_type, run_cli
+from module_system.contract_validator import ValidatorContract
 
-__all__ = ["CONTRACT_BAD_CSV", "CONTRACT_FILES", "DestinationContract", "ModuleContract", "fetch_all", "make_context",
-           "resolve_source"]
+__all__ = ["CONTRACT_BAD_CSV", "CONTRACT_FILES", "DestinationContract", "ModuleContract", "ValidatorContract", "fetch_all",
+           "make_context", "resolve_source"]
 
 #: The files every contract run seeds: sub-folders, a space in a name, an empty file and
 #: one that spans two 1 MiB chunks.

@@ -4,7 +4,7 @@ The templates are package data (``module_system/templates/<kind>/``, :mod:`strin
 files ending ``.tmpl``; a folder named ``PACKAGE`` becomes the import package). What is
 written installs with ``pip install -e <dir>`` and passes its own tests as generated: the
 class on the right base (:class:`~module_system.FileSource`,
-:class:`~module_system.FileDestination`, the validator base), its schema, the entry point
+:class:`~module_system.FileDestination`, :class:`~module_system.Validator`), its schema, the entry point
 in ``pyproject.toml``, a README, and tests on the contract suites (``module_system.contract``).
 
 ``NAME`` is the registry ``type`` and the import package: a lowercase Python identifier

@@ -67,7 +67,7 @@ def generated(fresh: FreshEnv, tmp_path_factory: pytest.TempPathFactory) -> dict
     (not editable: the package as a user would build it)."""
     root = tmp_path_factory.mktemp("plugins")
     folders = {}
-    for kind in ("source", "destination"):
+    for kind in ("source", "destination", "validator"):
         folder = root / kind
         done = fresh.cli("new-module", f"acme_{kind}", "--kind", kind, "--dir", folder)
         assert done.returncode == 0, done.stderr
@@ -107,7 +107,7 @@ RETRY = {"attempts": 2, "backoff_s": 0.01, "max_backoff_s": 0.05}
 # ---------------------------------------------------------------------- in the fresh environment
 
 
-@pytest.mark.parametrize("kind", ["source", "destination"])
+@pytest.mark.parametrize("kind", ["source", "destination", "validator"])
 def test_generated_plugin_passes_its_own_tests(fresh: FreshEnv, generated: dict[str, Path], kind: str) -> None:
     done = fresh.run(fresh.bin / "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=generated[kind])
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
@@ -123,6 +123,9 @@ def test_modules_lists_the_generated_plugins(fresh: FreshEnv, generated: dict[st
     destination = lines[("destination", "acme_destination")]
     assert "module-system-acme-destination 0.1.0" in destination
     assert "acme_destination.destination:AcmeDestinationDestination" in destination
+    validator = lines[("validator", "acme_validator")]
+    assert "module-system-acme-validator 0.1.0" in validator
+    assert "acme_validator.validator:AcmeValidatorValidator" in validator
     assert ("source", "s3") in lines and ("destination", "local") in lines, "the built-ins are still there"
 
 
@@ -137,6 +140,8 @@ def test_config_mistakes_read_like_the_builtins(fresh: FreshEnv, generated: dict
                    "destination": {"type": "local", "path": "out"}},
         "destination": {"type": "local", "source": {"path": "in"},
                         "destination": {"type": "acme_destination", "path": "out", "pth": "x"}},
+        "validator": {"type": "local", "source": {"path": "in"}, "validate": {"acme_validator": {"forbiden": ["x"]}},
+                      "destination": {"type": "local", "path": "out"}},
     }.items():
         batch = write_project(tmp_path / label, {"drop": service})
         done = fresh.cli("validate", "--batch-file", batch, cwd=tmp_path / label)
@@ -146,6 +151,8 @@ def test_config_mistakes_read_like_the_builtins(fresh: FreshEnv, generated: dict
     assert "project_registry.yaml: service 'drop': key 'source.recursve': unknown key" in lines["builtin"]
     assert "project_registry.yaml: service 'drop': key 'source.recursve': unknown key" in lines["source"]
     assert "project_registry.yaml: service 'drop': key 'destination.pth': unknown key" in lines["destination"]
+    assert "project_registry.yaml: service 'drop': key 'validate.acme_validator.forbiden': unknown key" in lines[
+        "validator"]
 
 
 def test_a_batch_through_the_generated_source_lands_in_s3(fresh: FreshEnv, generated: dict[str, Path],
@@ -188,6 +195,26 @@ def test_a_batch_lands_in_the_generated_destination(fresh: FreshEnv, generated: 
     assert sorted(f["status"] for f in manifest["files"]) == ["rejected", "uploaded", "uploaded"]
     [job] = json.loads((tmp_path / "project" / "report.json").read_text())["jobs"]
     assert job["status"] == "succeeded" and job["files"]["uploaded"] == 2 and job["files"]["rejected"] == 1
+
+
+def test_a_batch_checked_by_the_generated_validator(fresh: FreshEnv, generated: dict[str, Path],
+                                                   tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "ok.txt").write_bytes(b"all fine\n")
+    (drop / "todo.txt").write_bytes(b"fine\nTODO: later\n")
+    landing = tmp_path / "landing"
+    batch = write_project(tmp_path / "project", {"notes": {
+        "type": "local", "source": {"path": str(drop), "min_age_s": 0}, "retry": RETRY,
+        "validate": {"acme_validator": {"forbidden": ["TODO"]}},
+        "destination": {"type": "local", "path": str(landing)}}})
+    done = fresh.cli("run", "--batch-file", batch, "--report", "report.json", cwd=tmp_path / "project")
+    assert done.returncode == 1, done.stderr  # one file rejected
+    assert (landing / "data/local/notes/validated/ok.txt").read_bytes() == b"all fine\n"
+    errors = json.loads((landing / "data/local/notes/rejected/todo.txt.errors.json").read_text())
+    assert errors["errors"] == [{"location": "line 2", "message": "contains forbidden 'TODO'"}]
+    manifest = json.loads((landing / "_manifests/notes/notes_1.json").read_text())
+    assert sorted(f["status"] for f in manifest["files"]) == ["rejected", "uploaded"]
 
 
 # ---------------------------------------------------------------------- NAME and --dir, no venv
