@@ -95,6 +95,29 @@ class ValidatorSet:
         self.validators: tuple[tuple[str, Validator], ...] = tuple(
             (name, catalog.load(name)(keys, setup)) for name, keys in _uses(config))
 
+    def builtin_checker(self, name: str) -> Any:
+        """The checker of the built-in validator ``name`` (``json``, ``csv``, ``html``, ``parquet``,
+        ``xlsx``) when the service uses it, else None: modules checking a file their own way
+        (the api module per record, the web module on the tree it parsed) reuse it."""
+        for used, validator in self.validators:
+            if used == name:
+                return getattr(validator, "checker", None)
+        return None
+
+    @property
+    def json(self) -> Any:
+        """``validate.json_schema`` compiled (a JsonSchemaChecker), or None."""
+        return self.builtin_checker("json")
+
+    @property
+    def csv(self) -> Any:
+        return self.builtin_checker("csv")
+
+    @property
+    def html(self) -> Any:
+        """``validate.html`` compiled (an HtmlChecker), or None."""
+        return self.builtin_checker("html")
+
     def suffixes(self) -> tuple[str, ...]:
         """The file suffixes some configured validator checks."""
         return tuple(dict.fromkeys(s for _, v in self.validators for s in v.suffixes))
