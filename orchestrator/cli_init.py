@@ -1,4 +1,4 @@
-"""The command line: ``module-system run|validate|plan|check|modules|schema`` and ``python -m orchestrator.cli_init``.
+"""The command line: ``module-system run|validate|plan|check|modules|schema|new-module`` and ``python -m orchestrator.cli_init``.
 
 A thin layer over the Python API (:mod:`orchestrator.python_api`, ``module_system.run`` /
 ``validate`` / ``plan``): this module parses options, shows the live display and the summary,
@@ -421,6 +421,12 @@ def schema_command(which: str) -> None:
     configure_logging(None, "console")
     schema = registry_editor_schema() if which == "registry" else batch_editor_schema()
     click.echo(json.dumps(schema, indent=2))
+
+
+from orchestrator.cli_new_module import new_module_command
+
+new_module_command.context_settings = {**new_module_command.context_settings, **CONTEXT}  # MODULE_SYSTEM_<OPTION>
+main.add_command(new_module_command)
 
 
 @click.command("cli_init", context_settings=CONTEXT)
