@@ -124,11 +124,22 @@ class SftpSession:
         self.transfer: Transfer | None = None
         """The watched transfer of the use in progress (set per use)."""
         self.uses = 0
+        self.progress = 0
+        """Replies and bytes seen so far (a reused session failing before any was dead already)."""
 
     @property
     def alive(self) -> bool:
         """False once the server (or a cut) closed the connection: the session is not reused."""
         return self.transport.is_active()
+
+    def saw(self, n: int = 0) -> None:
+        """A reply (``n`` bytes of file data) came in: tell the watchdog."""
+        self.progress += 1
+        if self.transfer is not None:
+            if n:
+                self.transfer.arrived(n)
+            else:
+                self.transfer.answered()
 
     def cut(self) -> None:
         """Shut the socket (from the watchdog thread): the blocked read returns with an error."""
@@ -278,7 +289,10 @@ def load_private_key(login: Login) -> paramiko.PKey:
                 raise
             loaded = serialization.load_pem_private_key(data, password=passphrase.encode() if passphrase else None)
     except TypeError as exc:  # encrypted and no passphrase, or a passphrase for a plain key
-        hint = "set private_key_passphrase" if "not given" in str(exc) or "encrypted" in str(exc) else str(exc)
+        said = str(exc).lower()
+        hint = ("it is encrypted: set private_key_passphrase" if "not provided" in said or "not given" in said
+                else "private_key_passphrase is set but the key is not encrypted" if "not encrypted" in said
+                else f"{type(exc).__name__}")
         raise SftpAuthError(f"{base}: cannot load {what}: {hint}", uri=base, user=login.user) from None
     except (ValueError, paramiko.SSHException) as exc:
         reason = "wrong private_key_passphrase or not a private key" if passphrase else "not a private key"

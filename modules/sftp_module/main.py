@@ -216,11 +216,12 @@ class SftpModule(FileSource):
 
     def _list_folder(self, session: SftpSession, folder: _Folder) -> list[_Item]:
         """The names of one folder, sorted, links followed (a broken link is left out)."""
-        transfer = session.transfer
+        listed = []
+        for attrs in session.sftp.listdir_iter(folder.path):  # read in full first: no other request may interleave
+            session.saw()
+            listed.append(attrs)
         items = []
-        for attrs in session.sftp.listdir_iter(folder.path):
-            if transfer is not None:
-                transfer.answered()
+        for attrs in listed:
             name = attrs.filename
             if name in (".", "..") or "/" in name:
                 continue
@@ -230,6 +231,7 @@ class SftpModule(FileSource):
                 try:
                     target = session.sftp.stat(path)
                     real = session.sftp.normalize(path) if stat.S_ISDIR(target.st_mode or 0) else None
+                    session.saw()
                 except OSError as exc:
                     if getattr(exc, "errno", None) not in (errno.ENOENT, errno.EACCES):
                         raise
@@ -297,7 +299,6 @@ class SftpModule(FileSource):
               uri: str) -> None:
         """Bytes ``offset`` to ``size`` in windows of pipelined requests, then whatever follows
         (the file grew: the size check after says so)."""
-        transfer = session.transfer
         position = offset
         while position < size:
             end = min(size, position + WINDOW)
@@ -305,14 +306,12 @@ class SftpModule(FileSource):
             for chunk in remote.readv(blocks):
                 if not chunk:
                     return  # shorter than it was: the size check fails the try
-                if transfer is not None:
-                    transfer.arrived(len(chunk))
+                session.saw(len(chunk))
                 self._write(sink, chunk, uri)
                 position += len(chunk)
         remote.seek(position)
         while chunk := remote.read(BLOCK_SIZE):
-            if transfer is not None:
-                transfer.arrived(len(chunk))
+            session.saw(len(chunk))
             self._write(sink, chunk, uri)
 
     @staticmethod
@@ -335,8 +334,13 @@ class SftpModule(FileSource):
                     with self.ctx.resources.pooled(self._login, self._open_session) as session:
                         if not session.alive:
                             raise _Stale()  # the pool closes it
+                        reused, progress = session.uses > 0, session.progress
                         try:
                             return self._use(session, what, uri, op)
+                        except (EOFError, paramiko.SSHException, ConnectionError) as exc:
+                            if reused and session.progress == progress:  # dead before it was checked out
+                                raise _Stale() from exc
+                            raise
                         except (FileVanished, FileNotFoundError, PermissionError) as exc:
                             answered = exc  # the server answered: the session is in step and goes back
                         except OSError as exc:

@@ -83,6 +83,13 @@ class SftpServer:
         with self._lock:
             return [offset for path, offset in self.opens if path == "/" + name]
 
+    def drop_connections(self) -> None:
+        """Close every connection now (clients find their idle sessions dead)."""
+        with self._lock:
+            transports = list(self._transports)
+        for transport in transports:
+            transport.close()
+
     # -- life ---------------------------------------------------------------------------
 
     def __enter__(self) -> SftpServer:
@@ -97,10 +104,7 @@ class SftpServer:
     def __exit__(self, *exc: object) -> None:
         if self._listener is not None:
             self._listener.close()
-        with self._lock:
-            transports = list(self._transports)
-        for transport in transports:
-            transport.close()
+        self.drop_connections()
 
     def _accept_loop(self) -> None:
         assert self._listener is not None
@@ -138,12 +142,15 @@ class SftpServer:
         if self.read_delay_s:
             time.sleep(self.read_delay_s)
         with self._lock:
+            if handle.dropped:  # requests already buffered when the connection was dropped: never answered
+                return SFTP_FAILURE
             if handle.first_offset is None:
                 handle.first_offset = offset
                 self.opens[handle.index] = (handle.path, offset)
             drop = (self.drop_after_bytes is not None and self.drops_left > 0
                     and handle.served + length > self.drop_after_bytes)
             if drop:
+                handle.dropped = True
                 self.drops_left -= 1
                 self.drops_done += 1
         if drop:
@@ -194,6 +201,7 @@ class _File(paramiko.SFTPHandle):
         self.index = index
         self.served = 0
         self.first_offset: int | None = None
+        self.dropped = False
 
     def read(self, offset: int, length: int) -> bytes | int:
         return self.server.served(self, offset, length)
