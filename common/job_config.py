@@ -631,9 +631,8 @@ def _set_together(schema: Any, instance: Any) -> list[str]:
 
     for group in schema.get("anyOf", [schema]):
         names = group.get("required", []) if isinstance(group, Mapping) else []
-        if names and all(n in instance for n in names):
-            if jsonschema.Draft202012Validator(group).is_valid(instance):
-                return list(names)
+        if names and all(n in instance for n in names) and jsonschema.Draft202012Validator(group).is_valid(instance):
+            return list(names)
     return []
 
 

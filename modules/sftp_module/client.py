@@ -130,7 +130,7 @@ class SftpSession:
     @property
     def alive(self) -> bool:
         """False once the server (or a cut) closed the connection: the session is not reused."""
-        return self.transport.is_active()
+        return bool(self.transport.is_active())
 
     def saw(self, n: int = 0) -> None:
         """A reply (``n`` bytes of file data) came in: tell the watchdog."""

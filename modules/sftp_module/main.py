@@ -62,8 +62,18 @@ from module_system import (
     host_of,
     watch,
 )
-from modules.sftp_module.client import Login, SftpSession, netloc, open_session, translate
-from modules.sftp_module.exceptions import SftpAuthError, SftpHostKeyError, SftpTransientError
+from modules.sftp_module.client import (
+    Login,
+    SftpSession,
+    netloc,
+    open_session,
+    translate,
+)
+from modules.sftp_module.exceptions import (
+    SftpAuthError,
+    SftpHostKeyError,
+    SftpTransientError,
+)
 
 __all__ = ["BLOCK_SIZE", "MAX_DEPTH", "WINDOW", "SftpModule"]
 
@@ -212,7 +222,7 @@ class SftpModule(FileSource):
     def _root(self, session: SftpSession) -> str:
         """The server's real path of ``path`` (a relative one starts at the login folder)."""
         path = self.source["path"]
-        return session.sftp.normalize(path if path.startswith("/") else posixpath.join(session.home, path))
+        return str(session.sftp.normalize(path if path.startswith("/") else posixpath.join(session.home, path)))
 
     def _list_folder(self, session: SftpSession, folder: _Folder) -> list[_Item]:
         """The names of one folder, sorted, links followed (a broken link is left out)."""

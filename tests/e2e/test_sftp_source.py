@@ -141,7 +141,7 @@ def test_a_dropped_download_resumes_through_the_cli(project: Project, s3: Any, b
     cut = 1024 * 1024 + 64 * 1024
     with SftpServer(root, drop_after_bytes=cut, drops=1) as srv:
         registry(project, bucket, srv)
-        result, job = run(project)
+        result, _ = run(project)
         offsets = srv.opens_of("out/big.bin")
         served = srv.bytes_served["/out/big.bin"]
         assert srv.drops_done == 1

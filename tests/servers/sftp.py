@@ -22,7 +22,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import paramiko
 from paramiko.sftp import SFTP_FAILURE, SFTP_OP_UNSUPPORTED, SFTP_PERMISSION_DENIED
@@ -92,7 +92,7 @@ class SftpServer:
 
     # -- life ---------------------------------------------------------------------------
 
-    def __enter__(self) -> SftpServer:
+    def __enter__(self) -> Self:
         listener = socket.create_server((self.host, 0))
         self.port = listener.getsockname()[1]
         self._listener = listener

@@ -19,8 +19,16 @@ from structlog.testing import capture_logs
 
 from common.exceptions import ConfigError
 from common.interfaces.base_module import FetchedFile, JobContext
-from module_system.contract import ModuleContract, fetch_all, make_context, resolve_source
-from modules.sftp_module.exceptions import SftpAuthError, SftpHostKeyError, SftpSourceError
+from module_system.contract import (
+    ModuleContract,
+    fetch_all,
+    make_context,
+    resolve_source,
+)
+from modules.sftp_module.exceptions import (
+    SftpAuthError,
+    SftpHostKeyError,
+)
 from modules.sftp_module.main import BLOCK_SIZE, SftpModule
 from tests.servers.sftp import SftpServer, new_key
 
