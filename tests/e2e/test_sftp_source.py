@@ -4,9 +4,12 @@ walk, resume after a dropped connection, incremental re-runs, the per-host cap, 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +21,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from tests.e2e.helpers import Project, list_keys
+from tests.e2e.helpers import Project, list_keys, write_big_file
 from tests.servers.sftp import SftpServer, new_key
 
 TREE = {"a.csv": b"id\n1\n", "b.csv": b"id\n2\n", "sub/c.csv": b"id\n3\n", "sub/deeper/d.csv": b"id\n4\n"}
@@ -196,3 +199,43 @@ def test_check_reports_reachable_and_auth_failed(project: Project, s3: Any, buck
     assert checks["bad_login"]["source"] == "auth_failed"
     assert checks["no_folder"]["source"] == "missing"
     assert server.opens == [] and list_keys(s3, bucket) == []
+
+
+LARGE_MB = int(os.environ.get("MODULE_SYSTEM_SFTP_LARGE_FILE_MB", "256"))
+#: The CLI process peaks near 85 MB whatever the file's size; one that held the file would pass this.
+PEAK_RSS_LIMIT_MB = 200
+
+
+@pytest.mark.slow
+def test_a_large_file_streams_with_flat_memory(project: Project, tmp_path: Path) -> None:
+    root = tmp_path / "large-root"
+    (root / "out").mkdir(parents=True)
+    expected = write_big_file(root / "out" / "big.bin", LARGE_MB)
+    landing = tmp_path / "landing"
+    with SftpServer(root) as srv:
+        project.env["SFTP_PASSWORD"] = srv.password
+        (project.root / "known").write_text(srv.known_hosts_line())
+        project.write_registry({"version": 1, "services": {"feed": {"type": "sftp", "source": {
+            "host": "127.0.0.1", "port": srv.port, "user": srv.user, "password": "${SFTP_PASSWORD}",
+            "path": "/out", "known_hosts": str(project.root / "known")},
+            "destination": {"type": "local", "path": str(landing)}}}})
+        batch = project.write_batch([{"job_id": "big", "service_id": "feed"}])
+        rss_file = project.root / "peak_rss_kib"
+        script = Path(__file__).with_name("peak_rss.py")
+        result = subprocess.run([sys.executable, str(script), str(rss_file), "--batch-file", str(batch)],
+                                check=False, cwd=project.root, env={**project.env, "LOG_LEVEL": "INFO"},
+                                capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    landed = landing / "data" / "sftp" / "feed" / "validated" / "big.bin"
+    assert landed.stat().st_size == LARGE_MB << 20 and sha256_of(landed) == expected
+    peak_mb = int(rss_file.read_text()) / 1024
+    assert peak_mb < PEAK_RSS_LIMIT_MB, f"peak RSS {peak_mb:.0f} MB for a {LARGE_MB} MB file"
+    print(f"\n{LARGE_MB} MB over SFTP: peak RSS of the CLI process {peak_mb:.0f} MB")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
