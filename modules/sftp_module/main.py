@@ -205,8 +205,9 @@ class SftpModule(FileSource):
                     if item.real in seen:
                         log.info("sftp_loop_skipped", path=path, real=item.real)
                     elif folder.depth >= MAX_DEPTH:
-                        log.warning("sftp_depth_limit", path=folder.path, max_depth=MAX_DEPTH)
-                        too_deep.append(folder.path)
+                        if not too_deep or too_deep[-1] != folder.path:
+                            log.warning("sftp_depth_limit", path=folder.path, max_depth=MAX_DEPTH)
+                            too_deep.append(folder.path)
                     else:
                         seen.add(item.real)
                         pending.append(_Folder(path, item.real, f"{folder.prefix}{item.name}/", folder.depth + 1))

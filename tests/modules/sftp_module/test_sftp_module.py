@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from structlog.testing import capture_logs
 
-from common.exceptions import ConfigError
+from common.exceptions import ConfigError, ListingIncomplete
 from common.interfaces.base_module import FetchedFile, JobContext
 from module_system.contract import (
     ModuleContract,
@@ -298,3 +298,15 @@ def test_a_dropped_download_resumes_where_it_stopped(sftp_root: Path, tmp_path: 
     # every byte before the cut served once, the rest once more only past the resume point
     assert served == (cut // 32768) * 32768 + len(data) - resumed_at
     assert [e["offset"] for e in logs if e["event"] == "sftp_download_resumed"] == [resumed_at]
+
+
+def test_a_tree_deeper_than_the_limit_is_listed_in_part_then_fails(sftp_server: SftpServer, known_hosts: Path,
+                                                                   folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import modules.sftp_module.main as sftp_main
+
+    monkeypatch.setattr(sftp_main, "MAX_DEPTH", 2)
+    seed(folder, {"a.csv": b"1", "x/b.csv": b"2", "x/y/c.csv": b"3", "x/y/z/d.csv": b"4", "x/y/w/e.csv": b"5"})
+    listed: list[str] = []
+    with pytest.raises(ListingIncomplete, match=r"1 folder\(s\) at depth 2"):
+        listed.extend(e.name for e in module_for(source_for(sftp_server, known_hosts, folder)).list_entries())
+    assert listed == ["a.csv", "x/b.csv", "x/y/c.csv"]
