@@ -292,6 +292,7 @@ class SftpModule(FileSource):
             if getattr(exc, "errno", None) == errno.ENOENT:
                 raise FileVanished(f"{uri} was deleted after the listing", uri=uri) from exc
             raise
+        session.saw()  # the server answered: from here on a failure is not a stale session's
         with remote:
             attrs = remote.stat()
             size = attrs.st_size or 0

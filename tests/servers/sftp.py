@@ -4,8 +4,9 @@ SSH is spoken for real (key exchange, the server's host key, password and public
 the SFTP subsystem), so the client under test runs exactly as it would against OpenSSH. The
 server counts what the tests assert on: sessions open at once (``peak_sessions``), files
 opened and the offset of each open's first read (``opens``), bytes served per file
-(``bytes_served``). Faults on request: drop the connection after ``drop_after_bytes`` of a
-file (the first ``drops`` times), and ``read_delay_s`` per read so downloads overlap.
+(``bytes_served``). Faults on request: drop the connection at the first read at or past offset
+``drop_after_bytes`` of a file (the first ``drops`` times), and ``read_delay_s`` per read so
+downloads overlap.
 
     with SftpServer(root, password="...") as srv:
         srv.host, srv.port, srv.user, srv.fingerprint, srv.known_hosts_line()
@@ -60,6 +61,8 @@ class SftpServer:
         self.refused_logins = 0
         self.opens: list[tuple[str, int | None]] = []
         """Each open of a file: its path and the offset of its first read (None: never read)."""
+        self.handles: list[_File] = []
+        """Each open of a file, with what it served (``served``, ``min_offset``, ``dropped``)."""
         self.bytes_served: defaultdict[str, int] = defaultdict(int)
         self.drops_done = 0
         self._listener: socket.socket | None = None
@@ -78,6 +81,11 @@ class SftpServer:
         key = key or self.host_key
         return f"[{self.host}]:{self.port} {key.get_name()} {key.get_base64()}\n"
 
+    def reads_of(self, name: str) -> list[tuple[int | None, int]]:
+        """Per open of ``name``: the lowest offset read and the bytes served."""
+        with self._lock:
+            return [(h.min_offset, h.served) for h in self.handles if h.path == "/" + name]
+
     def opens_of(self, name: str) -> list[int | None]:
         """First-read offsets of each open of ``name`` (relative to root)."""
         with self._lock:
@@ -89,6 +97,20 @@ class SftpServer:
             transports = list(self._transports)
         for transport in transports:
             transport.close()
+
+    @staticmethod
+    def _hang_up(transport: paramiko.Transport) -> None:
+        """End the connection mid-file the clean way (a FIN after the last byte sent), so that the
+        client gets every byte served before it: closing a socket with requests still unread
+        would send an RST, and the client's kernel may drop data it had not read yet. The
+        transport goes on reading (no RST) until the client, seeing the end, closes its side."""
+        sock = transport.sock
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        transport.join(30)
+        transport.close()
 
     # -- life ---------------------------------------------------------------------------
 
@@ -147,14 +169,14 @@ class SftpServer:
             if handle.first_offset is None:
                 handle.first_offset = offset
                 self.opens[handle.index] = (handle.path, offset)
-            drop = (self.drop_after_bytes is not None and self.drops_left > 0
-                    and handle.served + length > self.drop_after_bytes)
+            handle.min_offset = offset if handle.min_offset is None else min(handle.min_offset, offset)
+            drop = self.drop_after_bytes is not None and self.drops_left > 0 and offset >= self.drop_after_bytes
             if drop:
                 handle.dropped = True
                 self.drops_left -= 1
                 self.drops_done += 1
         if drop:
-            handle.transport.close()  # the connection drops mid-file, as a crashing server's would
+            self._hang_up(handle.transport)
             return SFTP_FAILURE
         handle.readfile.seek(offset)
         data: bytes = handle.readfile.read(length)
@@ -201,6 +223,7 @@ class _File(paramiko.SFTPHandle):
         self.index = index
         self.served = 0
         self.first_offset: int | None = None
+        self.min_offset: int | None = None
         self.dropped = False
 
     def read(self, offset: int, length: int) -> bytes | int:
@@ -292,6 +315,8 @@ class _Folder(paramiko.SFTPServerInterface):
             self.server.opens.append((clean, None))
             index = len(self.server.opens) - 1
         handle = _File(self.server, self.transport, clean, index)
+        with self.server._lock:
+            self.server.handles.append(handle)
         handle.readfile = fh
         handle.filename = str(local)
         return handle
