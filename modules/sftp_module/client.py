@@ -13,7 +13,9 @@ and parallel downloads each have their own.
   key must have that fingerprint;
 * otherwise it must be the key ``known_hosts`` (OpenSSH format, hashed names too) holds for
   ``host`` (``[host]:port`` when the port is not 22); the key types that file holds for the
-  host are asked for first, so a server with several host keys shows the one on record;
+  host are asked for first, so a server with several host keys shows the one on record.
+  ``@revoked`` keys are refused; ``@cert-authority`` lines and lines that cannot be read are
+  left out (:func:`known_keys`);
 * ``insecure_skip_host_key_check: true`` accepts any key, with a ``sftp_host_key_not_checked``
   warning on every connection.
 
@@ -26,6 +28,7 @@ An unknown or different key is :class:`SftpHostKeyError` (the source fails at on
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import errno
 import io
@@ -40,6 +43,7 @@ import paramiko
 import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
 
 from module_system import Secret, Transfer, redact, shut_socket, watch
 from modules.sftp_module.exceptions import (
@@ -49,7 +53,8 @@ from modules.sftp_module.exceptions import (
     SftpTransientError,
 )
 
-__all__ = ["Login", "SftpSession", "check_host_key", "load_private_key", "netloc", "open_session", "translate"]
+__all__ = ["KnownHosts", "Login", "SftpSession", "check_host_key", "known_keys", "load_private_key", "netloc",
+           "open_session", "translate"]
 
 log = structlog.get_logger(__name__)
 
@@ -165,8 +170,8 @@ def open_session(login: Login, stop: Any) -> SftpSession:
     transport = paramiko.Transport(sock)
     try:
         transport.banner_timeout = transport.handshake_timeout = transport.auth_timeout = login.timeout_s
-        if expected:
-            _prefer(transport, expected.keys())
+        if expected is not None and expected.keys:
+            _prefer(transport, expected.keys.keys())
         with watch(f"sftp connect {login.base_uri}", stop, login.timeout_s, cut=lambda: shut_socket(sock),
                    stalled=lambda msg: SftpTransientError(msg, uri=login.base_uri)) as transfer:
             transport.start_client(timeout=login.timeout_s)
@@ -189,19 +194,65 @@ def open_session(login: Login, stop: Any) -> SftpSession:
     return SftpSession(sock, transport, sftp, home)
 
 
-def known_keys(login: Login) -> Mapping[str, paramiko.PKey]:
-    """The keys ``known_hosts`` holds for the server, by type; empty when none (or no file)."""
+@dataclass(frozen=True)
+class KnownHosts:
+    """What ``known_hosts`` says of the server: its keys by type, and the keys marked ``@revoked``."""
+
+    keys: Mapping[str, paramiko.PKey]
+    revoked: tuple[paramiko.PKey, ...] = ()
+
+
+def known_keys(login: Login) -> KnownHosts:
+    """The keys ``known_hosts`` holds for the server (none when there is no file).
+
+    Read line by line as OpenSSH does: hashed names match, a line that cannot be read is left
+    out (logged at debug) instead of failing the whole file, ``@cert-authority`` lines are left
+    out (host certificates are not used here) and ``@revoked`` keys are refused for any host."""
     path = os.path.expanduser(login.known_hosts)
-    keys = paramiko.HostKeys()
     try:
-        keys.load(path)
+        text = Path(path).read_text(errors="replace")
     except FileNotFoundError:
-        return {}
-    except (OSError, paramiko.SSHException, ValueError) as exc:
-        raise SftpHostKeyError(f"{login.base_uri}: cannot read known_hosts {path}: {type(exc).__name__}: "
-                               f"{redact(str(exc))[:200]}", uri=login.base_uri) from exc
+        return KnownHosts({})
+    except OSError as exc:
+        raise SftpHostKeyError(f"{login.base_uri}: cannot read known_hosts {path}: "
+                               f"{exc.strerror or type(exc).__name__}", uri=login.base_uri) from exc
+    keys = paramiko.HostKeys()
+    revoked = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        marker = ""
+        if line.startswith("@"):
+            marker, _, line = line.partition(" ")
+            if marker != "@revoked":
+                continue
+        try:
+            entry = HostKeyEntry.from_line(line.strip(), number)
+        except (InvalidHostKey, paramiko.SSHException, ValueError) as exc:
+            log.debug("known_hosts_line_skipped", path=path, line=number, error=type(exc).__name__)
+            continue
+        if entry is None or entry.key is None:
+            continue
+        if marker:
+            revoked.append(entry.key)
+            continue
+        for name in entry.hostnames:
+            if name.startswith("|1|") and not _hash_readable(name):
+                log.debug("known_hosts_line_skipped", path=path, line=number, error="bad hashed name")
+                continue
+            keys.add(name, entry.key.get_name(), entry.key)
     found = keys.lookup(login.known_hosts_name)
-    return {name: found[name] for name in found} if found is not None else {}
+    return KnownHosts({name: found[name] for name in found} if found is not None else {}, tuple(revoked))
+
+
+def _hash_readable(name: str) -> bool:
+    """Whether a hashed known_hosts name (``|1|salt|hash``) has a salt paramiko can use."""
+    try:
+        paramiko.HostKeys.hash_host("probe", name)
+    except (AssertionError, ValueError, binascii.Error, IndexError):
+        return False
+    return True
 
 
 def _prefer(transport: paramiko.Transport, types: Any) -> None:
@@ -212,7 +263,7 @@ def _prefer(transport: paramiko.Transport, types: Any) -> None:
         options.key_types = tuple(wanted) + tuple(t for t in options.key_types if t not in wanted)
 
 
-def check_host_key(login: Login, key: paramiko.PKey, expected: Mapping[str, paramiko.PKey] | None) -> None:
+def check_host_key(login: Login, key: paramiko.PKey, expected: KnownHosts | None) -> None:
     """Raise SftpHostKeyError unless the server's ``key`` is the one configured (see the module
     docstring); ``expected`` is :func:`known_keys` (None with a pin or when checking is off)."""
     got = key.fingerprint
@@ -228,19 +279,23 @@ def check_host_key(login: Login, key: paramiko.PKey, expected: Mapping[str, para
                                f"host_key_fingerprint is {login.fingerprint}; the server may not be the one "
                                "configured", uri=base, fingerprint=got)
     known_hosts = os.path.expanduser(login.known_hosts)
-    if not expected:
+    expected = expected or KnownHosts({})
+    if any(k.asbytes() == key.asbytes() for k in expected.revoked):
+        raise SftpHostKeyError(f"{base}: the server's {key.get_name()} key {got} is marked @revoked in known_hosts "
+                               f"{known_hosts}", uri=base, fingerprint=got)
+    if not expected.keys:
         where = known_hosts if Path(known_hosts).exists() else f"{known_hosts} (no such file)"
         raise SftpHostKeyError(f"{base}: unknown host key: {login.known_hosts_name} is not in known_hosts "
                                f"{where}; the server's {key.get_name()} key is {got}: after checking it with "
                                "the server's owner, add it to known_hosts (ssh-keyscan) or set "
                                "host_key_fingerprint", uri=base, fingerprint=got)
-    on_record = expected.get(key.get_name())
+    on_record = expected.keys.get(key.get_name())
     if on_record is not None and on_record.asbytes() == key.asbytes():
         return
+    held = ", ".join(f"{k.get_name()} {k.fingerprint}" for k in expected.keys.values())
     raise SftpHostKeyError(f"{base}: host key mismatch: the server's {key.get_name()} key is {got}, known_hosts "
-                           f"{known_hosts} holds {', '.join(f'{k.get_name()} {k.fingerprint}' for k in expected.values())} "
-                           f"for {login.known_hosts_name}; the server may not be the one configured",
-                           uri=base, fingerprint=got)
+                           f"{known_hosts} holds {held} for {login.known_hosts_name}; the server may not be the "
+                           "one configured", uri=base, fingerprint=got)
 
 
 def authenticate(transport: paramiko.Transport, login: Login) -> None:

@@ -311,3 +311,27 @@ def test_a_tree_deeper_than_the_limit_is_listed_in_part_then_fails(sftp_server: 
     with pytest.raises(ListingIncomplete, match=r"1 folder\(s\) at depth 2"):
         listed.extend(e.name for e in module_for(source_for(sftp_server, known_hosts, folder)).list_entries())
     assert listed == ["a.csv", "x/b.csv", "x/y/c.csv"]
+
+
+def test_known_hosts_lines_paramiko_cannot_read_are_skipped_and_revoked_keys_refused(
+        sftp_server: SftpServer, folder: Path, tmp_path: Path) -> None:
+    seed(folder, {"a.csv": b"1"})
+    known = tmp_path / "known_hosts"
+    other = new_key()
+    odd = ("# a comment\n@cert-authority *.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE\n"
+           "garbage line\n" + f"|1|{'A' * 28}|{'B' * 28} {other.get_name()} {other.get_base64()}\n"
+           f"{paramiko.HostKeys.hash_host('other.example')} {other.get_name()} {other.get_base64()}\n")
+    known.write_text(odd + sftp_server.known_hosts_line())
+    assert [e.name for e in module_for(source_for(sftp_server, known, folder)).list_entries()] == ["a.csv"]
+    revoked_line = f"@revoked * {sftp_server.host_key.get_name()} {sftp_server.host_key.get_base64()}\n"
+    known.write_text(odd + revoked_line + sftp_server.known_hosts_line())
+    with pytest.raises(SftpHostKeyError, match="marked @revoked"):
+        list(module_for(source_for(sftp_server, known, folder)).list_entries())
+
+
+def test_a_hashed_known_hosts_name_matches(sftp_server: SftpServer, folder: Path, tmp_path: Path) -> None:
+    seed(folder, {"a.csv": b"1"})
+    known = tmp_path / "known_hosts"
+    name = paramiko.HostKeys.hash_host(f"[{sftp_server.host}]:{sftp_server.port}")
+    known.write_text(f"{name} {sftp_server.host_key.get_name()} {sftp_server.host_key.get_base64()}\n")
+    assert [e.name for e in module_for(source_for(sftp_server, known, folder)).list_entries()] == ["a.csv"]
