@@ -1,4 +1,4 @@
-"""The command line: ``module-system run|validate|modules`` and ``python -m orchestrator.cli_init``.
+"""The command line: ``module-system run|validate|plan|check|modules|new-module`` and ``python -m orchestrator.cli_init``.
 
 ``python -m orchestrator.cli_init --batch-file FILE`` is the same command as
 ``module-system run --batch-file FILE``. A configuration mistake prints one line
@@ -23,7 +23,7 @@ from common.config_model import Batch, Registry
 from common.exceptions import ConfigError
 from common.job_config import batch_registry, load_batch, load_registry, read_batch
 from common.logger import configure_logging
-from common.plugins import default_catalog, default_destinations
+from common.plugins import default_catalog, default_destinations, default_validators
 from common.terminal_text import printable
 from orchestrator.console import ProgressDisplay, print_summary
 from orchestrator.exit_codes import ExitCode
@@ -290,10 +290,11 @@ def check_command(batch_file: Path | None, registry_file: Path | None, fmt: str)
 
 @main.command("modules")
 def modules_command() -> None:
-    """List installed source modules and destinations with their package and version."""
+    """List installed source modules, destinations and validators with their package and version."""
     configure_logging(None, "console")
     broken = False
-    for kind, catalog in (("source", default_catalog()), ("destination", default_destinations())):
+    for kind, catalog in (("source", default_catalog()), ("destination", default_destinations()),
+                          ("validator", default_validators())):
         for info in catalog.describe():
             line = f"{kind:<12} {info.name:<12} {info.package} {info.version}  ({info.target})"
             if info.error:
@@ -301,6 +302,11 @@ def modules_command() -> None:
                 line += f"  UNAVAILABLE: {info.error}"
             click.echo(printable(line))
     sys.exit(ExitCode.JOBS_FAILED if broken else ExitCode.OK)
+
+
+from orchestrator.cli_new_module import new_module_command
+
+main.add_command(new_module_command)
 
 
 @click.command("cli_init")
