@@ -186,6 +186,13 @@ def _schema_notes(schema: Mapping[str, Any]) -> list[str]:
         notes.append("Required: " + ", ".join(f"`{k}`" for k in schema["required"]) + ".")
     for key, needs in schema.get("dependentRequired", {}).items():
         notes.append(f"`{key}` needs " + ", ".join(f"`{k}`" for k in needs) + ".")
+    excluded = schema.get("not", {})
+    for group in excluded.get("anyOf", [excluded]) if isinstance(excluded, Mapping) else []:
+        names = group.get("required", []) if isinstance(group, Mapping) else []
+        if len(names) > 1:
+            condition = " (when true)" if any(isinstance(v, Mapping) and v.get("const") is True
+                                             for v in group.get("properties", {}).values()) else ""
+            notes.append(" and ".join(f"`{k}`" for k in names) + f" cannot be set together{condition}.")
     if schema.get("additionalProperties") is False:
         notes.append("Any other key is an error.")
     return notes

@@ -765,6 +765,10 @@ def _describe(error: jsonschema.ValidationError, path: list[str]) -> tuple[str, 
         return key, f"must be {_BOUNDS[v]} {error.validator_value}"
     if v in ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "pattern"):
         return key, f"fails {v} {error.validator_value}"
+    if v == "not":
+        together = _set_together(error.validator_value, error.instance)
+        if together:
+            return (f"{key}.{together[-1]}" if key else together[-1]), f"cannot be set with {', '.join(together[:-1])}"
     if v == "dependentRequired" and isinstance(error.instance, dict):
         for name, needs in error.validator_value.items():
             missing = [n for n in needs if name in error.instance and n not in error.instance]
@@ -776,6 +780,20 @@ def _describe(error: jsonschema.ValidationError, path: list[str]) -> tuple[str, 
     if v == "propertyNames":
         return key, "has an invalid name (letters, digits, '_', '.', '-' only)"
     return key, f"fails {v}"
+
+
+def _set_together(schema: Any, instance: Any) -> list[str]:
+    """For a ``not`` of ``required`` groups (keys that exclude each other): the group the instance
+    sets in full, in the schema's order; empty when the ``not`` says something else."""
+    if not isinstance(schema, Mapping) or not isinstance(instance, Mapping):
+        return []
+    import jsonschema
+
+    for group in schema.get("anyOf", [schema]):
+        names = group.get("required", []) if isinstance(group, Mapping) else []
+        if names and all(n in instance for n in names) and jsonschema.Draft202012Validator(group).is_valid(instance):
+            return list(names)
+    return []
 
 
 _BOUNDS = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}

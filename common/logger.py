@@ -37,7 +37,7 @@ from common.terminal_text import printable
 __all__ = ["EXECUTOR_LOG", "JobLogRouter", "configure_logging", "job_log_name"]
 
 EXECUTOR_LOG = "system_orchestrator_job_executor.log"
-_QUIET_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3", "werkzeug", "pyftpdlib", "filelock")
+_QUIET_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3", "werkzeug", "pyftpdlib", "filelock", "paramiko")
 
 
 def job_log_name(job_id: str, service_id: str, module: str) -> str:
