@@ -81,6 +81,9 @@ def schema_rows(schema: Mapping[str, Any], root: Mapping[str, Any] | None = None
         rows.append((key, _type_text(sub, root), default, sub.get("description", "")))
         if "properties" in sub:
             rows.extend(schema_rows(sub, root, key + "."))
+        items = sub.get("items")
+        if isinstance(items, Mapping) and "properties" in _resolve(items, root):
+            rows.extend(schema_rows(items, root, key + "[]."))
     return rows
 
 
@@ -183,6 +186,13 @@ def _schema_notes(schema: Mapping[str, Any]) -> list[str]:
         notes.append("Required: " + ", ".join(f"`{k}`" for k in schema["required"]) + ".")
     for key, needs in schema.get("dependentRequired", {}).items():
         notes.append(f"`{key}` needs " + ", ".join(f"`{k}`" for k in needs) + ".")
+    excluded = schema.get("not", {})
+    for group in excluded.get("anyOf", [excluded]) if isinstance(excluded, Mapping) else []:
+        names = group.get("required", []) if isinstance(group, Mapping) else []
+        if len(names) > 1:
+            condition = " (when true)" if any(isinstance(v, Mapping) and v.get("const") is True
+                                             for v in group.get("properties", {}).values()) else ""
+            notes.append(" and ".join(f"`{k}`" for k in names) + f" cannot be set together{condition}.")
     if schema.get("additionalProperties") is False:
         notes.append("Any other key is an error.")
     return notes
@@ -201,8 +211,9 @@ or `--registry FILE`, or `$MODULE_SYSTEM_REGISTRY`) declares the services; the *
 (JSON, `--batch-file FILE`) lists the jobs to run against them. Both are read once and
 validated completely by `common/job_config.py` before any job starts
 (`module-system validate` does only that). Any mistake stops the run with exit code 2
-and one line naming the file, the service or job, and the key; values are never quoted
-in these messages.
+and one line per mistake naming the file, the service or job, and the key (every mistake
+of the file, up to 20; past that, how many more); values are never quoted in
+these messages.
 
 Both files must be UTF-8. A key written twice in one mapping (YAML) or object (JSON) is an
 error, as is nesting deeper than 64 levels; YAML anchors, aliases and merge keys
@@ -213,11 +224,12 @@ cannot expand into a huge one (`common/config_loader.py`).
 The key tables below are generated from the JSON Schemas the code validates against:
 `common/schemas/registry.schema.json`, each source module's `source_schema`, and the
 batch schemas in `common/job_config.py`. Regenerate this page with
-`python -m common.config_docs --write`.
+`python -m common.config_docs --write`. For editors, `module-system schema` prints the
+registry's JSON Schema with the installed plugins' keys (see the README, "Editor support").
 
 ## Environment variables: `${NAME}` and `${NAME:-default}`
 
-Any string in the registry's `defaults` and `services` may contain `${NAME}` or
+Any string in the registry's `defaults`, `services` and `notify` may contain `${NAME}` or
 `${NAME:-default}`, anywhere in the string and as often as needed:
 
 - `${NAME}` is replaced by the environment variable `NAME`. If `NAME` is not set, the
@@ -343,24 +355,42 @@ def _validation_section() -> str:
             "sets it fail")
     rows = [
         ("`.json`", "the whole document against `validate.json_schema`"),
-        ("`.jsonl`, `.ndjson`", "each line against `validate.json_schema`"),
+        ("`.jsonl`, `.ndjson`", "each line (newline-delimited JSON) against `validate.json_schema`"),
         ("`.csv`", "`validate.csv`: header, field count, cell types"),
+        ("`.parquet`", ("`validate.parquet`: column names and types from the file's schema, string cells by the "
+                        "CSV type tests, nulls, each row against `validate.parquet.json_schema`; read in row batches "
+                        "with pyarrow")),
+        ("`.xlsx`", ("`validate.xlsx`: the header row and each row's cells of one sheet (`sheet`, default the "
+                     "first), like CSV; read with openpyxl in read-only mode")),
         ("`.html`, `.htm`", html),
         ("`.gz`, `.bz2`, `.xz`", ("what the file holds, by the suffix before (`a.csv.gz`: the `.csv` rules), "
                                   "decompressed as it streams; past `validate.max_expanded_mb` (or corrupt) it is "
                                   "rejected")),
+        ("`.zip`, `.tar`, `.tar.gz`/`.tgz`, `.tar.bz2`, `.tar.xz`",
+         ("each member by the rules of its own suffix, one member at a time, all members together within "
+          "`validate.max_expanded_mb`; a member's problems are located `a.zip!data/x.csv row 3, column 'amount'`; "
+          "members with unsafe names (`../x`, `/x`), links and special files are problems, never written")),
     ]
     lines = ["| file suffix | check |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
     return (
         "### Validation (`validate`)\n\n"
-        "Each fetched file is checked by its suffix (case-insensitive):\n\n" + "\n".join(lines) + "\n\n"
-        "A file whose suffix no configured rule checks (`x.zip`, `notes.txt`, a `.csv` without\n"
+        "Each key of `validate` (but `max_expanded_mb`) belongs to a validator, entry point group\n"
+        "`module_system.validators` (docs/PLUGINS.md, section 10): a service uses the validators whose\n"
+        "keys it sets, and an installed plugin's keys are accepted and checked against its schema.\n"
+        "The data-quality rules of `validate.quality` check the rows of `.csv`, `.json`, `.jsonl`/`.ndjson`,\n"
+        "`.parquet` and `.xlsx` files beside the format's own rules (a duplicate is told by a 16-byte hash\n"
+        "of the value, rows are never kept); `min_files` fails a job whose valid files (uploaded or\n"
+        "already there) are fewer. The built-in validators check by suffix (case-insensitive):\n\n"
+        + "\n".join(lines) + "\n\n"
+        "A file whose suffix no configured rule checks (`x.7z`, `notes.txt`, a `.csv` without\n"
         "`validate.csv`) is *unchecked*, and the service's `on_unchecked` decides: `reject` lands it\n"
         "under the rejected prefix with the problem `not checked: no rule of this service's validate\n"
         "section checks '.gz' files (...)`; `accept` lands it under the valid prefix, its manifest\n"
         "entry marked `\"unchecked\": true`. Without `on_unchecked`, a service whose `validate`\n"
         "section (its own or from `defaults`) names any rule rejects unchecked files, and a service\n"
-        "without one accepts them. A module may check files itself (the `api` module's\n"
+        "without one accepts them. An archive is unchecked when no rule checks any of its members;\n"
+        "under `reject`, each member no rule checks is a problem of the archive. With `unpack: true`\n"
+        "a `.zip` or tar lands as its members instead (see `unpack` above). A module may check files itself (the `api` module's\n"
         "`records_path`); what it checks is never unchecked.\n\n"
         "The JSON Schema file is resolved relative to the registry file, loaded and checked\n"
         "as a JSON Schema when the registry is read; its `$schema` picks the draft (2020-12\n"

@@ -15,6 +15,7 @@ misplaced secret cannot leak through one.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import re
@@ -34,24 +35,33 @@ from common.config_model import (
     DestinationSpec,
     HtmlRules,
     JobSpec,
+    NotifyConfig,
     OnUnchecked,
     Registry,
     RetryConfig,
     ServiceConfig,
+    TableRules,
     ValidateConfig,
+    Webhook,
 )
 from common.exceptions import ConfigError, PluginError
 from common.frozen import freeze, thaw
 from common.logger import job_log_name
 from common.manifest import manifest_key
-from common.plugins import ModuleCatalog, default_catalog, default_destinations
+from common.plugins import (
+    ModuleCatalog,
+    default_catalog,
+    default_destinations,
+    default_validators,
+    validator_owners,
+)
 from common.secret import Secret
 
 if TYPE_CHECKING:
     import jsonschema
 
-__all__ = ["batch_registry", "default_on_unchecked", "load_batch", "load_registry", "merge", "read_batch",
-           "resolve_source"]
+__all__ = ["batch_registry", "default_on_unchecked", "load_batch", "load_registry", "merge", "plain_copy",
+           "read_batch", "resolve_source"]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 _BATCH_SCHEMA: dict[str, Any] = {
@@ -114,23 +124,66 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
 # --------------------------------------------------------------------------- registry
 
 
-def load_registry(path: str | os.PathLike[str], catalog: ModuleCatalog | None = None) -> Registry:
-    """Parse and completely validate the registry at ``path``."""
+def load_registry(path: str | os.PathLike[str], catalog: ModuleCatalog | None = None,
+                  document: Mapping[str, Any] | None = None) -> Registry:
+    """Parse and completely validate the registry at ``path``.
+
+    ``document``: the registry as a mapping (already parsed, e.g. built in Python); then
+    ``path`` only names it in errors and relative paths (``validate.json_schema``) are
+    taken from its parent. Every mistake is reported (one ConfigError gathering them, see
+    :attr:`ConfigError.problems <common.exceptions.ConfigError.problems>`), not only the first.
+    """
     path = Path(path)
     catalog = catalog or default_catalog()
     where = _Where(str(path))
-    raw = load_yaml_file(path, "registry", {"services": "service"})
+    raw = load_yaml_file(path, "registry", {"services": "service"}) if document is None else plain_copy(document)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the registry must be a mapping with 'version' and 'services'")
     root = registry_schema()
     defaults = _interpolate(raw.get("defaults") or {}, where, "defaults")
     _prepare(defaults, root["$defs"]["defaults"], root)
-    _check({**raw, "defaults": defaults}, root, root, where, "")
-    services = {
-        sid: _build_service(sid, body, defaults, path.parent, catalog, where.service(sid))
-        for sid, body in raw["services"].items()
-    }
-    return Registry(path=path, services=freeze(services))
+    checked = {**raw, "defaults": defaults}
+    if isinstance(raw.get("notify"), dict):
+        checked["notify"] = _prepare(_interpolate(raw["notify"], where, "notify"), root["$defs"]["notify"], root)
+    errors: list[ConfigError] = []
+    try:
+        _check(checked, root, root, where, "")
+    except ConfigError as exc:
+        if any(str(e.fields.get("key", "")).startswith("defaults") for e in exc.problems):
+            raise  # every service would repeat the defaults' mistake
+        errors.append(exc)
+    services = {}
+    listed = raw.get("services")
+    for sid, body in (listed.items() if isinstance(listed, dict) else ()):
+        if not isinstance(body, dict):
+            continue  # reported by the check above
+        try:
+            services[sid] = _build_service(sid, body, defaults, path.parent, catalog, where.service(sid))
+        except ConfigError as exc:
+            errors.append(exc)
+    if errors:
+        raise ConfigError.gather(errors)
+    notify = _build_notify(checked["notify"]) if "notify" in checked else None
+    return Registry(path=path, services=freeze(services), notify=notify)
+
+
+def plain_copy(value: Any) -> Any:
+    """A deep copy of a configuration document given as Python objects: mappings as dicts,
+    sequences (not strings) as lists; the edge mutates its input, never the caller's."""
+    if isinstance(value, Mapping):
+        return {k: plain_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_copy(v) for v in value]
+    return value
+
+
+def _build_notify(raw: Any) -> NotifyConfig:
+    """The ``notify`` section, interpolated, defaults filled and checked with the registry."""
+    root = registry_schema()
+    value = _secretize(raw, root["$defs"]["notify"], root)
+    hooks = tuple(Webhook(url=hook["url"], on=hook["on"]) for hook in value["webhooks"])
+    retry = RetryConfig(**value["retry"])
+    return NotifyConfig(webhooks=hooks, retry=retry, timeout_s=float(value["timeout_s"]))
 
 
 def _build_service(sid: str, raw: dict[str, Any], defaults: dict[str, Any], base_dir: Path,
@@ -158,13 +211,14 @@ def _build_service(sid: str, raw: dict[str, Any], defaults: dict[str, Any], base
     )
     supported = module_cls.supports
     destinations = _build_destinations(body["destination"], module_type, where)
+    on_unchecked: OnUnchecked = body.get("on_unchecked", default_on_unchecked(body.get("validate", {})))
     return ServiceConfig(
         service_id=sid,
         type=module_type,
         source=source,
         fallback=fallback,
-        validate=_build_validate(body.get("validate", {}), base_dir, where),
-        on_unchecked=body.get("on_unchecked", default_on_unchecked(body.get("validate", {}))),
+        validate=_build_validate(body.get("validate", {}), base_dir, where, on_unchecked, sid),
+        on_unchecked=on_unchecked,
         destinations=destinations,
         retry=RetryConfig(**body["retry"]),
         timeout_s=float(body["timeout_s"]),
@@ -176,6 +230,7 @@ def _build_service(sid: str, raw: dict[str, Any], defaults: dict[str, Any], base
         transfers=body.get("transfers", module_cls.default_transfers) if "transfers" in supported else 1,
         delay_s=body.get("limits", {}).get("delay_s", 0.0) if "delay" in supported else 0.0,
         state_key=body.get("state_key", sid),
+        unpack=body["unpack"],
     )
 
 
@@ -292,7 +347,8 @@ def default_on_unchecked(validate: Mapping[str, Any]) -> OnUnchecked:
     return "reject" if validate else "accept"
 
 
-def _build_validate(raw: Mapping[str, Any], base_dir: Path, where: _Where) -> ValidateConfig:
+def _build_validate(raw: Mapping[str, Any], base_dir: Path, where: _Where,
+                    on_unchecked: OnUnchecked = "reject", service_id: str = "") -> ValidateConfig:
     schema_path = schema_doc = None
     if "json_schema" in raw:
         schema_path = (base_dir / raw["json_schema"]).resolve()
@@ -300,14 +356,8 @@ def _build_validate(raw: Mapping[str, Any], base_dir: Path, where: _Where) -> Va
     csv_rules = html_rules = None
     if "csv" in raw:
         csv = raw["csv"]
-        columns = tuple(csv["columns"]) if "columns" in csv else None
-        types = csv.get("types", {})
-        if columns is not None:
-            unknown = [c for c in types if c not in columns]
-            if unknown:
-                raise where.error(f"validate.csv.types.{unknown[0]}", "names a column not listed in validate.csv.columns")
-        csv_rules = CsvRules(columns=columns, types=freeze(types), delimiter=csv["delimiter"],
-                             allow_empty=csv["allow_empty"])
+        columns, types = _table_columns(csv, where, "validate.csv")
+        csv_rules = CsvRules(columns=columns, types=types, delimiter=csv["delimiter"], allow_empty=csv["allow_empty"])
     if "html" in raw:
         html = raw["html"]
         html_rules = HtmlRules(required=tuple(html["required"]), min_text_chars=html["min_text_chars"],
@@ -319,13 +369,92 @@ def _build_validate(raw: Mapping[str, Any], base_dir: Path, where: _Where) -> Va
         except ConfigError as exc:
             key = exc.fields.get("key", "validate.html.required")
             raise where.error(key, str(exc).split(": ", 1)[-1]) from None
-    return ValidateConfig(max_expanded_bytes=raw.get("max_expanded_mb", 1024) << 20,
-                          json_schema_path=schema_path, json_schema=freeze(schema_doc) if schema_doc else None,
-                          csv=csv_rules, html=html_rules)
+    typed = ValidateConfig(max_expanded_bytes=raw.get("max_expanded_mb", 1024) << 20,
+                           json_schema_path=schema_path, json_schema=freeze(schema_doc) if schema_doc else None,
+                           csv=csv_rules, html=html_rules, on_unchecked=on_unchecked,
+                           parquet=_table_rules(raw, "parquet", base_dir, where),
+                           xlsx=_table_rules(raw, "xlsx", base_dir, where),
+                           min_files=(raw.get("quality") or {}).get("min_files"),
+                           service_id=service_id, base_dir=base_dir)
+    return dataclasses.replace(typed, validators=_validator_uses(raw, typed, where))
 
 
-def _load_json_schema(path: Path, where: _Where) -> dict[str, Any]:
-    key = "validate.json_schema"
+#: ``validate`` keys the framework reads itself (every other key belongs to a validator).
+FRAMEWORK_VALIDATE_KEYS = ("max_expanded_mb",)
+
+
+def _validator_uses(raw: Mapping[str, Any], typed: ValidateConfig,
+                    where: _Where) -> tuple[tuple[str, Mapping[str, Any]], ...]:
+    """The validators owning the keys ``raw`` sets, each with its keys (checked against its
+    ``validate_schema``, defaults filled) and, for a plugin, built once here so that a value it
+    refuses stops the run now (exit 2, naming the key)."""
+    if not any(key not in FRAMEWORK_VALIDATE_KEYS for key in raw):
+        return ()
+    catalog = default_validators()
+    owners = validator_owners(catalog)
+    uses: dict[str, dict[str, Any]] = {}
+    for key in raw:
+        if key in FRAMEWORK_VALIDATE_KEYS:
+            continue
+        name = owners.get(key)
+        if name is None:
+            if key in catalog.names():  # a validator of that name failed to load: say why
+                try:
+                    catalog.load(key)
+                except PluginError as exc:
+                    raise where.error(f"validate.{key}", str(exc)) from None
+            allowed = ", ".join(sorted({*FRAMEWORK_VALIDATE_KEYS, *owners}))
+            raise where.error(f"validate.{key}", f"unknown key (allowed: {allowed})")
+        uses.setdefault(name, {})[key] = _plain(raw[key])
+    for name, keys in uses.items():
+        if catalog.is_builtin(name):
+            continue
+        cls = catalog.load(name)
+        schema = cls.validate_schema
+        _prepare(keys, schema, schema)
+        _check(keys, schema, schema, where, "validate")
+        uses[name] = keys = _secretize(keys, schema, schema)
+        from common.interfaces.validator import ValidatorSetup
+
+        setup = ValidatorSetup(typed.service_id, typed.base_dir, typed.max_expanded_bytes, typed)
+        try:
+            cls(freeze(keys), setup)
+        except ConfigError as exc:
+            key = exc.fields.get("key") or f"validate.{next(iter(keys))}"
+            raise where.error(key, str(exc).split(": ", 1)[-1] if str(exc).startswith(key) else str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - a plugin refusing its config at build: a config error
+            raise where.error(f"validate.{next(iter(keys))}",
+                              f"validator {name!r} refused it: {type(exc).__name__}: {exc}") from None
+    return tuple((name, freeze(uses[name])) for name in sorted(uses))
+
+
+def _table_columns(section: Mapping[str, Any], where: _Where,
+                   key: str) -> tuple[tuple[str, ...] | None, Mapping[str, Any]]:
+    """(columns, types) of a ``csv``-style section; ``types`` may only name listed columns."""
+    columns = tuple(section["columns"]) if "columns" in section else None
+    types = section.get("types", {})
+    if columns is not None:
+        unknown = [c for c in types if c not in columns]
+        if unknown:
+            raise where.error(f"{key}.types.{unknown[0]}", f"names a column not listed in {key}.columns")
+    return columns, freeze(types)
+
+
+def _table_rules(raw: Mapping[str, Any], name: str, base_dir: Path, where: _Where) -> TableRules | None:
+    """``validate.parquet`` / ``validate.xlsx`` as TableRules (None when the section is absent)."""
+    if name not in raw:
+        return None
+    section = raw[name]
+    columns, types = _table_columns(section, where, f"validate.{name}")
+    schema_path = schema_doc = None
+    if "json_schema" in section:
+        schema_path = (base_dir / section["json_schema"]).resolve()
+        schema_doc = freeze(_load_json_schema(schema_path, where, f"validate.{name}.json_schema"))
+    return TableRules(columns=columns, types=types, allow_empty=section["allow_empty"], sheet=section.get("sheet"),
+                      json_schema_path=schema_path, json_schema=schema_doc)
+
+
+def _load_json_schema(path: Path, where: _Where, key: str = "validate.json_schema") -> dict[str, Any]:
     if not path.exists():
         raise where.error(key, f"schema file {path} does not exist")
     try:
@@ -355,9 +484,10 @@ def _check_template(template: str, where: _Where, key: str) -> None:
 # --------------------------------------------------------------------------- batch
 
 
-def read_batch(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The batch document at ``path``, parsed and checked at its top level (not its jobs)."""
-    raw = load_json_file(Path(path), "batch", {"jobs": "job"})
+def read_batch(path: str | os.PathLike[str], document: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The batch document at ``path`` (or ``document``, a mapping built in Python, copied;
+    ``path`` then only names it), parsed and checked at its top level (not its jobs)."""
+    raw = load_json_file(Path(path), "batch", {"jobs": "job"}) if document is None else plain_copy(document)
     _check(raw, _BATCH_SCHEMA, _BATCH_SCHEMA, _Where(str(path)), "")
     return raw  # type: ignore[no-any-return]
 
@@ -378,20 +508,26 @@ def load_batch(path: str | os.PathLike[str], registry: Registry, catalog: Module
     where = _Where(str(path))
     seen: dict[str, int] = {}
     jobs = []
+    errors: list[ConfigError] = []
     for index, job in enumerate(raw["jobs"]):
         label = job.get("job_id") if isinstance(job.get("job_id"), str) else f"#{index + 1}"
         jw = where.job(label)
-        _prepare(job, _JOB_SCHEMA, _JOB_SCHEMA)
-        _check(job, _JOB_SCHEMA, _JOB_SCHEMA, jw, "")
-        if job["job_id"] in seen:
-            raise jw.error("job_id", f"duplicate job_id (also job #{seen[job['job_id']] + 1})")
-        seen[job["job_id"]] = index
-        service = registry.services.get(job["service_id"])
-        if service is None:
-            known = ", ".join(sorted(registry.services))
-            raise jw.error("service_id", f"unknown service {job['service_id']!r}; known services: {known}")
-        _check_file_names(job["job_id"], service, jw)
-        jobs.append(_build_job(job, index, service, catalog, jw))
+        try:
+            _prepare(job, _JOB_SCHEMA, _JOB_SCHEMA)
+            _check(job, _JOB_SCHEMA, _JOB_SCHEMA, jw, "")
+            if job["job_id"] in seen:
+                raise jw.error("job_id", f"duplicate job_id (also job #{seen[job['job_id']] + 1})")
+            seen[job["job_id"]] = index
+            service = registry.services.get(job["service_id"])
+            if service is None:
+                known = ", ".join(sorted(registry.services))
+                raise jw.error("service_id", f"unknown service {job['service_id']!r}; known services: {known}")
+            _check_file_names(job["job_id"], service, jw)
+            jobs.append(_build_job(job, index, service, catalog, jw))
+        except ConfigError as exc:
+            errors.append(exc)
+    if errors:
+        raise ConfigError.gather(errors)
     return Batch(path=path, description=raw.get("description", ""), jobs=tuple(jobs))
 
 
@@ -464,7 +600,8 @@ class _Where:
             parts.append(f"{self.kind} '{self.name}'")
         if key:
             parts.append(f"key '{key}'")
-        return ConfigError(": ".join(parts) + f": {message}", file=self.file, key=key)
+        fields = {self.kind: self.name} if self.kind else {}
+        return ConfigError(": ".join(parts) + f": {message}", file=self.file, key=key, **fields)
 
 
 def _interpolate(value: Any, where: _Where, key: str) -> Any:
@@ -609,12 +746,27 @@ def _check(instance: Any, schema: Mapping[str, Any], root: Mapping[str, Any], wh
         return
     from jsonschema.exceptions import best_match
 
-    error = min(errors, key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
-    error = best_match([error])
-    path = [str(p) for p in error.absolute_path]
-    key, message = _describe(error, path)
-    full = ".".join(p for p in [prefix, key] if p)
-    raise where.error(full, message)
+    found = []
+    for error in sorted(errors, key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path)))):
+        error = best_match([error])
+        path = [str(p) for p in error.absolute_path]
+        for key, message in _describe_all(error, path):
+            found.append(where.error(".".join(p for p in [prefix, key] if p), message))
+    raise ConfigError.gather(found)
+
+
+def _describe_all(error: jsonschema.ValidationError, path: list[str]) -> list[tuple[str, str]]:
+    """(key, message) for each key a schema error is about: every missing key of a
+    ``required``, every unknown key of an ``additionalProperties``; else :func:`_describe`."""
+    key = ".".join(path)
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [r for r in error.validator_value if r not in error.instance]
+        return [((f"{key}.{name}" if key else name), "required key is missing") for name in missing]
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        extra = sorted(k for k in error.instance if k not in error.schema.get("properties", {}))
+        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        return [((f"{key}.{name}" if key else name), f"unknown key (allowed: {allowed})") for name in extra]
+    return [_describe(error, path)]
 
 
 def _describe(error: jsonschema.ValidationError, path: list[str]) -> tuple[str, str]:
@@ -640,6 +792,10 @@ def _describe(error: jsonschema.ValidationError, path: list[str]) -> tuple[str, 
         return key, f"must be {_BOUNDS[v]} {error.validator_value}"
     if v in ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "pattern"):
         return key, f"fails {v} {error.validator_value}"
+    if v == "not":
+        together = _set_together(error.validator_value, error.instance)
+        if together:
+            return (f"{key}.{together[-1]}" if key else together[-1]), f"cannot be set with {', '.join(together[:-1])}"
     if v == "dependentRequired" and isinstance(error.instance, dict):
         for name, needs in error.validator_value.items():
             missing = [n for n in needs if name in error.instance and n not in error.instance]
@@ -651,6 +807,20 @@ def _describe(error: jsonschema.ValidationError, path: list[str]) -> tuple[str, 
     if v == "propertyNames":
         return key, "has an invalid name (letters, digits, '_', '.', '-' only)"
     return key, f"fails {v}"
+
+
+def _set_together(schema: Any, instance: Any) -> list[str]:
+    """For a ``not`` of ``required`` groups (keys that exclude each other): the group the instance
+    sets in full, in the schema's order; empty when the ``not`` says something else."""
+    if not isinstance(schema, Mapping) or not isinstance(instance, Mapping):
+        return []
+    import jsonschema
+
+    for group in schema.get("anyOf", [schema]):
+        names = group.get("required", []) if isinstance(group, Mapping) else []
+        if names and all(n in instance for n in names) and jsonschema.Draft202012Validator(group).is_valid(instance):
+            return list(names)
+    return []
 
 
 _BOUNDS = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}

@@ -37,7 +37,8 @@ from common.terminal_text import printable
 __all__ = ["EXECUTOR_LOG", "JobLogRouter", "configure_logging", "configure_worker_logging", "job_log_name", "replay_record"]
 
 EXECUTOR_LOG = "system_orchestrator_job_executor.log"
-_QUIET_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3", "werkzeug", "pyftpdlib", "filelock", "distributed")
+_QUIET_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3", "werkzeug", "pyftpdlib", "filelock", "paramiko",
+                    "distributed")
 
 
 def job_log_name(job_id: str, service_id: str, module: str) -> str:
@@ -247,22 +248,31 @@ def _level() -> int:
     return level if isinstance(level, int) else logging.INFO
 
 
-def configure_logging(log_dir: Path | None, console_format: str = "console", stream: TextIO | None = None) -> JobLogRouter:
+def configure_logging(log_dir: Path | None, console_format: str = "console", stream: TextIO | None = None,
+                      console_level: int | None = None) -> JobLogRouter:
     """Set up structlog and the handlers for one run; returns the per-job router.
 
+    ``console_format`` ``"console"`` or ``"json"``, or ``"off"`` for no console handler at
+    all (:func:`module_system.run`: the files only, the embedding program owns its stderr).
+    ``console_level`` overrides the console's level (``-q`` / ``-v``).
     Calling it again (a second run in the same process) replaces the previous handlers.
     """
     level = _level()
     json_lines = _json_formatter()  # one instance: each record is rendered once for every handler
-    console = logging.StreamHandler(stream or sys.stderr)
-    if console_format == "json":
-        console.setFormatter(json_lines)
-        console.setLevel(level)
-    else:
-        console.setFormatter(_formatter(structlog.dev.ConsoleRenderer(colors=False), terminal_safe))
-        console.setLevel(max(level, logging.WARNING))
+    handlers: list[logging.Handler] = []
+    if console_format != "off":
+        console = logging.StreamHandler(stream or sys.stderr)
+        if console_format == "json":
+            console.setFormatter(json_lines)
+            console.setLevel(level)
+        else:
+            console.setFormatter(_formatter(structlog.dev.ConsoleRenderer(colors=False), terminal_safe))
+            console.setLevel(max(level, logging.WARNING))
+        if console_level is not None:
+            console.setLevel(console_level)
+        handlers.append(console)
+
     router = JobLogRouter()
-    handlers: list[logging.Handler] = [console]
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
         executor = _FileLog(log_dir / EXECUTOR_LOG, encoding="utf-8")
