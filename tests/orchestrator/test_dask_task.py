@@ -70,8 +70,8 @@ def test_a_secret_is_read_from_the_worker_environment(tmp_path: Path, monkeypatc
 
 
 def test_a_secret_written_into_the_registry_is_found_before_it_is_shipped() -> None:
-    assert _literal_secret({"auth": {"token": Secret("literal")}}) == "auth.token"
-    assert _literal_secret({"auth": {"token": Secret("v", "${TOKEN}")}}) is None
+    assert _literal_secret({"auth": {"token": Secret("literal-Hq3-in-the-registry")}}) == "auth.token"
+    assert _literal_secret({"auth": {"token": Secret("from-env-Hq4", "${TOKEN}")}}) is None
 
 
 @pytest.mark.parametrize(("text", "choice"), [
