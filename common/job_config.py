@@ -611,13 +611,10 @@ def _interpolate(value: Any, where: _Where, key: str) -> Any:
         return [_interpolate(v, where, f"{key}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, str) and "${" in value:
         def sub(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            env = os.environ.get(name)
-            if env is not None and (env != "" or default is None):
-                return env
-            if default is not None:
-                return default
-            raise where.error(key, f"environment variable {name} is not set")
+            found = _environment_value(match)
+            if found is None:
+                raise where.error(key, f"environment variable {match.group(1)} is not set")
+            return found
 
         return _Interpolated.of(_VAR.sub(sub, value), value)
     return value
@@ -627,16 +624,23 @@ def interpolate_environment(template: str) -> str:
     """``template`` with each ``${VAR}`` / ``${VAR:-default}`` read from this process's environment
     (a secret unpickled on a Dask worker); ConfigError naming the variable when it is not set."""
     def sub(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        env = os.environ.get(name)
-        if env is not None and (env != "" or default is None):
-            return env
-        if default is not None:
-            return default
-        raise ConfigError(f"environment variable {name} is not set on this worker (a secret of the registry "
-                          "is read from it)", key=name)
+        found = _environment_value(match)
+        if found is None:
+            raise ConfigError(f"environment variable {match.group(1)} is not set on this worker (a secret of the "
+                              "registry is read from it)", key=match.group(1))
+        return found
 
     return _VAR.sub(sub, template)
+
+
+def _environment_value(match: re.Match[str]) -> str | None:
+    """The value of one ``${VAR}`` / ``${VAR:-default}`` match: the variable (an empty one only when
+    there is no default), else the default; None when neither is there."""
+    name, default = match.group(1), match.group(2)
+    env = os.environ.get(name)
+    if env is not None and (env != "" or default is None):
+        return env
+    return default
 
 
 def _resolve_ref(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
