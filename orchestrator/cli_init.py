@@ -1,4 +1,4 @@
-"""The command line: ``module-system run|validate|modules`` and ``python -m orchestrator.cli_init``.
+"""The command line: ``module-system run|validate|plan|check|modules|history|show`` and ``python -m orchestrator.cli_init``.
 
 ``python -m orchestrator.cli_init --batch-file FILE`` is the same command as
 ``module-system run --batch-file FILE``. A configuration mistake prints one line
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -30,6 +30,7 @@ from orchestrator.exit_codes import ExitCode
 from orchestrator.job_executor import BatchRun, RunOptions, destination_pool
 from orchestrator.output_paths import check_writable_dir, check_writable_file
 from orchestrator.preflight import check_destinations
+from orchestrator.run_observer import ObserverGroup
 from orchestrator.run_report import (
     build_report,
     rerun_args,
@@ -38,6 +39,12 @@ from orchestrator.run_report import (
 )
 from orchestrator.state_dir import check_state_dir
 from orchestrator.worker_threads import exit_if_abandoned
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+    from orchestrator.destination_pool import DestinationPool
+    from orchestrator.history.writer import HistoryRecorder
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -112,11 +119,15 @@ def _in_main_thread() -> bool:
 
 def run_batch(batch_file: Path, registry_file: Path | None = None, max_workers: int = 20,
               monitor_duration: float = 0, report: Path | None = None, log_dir: Path | None = None,
-              log_format: str | None = None, state_dir: Path = Path("temp")) -> ExitCode:
+              log_format: str | None = None, state_dir: Path = Path("temp"), history_db: str | None = None,
+              history: bool = True, metrics_port: int | None = None) -> ExitCode:
     """Everything ``run`` does, as a function (the demo and tests call it too). Raises ConfigError.
 
     ``log_dir`` None is ``<state_dir>/logs``. Every destination is checked before any job
-    starts (:func:`orchestrator.preflight.check_destinations`).
+    starts (:func:`orchestrator.preflight.check_destinations`). The run is recorded in the
+    history database (``history_db``, a SQLAlchemy URL, else ``<state_dir>/history.sqlite3``;
+    ``history`` False: not recorded), and its metrics are served on 127.0.0.1:``metrics_port``
+    while it runs (None: not served).
     """
     if max_workers < 1:
         raise ConfigError(f"--max-workers must be at least 1, not {max_workers}")
@@ -128,6 +139,11 @@ def run_batch(batch_file: Path, registry_file: Path | None = None, max_workers: 
     log_dir = log_dir if log_dir is not None else state_dir / "logs"
     check_writable_dir(log_dir, "--log-dir")
     check_state_dir(state_dir)
+    url = None
+    if history:
+        from orchestrator.history.store import history_url
+
+        url = history_url(history_db, state_dir)
     fmt = log_format or ("console" if sys.stdout.isatty() else "json")
     router = configure_logging(log_dir, fmt)
     options = RunOptions(max_workers=max_workers, monitor_duration=monitor_duration, log_dir=log_dir,
@@ -141,17 +157,51 @@ def run_batch(batch_file: Path, registry_file: Path | None = None, max_workers: 
     except BaseException:
         destinations.close()
         raise
-    run = BatchRun(registry, batch, options, router, destinations=destinations)
-    display = ProgressDisplay(fmt)
-    with _stop_on_signals(run):
-        outcome = run.execute(display)
-    display.close(outcome.stats)
-    failed_file = write_failed_jobs(outcome, batch, state_dir, registry.path)
-    if report is not None:
-        write_json(report, build_report(outcome, batch, failed_file))
+    with _run_watchers(url, metrics_port, destinations) as (observers, recorder):
+        run = BatchRun(registry, batch, options, router, destinations=destinations, observer=observers)
+        display = ProgressDisplay(fmt)
+        with _stop_on_signals(run):
+            outcome = run.execute(display)
+        display.close(outcome.stats)
+        failed_file = write_failed_jobs(outcome, batch, state_dir, registry.path)
+        written = report is not None and write_json(report, build_report(outcome, batch, failed_file))
+        if recorder is not None:
+            recorder.run_outputs(failed_file, report if written else None)
     rerun = rerun_args(failed_file, registry.path, Path(_default_registry())) if failed_file else None
     print_summary(outcome.results, fmt, failed_file, report, rerun_args=rerun)
     return outcome.exit_code
+
+
+@contextmanager
+def _run_watchers(url: URL | None, metrics_port: int | None,
+                  destinations: DestinationPool) -> Iterator[tuple[ObserverGroup, HistoryRecorder | None]]:
+    """The run's observers: the history recorder (``url``) and the metrics served on
+    ``metrics_port``; the history's last rows are written and the server stopped on leaving."""
+    observers = ObserverGroup()
+    server = None
+    if metrics_port is not None:
+        from orchestrator.run_metrics import RunMetrics, serve_metrics
+
+        metrics = RunMetrics()
+        try:
+            server = serve_metrics(metrics.registry, metrics_port)
+        except ConfigError:
+            destinations.close()
+            raise
+        observers.add(metrics)
+    recorder = None
+    if url is not None:
+        from orchestrator.history.writer import HistoryRecorder
+
+        recorder = HistoryRecorder(url)
+        observers.add(recorder)
+    try:
+        yield observers, recorder
+    finally:
+        if recorder is not None:
+            recorder.close()
+        if server is not None:
+            server.close()
 
 
 _run_options = [
@@ -168,7 +218,12 @@ _run_options = [
                  help="Console output style [default: console on a TTY, json otherwise]."),
     click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("temp"),
                  envvar="MODULE_SYSTEM_STATE_DIR", show_default=True, show_envvar=True,
-                 help="Where temp files, the resume state of uploads and failed-jobs files live."),
+                 help="Where temp files, the resume state of uploads, failed-jobs files and the history live."),
+    click.option("--history-db", default=None, envvar="MODULE_SYSTEM_HISTORY_DB", show_envvar=True,
+                 help="Record the run in this database (a SQLAlchemy URL) [default: <state-dir>/history.sqlite3]."),
+    click.option("--no-history", "no_history", is_flag=True, default=False, help="Do not record the run."),
+    click.option("--metrics-port", type=int, default=None,
+                 help="Serve Prometheus metrics at http://127.0.0.1:PORT/metrics while the run is in progress."),
 ]
 
 
@@ -180,9 +235,10 @@ def _with_run_options(fn: F) -> F:
 
 @_config_errors_exit_2
 def _run(batch_file: Path, registry_file: Path | None, max_workers: int, monitor_duration: float,
-         report: Path | None, log_dir: Path | None, log_format: str | None, state_dir: Path) -> None:
+         report: Path | None, log_dir: Path | None, log_format: str | None, state_dir: Path,
+         history_db: str | None, no_history: bool, metrics_port: int | None) -> None:
     code = run_batch(batch_file, registry_file, max_workers, monitor_duration, report, log_dir, log_format,
-                     state_dir=state_dir)
+                     state_dir=state_dir, history_db=history_db, history=not no_history, metrics_port=metrics_port)
     sys.exit(int(code))
 
 
@@ -286,6 +342,58 @@ def check_command(batch_file: Path | None, registry_file: Path | None, fmt: str)
                 line += f"  destination {d['name']}: {d['verdict']}" + (f" ({d['detail']})" if d["detail"] else "")
             click.echo(printable(line))
     sys.exit(ExitCode.OK if all(r.ok for r in results) else ExitCode.JOBS_FAILED)
+
+
+def _history_options(fn: F) -> F:
+    fn = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)(fn)
+    fn = click.option("--history-db", default=None, envvar="MODULE_SYSTEM_HISTORY_DB", show_envvar=True,
+                      help="The history database (a SQLAlchemy URL) [default: <state-dir>/history.sqlite3].")(fn)
+    return click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("temp"),
+                        envvar="MODULE_SYSTEM_STATE_DIR", show_default=True, show_envvar=True,
+                        help="The state directory of the runs.")(fn)
+
+
+@main.command("history")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="Runs to list, newest first.")
+@click.option("--offset", type=click.IntRange(0), default=0, show_default=True, help="Skip this many newest runs.")
+@click.option("--status", type=click.Choice(["running", "succeeded", "failed", "interrupted"]), default=None,
+              help="Only runs with this status.")
+@_history_options
+@_config_errors_exit_2
+def history_command(limit: int, offset: int, status: str | None, state_dir: Path, history_db: str | None,
+                    fmt: str) -> None:
+    """List recorded runs, newest first."""
+    from orchestrator.history_view import HistoryError, open_reader, print_runs
+
+    configure_logging(None, "console", stream=sys.stderr)
+    try:
+        with open_reader(history_db, state_dir) as reader:
+            page = reader.list_runs(limit=limit, offset=offset, status=status) if reader is not None else None
+            print_runs(list(page.items) if page else [], page.total if page else 0, fmt, sys.stdout)
+    except HistoryError as exc:
+        click.echo(f"error: {printable(str(exc))}", err=True)
+        sys.exit(ExitCode.JOBS_FAILED)
+
+
+@main.command("show")
+@click.argument("run_id")
+@click.option("--all-files", is_flag=True, default=False, help="Every file, not only those rejected or failed.")
+@_history_options
+@_config_errors_exit_2
+def show_command(run_id: str, all_files: bool, state_dir: Path, history_db: str | None, fmt: str) -> None:
+    """One recorded run: its jobs, events and files (those rejected or failed unless --all-files)."""
+    from orchestrator.history_view import HistoryError, open_reader, print_run
+
+    configure_logging(None, "console", stream=sys.stderr)
+    try:
+        with open_reader(history_db, state_dir) as reader:
+            detail = reader.run(run_id) if reader is not None else None
+            if reader is None or detail is None:
+                raise ConfigError(f"no run {run_id!r} in the history (module-system history lists them)")
+            print_run(reader, detail, fmt, all_files, sys.stdout)
+    except HistoryError as exc:
+        click.echo(f"error: {printable(str(exc))}", err=True)
+        sys.exit(ExitCode.JOBS_FAILED)
 
 
 @main.command("modules")

@@ -26,12 +26,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.engine import RowMapping
 
 from common.logger import EXECUTOR_LOG
 from common.manifest import FILE_STATUSES
@@ -274,7 +275,7 @@ class HistoryReader:
             row = conn.execute(sa.select(JOBS).where(JOBS.c.run_id == run_id, JOBS.c.job_id == job_id)).mappings().first()
         return self._job_detail(row, **kwargs)
 
-    def _job_detail(self, row: Mapping[str, Any] | None, files_limit: int = 100, files_offset: int = 0,
+    def _job_detail(self, row: RowMapping | None, files_limit: int = 100, files_offset: int = 0,
                     file_status: str | None = None, events_limit: int = 200) -> JobDetail | None:
         if row is None:
             return None
@@ -309,9 +310,9 @@ class HistoryReader:
             total = conn.execute(sa.select(sa.func.count()).select_from(EVENTS).where(*where)).scalar_one()
             if last is not None:
                 count, _ = _bounded(last, 0)
-                rows = list(reversed(conn.execute(sa.select(EVENTS).where(*where).order_by(EVENTS.c.id.desc())
-                                                  .limit(count)).mappings().all()))
-                return Page(tuple(_event(r) for r in rows), total, max(0, total - count), count)
+                newest = conn.execute(sa.select(EVENTS).where(*where).order_by(EVENTS.c.id.desc())
+                                      .limit(count)).mappings().all()
+                return Page(tuple(_event(r) for r in reversed(newest)), total, max(0, total - count), count)
             limit, _ = _bounded(limit, 0)
             rows = conn.execute(sa.select(EVENTS).where(*where).order_by(EVENTS.c.id).limit(limit)).mappings().all()
             return Page(tuple(_event(r) for r in rows), total, 0, limit)
@@ -384,11 +385,11 @@ class HistoryReader:
         status and bytes of the finished runs."""
         where = [RUNS.c.started_at >= since] if since is not None else []
         with self._engine.connect() as conn:
-            runs = dict(conn.execute(sa.select(RUNS.c.status, sa.func.count()).where(*where)  # type: ignore[arg-type]
-                                     .group_by(RUNS.c.status)).all())
-            jobs = dict(conn.execute(sa.select(JOBS.c.status, sa.func.count())  # type: ignore[arg-type]
-                                     .join(RUNS, RUNS.c.run_id == JOBS.c.run_id).where(*where)
-                                     .group_by(JOBS.c.status)).all())
+            runs: dict[str, int] = {status: count for status, count in conn.execute(
+                sa.select(RUNS.c.status, sa.func.count()).where(*where).group_by(RUNS.c.status))}
+            jobs: dict[str, int] = {status: count for status, count in conn.execute(
+                sa.select(JOBS.c.status, sa.func.count()).join(RUNS, RUNS.c.run_id == JOBS.c.run_id)
+                .where(*where).group_by(JOBS.c.status))}
             files: Counter[str] = Counter()
             size = 0
             for (totals,) in conn.execute(sa.select(RUNS.c.totals).where(RUNS.c.totals.is_not(None), *where)):
@@ -399,7 +400,7 @@ class HistoryReader:
 
     # ------------------------------------------------------------------ helpers
 
-    def _summaries(self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> list[RunSummary]:
+    def _summaries(self, conn: sa.Connection, rows: Sequence[RowMapping]) -> list[RunSummary]:
         ids = [r["run_id"] for r in rows]
         jobs: dict[str, Counter[str]] = {i: Counter() for i in ids}
         if ids:
@@ -437,13 +438,13 @@ def _bounded(limit: int, offset: int) -> tuple[int, int]:
     return max(1, min(int(limit), MAX_LIMIT)), max(0, int(offset))
 
 
-def _job(r: Mapping[str, Any]) -> JobSummary:
+def _job(r: RowMapping) -> JobSummary:
     return JobSummary(r["id"], r["run_id"], r["job_id"], r["service_id"], r["module"], r["position"], r["priority"],
                       r["status"], r["attempts"], r["source_used"], dict(r["files"] or {}), r["bytes"], r["seconds"],
                       r["error"], utc(r["started_at"]), utc(r["finished_at"]), r["log_file"])
 
 
-def _file(r: Mapping[str, Any]) -> FileRecord:
+def _file(r: RowMapping) -> FileRecord:
     finished = utc(r["finished_at"])
     assert finished is not None
     return FileRecord(r["id"], r["run_id"], r["job_id"], r["attempt"], r["source_uri"], r["key"], r["status"],
@@ -451,7 +452,7 @@ def _file(r: Mapping[str, Any]) -> FileRecord:
                       bool(r["unchecked"]), list(r["destinations"] or []))
 
 
-def _event(r: Mapping[str, Any]) -> EventRecord:
+def _event(r: RowMapping) -> EventRecord:
     at = utc(r["at"])
     assert at is not None
     return EventRecord(r["id"], r["run_id"], r["job_id"], at, r["kind"], r["level"], r["message"], dict(r["fields"] or {}))

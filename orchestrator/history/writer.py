@@ -29,6 +29,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import URL
 
+from common.secret import redact
 from orchestrator.history.models import EVENTS, FILES, JOBS, RUNS
 from orchestrator.history.store import (
     HistoryStore,
@@ -92,7 +93,7 @@ class HistoryRecorder(RunObserver):
         self._run_id = run.run_id
         self._queue.put(("run", {
             "run_id": run.run_id, "status": "running", "exit_code": None, "started_at": run.started_at,
-            "finished_at": None, "batch_file": str(run.batch_file), "registry_file": str(run.registry_file),
+            "finished_at": None, "batch_file": str(run.batch_file.resolve()), "registry_file": str(run.registry_file.resolve()),
             "hostname": socket.gethostname()[:255], "pid": os.getpid(), "log_dir": str(run.log_dir.resolve()),
             "max_workers": run.max_workers, "jobs_total": len(run.jobs), "stop_reason": None, "totals": None,
             "failed_jobs_file": None, "report_file": None}))
@@ -127,8 +128,9 @@ class HistoryRecorder(RunObserver):
 
     def _event(self, kind: str, job_id: str | None, level: str, message: str, fields: Mapping[str, Any],
                at: dt.datetime) -> None:
+        safe = {k: redact(v) if isinstance(v, str) else v for k, v in fields.items()}
         self._queue.put(("event", {"run_id": self._run_id, "job_id": job_id, "at": at, "kind": kind[:40],
-                                   "level": level, "message": message[:2000], "fields": dict(fields) or None}))
+                                   "level": level, "message": redact(message)[:2000], "fields": safe or None}))
 
     def job_finished(self, result: JobResult) -> None:
         self._queue.put(("job", {
