@@ -139,11 +139,15 @@ def run_batch(batch_file: Path, registry_file: Path | None = None, max_workers: 
     log_dir = log_dir if log_dir is not None else state_dir / "logs"
     check_writable_dir(log_dir, "--log-dir")
     check_state_dir(state_dir)
-    url = None
-    if history:
+    url: URL | str | None = None
+    if history and history_db:
         from orchestrator.history.store import history_url
 
-        url = history_url(history_db, state_dir)
+        url = history_url(history_db, state_dir)  # a bad URL is exit 2 before anything runs
+    elif history:
+        from orchestrator.history import default_history_url
+
+        url = default_history_url(state_dir)  # SQLAlchemy is imported by the history's thread
     fmt = log_format or ("console" if sys.stdout.isatty() else "json")
     router = configure_logging(log_dir, fmt)
     options = RunOptions(max_workers=max_workers, monitor_duration=monitor_duration, log_dir=log_dir,
@@ -173,7 +177,7 @@ def run_batch(batch_file: Path, registry_file: Path | None = None, max_workers: 
 
 
 @contextmanager
-def _run_watchers(url: URL | None, metrics_port: int | None,
+def _run_watchers(url: URL | str | None, metrics_port: int | None,
                   destinations: DestinationPool) -> Iterator[tuple[ObserverGroup, HistoryRecorder | None]]:
     """The run's observers: the history recorder (``url``) and the metrics served on
     ``metrics_port``; the history's last rows are written and the server stopped on leaving."""
