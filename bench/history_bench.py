@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dataset C: {len(data.sizes)} files, {data.total_bytes / 1e6:.1f} MB; history {history}", flush=True)
 
     walls: dict[str, list[float]] = {"with": [], "without": []}
+    cpus: dict[str, list[float]] = {"with": [], "without": []}
     with Servers(ftp_root) as servers:
         client = ModuleSystemClient(args.workdir / "history_runs", servers, {"C": data}, args.max_workers)
         s3 = servers.client()
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{label}: run not verified (exit {result.exit_code}): {note}", flush=True)
                     return 1
                 walls[variant].append(result.wall_s)
+                cpus[variant].append(result.cpu_s)
                 print(f"{label}: {result.wall_s:.2f} s (CPU {result.cpu_s:.2f} s), "
                       f"{report['totals']['files']['uploaded']} files", flush=True)
                 client.discard(label)
@@ -80,8 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"with history    median {statistics.median(walls['with']):.2f} s  ({', '.join(f'{w:.2f}' for w in walls['with'])})")
     print(f"without history median {statistics.median(walls['without']):.2f} s  "
           f"({', '.join(f'{w:.2f}' for w in walls['without'])})")
-    print(f"ratio with/without: median {median:.3f} ({', '.join(f'{r:.3f}' for r in ratios)}); target < {TARGET}: "
-          f"{'met' if median < TARGET else 'not met'}")
+    of_medians = statistics.median(walls["with"]) / statistics.median(walls["without"])
+    print(f"ratio with/without, per pair: median {median:.3f} ({', '.join(f'{r:.3f}' for r in ratios)}); "
+          f"of the medians {of_medians:.3f}; target < {TARGET}: {'met' if max(median, of_medians) < TARGET else 'not met'}")
+    print(f"client CPU: median {statistics.median(cpus['with']):.2f} s with, {statistics.median(cpus['without']):.2f} s "
+          "without")
     return 0
 
 
