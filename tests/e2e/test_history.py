@@ -170,3 +170,16 @@ def test_metrics_are_served_while_a_run_is_in_progress(project: Project, gated: 
     assert report["totals"]["files"]["uploaded"] == 4 and report["totals"]["jobs"]["succeeded"] == 2
     with pytest.raises(OSError):  # served only while the run is in progress
         _scrape(port)
+
+
+def test_a_metrics_port_in_use_is_exit_2_before_the_run(project: Project) -> None:
+    drop = _drop(project.root, 1)
+    project.write_registry({"version": 1, "services": {"drop": {
+        "type": "local", "source": {"path": str(drop)}, "destination": {"type": "local", "path": "landing"}}}})
+    batch = project.write_batch([{"job_id": "j1", "service_id": "drop"}])
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = project.cli("run", "--batch-file", str(batch), "--metrics-port", str(busy.getsockname()[1]))
+    assert result.returncode == 2 and "--metrics-port" in result.stderr, result.stderr[-2000:]
+    assert not (project.root / "landing").exists()
