@@ -6,10 +6,12 @@ The public facade for plugin authors and scripts::
 
 Source modules subclass :class:`BaseModule` (or :class:`FileSource`) and register under the
 entry point group ``module_system.modules``; destinations subclass :class:`FileDestination` or
-:class:`RecordDestination` and register under ``module_system.destinations``. See docs/PLUGINS.md.
+:class:`RecordDestination` and register under ``module_system.destinations``; validators
+subclass :class:`Validator` and register under ``module_system.validators``. See docs/PLUGINS.md.
 """
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from common.exceptions import (
     RETRY_HTTP_CODES,
@@ -50,11 +52,11 @@ from common.interfaces.destination import (
     RecordTarget,
 )
 from common.interfaces.file_source import Entry, FileSource, FileVanished, NotModified
+from common.interfaces.validator import VALIDATOR_GROUP, Validator, ValidatorSetup
 from common.plugins import ENTRY_POINT_GROUP
 from common.problems import Problem, capped
 from common.retry import RetryPolicy
 from common.run_resources import RunResources
-from common.s3_client import new_s3_client
 from common.secret import Secret, redact, redact_url, reveal
 from common.transfer_watchdog import (
     Transfer,
@@ -73,6 +75,7 @@ __all__ = [
     "DESTINATION_GROUP",
     "ENTRY_POINT_GROUP",
     "RETRY_HTTP_CODES",
+    "VALIDATOR_GROUP",
     "BaseModule",
     "Column",
     "ConfigError",
@@ -112,6 +115,8 @@ __all__ = [
     "TransientSourceError",
     "Unchanged",
     "UploadError",
+    "Validator",
+    "ValidatorSetup",
     "__version__",
     "capped",
     "compile_css",
@@ -128,3 +133,16 @@ __all__ = [
     "shut_socket",
     "watch",
 ]
+
+
+if TYPE_CHECKING:
+    from common.s3_client import new_s3_client
+
+
+def __getattr__(name: str) -> Any:
+    """``new_s3_client`` is imported on first use: a run that never touches S3 never imports boto3."""
+    if name == "new_s3_client":
+        from common.s3_client import new_s3_client
+
+        return new_s3_client
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
