@@ -215,6 +215,12 @@ class HostLimiters:
     def in_use(self, host: str) -> int:
         return self.get(host).in_use
 
+    def snapshot(self) -> dict[str, tuple[int, int | None]]:
+        """Every host known to the run: connection slots in use and its cap (None: no cap)."""
+        with self._lock:
+            limiters = list(self._limiters.values())
+        return {limiter.host: (limiter.in_use, limiter.concurrency) for limiter in limiters}
+
 
 class JobHosts:
     """One job's use of the run's limiters: the slots it was admitted with serve its own

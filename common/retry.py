@@ -32,6 +32,8 @@ class RetryPolicy:
     """When set, waiting stops early and the last error is raised."""
     counter: Callable[[], None] | None = field(default=None, compare=False)
     """Called once per retry (the job's retry statistics)."""
+    on_retry: Callable[[str, int, str], None] | None = field(default=None, compare=False)
+    """Called once per retry with what is retried, the try that failed (from 1) and why (the run history)."""
 
     def delay(self, attempt: int, exc: BaseException | None = None) -> float:
         """Seconds to wait before try ``attempt + 1`` (``attempt`` counts from 1): a random
@@ -57,6 +59,8 @@ class RetryPolicy:
                 log.debug("retrying", what=what, attempt=attempt, wait_s=round(wait, 3), reason=_short(exc))
                 if self.counter is not None:
                     self.counter()
+                if self.on_retry is not None:
+                    self.on_retry(what, attempt, _short(exc))
                 if self.stop is not None:
                     if self.stop.wait(wait):
                         raise

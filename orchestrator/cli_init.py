@@ -1,4 +1,5 @@
-"""The command line: ``module-system run|validate|plan|check|modules|schema|new-module`` and ``python -m orchestrator.cli_init``.
+"""The command line: ``module-system run|validate|plan|check|modules|schema|new-module|history|show`` and
+``python -m orchestrator.cli_init``.
 
 A thin layer over the Python API (:mod:`orchestrator.python_api`, ``module_system.run`` /
 ``validate`` / ``plan``): this module parses options, shows the live display and the summary,
@@ -120,13 +121,17 @@ def _console_level(quiet: bool, verbose: int) -> int | None:
 def run_batch(batch_file: Path, registry_file: Path | None = None, max_workers: int = 20,
               monitor_duration: float = 0, report: Path | None = None, log_dir: Path | None = None,
               log_format: str | None = None, state_dir: Path = Path("temp"), *, job: tuple[str, ...] = (),
-              service: tuple[str, ...] = (), quiet: bool = False, verbose: int = 0, **options: Any) -> ExitCode:
+              service: tuple[str, ...] = (), quiet: bool = False, verbose: int = 0, no_history: bool = False,
+              **options: Any) -> ExitCode:
     """Everything ``run`` does, as a function (the demo and tests call it too). Raises ConfigError.
 
     ``log_dir`` None is ``<state_dir>/logs``. Every destination is checked before any job
     starts (:func:`orchestrator.preflight.check_destinations`). ``options``: the other
-    fields of :class:`~orchestrator.python_api.RunSettings` (``rejected_ok``, ...).
+    fields of :class:`~orchestrator.python_api.RunSettings` (``rejected_ok``, ``history_db``,
+    ``metrics_port``, ...); ``no_history`` is ``history=False`` (the run is not recorded).
     """
+    if no_history:
+        options["history"] = False
     fmt = log_format or ("console" if sys.stdout.isatty() else "json")
     settings = RunSettings(max_workers=max_workers, monitor_duration=monitor_duration, report=report,
                            log_dir=log_dir, state_dir=state_dir, jobs=job, services=service, handle_signals=True,
@@ -170,7 +175,12 @@ _run_options = [
                  help="Console output style [default: console on a TTY, json otherwise]."),
     click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("temp"),
                  envvar="MODULE_SYSTEM_STATE_DIR", show_default=True, show_envvar=True,
-                 help="Where temp files, the resume state of uploads and failed-jobs files live."),
+                 help="Where temp files, the resume state of uploads, failed-jobs files and the history live."),
+    click.option("--history-db", default=None, envvar="MODULE_SYSTEM_HISTORY_DB", show_envvar=True,
+                 help="Record the run in this database (a SQLAlchemy URL) [default: <state-dir>/history.sqlite3]."),
+    click.option("--no-history", "no_history", is_flag=True, default=False, help="Do not record the run."),
+    click.option("--metrics-port", type=int, default=None,
+                 help="Serve Prometheus metrics at http://127.0.0.1:PORT/metrics while the run is in progress."),
     click.option("--executor", default="threads", envvar="MODULE_SYSTEM_EXECUTOR", show_default=True,
                  show_envvar=True, metavar="threads|dask-local|dask://HOST:PORT",
                  help="Where jobs run: threads of this process, a Dask LocalCluster on this machine, "
@@ -312,6 +322,58 @@ def check_command(batch_file: Path | None, registry_file: Path | None, fmt: str)
                 line += f"  destination {d['name']}: {d['verdict']}" + (f" ({d['detail']})" if d["detail"] else "")
             click.echo(printable(line))
     sys.exit(ExitCode.OK if all(r.ok for r in results) else ExitCode.JOBS_FAILED)
+
+
+def _history_options(fn: F) -> F:
+    fn = _format_option(fn)
+    fn = click.option("--history-db", default=None, envvar="MODULE_SYSTEM_HISTORY_DB", show_envvar=True,
+                      help="The history database (a SQLAlchemy URL) [default: <state-dir>/history.sqlite3].")(fn)
+    return click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("temp"),
+                        envvar="MODULE_SYSTEM_STATE_DIR", show_default=True, show_envvar=True,
+                        help="The state directory of the runs.")(fn)
+
+
+@main.command("history", context_settings=CONTEXT)
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="Runs to list, newest first.")
+@click.option("--offset", type=click.IntRange(0), default=0, show_default=True, help="Skip this many newest runs.")
+@click.option("--status", type=click.Choice(["running", "succeeded", "failed", "interrupted"]), default=None,
+              help="Only runs with this status.")
+@_history_options
+@_config_errors_exit_2
+def history_command(limit: int, offset: int, status: str | None, state_dir: Path, history_db: str | None,
+                    fmt: str) -> None:
+    """List recorded runs, newest first."""
+    from orchestrator.history_view import HistoryError, open_reader, print_runs
+
+    configure_logging(None, "console", stream=sys.stderr)
+    try:
+        with open_reader(history_db, state_dir) as reader:
+            page = reader.list_runs(limit=limit, offset=offset, status=status) if reader is not None else None
+            print_runs(list(page.items) if page else [], page.total if page else 0, fmt, sys.stdout)
+    except HistoryError as exc:
+        click.echo(f"error: {printable(str(exc))}", err=True)
+        sys.exit(ExitCode.JOBS_FAILED)
+
+
+@main.command("show", context_settings=CONTEXT)
+@click.argument("run_id")
+@click.option("--all-files", is_flag=True, default=False, help="Every file, not only those rejected or failed.")
+@_history_options
+@_config_errors_exit_2
+def show_command(run_id: str, all_files: bool, state_dir: Path, history_db: str | None, fmt: str) -> None:
+    """One recorded run: its jobs, events and files (those rejected or failed unless --all-files)."""
+    from orchestrator.history_view import HistoryError, open_reader, print_run
+
+    configure_logging(None, "console", stream=sys.stderr)
+    try:
+        with open_reader(history_db, state_dir) as reader:
+            detail = reader.run(run_id) if reader is not None else None
+            if reader is None or detail is None:
+                raise ConfigError(f"no run {run_id!r} in the history (module-system history lists them)")
+            print_run(reader, detail, fmt, all_files, sys.stdout)
+    except HistoryError as exc:
+        click.echo(f"error: {printable(str(exc))}", err=True)
+        sys.exit(ExitCode.JOBS_FAILED)
 
 
 @main.command("modules", context_settings=CONTEXT)

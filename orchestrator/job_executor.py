@@ -33,6 +33,7 @@ from pathlib import Path
 import structlog
 
 from common.config_model import Batch, JobSpec, Registry, ServiceConfig
+from common.logger import job_log_name
 from common.plugins import ModuleCatalog, default_catalog
 from orchestrator.destination_pool import DestinationPool
 from orchestrator.executors import JobExecutor, ThreadJobs
@@ -45,6 +46,7 @@ from orchestrator.job_runner import (
     job_log_path,
     not_started,
 )
+from orchestrator.run_observer import PlannedJob, RunObserver, RunView
 from orchestrator.run_stats import RunStats, StatsSnapshot
 from orchestrator.state_dir import RunWorkdir
 from orchestrator.worker_threads import STOP_GRACE_S, run_workers
@@ -104,11 +106,15 @@ def new_run_id(now: dt.datetime) -> str:
 
 
 class BatchRun:
-    """One run of one batch. Create, then :meth:`execute` (blocking)."""
+    """One run of one batch. Create, then :meth:`execute` (blocking).
+
+    ``observer`` (:mod:`orchestrator.run_observer`: the history, the metrics) is told the run's
+    start and end, every job's start and final result, every file outcome and notable event."""
 
     def __init__(self, registry: Registry, batch: Batch, options: RunOptions, router: object,
                  catalog: ModuleCatalog | None = None, run_id: str | None = None,
-                 destinations: DestinationPool | None = None, executor: JobExecutor | None = None) -> None:
+                 destinations: DestinationPool | None = None, executor: JobExecutor | None = None,
+                 observer: RunObserver | None = None) -> None:
         started = dt.datetime.now(dt.timezone.utc)
         self.registry, self.batch, self.options = registry, batch, options
         run_id = run_id or new_run_id(started)
@@ -119,6 +125,7 @@ class BatchRun:
             destinations=destinations or destination_pool(registry, options),
             stats=RunStats(len(batch.jobs)),
             router=router, log_dir=options.log_dir, temp_root=temp_root,  # type: ignore[arg-type]
+            observer=observer or RunObserver(),
         )
         self.executor: JobExecutor = executor or ThreadJobs()
         """Where the admitted jobs run (``--executor``, :mod:`orchestrator.executors`)."""
@@ -141,6 +148,7 @@ class BatchRun:
             self.context.stop_reason = reason
             self.context.stop.set()
             log.warning("run_stopping", reason=reason)
+            self.context.observer.event("run_stopping", None, "warning", f"run stopping: {reason}", {"reason": reason})
 
     def execute(self, on_progress: Callable[[StatsSnapshot], None] | None = None) -> RunOutcome:
         ctx = self.context
@@ -149,6 +157,7 @@ class BatchRun:
         structlog.contextvars.bind_contextvars(run_id=ctx.run_id)
         log.info("run_started", jobs=len(queue), max_workers=self.options.max_workers,
                  batch=str(self.batch.path), registry=str(self.registry.path))
+        ctx.observer.run_started(self._view())
         timer = None
         if self.options.monitor_duration > 0:
             timer = threading.Timer(self.options.monitor_duration, self._stop, args=("timeout",))
@@ -161,7 +170,7 @@ class BatchRun:
         def work() -> None:
             while (job := jobs.take()) is not None:
                 try:
-                    results[job.job_id] = executor.run_job(self, job)  # never raises
+                    self._finished(results, executor.run_job(self, job))  # never raises
                 finally:
                     jobs.done(job)
 
@@ -171,11 +180,11 @@ class BatchRun:
             abandoned = run_workers(workers, work, ctx.stop, self.options.refresh_s,
                                     lambda: on_progress(ctx.stats.snapshot()) if on_progress is not None else None)
             for job in jobs.drain():
-                results[job.job_id] = self._not_started(job)
+                self._finished(results, self._not_started(job))
             if abandoned:  # still running STOP_GRACE_S after the stop: the run ends without them
                 for job in self.batch.jobs:
                     if job.job_id not in results:
-                        results[job.job_id] = self._abandoned(job)
+                        self._finished(results, self._abandoned(job))
         finally:
             if timer is not None:
                 timer.cancel()
@@ -186,9 +195,25 @@ class BatchRun:
         outcome = RunOutcome(ctx.run_id, ctx.started_at, dt.datetime.now(dt.timezone.utc),
                              tuple(results[j.job_id] for j in self.batch.jobs), self.interrupted,
                              ctx.stats.snapshot(), self.options.rejected_ok)
+        ctx.observer.run_finished(outcome)
         log.info("run_finished", exit_code=int(outcome.exit_code), **outcome.stats.to_dict())
         structlog.contextvars.clear_contextvars()
         return outcome
+
+    def _finished(self, results: dict[str, JobResult], result: JobResult) -> None:
+        """Every job's final result passes here, once (also one that never started)."""
+        results[result.job_id] = result
+        self.context.observer.job_finished(result)
+
+    def _view(self) -> RunView:
+        ctx = self.context
+        jobs = []
+        for position, job in enumerate(self.batch.jobs):
+            service = self.registry.services[job.service_id]
+            jobs.append(PlannedJob(job.job_id, job.service_id, service.type, job.priority, position,
+                                   job_log_name(job.job_id, service.service_id, service.type)))
+        return RunView(ctx.run_id, ctx.started_at, self.batch.path, self.registry.path, self.options.log_dir,
+                       self.options.max_workers, tuple(jobs), ctx.stats, ctx.limiters)
 
     def _hosts(self, job: JobSpec) -> tuple[str, ...]:
         """Every host the job may connect to (its sources and fallbacks), each capped as declared."""

@@ -76,6 +76,7 @@ from common.stream_hooks import SinkHooks
 from common.validators import judge, validators_for
 from orchestrator.destination_pool import DestinationPool
 from orchestrator.job_entries import JobEntries
+from orchestrator.run_observer import RunObserver
 from orchestrator.run_stats import JobStatus, RunStats
 
 _SEE_MANIFEST = "; see the manifest"
@@ -108,6 +109,9 @@ class RunContext:
     shared_lock: Callable[[str], AbstractContextManager[Any]] | None = None
     """Where the jobs of the run run in several processes (Dask): the run's lock of a name, held
     across them; None: the run's jobs are threads of this process."""
+    observer: RunObserver = field(default_factory=RunObserver)
+    """Told every file outcome and notable event (the history, the metrics: orchestrator.run_observer).
+    A job run by a Dask worker has none: its files and events are not observed, its result is."""
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _locks_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -243,6 +247,7 @@ class JobRunner:
         self.retry = RetryPolicy(
             attempts=service.retry.attempts, backoff_s=service.retry.backoff_s,
             max_backoff_s=service.retry.max_backoff_s, stop=run.stop, counter=run.stats.retried,
+            on_retry=self._retried,
         )
         date = run.started_at.strftime("%Y-%m-%d")
         names = {"service_id": service.service_id, "job_id": job.job_id, "run_id": run.run_id, "date": date}
@@ -253,6 +258,8 @@ class JobRunner:
         self.sink_hooks = SinkHooks(self._stream_hooks)
         """The destinations' digests, streamed by every sink the job's module writes."""
         self._record_target: RecordTarget | None = None
+        self._clock = threading.local()
+        """``t0``: when the file the thread handles began (its download), for its duration."""
 
     def run_job(self) -> JobResult:
         """Run the job to a final state; never raises."""
@@ -262,6 +269,7 @@ class JobRunner:
         source_used: str | int | None = None
         try:
             self.run.stats.job_moved("queued", "running")
+            self.run.observer.job_started(self.job.job_id, dt.datetime.fromisoformat(started))
             log.info("job_started", priority=self.job.priority)
             self.keeps_state = self.service.incremental or self.run.catalog.load(self.service.type).keeps_cursors(
                 self.job.sources[0])
@@ -328,7 +336,9 @@ class JobRunner:
                 last = exc
                 continue
             if index:
-                log.warning("fallback_used", source_used=label, reason=_one_line(last) if last else None)
+                reason = _one_line(last) if last else None
+                self._note("warning", "fallback_used", f"fallback source {label} used: {reason}",
+                           source_used=label, reason=reason)
             return label
         assert last is not None
         raise last
@@ -344,8 +354,8 @@ class JobRunner:
         except Exception as exc:
             if self.run.stop.is_set():
                 raise _Stopped() from exc
-            log.warning("source_failed", source=label, attempt=attempt, transient=is_transient(exc),
-                        error=_one_line(exc))
+            self._note("warning", "source_failed", f"source {label} failed (attempt {attempt}): {_one_line(exc)}",
+                       source=label, attempt=attempt, transient=is_transient(exc), error=_one_line(exc))
             raise
 
     def _ingest(self, cls: type[BaseModule], source: Mapping[str, Any]) -> None:
@@ -394,9 +404,10 @@ class JobRunner:
         """One lane's work for one entry: download (in a slot of its host), validate, land."""
         if self.run.stop.is_set():
             return
+        started = time.monotonic()
         item = module.fetch_entry(entry, workdir)
         if item is not None:
-            self._take(module, item, order, count_streak=True)
+            self._take(module, item, order, count_streak=True, started=started)
 
     def _run_fetch(self, module: BaseModule, lanes: _Lanes, workdir: Path) -> None:
         """A module with its own loop: what it yields is validated and landed ``transfers`` at once."""
@@ -419,8 +430,10 @@ class JobRunner:
             getattr(files, "close", lambda: None)()
 
     def _take(self, module: BaseModule, item: FetchedFile | FetchFailed | Unchanged, order: int,
-              count_streak: bool = False) -> None:
-        """Record what became of one source file (validating and landing a fetched one)."""
+              count_streak: bool = False, started: float | None = None) -> None:
+        """Record what became of one source file (validating and landing a fetched one); ``started``:
+        when its download began (else now: a module with its own loop hands it over downloaded)."""
+        self._clock.t0 = started if started is not None else time.monotonic()
         if isinstance(item, FetchFailed):
             self._record(ManifestEntry(item.source_uri, None, 0, "", item.status, (Problem(item.error),)), 0, order)
             (log.error if item.status == "failed" else log.warning)(
@@ -610,7 +623,7 @@ class JobRunner:
         assert before.key is not None  # landed_files keeps only entries with a key
         refused = self.run.claims.claim(self.file_targets[0].scope, (before.key,), self._owner(file.source_uri))
         if refused is not None:
-            log.error("file_key_refused", uri=file.source_uri, error=refused)
+            self._note("error", "file_key_refused", f"{file.source_uri}: {refused}", uri=file.source_uri, error=refused)
             self._record(ManifestEntry(file.source_uri, None, before.size, before.sha256, "failed",
                                        (Problem(refused),), file.identity), 0, order)
             return
@@ -621,12 +634,25 @@ class JobRunner:
     def _record(self, entry: ManifestEntry, size: int, order: int) -> None:
         self.entries.add(entry, order)
         self.run.stats.file_done(entry.status, size)
+        t0, self._clock.t0 = getattr(self._clock, "t0", None), None
+        self.run.observer.file_done(self.job.job_id, self.entries.attempt, entry,
+                                    time.monotonic() - t0 if t0 is not None else None)
+
+    def _note(self, level: str, kind: str, message: str, **fields: Any) -> None:
+        """Log a notable event and tell the run's observer (it is kept in the run history)."""
+        getattr(log, level)(kind, **fields)
+        self.run.observer.event(kind, self.job.job_id, level, message, fields)
+
+    def _retried(self, what: str, attempt: int, reason: str) -> None:
+        self.run.observer.event("retrying", self.job.job_id, "info", f"retrying {what or 'a call'} after try "
+                                f"{attempt}: {reason}", {"what": what, "attempt": attempt, "reason": reason})
 
     def _owner(self, source_uri: str) -> Owner:
         return Owner(self.job.job_id, self.entries.attempt, source_uri)
 
     def _refused(self, file: FetchedFile, reason: str) -> ManifestEntry:
-        log.error("file_key_refused", uri=file.source_uri, name=file.name, error=reason)
+        self._note("error", "file_key_refused", f"{file.source_uri}: {reason}", uri=file.source_uri, name=file.name,
+                   error=reason)
         return ManifestEntry(file.source_uri, None, file.size, file.sha256, "failed", (Problem(reason),),
                              file.identity)
 
@@ -635,7 +661,7 @@ class JobRunner:
         """A second file with a source URI this attempt already handled: not uploaded, ``failed``."""
         reason = (f"duplicate source_uri {source_uri} (name {name!r}): the module yielded it "
                   "more than once; not uploaded")
-        log.error("file_duplicate_uri", uri=source_uri, name=name)
+        self._note("error", "file_duplicate_uri", reason, uri=source_uri, name=name)
         size, digest = (file.size, file.sha256) if isinstance(file, FetchedFile) else (0, "")
         self._record(ManifestEntry(source_uri, None, size, digest, "failed", (Problem(reason),)), size, order)
 

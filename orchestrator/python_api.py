@@ -22,7 +22,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -40,9 +40,11 @@ from orchestrator.notify import Notified, notify_run
 from orchestrator.output_paths import check_writable_dir, check_writable_file
 from orchestrator.plan import JobPlan, plan_batch
 from orchestrator.preflight import check_destinations
+from orchestrator.run_observer import RunObserver
 from orchestrator.run_report import build_report, write_failed_jobs, write_json
 from orchestrator.run_result import RunResult
 from orchestrator.run_stats import StatsSnapshot
+from orchestrator.run_watchers import history_target, run_watchers
 from orchestrator.state_dir import check_state_dir
 
 __all__ = ["ConfigSource", "Executed", "RunSettings", "Validated", "default_registry", "execute", "load_config",
@@ -88,6 +90,15 @@ class RunSettings:
     """Called with live statistics about twice a second while the run goes on."""
     notify: bool = True
     """Post to the registry's ``notify`` webhooks when the run ends."""
+    history: bool = True
+    """Record the run in the run history (``--no-history``: False); docs/HISTORY.md."""
+    history_db: str | None = None
+    """The history database, a SQLAlchemy URL (``--history-db``); None: ``<state_dir>/history.sqlite3``."""
+    metrics_port: int | None = None
+    """Serve Prometheus metrics on 127.0.0.1:PORT while the run is in progress (``--metrics-port``)."""
+    observers: Sequence[RunObserver] = field(default=(), compare=False)
+    """More observers of the run (:class:`~orchestrator.run_observer.RunObserver`): told each job's
+    start and result, each file and notable event, as they happen."""
 
     def __post_init__(self) -> None:
         if isinstance(self.jobs, str) or isinstance(self.services, str):
@@ -246,32 +257,36 @@ def execute(registry: ConfigSource | None, batch: ConfigSource, settings: RunSet
         check_writable_file(settings.report_path, "--report")
     check_writable_dir(settings.log_path, "--log-dir")
     check_state_dir(settings.state_path)
+    history = history_target(settings.history, settings.history_db, settings.state_path)
     router = configure_logging(settings.log_path, settings.log_format, console_level=settings.console_level)
     options = RunOptions(max_workers=settings.max_workers, monitor_duration=settings.monitor_duration,
                          log_dir=settings.log_path, temp_dir=settings.state_path, rejected_ok=settings.rejected_ok)
-    destinations = destination_pool(reg, options)
-    try:
-        check_destinations(reg, bat, destinations)
-        jobs_executor = make_executor(parse_executor(settings.executor), settings.max_workers)
-    except BaseException:
-        destinations.close()
-        raise
-    try:
-        jobs_executor.check(reg, bat)
-        batch_run = BatchRun(reg, bat, options, router, destinations=destinations, executor=jobs_executor)
-        on_progress = progress() if progress is not None else settings.on_progress
-        with stop_on_signals(batch_run) if settings.handle_signals else nullcontext():
-            outcome = batch_run.execute(on_progress)
-    except BaseException:
-        destinations.close()
-        raise
-    finally:
-        jobs_executor.close()
-    in_file = reg.path != IN_MEMORY_REGISTRY
-    failed_file = write_failed_jobs(outcome, bat, settings.state_path, reg.path if in_file else None)
-    document = build_report(outcome, bat, failed_file)
-    if settings.report_path is not None:
-        write_json(settings.report_path, document)
+    with run_watchers(history, settings.metrics_port, settings.observers) as (observers, recorder):
+        destinations = destination_pool(reg, options)
+        try:
+            check_destinations(reg, bat, destinations)
+            jobs_executor = make_executor(parse_executor(settings.executor), settings.max_workers)
+        except BaseException:
+            destinations.close()
+            raise
+        try:
+            jobs_executor.check(reg, bat)
+            batch_run = BatchRun(reg, bat, options, router, destinations=destinations, executor=jobs_executor,
+                                 observer=observers)
+            on_progress = progress() if progress is not None else settings.on_progress
+            with stop_on_signals(batch_run) if settings.handle_signals else nullcontext():
+                outcome = batch_run.execute(on_progress)
+        except BaseException:
+            destinations.close()
+            raise
+        finally:
+            jobs_executor.close()
+        in_file = reg.path != IN_MEMORY_REGISTRY
+        failed_file = write_failed_jobs(outcome, bat, settings.state_path, reg.path if in_file else None)
+        document = build_report(outcome, bat, failed_file)
+        written = settings.report_path is not None and write_json(settings.report_path, document)
+        if recorder is not None:
+            recorder.run_outputs(failed_file, settings.report_path if written else None)
     return Executed(RunResult.from_dict(document), outcome, reg, bat)
 
 

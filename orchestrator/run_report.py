@@ -22,11 +22,22 @@ from orchestrator.job_executor import RunOutcome
 from orchestrator.run_stats import FINAL_STATUSES
 
 
-def build_report(outcome: RunOutcome, batch: Batch, failed_jobs_file: Path | None) -> dict[str, Any]:
+def report_totals(outcome: RunOutcome) -> dict[str, Any]:
+    """The report's ``totals``: jobs by final status, files by status, bytes uploaded, retries
+    (the history keeps the same document; the metrics count the same)."""
     jobs = Counter(r.status for r in outcome.results)
     files: Counter[str] = Counter()
     for result in outcome.results:
         files.update(result.files)
+    return {
+        "jobs": {s: jobs.get(s, 0) for s in FINAL_STATUSES},
+        "files": {s: files.get(s, 0) for s in FILE_STATUSES},
+        "bytes": sum(r.bytes for r in outcome.results),
+        "retries": outcome.stats.retries,
+    }
+
+
+def build_report(outcome: RunOutcome, batch: Batch, failed_jobs_file: Path | None) -> dict[str, Any]:
     return {
         "run_id": outcome.run_id,
         "started_at": outcome.started_at.isoformat(timespec="milliseconds"),
@@ -34,12 +45,7 @@ def build_report(outcome: RunOutcome, batch: Batch, failed_jobs_file: Path | Non
         "exit_code": int(outcome.exit_code),
         "batch_file": str(batch.path),
         "failed_jobs_file": str(failed_jobs_file) if failed_jobs_file else None,
-        "totals": {
-            "jobs": {s: jobs.get(s, 0) for s in FINAL_STATUSES},
-            "files": {s: files.get(s, 0) for s in FILE_STATUSES},
-            "bytes": sum(r.bytes for r in outcome.results),
-            "retries": outcome.stats.retries,
-        },
+        "totals": report_totals(outcome),
         "jobs": [r.to_dict() for r in outcome.results],
     }
 

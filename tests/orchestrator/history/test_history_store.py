@@ -1,0 +1,158 @@
+"""The history store: its migrations build exactly the tables of models.py; a database that is
+locked or unreachable is one warning, never a failed run."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from common.exceptions import ConfigError
+from common.secret import known_secrets
+from orchestrator.cli_init import run_batch
+from orchestrator.exit_codes import ExitCode
+from orchestrator.history import (
+    HistoryReader,
+    HistoryStore,
+    HistoryUnavailable,
+    history_url,
+    shown,
+)
+from orchestrator.history.models import METADATA
+from orchestrator.history.store import HEAD
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parents[3] / "orchestrator/history/migrations"))
+    return config
+
+
+def test_the_migrations_build_the_tables_of_the_models(history_db: str, tmp_path: Path) -> None:
+    url = history_url(history_db, tmp_path)
+    store = HistoryStore.open(url)
+    HistoryStore.open(url).close()  # a second open finds the schema current and changes nothing
+    try:
+        with store.engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"version_table": "ms_alembic_version"})
+            assert compare_metadata(context, METADATA) == []
+            version = conn.exec_driver_sql("SELECT version_num FROM ms_alembic_version").scalar()
+        assert version == HEAD
+    finally:
+        store.close()
+    script = ScriptDirectory.from_config(_alembic_config())
+    assert script.get_current_head() == HEAD  # a new revision moves HEAD with it
+
+
+def test_a_history_url_is_checked_without_connecting_and_never_shown_with_its_password(tmp_path: Path) -> None:
+    url = history_url("postgresql://ops:s3cret-pw-77@db.example:5432/runs", tmp_path)
+    assert url.drivername == "postgresql+psycopg" and "s3cret-pw-77" not in shown(url)
+    assert "s3cret-pw-77" in known_secrets()  # scrubbed from any log record that would quote it
+    assert history_url(None, tmp_path).database == str((tmp_path / "history.sqlite3").resolve())
+    with pytest.raises(ConfigError, match="--history-db"):
+        history_url("nosuchdialect://x/y", tmp_path)
+    with pytest.raises(ConfigError, match="--history-db"):
+        history_url("not a url", tmp_path)
+    with pytest.raises(HistoryUnavailable, match="no history database"):
+        HistoryStore.open(history_url(None, tmp_path / "empty"), create=False)
+
+
+def _local_project(root: Path) -> tuple[Path, Path]:
+    drop = root / "drop"
+    drop.mkdir()
+    for index in range(3):
+        (drop / f"f{index}.json").write_text('{"n": 1}')
+        os.utime(drop / f"f{index}.json", (1_000_000_000, 1_000_000_000))
+    (root / "schema.json").write_text('{"type": "object"}')
+    registry = {"version": 1, "services": {"drop": {
+        "type": "local", "source": {"path": str(drop)}, "validate": {"json_schema": "schema.json"},
+        "destination": {"type": "local", "path": str(root / "landing")}}}}
+    (root / "registry.yaml").write_text(json.dumps(registry))
+    (root / "batch.json").write_text(json.dumps({"jobs": [{"job_id": "j1", "service_id": "drop"}]}))
+    return root / "registry.yaml", root / "batch.json"
+
+
+def test_a_locked_history_database_is_one_warning_and_the_run_succeeds(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    registry, batch = _local_project(tmp_path)
+    state = tmp_path / "state"
+    HistoryStore.open(history_url(None, state)).close()
+    holder = sqlite3.connect(state / "history.sqlite3", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process writing, for longer than the run lasts
+    try:
+        code = run_batch(batch, registry, log_format="json", state_dir=state, report=tmp_path / "report.json")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    err = capsys.readouterr().err
+    assert code == ExitCode.OK
+    assert err.count('"history_unavailable"') == 1, err[-3000:]
+    assert "locked" in err
+    assert json.loads((tmp_path / "report.json").read_text())["totals"]["files"]["uploaded"] == 3
+
+
+def test_an_unreachable_history_database_is_one_warning_without_its_password(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    registry, batch = _local_project(tmp_path)
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    password = "hist-pw-5f0e2c9a"
+    code = run_batch(batch, registry, log_format="json", state_dir=tmp_path / "state",
+                     history_db=f"postgresql://ops:{password}@127.0.0.1:{port}/history")
+    err = capsys.readouterr().err
+    assert code == ExitCode.OK
+    assert err.count('"history_unavailable"') == 1, err[-3000:]
+    assert password not in err and f"127.0.0.1:{port}" in err
+
+
+def test_a_run_with_history_off_records_nothing(tmp_path: Path) -> None:
+    registry, batch = _local_project(tmp_path)
+    assert run_batch(batch, registry, log_format="json", state_dir=tmp_path / "state", history=False) == ExitCode.OK
+    assert not (tmp_path / "state" / "history.sqlite3").exists()
+    assert run_batch(batch, registry, log_format="json", state_dir=tmp_path / "state") == ExitCode.OK
+    store = HistoryStore.open(history_url(None, tmp_path / "state"), create=False)
+    try:
+        assert HistoryReader(store).list_runs().total == 1
+    finally:
+        store.close()
+
+
+def test_a_run_in_progress_reads_with_live_counts(history_db: str, tmp_path: Path) -> None:
+    """What a run killed mid-way (or still going) leaves: ``running``, no totals, counts from its rows."""
+    import datetime as dt
+
+    from common.host_limiter import HostLimiters
+    from common.manifest import ManifestEntry
+    from orchestrator.history import HistoryRecorder
+    from orchestrator.run_observer import PlannedJob, RunView
+    from orchestrator.run_stats import RunStats
+
+    recorder = HistoryRecorder(history_url(history_db, tmp_path))
+    jobs = (PlannedJob("j1", "svc", "local", 5, 0, "j1.log"), PlannedJob("j2", "svc", "local", 5, 1, "j2.log"))
+    recorder.run_started(RunView("r-live", dt.datetime.now(dt.timezone.utc), tmp_path / "b.json", tmp_path / "r.yaml",
+                                 tmp_path, 2, jobs, RunStats(2), HostLimiters()))
+    recorder.job_started("j1", dt.datetime.now(dt.timezone.utc))
+    recorder.file_done("j1", 1, ManifestEntry("file:///a", "data/a", 10, "0" * 64, "uploaded"), 0.5)
+    recorder.file_done("j1", 1, ManifestEntry("file:///b", None, 0, "", "failed"), None)
+    assert recorder.close()
+    store = HistoryStore.open(history_url(history_db, tmp_path), create=False)
+    try:
+        reader = HistoryReader(store)
+        run = reader.list_runs().items[0]
+        assert (run.status, run.exit_code, run.retries, run.finished_at) == ("running", None, None, None)
+        assert run.jobs["running"] == 1 and run.jobs["queued"] == 1
+        assert run.files["uploaded"] == 1 and run.files["failed"] == 1 and run.bytes == 10
+        assert reader.stats()["runs"]["running"] == 1 and reader.stats()["bytes"] == 0  # finished runs only
+        events = reader.events("r-live").items
+        assert [(e.kind, e.job_id) for e in events] == [("file_failed", "j1")]
+    finally:
+        store.close()
