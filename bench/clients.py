@@ -113,12 +113,13 @@ class ModuleSystemClient:
 
     def run(self, dataset: str, bucket: str, label: str, shape: str = "single", variant: str = "plain",
             timeout_s: float = 3600, wrap: Sequence[str] = (),
-            switch_interval: float | None = None) -> tuple[ProcessResult, dict[str, Any]]:
+            switch_interval: float | None = None, extra: Sequence[str] = ()) -> tuple[ProcessResult, dict[str, Any]]:
         """One CLI run into ``bucket``; its cost and its ``--report`` (empty if none was written).
 
         ``shape`` picks the batch and registry (``single``, ``split``), ``variant`` the
         registry's variant (``plain``, ``incremental``, ``no_validate``); ``wrap`` goes before
-        the command (a profiler: ``py-spy record ... --``); ``switch_interval`` runs the CLI
+        the command (a profiler: ``py-spy record ... --``); ``extra`` goes after the CLI's
+        arguments (``--no-history``); ``switch_interval`` runs the CLI
         through ``bench/cli_switch.py`` with that GIL switch interval. The run's directory and
         log stay until :meth:`discard` (the caller drops them once the run checked out).
         """
@@ -129,7 +130,7 @@ class ModuleSystemClient:
                [str(REPO / "bench" / "cli_switch.py"), str(switch_interval)])
         argv = [*wrap, sys.executable, *cli, "--batch-file", str(self.batches[dataset, shape]),
                 "--registry", str(self.registries[shape, variant]), "--max-workers", str(self.max_workers),
-                "--report", "report.json", "--log-format", "json", "--log-dir", "logs"]
+                "--report", "report.json", "--log-format", "json", "--log-dir", "logs", *extra]
         env = {**self.env, "BENCH_BUCKET": bucket}
         result = run_process(argv, cwd=run_dir, env=env, log=self.dir / f"{label}.log", servers=self.servers,
                              timeout_s=timeout_s)

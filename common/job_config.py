@@ -613,6 +613,14 @@ def _describe(error: jsonschema.ValidationError, path: list[str]) -> tuple[str, 
         return key, f"must be {_BOUNDS[v]} {error.validator_value}"
     if v in ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "pattern"):
         return key, f"fails {v} {error.validator_value}"
+    if v == "dependentRequired" and isinstance(error.instance, dict):
+        for name, needs in error.validator_value.items():
+            missing = [n for n in needs if name in error.instance and n not in error.instance]
+            if missing:
+                return (f"{key}.{missing[0]}" if key else missing[0]), f"required key is missing (with {name})"
+    if v == "anyOf" and all(set(s) == {"required"} for s in error.validator_value):
+        names = " or ".join(n for s in error.validator_value for n in s["required"])
+        return key, f"needs one of {names}"
     if v == "propertyNames":
         return key, "has an invalid name (letters, digits, '_', '.', '-' only)"
     return key, f"fails {v}"

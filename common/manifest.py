@@ -110,11 +110,15 @@ def state_key_path(service_id: str, state_key: str) -> str:
     return f"_state/{service_id}/{state_key}.json"
 
 
-def merged_state(previous: Any, entries: Iterable[ManifestEntry], head: Mapping[str, Any]) -> dict[str, Any]:
+def merged_state(previous: Any, entries: Iterable[ManifestEntry], head: Mapping[str, Any],
+                 cursors: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The incremental state after a job: what ``previous`` (a state document, or None) held,
     with this job's files applied by source URI: a landed file is recorded (key, size, sha256,
     identity), any other outcome removes the URI, so the next run fetches it again. The
-    document has a manifest's ``files`` list, so :func:`landed_files` reads both."""
+    document has a manifest's ``files`` list, so :func:`landed_files` reads both. ``cursors``:
+    the watermarks a job that succeeded advanced (:meth:`JobContext.advance_cursor`), merged
+    over the ones ``previous`` held (kept as they were when None)."""
+    kept = {**state_cursors(previous), **(cursors or {})}
     files = {uri: entry.to_dict() for uri, entry in landed_files(previous).items()}
     for entry in entries:
         if entry.status in LANDED and entry.key:
@@ -122,7 +126,13 @@ def merged_state(previous: Any, entries: Iterable[ManifestEntry], head: Mapping[
                                                     (), entry.identity, entry.unchecked).to_dict()
         else:
             files.pop(entry.source_uri, None)
-    return {**head, "files": [files[uri] for uri in sorted(files)]}
+    return {**head, **({"cursors": kept} if kept else {}), "files": [files[uri] for uri in sorted(files)]}
+
+
+def state_cursors(document: Any) -> dict[str, Any]:
+    """The watermarks (name -> JSON value) an incremental state document holds; empty if none."""
+    cursors = document.get("cursors") if isinstance(document, dict) else None
+    return dict(cursors) if isinstance(cursors, dict) else {}
 
 
 def landed_files(document: Any) -> dict[str, ManifestEntry]:

@@ -49,7 +49,7 @@ from common.interfaces.destination import (
     RecordsRefused,
     RecordTarget,
 )
-from common.interfaces.file_source import Entry, FileSource, FileVanished
+from common.interfaces.file_source import Entry, FileSource, FileVanished, NotModified
 from common.plugins import ENTRY_POINT_GROUP
 from common.problems import Problem, capped
 from common.retry import RetryPolicy
@@ -95,6 +95,7 @@ __all__ = [
     "ListingIncomplete",
     "LoadOutcome",
     "ModuleSystemError",
+    "NotModified",
     "PluginError",
     "Problem",
     "RecordDestination",

@@ -43,7 +43,6 @@ from orchestrator.worker_threads import exit_if_abandoned
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
-    from orchestrator.destination_pool import DestinationPool
     from orchestrator.history.writer import HistoryRecorder
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -139,25 +138,29 @@ def run_batch(batch_file: Path, registry_file: Path | None = None, max_workers: 
     log_dir = log_dir if log_dir is not None else state_dir / "logs"
     check_writable_dir(log_dir, "--log-dir")
     check_state_dir(state_dir)
-    url = None
-    if history:
+    url: URL | str | None = None
+    if history and history_db:
         from orchestrator.history.store import history_url
 
-        url = history_url(history_db, state_dir)
+        url = history_url(history_db, state_dir)  # a bad URL is exit 2 before anything runs
+    elif history:
+        from orchestrator.history import default_history_url
+
+        url = default_history_url(state_dir)  # SQLAlchemy is imported by the history's thread
     fmt = log_format or ("console" if sys.stdout.isatty() else "json")
     router = configure_logging(log_dir, fmt)
     options = RunOptions(max_workers=max_workers, monitor_duration=monitor_duration, log_dir=log_dir,
                          temp_dir=state_dir)
-    destinations = destination_pool(registry, options)
-    try:
-        check_destinations(registry, batch, destinations)
-    except KeyboardInterrupt:
-        destinations.close()
-        return ExitCode.INTERRUPTED
-    except BaseException:
-        destinations.close()
-        raise
-    with _run_watchers(url, metrics_port, destinations) as (observers, recorder):
+    with _run_watchers(url, metrics_port) as (observers, recorder):  # a busy --metrics-port: exit 2 here
+        destinations = destination_pool(registry, options)
+        try:
+            check_destinations(registry, batch, destinations)
+        except KeyboardInterrupt:
+            destinations.close()
+            return ExitCode.INTERRUPTED
+        except BaseException:
+            destinations.close()
+            raise
         run = BatchRun(registry, batch, options, router, destinations=destinations, observer=observers)
         display = ProgressDisplay(fmt)
         with _stop_on_signals(run):
@@ -173,8 +176,8 @@ def run_batch(batch_file: Path, registry_file: Path | None = None, max_workers: 
 
 
 @contextmanager
-def _run_watchers(url: URL | None, metrics_port: int | None,
-                  destinations: DestinationPool) -> Iterator[tuple[ObserverGroup, HistoryRecorder | None]]:
+def _run_watchers(url: URL | str | None,
+                  metrics_port: int | None) -> Iterator[tuple[ObserverGroup, HistoryRecorder | None]]:
     """The run's observers: the history recorder (``url``) and the metrics served on
     ``metrics_port``; the history's last rows are written and the server stopped on leaving."""
     observers = ObserverGroup()
@@ -183,11 +186,7 @@ def _run_watchers(url: URL | None, metrics_port: int | None,
         from orchestrator.run_metrics import RunMetrics, serve_metrics
 
         metrics = RunMetrics()
-        try:
-            server = serve_metrics(metrics.registry, metrics_port)
-        except ConfigError:
-            destinations.close()
-            raise
+        server = serve_metrics(metrics.registry, metrics_port)
         observers.add(metrics)
     recorder = None
     if url is not None:

@@ -20,6 +20,7 @@ from rich.text import Text
 from common.manifest import LANDED
 from common.terminal_text import printable
 from orchestrator.console import human_bytes
+from orchestrator.history import DEFAULT_FILE
 from orchestrator.history.reader import HistoryReader, RunDetail, RunSummary
 from orchestrator.history.store import (
     HistoryStore,
@@ -45,7 +46,7 @@ def open_reader(history_db: str | None, state_dir: Path) -> Iterator[HistoryRead
     try:
         store = HistoryStore.open(url, create=False)
     except HistoryUnavailable as exc:
-        if history_db is None and not (state_dir / "history.sqlite3").exists():
+        if history_db is None and not (state_dir / DEFAULT_FILE).exists():
             yield None
             return
         raise HistoryError(f"history database {shown(url)}: {exc}") from None

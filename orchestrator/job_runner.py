@@ -60,6 +60,7 @@ from common.manifest import (
     manifest_key,
     merged_state,
     public_source,
+    state_cursors,
     state_key_path,
     write_manifest,
 )
@@ -226,6 +227,13 @@ class JobRunner:
         self._streak_lock = threading.Lock()
         self.entries = JobEntries()
         self.previous: dict[str, ManifestEntry] = {}
+        self.cursors: dict[str, Any] = {}
+        """Watermarks of the service's incremental state (``incremental: true``)."""
+        self.advanced: dict[str, Any] = {}
+        self.keeps_state = False
+        """The job reads and writes the service's incremental state (``incremental``, or a module
+        that keeps cursors: :meth:`BaseModule.keeps_cursors`)."""
+        """Watermarks this job's modules advanced (every attempt and fallback shares it)."""
         """Landed files of the job's last manifest (incremental services only)."""
         self.attempts = 0
         self.retry = RetryPolicy(
@@ -255,8 +263,11 @@ class JobRunner:
             self.run.stats.job_moved("queued", "running")
             self.run.observer.job_started(self.job.job_id, dt.datetime.fromisoformat(started))
             log.info("job_started", priority=self.job.priority)
-            if self.service.incremental:
-                self.previous = self._previous_state()
+            self.keeps_state = self.service.incremental or self.run.catalog.load(self.service.type).keeps_cursors(
+                self.job.sources[0])
+            if self.keeps_state:
+                previous = self._previous_state()
+                self.previous = previous if self.service.incremental else {}
             source_used = self._run_sources()
             failed = self.entries.counts()["failed"]
             status = "succeeded" if failed == 0 else "failed"
@@ -271,8 +282,8 @@ class JobRunner:
                 log.exception("job_crashed", error=error)
         finished = _now()
         unwritten = self._write_manifest(status, started, finished, source_used, error)
-        if self.service.incremental:
-            self._save_state()
+        if self.keeps_state:
+            self._save_state(self.advanced if status == "succeeded" else None)
         if unwritten is not None and error is not None and error.endswith(_SEE_MANIFEST):  # there is none to see
             error = error.removesuffix(_SEE_MANIFEST) + f"; the manifest could not be written either: {unwritten}"
         self.run.stats.job_moved("running", status)
@@ -330,7 +341,7 @@ class JobRunner:
             module=self.service.type, validators=validators_for(self.service.validate), retry=self.retry,
             timeout_s=self.service.timeout_s, stop=self.run.stop, max_file_bytes=self.service.max_file_bytes,
             previous={uri: entry.identity for uri, entry in self.previous.items()},
-            sink_hooks=self.sink_hooks,
+            cursors=self.cursors, advanced=self.advanced, sink_hooks=self.sink_hooks,
             transfers=self.service.transfers, hosts=self.hosts, resources=self.run.resources,
         )
         module = cls(source, ctx)
@@ -605,21 +616,24 @@ class JobRunner:
         self._record(ManifestEntry(source_uri, None, size, digest, "failed", (Problem(reason),)), size, order)
 
     def _previous_state(self) -> dict[str, ManifestEntry]:
-        previous = previous_state(self.file_targets[0].files, self.service, self.job.job_id, self.retry)
-        log.debug("incremental_state_loaded", files=len(previous), state_key=self.service.state_key)
+        previous, self.cursors = load_state(self.file_targets[0].files, self.service, self.job.job_id, self.retry)
+        log.debug("incremental_state_loaded", files=len(previous), cursors=sorted(self.cursors),
+                  state_key=self.service.state_key)
         return previous
 
-    def _save_state(self) -> None:
-        """Apply this job's files to the service's incremental state: read, merge, write, under the
-        run's lock for that state (jobs of one service in one run take turns). A state that cannot be
-        written is logged: the next run then fetches what this one landed again (and skips it as same)."""
+    def _save_state(self, cursors: Mapping[str, Any] | None) -> None:
+        """Apply this job's files (and ``cursors``: the watermarks it advanced, when it succeeded)
+        to the service's incremental state: read, merge, write, under the run's lock for that
+        state (jobs of one service in one run take turns). A state that cannot be written is
+        logged: the next run then fetches what this one landed again (and skips it as same)."""
         first = self.file_targets[0]
         path = state_key_path(self.service.service_id, self.service.state_key)
         head = {"service_id": self.service.service_id, "state_key": self.service.state_key,
                 "run_id": self.run.run_id, "job_id": self.job.job_id}
         with self.run.lock(f"{first.scope}|{path}"):
             try:
-                document = merged_state(first.files.read_json(path, self.retry), self.entries.files, head)
+                document = merged_state(first.files.read_json(path, self.retry), self.entries.files, head,
+                                        cursors)
                 first.files.put_json(path, document, self.retry)
             except ModuleSystemError as exc:
                 log.error("incremental_state_not_saved", key=path, error=_one_line(exc))
@@ -661,10 +675,17 @@ def previous_state(first: FileDestination, service: ServiceConfig, job_id: str,
                    retry: RetryPolicy) -> dict[str, ManifestEntry]:
     """The landed files the service's incremental state holds (``_state/{service_id}/{state_key}.json``
     in its first file destination); before it has one, those of the job's last manifest."""
+    return load_state(first, service, job_id, retry)[0]
+
+
+def load_state(first: FileDestination, service: ServiceConfig, job_id: str,
+               retry: RetryPolicy) -> tuple[dict[str, ManifestEntry], dict[str, Any]]:
+    """(landed files, cursors) of the service's incremental state (see :func:`previous_state`)."""
     state = first.read_json(state_key_path(service.service_id, service.state_key), retry)
+    cursors = state_cursors(state)
     if state is None:
         state = first.read_json(manifest_key(service.service_id, job_id), retry)
-    return landed_files(state)
+    return landed_files(state), cursors
 
 
 def job_log_path(run: RunContext, job: JobSpec, service: ServiceConfig) -> Path:

@@ -9,6 +9,8 @@ What lives there, and who owns it::
                                 each upload's file is used under a lock (common.multipart_state)
       failed_jobs_<run_id>.json the jobs of a run that did not succeed (orchestrator.run_report)
       logs/                     the default --log-dir
+      history.sqlite3           the run history, unless --history-db (orchestrator.history), with
+                                its -wal/-shm files and history.sqlite3.migrate.lock
 
 Several runs may use one state directory at once (two cron entries, a manual run beside
 a scheduled one): each works in its own ``work/<run_id>/`` and removes only that. A run

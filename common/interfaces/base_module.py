@@ -161,6 +161,11 @@ class JobContext:
     """Files larger than this are refused (``max_file_bytes``); sinks enforce it too."""
     previous: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """Source identities (by source URI) from the last manifest when ``incremental`` is on."""
+    cursors: Mapping[str, Any] = field(default_factory=dict)
+    """Watermarks (name -> JSON value) the service's incremental state kept from the last job that
+    succeeded and advanced them (see :meth:`advance_cursor`)."""
+    advanced: dict[str, Any] = field(default_factory=dict)
+    """The watermarks this job advanced; the framework saves them only if the job succeeds."""
     sink_hooks: SinkHooks | None = None
     """The destination's digests streamed by every sink of the job (set by the runner; modules
     never touch them, see :mod:`common.stream_hooks`)."""
@@ -200,6 +205,13 @@ class JobContext:
         return FileSink(workdir, name, source_uri, identity or {}, max_bytes=self.max_file_bytes,
                         hooks=hooks.make() if hooks is not None else None,
                         on_finish=hooks.record if hooks is not None else None)
+
+    def advance_cursor(self, name: str, value: Any) -> None:
+        """Record the watermark ``name`` this job reached (a JSON value: the newest ``updated_at``
+        of the records read, say). Kept in the service's incremental state (``_state/``) when the
+        job succeeds, and handed back as ``cursors[name]`` to the next job of the service, as
+        dlt's ``incremental`` cursors are; a failed job leaves the stored one as it was."""
+        self.advanced[name] = value
 
     def unchanged(self, source_uri: str, identity: Mapping[str, str]) -> bool:
         """Whether the file at ``source_uri`` is the one the last run recorded.
@@ -245,6 +257,13 @@ class BaseModule(abc.ABC):
         without blocking jobs for other hosts. Default: none, no limit applies.
         """
         return ()
+
+    @classmethod
+    def keeps_cursors(cls, source: SourceConfig) -> bool:
+        """Whether a job on ``source`` keeps watermarks (:meth:`JobContext.advance_cursor`): the
+        framework then reads and writes the service's incremental state even without
+        ``incremental: true``. Default: False."""
+        return False
 
     def __init__(self, source: SourceConfig, ctx: JobContext) -> None:
         self.source = source

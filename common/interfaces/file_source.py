@@ -52,7 +52,8 @@ from common.interfaces.base_module import (
 )
 from common.transfer_watchdog import ends_on_stop
 
-__all__ = ["MAX_FAILURES_IN_A_ROW", "TEMPLATE_KEYS", "Entry", "FailureStreak", "FileSource", "FileVanished"]
+__all__ = ["MAX_FAILURES_IN_A_ROW", "TEMPLATE_KEYS", "Entry", "FailureStreak", "FileSource", "FileVanished",
+           "NotModified"]
 
 log = structlog.get_logger(__name__)
 
@@ -103,6 +104,13 @@ def _moment(value: str) -> dt.datetime:
 
 class FileVanished(SourceError):
     """The entry was deleted between the listing and its download: skipped, not an error."""
+
+
+class NotModified(SourceError):
+    """Raised by :meth:`FileSource.download` when the source answers that the file is the version
+    the last run recorded (an HTTP ``304`` to a conditional request built from
+    ``ctx.previous``): the entry is recorded as unchanged, nothing is landed again. Field
+    ``identity``: the marks the answer confirmed (they are merged over the recorded ones)."""
 
 
 @dataclass(frozen=True)
@@ -214,9 +222,10 @@ class FileSource(BaseModule):
                                status="rejected")
         return None
 
-    def fetch_entry(self, entry: Entry, workdir: Path) -> FetchedFile | FetchFailed | None:
+    def fetch_entry(self, entry: Entry, workdir: Path) -> FetchedFile | FetchFailed | Unchanged | None:
         """Download one entry with the framework's retries, in a slot of its host: the file,
-        a FetchFailed (``rejected`` when too large), or None when it vanished.
+        a FetchFailed (``rejected`` when too large), Unchanged when the source said it was not
+        modified (:class:`NotModified`), or None when it vanished.
 
         Raises TransferStopped when the run stops, and errors that are not ``ModuleSystemError``
         (bugs) as they are."""
@@ -230,6 +239,10 @@ class FileSource(BaseModule):
             sink.abort()
             log.warning("file_vanished", uri=entry.source_uri)
             return None
+        except NotModified as exc:
+            sink.abort()
+            before = self.ctx.previous.get(entry.source_uri, {})
+            return Unchanged(entry.name, entry.source_uri, {**before, **(exc.fields.get("identity") or {})})
         except FileTooLarge as exc:
             sink.abort()
             return FetchFailed(entry.name, entry.source_uri, str(exc), status="rejected")
@@ -272,7 +285,8 @@ class FileSource(BaseModule):
                 return
             if item is None:
                 continue
-            streak.saw(item)
+            if not isinstance(item, Unchanged):
+                streak.saw(item)
             yield item
 
 

@@ -142,7 +142,23 @@ SOURCE_SCHEMA: dict[str, Any] = {
                                          "null: base_url's host and port."},
         "max_response_bytes": {"type": "integer", "minimum": 1, "default": 100 * 1024 * 1024,
                                "description": "A page larger than this fails its endpoint (default 100 MiB)."},
+        "cursor": {"type": "object", "additionalProperties": False, "required": ["field", "param"],
+                   "description": "Incremental by watermark: the newest `field` of the records read is kept in the "
+                                  "service's state when the job succeeds and sent as the query parameter `param` "
+                                  "on the next run (per endpoint). Needs records_path.",
+                   "properties": {
+                       "field": {"type": "string", "minLength": 1,
+                                 "description": "Dotted path of the watermark in each record (`updated_at`, "
+                                                "`meta.modified`); numbers compare as numbers, other values as "
+                                                "text (ISO 8601 timestamps in one format and zone sort right)."},
+                       "param": {"type": "string", "minLength": 1,
+                                 "description": "Query parameter carrying the watermark (`since`, "
+                                                "`updated_after`)."},
+                       "initial": {"type": ["string", "number"],
+                                   "description": "Sent on the first run, before any watermark is kept; absent: "
+                                                  "the first run reads everything."}}},
     },
+    "dependentRequired": {"cursor": ["records_path"]},
 }
 
 

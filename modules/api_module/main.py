@@ -46,6 +46,14 @@ whose last manifest entry has an ``etag`` or ``last_modified`` is asked for with
 ``If-None-Match`` / ``If-Modified-Since``, and a ``304`` yields :class:`Unchanged`.
 Paginated endpoints are always read in full: the next page is found in the body (or
 headers) of the one before, which a 304 does not carry.
+
+Cursor (``cursor: {field, param, initial}``, with ``records_path``): each endpoint's first
+request carries ``param=<watermark>``, the newest ``field`` of the records its last successful
+job read (``ctx.cursors``, kept in the service's incremental state), or ``initial``. An endpoint
+read to its end records the newest value it saw (:meth:`JobContext.advance_cursor`); the
+framework keeps it only if the job succeeds, so a failed run is read again from the same
+watermark. Pages of a run that sent a watermark are named ``<slug>-since-<value>-p<n>.json``,
+so one increment's pages never overwrite another's.
 """
 
 from __future__ import annotations
@@ -83,8 +91,10 @@ from modules.api_module.exceptions import (
     ApiTransientError,
 )
 from modules.api_module.pagination import (
+    MISSING,
     endpoint_url,
     is_empty_page,
+    newest_value,
     next_cursor,
     page_name,
     public_url,
@@ -133,6 +143,10 @@ class ApiModule(BaseModule):
     def hosts(cls, source: SourceConfig) -> tuple[str, ...]:
         """The host of ``base_url`` (token and redirect hosts take their slots as they are reached)."""
         return (host_of(source["base_url"]),)
+
+    @classmethod
+    def keeps_cursors(cls, source: SourceConfig) -> bool:
+        return bool(source.get("cursor"))
 
     def __init__(self, source: SourceConfig, ctx: JobContext) -> None:
         super().__init__(source, ctx)
@@ -280,8 +294,12 @@ class ApiModule(BaseModule):
         and the last of them still offers a next one.
         """
         paging = self.paging
-        first = endpoint_url(self.base_url, endpoint, self.source["query"])
+        cursor = self.source.get("cursor")
+        since = self._since(endpoint) if cursor else None
+        query = {**self.source["query"], cursor["param"]: since} if cursor and since is not None else self.source["query"]
+        first = endpoint_url(self.base_url, endpoint, query)
         url = first
+        newest: Any = MISSING
         if paging.type == "page":
             params: dict[str, Any] = {str(paging.param): paging.start}
             if paging.size_param:
@@ -291,7 +309,7 @@ class ApiModule(BaseModule):
         for number in range(1, paging.max_pages + 1):
             if self._cancel.is_set() or self.ctx.stop.is_set():
                 return
-            name = page_name(endpoint, number)
+            name = page_name(endpoint, number, since)
             # Only an unpaginated endpoint may be asked conditionally: see the module docstring.
             previous = self.ctx.previous.get(public_url(url)) if paging.type == "none" else None
             try:
@@ -312,12 +330,17 @@ class ApiModule(BaseModule):
                 return
             file, meta = got
             keep, following = self._after_page(file, meta, first, url, number)
+            if keep and cursor:
+                newest = newest_value(file.path, self.source["records_path"], cursor["field"], newest)
             if keep:
                 yield file
             else:
                 file.path.unlink(missing_ok=True)
             if following is None:
                 log.debug("api_endpoint_done", endpoint=endpoint, pages=number if keep else number - 1)
+                if cursor and newest is not MISSING:
+                    self.ctx.advance_cursor(endpoint, newest)
+                    log.info("api_cursor_advanced", endpoint=endpoint, since=since, newest=newest)
                 return
             if not same_origin(following, self.base_url):
                 error = ApiSourceError(f"next page {public_url(following)} is outside {public_url(self.base_url)}; "
@@ -330,6 +353,11 @@ class ApiModule(BaseModule):
             url = following
         log.warning("api_max_pages_reached", endpoint=endpoint, max_pages=paging.max_pages, next=public_url(url))
         raise _EndpointTruncated(endpoint, public_url(url))
+
+    def _since(self, endpoint: str) -> Any:
+        """The watermark sent to ``endpoint``: kept from the last successful job, else ``initial``."""
+        kept = self.ctx.cursors.get(endpoint)
+        return kept if kept is not None else self.source["cursor"].get("initial")
 
     def _after_page(self, file: FetchedFile, meta: PageMeta, first: str, url: str,
                     number: int) -> tuple[bool, str | None]:

@@ -15,8 +15,10 @@ Pagination is sequential per endpoint; these functions decide what the next requ
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -29,6 +31,7 @@ __all__ = [
     "endpoint_slug",
     "endpoint_url",
     "is_empty_page",
+    "newest_value",
     "next_cursor",
     "page_name",
     "public_url",
@@ -41,6 +44,7 @@ MISSING: Any = object()
 """What :func:`dotted_get` returns for a path that is not in the document."""
 
 _SLUG_CHARS = re.compile(r"[^A-Za-z0-9]+")
+_SINCE_CHARS = re.compile(r"[^A-Za-z0-9.-]+")
 _SLUG_MAX = 60
 
 
@@ -57,9 +61,40 @@ def endpoint_slug(endpoint: str) -> str:
     return f"{text}-{hashlib.sha1(endpoint.encode('utf-8')).hexdigest()[:8]}"
 
 
-def page_name(endpoint: str, number: int) -> str:
-    """``<endpoint-slug>-p<number>.json``: the file (and key suffix) of one page."""
-    return f"{endpoint_slug(endpoint)}-p{number}.json"
+def page_name(endpoint: str, number: int, since: Any = None) -> str:
+    """``<endpoint-slug>-p<number>.json``: the file (and key suffix) of one page; with a cursor
+    watermark ``since``, ``<endpoint-slug>-since-<value>-p<number>.json`` (the value made safe)."""
+    if since is None:
+        return f"{endpoint_slug(endpoint)}-p{number}.json"
+    mark = _SINCE_CHARS.sub("_", str(since)).strip("_")[:_SLUG_MAX] or "none"
+    return f"{endpoint_slug(endpoint)}-since-{mark}-p{number}.json"
+
+
+def newest_value(path: Path, records_path: str, field: str, newest: Any = MISSING) -> Any:
+    """The newest ``field`` (a dotted path) of the records at ``records_path`` in the JSON page at
+    ``path``, or ``newest`` if none is newer. Numbers compare as numbers; anything else (and a mix)
+    as text. A page that is not JSON, or whose records lack the field, changes nothing."""
+    try:
+        document = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except (ValueError, RecursionError):
+        return newest
+    records = dotted_get(document, records_path)
+    if not isinstance(records, list):
+        return newest
+    for record in records:
+        value = dotted_get(record, field)
+        if value is MISSING or value is None or isinstance(value, (bool, dict, list)):
+            continue
+        if newest is MISSING or _later(value, newest):
+            newest = value
+    return newest
+
+
+def _later(value: Any, than: Any) -> bool:
+    numbers = (int, float)
+    if isinstance(value, numbers) and isinstance(than, numbers):
+        return value > than
+    return str(value) > str(than)
 
 
 def _query_value(value: Any) -> str:

@@ -11,28 +11,24 @@
 See docs/HISTORY.md.
 """
 
-from orchestrator.history.reader import (
-    EventRecord,
-    FileRecord,
-    HistoryReader,
-    JobDetail,
-    JobSummary,
-    LogPage,
-    LogRecord,
-    Page,
-    RunDetail,
-    RunSummary,
-    Throughput,
-)
-from orchestrator.history.store import (
-    HistoryStore,
-    HistoryUnavailable,
-    history_url,
-    shown,
-)
-from orchestrator.history.writer import HistoryRecorder
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+DEFAULT_FILE = "history.sqlite3"
+"""The history database of a state dir, when ``--history-db`` is not given."""
+
+_EXPORTS = {
+    "EventRecord": "reader", "FileRecord": "reader", "HistoryReader": "reader", "JobDetail": "reader",
+    "JobSummary": "reader", "LogPage": "reader", "LogRecord": "reader", "Page": "reader", "RunDetail": "reader",
+    "RunSummary": "reader", "Throughput": "reader",
+    "HistoryStore": "store", "HistoryUnavailable": "store", "history_url": "store", "shown": "store",
+    "HistoryRecorder": "writer",
+}
 
 __all__ = [
+    "DEFAULT_FILE",
     "EventRecord",
     "FileRecord",
     "HistoryReader",
@@ -47,6 +43,23 @@ __all__ = [
     "RunDetail",
     "RunSummary",
     "Throughput",
+    "default_history_url",
     "history_url",
     "shown",
 ]
+
+
+def default_history_url(state_dir: Path) -> str:
+    """The URL of ``<state_dir>/history.sqlite3`` (as text: making it imports nothing)."""
+    return f"sqlite:///{(state_dir / DEFAULT_FILE).resolve()}"
+
+
+def __getattr__(name: str) -> Any:
+    """The names of the submodules, imported on first use: a run imports SQLAlchemy in the
+    history's writer thread, not before it starts."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

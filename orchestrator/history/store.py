@@ -23,10 +23,13 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from common.exceptions import ConfigError
 from common.file_lock import FileLock
+from orchestrator.history import DEFAULT_FILE
 
-__all__ = ["DEFAULT_FILE", "HistoryStore", "HistoryUnavailable", "history_url", "shown"]
+__all__ = ["HEAD", "HistoryStore", "HistoryUnavailable", "history_url", "shown"]
 
-DEFAULT_FILE = "history.sqlite3"
+HEAD = "0001"
+"""The newest migration (``migrations/versions``): a database there is not migrated again, and
+Alembic is not even imported (a test keeps this equal to Alembic's head)."""
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_LOCK_ID = 0x6D735F68  # "ms_h": the advisory lock of the history migrations
 
@@ -37,7 +40,7 @@ class HistoryUnavailable(Exception):
     """The history database cannot be opened or written (down, locked, refused, full)."""
 
 
-def history_url(value: str | None, state_dir: Path) -> URL:
+def history_url(value: str | None, state_dir: Path = Path(".")) -> URL:
     """The URL of ``--history-db`` (``value``), else the state dir's SQLite file; ConfigError when
     ``value`` is not a URL SQLAlchemy can use (no driver installed, not a URL). Connects to nothing."""
     if not value:
@@ -98,6 +101,8 @@ class HistoryStore:
         self.engine.dispose()
 
     def _upgrade(self, timeout_s: float) -> None:
+        if self._current():
+            return
         if self.url.get_backend_name() == "sqlite" and self.url.database not in (None, "", ":memory:"):
             lock = FileLock(Path(str(self.url.database) + ".migrate.lock"))
             gave_up = threading.Event()
@@ -118,6 +123,14 @@ class HistoryStore:
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
             _upgrade(conn)
+
+
+    def _current(self) -> bool:
+        """True when the schema is at :data:`HEAD` already (the common case: one query)."""
+        with self.engine.connect() as conn:
+            if not sa.inspect(conn).has_table("ms_alembic_version"):
+                return False
+            return conn.execute(sa.text("SELECT version_num FROM ms_alembic_version")).scalar() == HEAD
 
 
 def _upgrade(conn: sa.Connection) -> None:

@@ -25,22 +25,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
 import structlog
-from sqlalchemy.engine import URL
 
 from common.secret import redact
-from orchestrator.history.models import EVENTS, FILES, JOBS, RUNS
-from orchestrator.history.store import (
-    HistoryStore,
-    HistoryUnavailable,
-    describe_error,
-    shown,
-)
 from orchestrator.run_observer import RunObserver, RunView
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
+    from sqlalchemy.engine import URL
+
     from common.manifest import ManifestEntry
+    from orchestrator.history.store import HistoryStore
     from orchestrator.job_executor import RunOutcome
     from orchestrator.job_runner import JobResult
 
@@ -67,11 +62,12 @@ def _now() -> dt.datetime:
 
 
 class HistoryRecorder(RunObserver):
-    """Records one run into the history database at ``url`` (see the module docstring)."""
+    """Records one run into the history database at ``url`` (see the module docstring): a URL,
+    or its text (then SQLAlchemy is first imported by the writer thread, not the caller)."""
 
-    def __init__(self, url: URL, timeout_s: float = 5.0, flush_s: float = 0.25, batch: int = 2000,
+    def __init__(self, url: URL | str, timeout_s: float = 5.0, flush_s: float = 0.25, batch: int = 2000,
                  retry_s: float = 5.0, max_pending: int = 200_000, close_timeout_s: float = 30.0) -> None:
-        self.url = url
+        self._url = url
         self._timeout_s, self._flush_s, self._batch = timeout_s, flush_s, batch
         self._retry_s, self._max_pending, self._close_timeout_s = retry_s, max_pending, close_timeout_s
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -158,10 +154,16 @@ class HistoryRecorder(RunObserver):
         self._queue.put(_STOP)
         self._thread.join(self._close_timeout_s)
         if self._thread.is_alive():
-            log.warning("history_incomplete", run_id=self._run_id, db=shown(self.url),
+            log.warning("history_incomplete", run_id=self._run_id, db=self.shown_url(),
                         reason=f"the history database did not take the last rows within {self._close_timeout_s:g} s")
             return False
         return not self._pending and not self._dropped
+
+    def shown_url(self) -> str:
+        """The database's URL without its password."""
+        from orchestrator.history.store import history_url, shown
+
+        return shown(history_url(self._url) if isinstance(self._url, str) else self._url)
 
     # ------------------------------------------------------------------ the writer thread
 
@@ -205,9 +207,18 @@ class HistoryRecorder(RunObserver):
     def _write(self) -> None:
         if not self._pending:
             return
+        import sqlalchemy as sa
+
+        from orchestrator.history.store import (
+            HistoryStore,
+            HistoryUnavailable,
+            history_url,
+        )
+
         try:
             if self._store is None:
-                self._store = HistoryStore.open(self.url, self._timeout_s)
+                url = history_url(self._url) if isinstance(self._url, str) else self._url
+                self._store = HistoryStore.open(url, self._timeout_s)
             with self._store.engine.begin() as conn:
                 for kind, rows in _groups(self._pending):
                     _execute(conn, kind, rows)
@@ -218,16 +229,18 @@ class HistoryRecorder(RunObserver):
         self._pending = []
         if self._failing_since is not None:
             self._failing_since = None
-            log.info("history_recovered", run_id=self._run_id, db=shown(self.url))
+            log.info("history_recovered", run_id=self._run_id, db=self.shown_url())
 
     def _failed(self, exc: BaseException) -> None:
+        from orchestrator.history.store import HistoryUnavailable, describe_error
+
         self._failing_since = time.monotonic()
         if self._store is not None and not isinstance(exc, HistoryUnavailable):
             self._store.engine.dispose()  # a broken connection is not reused
         if not self.warned:
             self.warned = True
             reason = str(exc) if isinstance(exc, HistoryUnavailable) else describe_error(exc)
-            log.warning("history_unavailable", run_id=self._run_id, db=shown(self.url), error=reason,
+            log.warning("history_unavailable", run_id=self._run_id, db=self.shown_url(), error=reason,
                         effect="the run goes on; its history is written if the database answers before it ends")
 
 
@@ -249,6 +262,10 @@ def _groups(ops: list[tuple[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]
 
 
 def _execute(conn: sa.Connection, kind: str, rows: list[dict[str, Any]]) -> None:
+    import sqlalchemy as sa
+
+    from orchestrator.history.models import EVENTS, FILES, JOBS, RUNS
+
     if kind == "run":
         conn.execute(RUNS.insert(), rows)
     elif kind == "jobs":

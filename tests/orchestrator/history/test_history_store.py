@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from common.exceptions import ConfigError
 from orchestrator.cli_init import run_batch
@@ -24,6 +26,13 @@ from orchestrator.history import (
     shown,
 )
 from orchestrator.history.models import METADATA
+from orchestrator.history.store import HEAD
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parents[3] / "orchestrator/history/migrations"))
+    return config
 
 
 def test_the_migrations_build_the_tables_of_the_models(history_db: str, tmp_path: Path) -> None:
@@ -35,9 +44,11 @@ def test_the_migrations_build_the_tables_of_the_models(history_db: str, tmp_path
             context = MigrationContext.configure(conn, opts={"version_table": "ms_alembic_version"})
             assert compare_metadata(context, METADATA) == []
             version = conn.exec_driver_sql("SELECT version_num FROM ms_alembic_version").scalar()
-        assert version == "0001"
+        assert version == HEAD
     finally:
         store.close()
+    script = ScriptDirectory.from_config(_alembic_config())
+    assert script.get_current_head() == HEAD  # a new revision moves HEAD with it
 
 
 def test_a_history_url_is_checked_without_connecting_and_never_shown_with_its_password(tmp_path: Path) -> None:

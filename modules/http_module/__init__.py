@@ -1,0 +1,1 @@
+"""The ``http`` source module: files behind plain HTTP(S) URLs or index pages."""
