@@ -9,10 +9,14 @@ a batch still running is stopped cleanly first (its report written).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import math
+import signal
 import socket
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -97,7 +101,30 @@ def serve(host: str, port: int, registry_file: Path, state_dir: Path, log_dir: P
     click.echo(printable(f"module-system serve: http://{shown_host}:{bound_port}/ (registry {registry.path}; "
                          f"history {shown(url)}; {'token auth' if tokens.configured else 'no token: loopback only'})"))
     sys.stdout.flush()
+    server_class = _server_class()
     config = uvicorn.Config(create_app(server), log_config=None, access_log=False, lifespan="on",
                             timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run(sockets=[sock])
+    server_class(config).run(sockets=[sock])
     return int(ExitCode.OK)
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class QuietExit(uvicorn.Server):
+        """uvicorn's server, but a SIGINT/SIGTERM ends it with exit 0: uvicorn re-raises the signal
+        after its graceful shutdown, which would end the process by the signal instead."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return QuietExit
