@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.servers.api_server import ApiRequest, ApiReply, ApiServer, json_reply
+from tests.servers.api_server import ApiReply, ApiRequest, ApiServer, json_reply
 
 READ_TOKEN = "read-token-0123456789abcdef"
 OPERATE_TOKEN = "operate-token-0123456789abcdef"

@@ -15,7 +15,12 @@ from orchestrator.history.store import history_url
 from orchestrator.serve.app import Server, create_app
 from orchestrator.serve.auth import load_tokens
 from orchestrator.serve.runs import ServeSettings
-from tests.orchestrator.serve.conftest import BOTH_TOKEN, OPERATE_TOKEN, READ_TOKEN, ServeProject
+from tests.orchestrator.serve.conftest import (
+    BOTH_TOKEN,
+    OPERATE_TOKEN,
+    READ_TOKEN,
+    ServeProject,
+)
 
 Factory = Callable[..., tuple[TestClient, Server]]
 

@@ -61,7 +61,7 @@ def test_a_run_is_followed_live_over_server_sent_events(serve_project: ServeProj
 
     # The run is in the history for the CLI too.
     shown = subprocess.run([*serve_command()[:-1], "show", run_id, "--state-dir", str(serve_project.state_dir),
-                            "--format", "json"], capture_output=True, text=True, timeout=60, env=serve_env())
+                            "--format", "json"], check=False, capture_output=True, text=True, timeout=60, env=serve_env())
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["run"]["run_id"] == run_id
 
@@ -77,7 +77,7 @@ def test_a_token_protects_a_real_server(serve_project: ServeProject) -> None:
 def test_serve_refuses_a_public_address_without_a_token(serve_project: ServeProject) -> None:
     result = subprocess.run([*serve_command(), "--host", "0.0.0.0", "--port", "0", "--registry",
                              str(serve_project.registry), "--state-dir", str(serve_project.state_dir)],
-                            capture_output=True, text=True, timeout=60, env=serve_env())
+                            check=False, capture_output=True, text=True, timeout=60, env=serve_env())
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "--host 0.0.0.0" in result.stderr
     assert "MODULE_SYSTEM_API_TOKEN" in result.stderr and "Traceback" not in result.stderr
@@ -94,7 +94,7 @@ def test_serve_refuses_bad_options_with_one_line(serve_project: ServeProject) ->
     for args, says in cases:
         argv = [*serve_command(), "--registry", str(serve_project.registry), "--state-dir",
                 str(serve_project.state_dir), *args]
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=serve_env())
+        result = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60, env=serve_env())
         assert result.returncode == 2, (args, result.stderr)
         assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1 and says in result.stderr
         assert "short" not in result.stderr, "a token is never printed"
