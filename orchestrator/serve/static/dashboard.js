@@ -159,7 +159,7 @@ function drawChart(throughput) {
     t.textContent = text;
     svg.append(t);
   };
-  label(0, -2, `peak ${Math.max(0, ...files)} file(s) / ${Number(throughput.bucket_s).toFixed(1)} s`);
+  label(0, -2, `peak ${Math.max(0, ...files)} file(s) / ${Number(throughput.bucket_s).toPrecision(3)} s`);
   label(width, height + 14, `${files.reduce((a, b) => a + b, 0)} file(s) in all`, "end");
   figure.replaceChildren(svg);
 }
