@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -44,7 +44,7 @@ from orchestrator.serve.models import (
 )
 from orchestrator.serve.runs import Conflict, RunManager, ServedRun
 
-__all__ = ["RUN_ID", "api_router", "host_loads", "metrics_router", "require", "run_detail", "run_out", "served_out"]
+__all__ = ["RUN_ID", "api_router", "host_loads", "metrics_router", "pending_runs", "require", "run_detail", "run_out", "served_out"]
 
 RUN_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
 RunId = Annotated[str, Path(pattern=RUN_ID, description="A run id (``module-system history`` lists them).")]
@@ -150,6 +150,15 @@ def served_out(served: ServedRun) -> RunOut:
                   error=served.error)
 
 
+def pending_runs(manager: RunManager, reader: HistoryReader, listed: Iterable[RunSummary]) -> list[RunOut]:
+    """This server's runs that the history does not hold: queued, never started, or just started
+    (the history's first rows are on their way); newest first."""
+    known = {r.run_id for r in listed}
+    return [served_out(s) for s in reversed(manager.served())
+            if s.run_id not in known and (s.batch_run is None or s.state == "running")
+            and reader.run(s.run_id, events_limit=1) is None]
+
+
 def host_loads(manager: RunManager) -> list[HostLoad]:
     """Every host of the runs in progress in this server: slots in use and cap."""
     hosts = []
@@ -191,10 +200,8 @@ def list_runs(request: Request, _: str = Read,
     history's (every ``run``, from the CLI too)."""
     manager, reader = _manager(request), _reader(request)
     page = reader.list_runs(limit=limit, offset=offset, status=status, since=_utc(since), until=_utc(until))
-    known = {r.run_id for r in page.items}
-    pending = [served_out(s) for s in reversed(manager.served()) if s.run_id not in known and offset == 0
-               and reader.run(s.run_id, events_limit=1) is None]
-    pending = [r for r in pending if status is None or r.status == status]
+    pending = [r for r in pending_runs(manager, reader, page.items) if status is None or r.status == status] \
+        if offset == 0 else []
     items = pending + [run_out(r, manager) for r in page.items]
     return RunPage(items=items, total=page.total + len(pending), offset=offset, limit=limit)
 

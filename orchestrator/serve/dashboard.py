@@ -29,10 +29,10 @@ from common.manifest import FILE_STATUSES
 from orchestrator.serve.api import (
     RUN_ID,
     host_loads,
+    pending_runs,
     require,
     run_detail,
     run_out,
-    served_out,
 )
 from orchestrator.serve.auth import COOKIE, Tokens
 from orchestrator.serve.models import RunOut, ThroughputOut
@@ -109,9 +109,7 @@ def index(request: Request, offset: Annotated[int, Query(ge=0, le=10_000_000)] =
         return _login_redirect(request)
     manager, reader = request.app.state.manager, request.app.state.reader
     page = reader.list_runs(limit=50, offset=offset)
-    known = {r.run_id for r in page.items}
-    pending: list[RunOut] = [served_out(s) for s in reversed(manager.served())
-                             if s.run_id not in known and offset == 0 and reader.run(s.run_id, events_limit=1) is None]
+    pending: list[RunOut] = pending_runs(manager, reader, page.items) if offset == 0 else []
     runs = pending + [run_out(r, manager) for r in page.items]
     registry = manager.settings.registry_file
     services = _services(manager)

@@ -300,3 +300,37 @@ def test_a_batch_file_kept_for_each_submission(served: Factory, serve_project: S
     finished(server, run_id)
     batch = Path(client.get(f"/api/v1/runs/{run_id}").json()["run"]["batch_file"])
     assert batch == serve_project.state_dir / "batches" / f"{run_id}.json" and batch.is_file()
+
+
+def test_a_run_of_another_process_is_followed_from_the_history(served: Factory, serve_project: ServeProject) -> None:
+    import json
+    import subprocess
+    import sys
+
+    client, _ = served()
+    batch = serve_project.root / "cli_batch.json"
+    batch.write_text(json.dumps({"jobs": [{"job_id": "slow_cli", "service_id": "slow"}]}))
+    process = subprocess.Popen([sys.executable, "-m", "orchestrator.cli_init", "--batch-file", str(batch),
+                                "--registry", str(serve_project.registry), "--state-dir", str(serve_project.state_dir)],
+                               cwd=serve_project.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        run = wait_for(lambda: next(iter(client.get("/api/v1/runs", params={"status": "running"}).json()["items"]),
+                                    None))
+        assert run["served"] is False
+        wait_for(lambda: serve_project.api.requests_to("/v1/slow"))
+        cancel = client.post(f"/api/v1/runs/{run['run_id']}/cancel")
+        assert cancel.status_code == 409 and "not started by this server" in cancel.json()["detail"]
+        kinds = []
+        with client.stream("GET", f"/api/v1/runs/{run['run_id']}/events") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    kinds.append(line.split(":", 1)[1].strip())
+                    if kinds[-1] == "snapshot":
+                        serve_project.gate.set()
+        assert kinds[0] == "snapshot" and kinds[-1] == "run_finished" and "progress" in kinds
+        assert process.wait(60) == 0
+    finally:
+        serve_project.gate.set()
+        if process.poll() is None:
+            process.kill()
+    assert client.get(f"/api/v1/runs/{run['run_id']}").json()["run"]["status"] == "succeeded"
