@@ -163,6 +163,11 @@ async def login(request: Request) -> Response:
     token = (form.get("token") or [""])[0].strip()
     target = _local((form.get("next") or ["/"])[0])
     tokens: Tokens = request.app.state.tokens
+    wait = request.app.state.limiter.retry_after("login:" + (request.client.host if request.client else "unknown"))
+    if wait:  # guessing tokens is as limited as any mutating request
+        limited = _page(request, "login.html", status_code=429, next=target, error=f"too many attempts; retry in {wait} s")
+        limited.headers["Retry-After"] = str(wait)
+        return limited
     if tokens.configured and (not token or tokens.scopes(token) is None):
         return _page(request, "login.html", status_code=401, next=target, error="unknown token")
     response = RedirectResponse(target, status_code=303)

@@ -31,13 +31,13 @@ def served(serve_project: ServeProject) -> Iterator[Factory]:
     clients: list[TestClient] = []
 
     def make(env: dict[str, str] | None = None, tokens_file: str | None = None,
-             rate_limit: int = 0) -> tuple[TestClient, Server]:
+             rate_limit: int = 0, history_db: str | None = None) -> tuple[TestClient, Server]:
         state = serve_project.state_dir
         path = None
         if tokens_file is not None:
             path = serve_project.root / "tokens.txt"
             path.write_text(tokens_file)
-        settings = ServeSettings(serve_project.registry, state, state / "logs", history_url(None, state),
+        settings = ServeSettings(serve_project.registry, state, state / "logs", history_url(history_db, state),
                                  max_workers=4, refresh_s=0.05)
         server = Server(settings, load_tokens(path, env or {}), rate_limit)
         client = TestClient(create_app(server))
@@ -272,6 +272,8 @@ def test_mutating_requests_are_rate_limited_per_client(served: Factory) -> None:
     limited = client.post("/api/v1/runs/20260101T000000Z-000000/cancel")
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
     assert client.get("/api/v1/runs").status_code == 200, "reading is not limited"
+    codes = [client.post("/login", content=b"token=guess-0123456789abcdef").status_code for _ in range(3)]
+    assert codes[-1] == 429, "signing in is limited too"
 
 
 def test_the_dashboard_pages_render_without_javascript(served: Factory, serve_project: ServeProject) -> None:
@@ -334,3 +336,20 @@ def test_a_run_of_another_process_is_followed_from_the_history(served: Factory, 
         if process.poll() is None:
             process.kill()
     assert client.get(f"/api/v1/runs/{run['run_id']}").json()["run"]["status"] == "succeeded"
+
+
+def test_a_postgresql_history(served: Factory, serve_project: ServeProject, postgres_url: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1),
+                              isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text('CREATE DATABASE "serve_history"'))
+    engine.dispose()
+    client, server = served(history_db=postgres_url.rsplit("/", 1)[0] + "/serve_history")
+    run_id = submit(client, ("drop_1", "drop"), ("later_1", "later"))
+    finished(server, run_id)
+    detail = client.get(f"/api/v1/runs/{run_id}").json()
+    assert detail["run"]["status"] == "failed" and [j["status"] for j in detail["jobs"]] == ["succeeded", "failed"]
+    assert client.get("/api/v1/stats").json()["files"] == serve_project.report(run_id)["totals"]["files"]
+    assert client.get("/api/v1/health").json()["history"] == "ok"
