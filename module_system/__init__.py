@@ -10,6 +10,7 @@ entry point group ``module_system.modules``; destinations subclass :class:`FileD
 """
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from common.exceptions import (
     RETRY_HTTP_CODES,
@@ -54,7 +55,6 @@ from common.plugins import ENTRY_POINT_GROUP
 from common.problems import Problem, capped
 from common.retry import RetryPolicy
 from common.run_resources import RunResources
-from common.s3_client import new_s3_client
 from common.secret import Secret, redact, redact_url, reveal
 from common.transfer_watchdog import (
     Transfer,
@@ -128,3 +128,16 @@ __all__ = [
     "shut_socket",
     "watch",
 ]
+
+
+if TYPE_CHECKING:
+    from common.s3_client import new_s3_client
+
+
+def __getattr__(name: str) -> Any:
+    """``new_s3_client`` is imported on first use: a run that never touches S3 never imports boto3."""
+    if name == "new_s3_client":
+        from common.s3_client import new_s3_client
+
+        return new_s3_client
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,10 +24,9 @@ import structlog
 from common.config_model import Batch, Registry, ServiceConfig
 from common.interfaces.destination import Destination, DestinationUnusable
 from common.retry import RetryPolicy
-from destinations.s3 import PROBE_KEY
 from orchestrator.destination_pool import DestinationPool
 
-__all__ = ["PROBE_KEY", "DestinationUnusable", "check_destinations"]
+__all__ = ["DestinationUnusable", "check_destinations"]
 
 log = structlog.get_logger(__name__)
 

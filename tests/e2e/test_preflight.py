@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from tests.servers.s3_proxy import ProxyRequest, S3Proxy
+from destinations.s3 import PROBE_KEY
 from module_system.testing import LocalHttpServer
-from orchestrator.preflight import PROBE_KEY
 from tests.e2e.helpers import Project, list_keys
+from tests.servers.s3_proxy import ProxyRequest, S3Proxy
 
 #: A destination secret handed through the environment: it must never be printed.
 DEST_SECRET = "dest-secret-5b1e0c7a9d"
@@ -68,7 +68,7 @@ def assert_nothing_ran(project: Project) -> None:
     assert not (project.root / "temp" / "work").exists()
 
 
-def test_a_missing_bucket_stops_the_run_before_any_job(project: Project, s3, s3_server, bucket: str,  # noqa: ANN001
+def test_a_missing_bucket_stops_the_run_before_any_job(project: Project, s3, s3_server, bucket: str,
                                                        folder: Path) -> None:
     code, line = run(project, {"good": (bucket, s3_server.url), "lost": ("no-such-bucket-77", s3_server.url)},
                      folder)
@@ -80,7 +80,7 @@ def test_a_missing_bucket_stops_the_run_before_any_job(project: Project, s3, s3_
     assert_nothing_ran(project)
 
 
-def test_no_credentials_stop_the_run(project: Project, s3_server, bucket: str, folder: Path) -> None:  # noqa: ANN001
+def test_no_credentials_stop_the_run(project: Project, s3_server, bucket: str, folder: Path) -> None:
     project.write_registry({
         "version": 1,
         "services": {"sales": {"type": "localdir", "source": {"path": str(folder)},
@@ -125,9 +125,9 @@ class RefusingStore:
                 self.end_headers()
                 self.wfile.write(body)
 
-            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = answer  # noqa: N815
+            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = answer
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self._listener = LocalHttpServer(Handler)
@@ -150,7 +150,7 @@ def store() -> Iterator[Callable[[dict[str, tuple[int, str | None]]], RefusingSt
         server.close()
 
 
-def test_credentials_the_store_refuses_stop_the_run(project: Project, store, folder: Path) -> None:  # noqa: ANN001
+def test_credentials_the_store_refuses_stop_the_run(project: Project, store, folder: Path) -> None:
     refusing = store({method: (403, "InvalidAccessKeyId") for method in ("HEAD", "GET", "PUT", "POST", "DELETE")})
     code, line = run(project, {"sales": ("landing", refusing.url)}, folder)
     assert code == 2
@@ -160,7 +160,7 @@ def test_credentials_the_store_refuses_stop_the_run(project: Project, store, fol
     assert_nothing_ran(project)
 
 
-def test_a_bucket_that_refuses_writes_stops_the_run(project: Project, store, folder: Path) -> None:  # noqa: ANN001
+def test_a_bucket_that_refuses_writes_stops_the_run(project: Project, store, folder: Path) -> None:
     read_only = store({"POST": (403, "AccessDenied")})  # HeadBucket passes, creating an upload is denied
     code, line = run(project, {"a": ("landing", read_only.url), "b": ("landing", read_only.url)}, folder)
     assert code == 2
@@ -186,12 +186,12 @@ def test_an_endpoint_that_does_not_answer_stops_the_run_after_retries(project: P
 
 
 @pytest.fixture()
-def proxy(s3_server) -> Iterator[S3Proxy]:  # noqa: ANN001
+def proxy(s3_server) -> Iterator[S3Proxy]:
     with S3Proxy(s3_server.url) as server:
         yield server
 
 
-def test_a_job_does_not_point_at_a_manifest_that_could_not_be_written(project: Project, s3, bucket: str,  # noqa: ANN001
+def test_a_job_does_not_point_at_a_manifest_that_could_not_be_written(project: Project, s3, bucket: str,
                                                                       proxy: S3Proxy, folder: Path) -> None:
     def refuse_puts(request: ProxyRequest) -> str | None:  # the check passes; every object write fails
         return "503" if request.operation == "PutObject" else None
@@ -209,7 +209,7 @@ def test_a_job_does_not_point_at_a_manifest_that_could_not_be_written(project: P
     assert list_keys(s3, bucket) == []
 
 
-def test_a_write_check_whose_answer_was_lost_leaves_no_upload_behind(project: Project, s3, bucket: str,  # noqa: ANN001
+def test_a_write_check_whose_answer_was_lost_leaves_no_upload_behind(project: Project, s3, bucket: str,
                                                                     proxy: S3Proxy, folder: Path) -> None:
     lost: list[ProxyRequest] = []
 

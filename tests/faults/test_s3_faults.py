@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from tests.servers.s3_proxy import ProxyRequest, S3Proxy, fraction
-from orchestrator.preflight import PROBE_KEY
+from destinations.s3 import PROBE_KEY
 from tests.e2e.helpers import Project, list_keys
 from tests.faults.conftest import print_figures, versions_per_key
+from tests.servers.s3_proxy import ProxyRequest, S3Proxy, fraction
 
 N_SMALL = 46
 INVALID = {"bad-1.csv", "bad-2.csv"}
@@ -78,7 +78,7 @@ def flaky() -> Any:
 
 
 @pytest.fixture()
-def proxy(s3_server) -> Iterator[S3Proxy]:  # noqa: ANN001
+def proxy(s3_server) -> Iterator[S3Proxy]:
     with S3Proxy(s3_server.url, fault=flaky()) as server:
         yield server
 
@@ -111,7 +111,7 @@ def writes_that_landed(proxy: S3Proxy, prefix: str) -> Counter[str]:
                    and r.status is not None and 200 <= r.status < 300)
 
 
-def test_throttled_and_reset_s3_gets_every_file_once(project: Project, s3, versioned_bucket: str,  # noqa: ANN001
+def test_throttled_and_reset_s3_gets_every_file_once(project: Project, s3, versioned_bucket: str,
                                                      proxy: S3Proxy, source: tuple[Path, dict[str, bytes]]) -> None:
     folder, files = source
     bucket = versioned_bucket
