@@ -98,3 +98,13 @@ def test_serve_refuses_bad_options_with_one_line(serve_project: ServeProject) ->
         assert result.returncode == 2, (args, result.stderr)
         assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1 and says in result.stderr
         assert "short" not in result.stderr, "a token is never printed"
+
+
+def test_serve_exits_1_when_the_history_database_cannot_be_used(serve_project: ServeProject) -> None:
+    result = subprocess.run([*serve_command(), "--port", "0", "--registry", str(serve_project.registry),
+                             "--state-dir", str(serve_project.state_dir),
+                             "--history-db", "postgresql://someone:hunter2-secret@127.0.0.1:1/history"],
+                            check=False, capture_output=True, text=True, timeout=60, env=serve_env())
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("error: the history database postgresql+psycopg://someone:***@127.0.0.1:1/history")
+    assert "hunter2" not in result.stdout + result.stderr and "Traceback" not in result.stderr
