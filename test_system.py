@@ -165,6 +165,8 @@ def main() -> int:
         print(f"\ndemo: run {summary['run_id']} exit code {summary['exit_code']} "
               f"(1 is expected: the demo data has invalid files, which landed under rejected/)")
         print(f"demo: report {report}; logs in {workdir / 'temp' / 'logs'}")
+        print(f"demo: run history in {workdir / 'temp' / 'history.sqlite3'} "
+              f"(module-system history --state-dir {workdir / 'temp'})")
         never = [p for p in site.requests if p.startswith("/private/")]
         print(f"demo: the news site served {len(site.requests)} requests; robots.txt kept the crawler "
               f"out of /private/ ({len(never)} requests there)")

@@ -343,24 +343,42 @@ def _validation_section() -> str:
             "sets it fail")
     rows = [
         ("`.json`", "the whole document against `validate.json_schema`"),
-        ("`.jsonl`, `.ndjson`", "each line against `validate.json_schema`"),
+        ("`.jsonl`, `.ndjson`", "each line (newline-delimited JSON) against `validate.json_schema`"),
         ("`.csv`", "`validate.csv`: header, field count, cell types"),
+        ("`.parquet`", ("`validate.parquet`: column names and types from the file's schema, string cells by the "
+                        "CSV type tests, nulls, each row against `validate.parquet.json_schema`; read in row batches "
+                        "with pyarrow")),
+        ("`.xlsx`", ("`validate.xlsx`: the header row and each row's cells of one sheet (`sheet`, default the "
+                     "first), like CSV; read with openpyxl in read-only mode")),
         ("`.html`, `.htm`", html),
         ("`.gz`, `.bz2`, `.xz`", ("what the file holds, by the suffix before (`a.csv.gz`: the `.csv` rules), "
                                   "decompressed as it streams; past `validate.max_expanded_mb` (or corrupt) it is "
                                   "rejected")),
+        ("`.zip`, `.tar`, `.tar.gz`/`.tgz`, `.tar.bz2`, `.tar.xz`",
+         ("each member by the rules of its own suffix, one member at a time, all members together within "
+          "`validate.max_expanded_mb`; a member's problems are located `a.zip!data/x.csv row 3, column 'amount'`; "
+          "members with unsafe names (`../x`, `/x`), links and special files are problems, never written")),
     ]
     lines = ["| file suffix | check |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
     return (
         "### Validation (`validate`)\n\n"
-        "Each fetched file is checked by its suffix (case-insensitive):\n\n" + "\n".join(lines) + "\n\n"
-        "A file whose suffix no configured rule checks (`x.zip`, `notes.txt`, a `.csv` without\n"
+        "Each key of `validate` (but `max_expanded_mb`) belongs to a validator, entry point group\n"
+        "`module_system.validators` (docs/PLUGINS.md, section 10): a service uses the validators whose\n"
+        "keys it sets, and an installed plugin's keys are accepted and checked against its schema.\n"
+        "The data-quality rules of `validate.quality` check the rows of `.csv`, `.json`, `.jsonl`/`.ndjson`,\n"
+        "`.parquet` and `.xlsx` files beside the format's own rules (a duplicate is told by a 16-byte hash\n"
+        "of the value, rows are never kept); `min_files` fails a job whose valid files (uploaded or\n"
+        "already there) are fewer. The built-in validators check by suffix (case-insensitive):\n\n"
+        + "\n".join(lines) + "\n\n"
+        "A file whose suffix no configured rule checks (`x.7z`, `notes.txt`, a `.csv` without\n"
         "`validate.csv`) is *unchecked*, and the service's `on_unchecked` decides: `reject` lands it\n"
         "under the rejected prefix with the problem `not checked: no rule of this service's validate\n"
         "section checks '.gz' files (...)`; `accept` lands it under the valid prefix, its manifest\n"
         "entry marked `\"unchecked\": true`. Without `on_unchecked`, a service whose `validate`\n"
         "section (its own or from `defaults`) names any rule rejects unchecked files, and a service\n"
-        "without one accepts them. A module may check files itself (the `api` module's\n"
+        "without one accepts them. An archive is unchecked when no rule checks any of its members;\n"
+        "under `reject`, each member no rule checks is a problem of the archive. With `unpack: true`\n"
+        "a `.zip` or tar lands as its members instead (see `unpack` above). A module may check files itself (the `api` module's\n"
         "`records_path`); what it checks is never unchecked.\n\n"
         "The JSON Schema file is resolved relative to the registry file, loaded and checked\n"
         "as a JSON Schema when the registry is read; its `$schema` picks the draft (2020-12\n"

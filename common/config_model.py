@@ -101,6 +101,24 @@ class HtmlRules:
 
 
 @dataclass(frozen=True)
+class TableRules:
+    """``validate.parquet`` and ``validate.xlsx``: the ``csv``-style column rules of a table file."""
+
+    columns: tuple[str, ...] | None
+    """Required columns, in order (None: any)."""
+    types: Mapping[str, CsvType]
+    """Column name to type (the ``validate.csv.types`` vocabulary)."""
+    allow_empty: bool
+    """Whether an empty (null) value passes a typed column."""
+    sheet: str | None = None
+    """``.xlsx``: the sheet to read (None: the first)."""
+    json_schema_path: Path | None = None
+    """``.parquet``: a JSON Schema file each row (as an object) must match."""
+    json_schema: Mapping[str, Any] | None = None
+    """The loaded, checked row schema."""
+
+
+@dataclass(frozen=True)
 class ValidateConfig:
     json_schema_path: Path | None
     """Resolved path of the JSON Schema file."""
@@ -109,7 +127,19 @@ class ValidateConfig:
     csv: CsvRules | None
     html: HtmlRules | None
     max_expanded_bytes: int = 1024 << 20
-    """A compressed file expanding past this is rejected unchecked (``validate.max_expanded_mb``)."""
+    """A compressed file or archive expanding past this is rejected (``validate.max_expanded_mb``)."""
+    parquet: TableRules | None = None
+    xlsx: TableRules | None = None
+    on_unchecked: OnUnchecked = "reject"
+    """The service's ``on_unchecked``, for the members of an archive no rule checks."""
+    validators: tuple[tuple[str, Mapping[str, Any]], ...] = ()
+    """The validators the section uses: (entry point name, the keys it owns that the section
+    sets, defaults filled), in name order. Empty: those of the typed fields above."""
+    min_files: int | None = None
+    """``validate.quality.min_files``: a job landing fewer valid files fails."""
+    service_id: str = ""
+    base_dir: Path = Path(".")
+    """The registry file's folder (validators resolve file names against it)."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +175,9 @@ class ServiceConfig:
     """``limits.delay_s``: request starts to one host at least this far apart."""
     state_key: str = ""
     """The incremental state this service's jobs share (``state_key``, default the service id)."""
+    unpack: bool = False
+    """``unpack``: a fetched ``.zip``/tar lands as its members (each validated and landed under
+    ``<archive name>/<member path>``), not as itself."""
 
 
     @property

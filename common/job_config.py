@@ -15,6 +15,7 @@ misplaced secret cannot leak through one.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import re
@@ -38,13 +39,20 @@ from common.config_model import (
     Registry,
     RetryConfig,
     ServiceConfig,
+    TableRules,
     ValidateConfig,
 )
 from common.exceptions import ConfigError, PluginError
 from common.frozen import freeze, thaw
 from common.logger import job_log_name
 from common.manifest import manifest_key
-from common.plugins import ModuleCatalog, default_catalog, default_destinations
+from common.plugins import (
+    ModuleCatalog,
+    default_catalog,
+    default_destinations,
+    default_validators,
+    validator_owners,
+)
 from common.secret import Secret
 
 if TYPE_CHECKING:
@@ -149,13 +157,14 @@ def _build_service(sid: str, raw: dict[str, Any], defaults: dict[str, Any], base
     )
     supported = module_cls.supports
     destinations = _build_destinations(body["destination"], module_type, where)
+    on_unchecked: OnUnchecked = body.get("on_unchecked", default_on_unchecked(body.get("validate", {})))
     return ServiceConfig(
         service_id=sid,
         type=module_type,
         source=source,
         fallback=fallback,
-        validate=_build_validate(body.get("validate", {}), base_dir, where),
-        on_unchecked=body.get("on_unchecked", default_on_unchecked(body.get("validate", {}))),
+        validate=_build_validate(body.get("validate", {}), base_dir, where, on_unchecked, sid),
+        on_unchecked=on_unchecked,
         destinations=destinations,
         retry=RetryConfig(**body["retry"]),
         timeout_s=float(body["timeout_s"]),
@@ -167,6 +176,7 @@ def _build_service(sid: str, raw: dict[str, Any], defaults: dict[str, Any], base
         transfers=body.get("transfers", module_cls.default_transfers) if "transfers" in supported else 1,
         delay_s=body.get("limits", {}).get("delay_s", 0.0) if "delay" in supported else 0.0,
         state_key=body.get("state_key", sid),
+        unpack=body["unpack"],
     )
 
 
@@ -283,7 +293,8 @@ def default_on_unchecked(validate: Mapping[str, Any]) -> OnUnchecked:
     return "reject" if validate else "accept"
 
 
-def _build_validate(raw: Mapping[str, Any], base_dir: Path, where: _Where) -> ValidateConfig:
+def _build_validate(raw: Mapping[str, Any], base_dir: Path, where: _Where,
+                    on_unchecked: OnUnchecked = "reject", service_id: str = "") -> ValidateConfig:
     schema_path = schema_doc = None
     if "json_schema" in raw:
         schema_path = (base_dir / raw["json_schema"]).resolve()
@@ -291,14 +302,8 @@ def _build_validate(raw: Mapping[str, Any], base_dir: Path, where: _Where) -> Va
     csv_rules = html_rules = None
     if "csv" in raw:
         csv = raw["csv"]
-        columns = tuple(csv["columns"]) if "columns" in csv else None
-        types = csv.get("types", {})
-        if columns is not None:
-            unknown = [c for c in types if c not in columns]
-            if unknown:
-                raise where.error(f"validate.csv.types.{unknown[0]}", "names a column not listed in validate.csv.columns")
-        csv_rules = CsvRules(columns=columns, types=freeze(types), delimiter=csv["delimiter"],
-                             allow_empty=csv["allow_empty"])
+        columns, types = _table_columns(csv, where, "validate.csv")
+        csv_rules = CsvRules(columns=columns, types=types, delimiter=csv["delimiter"], allow_empty=csv["allow_empty"])
     if "html" in raw:
         html = raw["html"]
         html_rules = HtmlRules(required=tuple(html["required"]), min_text_chars=html["min_text_chars"],
@@ -310,13 +315,92 @@ def _build_validate(raw: Mapping[str, Any], base_dir: Path, where: _Where) -> Va
         except ConfigError as exc:
             key = exc.fields.get("key", "validate.html.required")
             raise where.error(key, str(exc).split(": ", 1)[-1]) from None
-    return ValidateConfig(max_expanded_bytes=raw.get("max_expanded_mb", 1024) << 20,
-                          json_schema_path=schema_path, json_schema=freeze(schema_doc) if schema_doc else None,
-                          csv=csv_rules, html=html_rules)
+    typed = ValidateConfig(max_expanded_bytes=raw.get("max_expanded_mb", 1024) << 20,
+                           json_schema_path=schema_path, json_schema=freeze(schema_doc) if schema_doc else None,
+                           csv=csv_rules, html=html_rules, on_unchecked=on_unchecked,
+                           parquet=_table_rules(raw, "parquet", base_dir, where),
+                           xlsx=_table_rules(raw, "xlsx", base_dir, where),
+                           min_files=(raw.get("quality") or {}).get("min_files"),
+                           service_id=service_id, base_dir=base_dir)
+    return dataclasses.replace(typed, validators=_validator_uses(raw, typed, where))
 
 
-def _load_json_schema(path: Path, where: _Where) -> dict[str, Any]:
-    key = "validate.json_schema"
+#: ``validate`` keys the framework reads itself (every other key belongs to a validator).
+FRAMEWORK_VALIDATE_KEYS = ("max_expanded_mb",)
+
+
+def _validator_uses(raw: Mapping[str, Any], typed: ValidateConfig,
+                    where: _Where) -> tuple[tuple[str, Mapping[str, Any]], ...]:
+    """The validators owning the keys ``raw`` sets, each with its keys (checked against its
+    ``validate_schema``, defaults filled) and, for a plugin, built once here so that a value it
+    refuses stops the run now (exit 2, naming the key)."""
+    if not any(key not in FRAMEWORK_VALIDATE_KEYS for key in raw):
+        return ()
+    catalog = default_validators()
+    owners = validator_owners(catalog)
+    uses: dict[str, dict[str, Any]] = {}
+    for key in raw:
+        if key in FRAMEWORK_VALIDATE_KEYS:
+            continue
+        name = owners.get(key)
+        if name is None:
+            if key in catalog.names():  # a validator of that name failed to load: say why
+                try:
+                    catalog.load(key)
+                except PluginError as exc:
+                    raise where.error(f"validate.{key}", str(exc)) from None
+            allowed = ", ".join(sorted({*FRAMEWORK_VALIDATE_KEYS, *owners}))
+            raise where.error(f"validate.{key}", f"unknown key (allowed: {allowed})")
+        uses.setdefault(name, {})[key] = _plain(raw[key])
+    for name, keys in uses.items():
+        if catalog.is_builtin(name):
+            continue
+        cls = catalog.load(name)
+        schema = cls.validate_schema
+        _prepare(keys, schema, schema)
+        _check(keys, schema, schema, where, "validate")
+        uses[name] = keys = _secretize(keys, schema, schema)
+        from common.interfaces.validator import ValidatorSetup
+
+        setup = ValidatorSetup(typed.service_id, typed.base_dir, typed.max_expanded_bytes, typed)
+        try:
+            cls(freeze(keys), setup)
+        except ConfigError as exc:
+            key = exc.fields.get("key") or f"validate.{next(iter(keys))}"
+            raise where.error(key, str(exc).split(": ", 1)[-1] if str(exc).startswith(key) else str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - a plugin refusing its config at build: a config error
+            raise where.error(f"validate.{next(iter(keys))}",
+                              f"validator {name!r} refused it: {type(exc).__name__}: {exc}") from None
+    return tuple((name, freeze(uses[name])) for name in sorted(uses))
+
+
+def _table_columns(section: Mapping[str, Any], where: _Where,
+                   key: str) -> tuple[tuple[str, ...] | None, Mapping[str, Any]]:
+    """(columns, types) of a ``csv``-style section; ``types`` may only name listed columns."""
+    columns = tuple(section["columns"]) if "columns" in section else None
+    types = section.get("types", {})
+    if columns is not None:
+        unknown = [c for c in types if c not in columns]
+        if unknown:
+            raise where.error(f"{key}.types.{unknown[0]}", f"names a column not listed in {key}.columns")
+    return columns, freeze(types)
+
+
+def _table_rules(raw: Mapping[str, Any], name: str, base_dir: Path, where: _Where) -> TableRules | None:
+    """``validate.parquet`` / ``validate.xlsx`` as TableRules (None when the section is absent)."""
+    if name not in raw:
+        return None
+    section = raw[name]
+    columns, types = _table_columns(section, where, f"validate.{name}")
+    schema_path = schema_doc = None
+    if "json_schema" in section:
+        schema_path = (base_dir / section["json_schema"]).resolve()
+        schema_doc = freeze(_load_json_schema(schema_path, where, f"validate.{name}.json_schema"))
+    return TableRules(columns=columns, types=types, allow_empty=section["allow_empty"], sheet=section.get("sheet"),
+                      json_schema_path=schema_path, json_schema=schema_doc)
+
+
+def _load_json_schema(path: Path, where: _Where, key: str = "validate.json_schema") -> dict[str, Any]:
     if not path.exists():
         raise where.error(key, f"schema file {path} does not exist")
     try:

@@ -1,9 +1,10 @@
-"""Finding source modules (entry point group ``module_system.modules``) and destinations
-(``module_system.destinations``).
+"""Finding source modules (entry point group ``module_system.modules``), destinations
+(``module_system.destinations``) and validators (``module_system.validators``).
 
 Built-in and third-party plugins are found the same way; each is imported lazily, by
 name, the first time a registry uses it. A plugin that fails to import or declares an
-invalid schema (a module's ``source_schema``, a destination's ``config_schema``) is
+invalid schema (a module's ``source_schema``, a destination's ``config_schema``, a
+validator's ``validate_schema``) or is not a subclass of its base is
 recorded with its package and the reason, and the others stay usable.
 """
 
@@ -19,6 +20,7 @@ import structlog
 from common.exceptions import ConfigError, PluginError
 from common.interfaces.base_module import BaseModule
 from common.interfaces.destination import DESTINATION_GROUP, Destination
+from common.interfaces.validator import VALIDATOR_GROUP, Validator
 
 ENTRY_POINT_GROUP = "module_system.modules"
 log = structlog.get_logger(__name__)
@@ -75,6 +77,11 @@ class ModuleCatalog:
             self._loaded[name] = cls
             return cls
 
+    def is_builtin(self, name: str) -> bool:
+        """Registered by module_system itself."""
+        ep = self._entry_points.get(name)
+        return ep is not None and _ours(ep)
+
     def describe(self) -> list[ModuleInfo]:
         """Every registered module with its origin package and version, loading each."""
         infos = []
@@ -127,6 +134,7 @@ def _check(name: str, obj: object, base: type[Any], schema_attr: str, trusted: b
 
 _default_catalog: ModuleCatalog | None = None
 _default_destinations: ModuleCatalog | None = None
+_default_validators: ModuleCatalog | None = None
 
 
 def default_catalog() -> ModuleCatalog:
@@ -142,3 +150,29 @@ def default_destinations() -> ModuleCatalog:
     if _default_destinations is None:
         _default_destinations = ModuleCatalog(DESTINATION_GROUP, Destination, "config_schema")
     return _default_destinations
+
+
+def default_validators() -> ModuleCatalog:
+    """The installed validators (``module_system.validators``)."""
+    global _default_validators
+    if _default_validators is None:
+        _default_validators = ModuleCatalog(VALIDATOR_GROUP, Validator, "validate_schema")
+    return _default_validators
+
+
+def validator_owners(catalog: ModuleCatalog) -> dict[str, str]:
+    """Which validator owns each ``validate`` key: key -> entry point name, over every validator
+    that loads (loading each once; one that does not is left out, its error kept by the catalog).
+    Two validators claiming one key: the first by name keeps it, and the clash is logged."""
+    owners: dict[str, str] = {}
+    for name in catalog.names():
+        try:
+            cls = catalog.load(name)
+        except PluginError:
+            continue
+        for key in cls.validate_schema.get("properties", {}):
+            if key in owners:
+                log.warning("validator_key_clash", key=key, kept=owners[key], ignored=name)
+                continue
+            owners[key] = name
+    return owners

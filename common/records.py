@@ -1,9 +1,9 @@
 """The records of a data file, typed, for record destinations (``sql``).
 
 What the columns are comes from the service's ``validate`` section
-(:func:`columns_from_validate`): ``csv.columns`` with ``csv.types``, or a JSON Schema's
-``properties`` and ``required``. What a file holds is read by its suffix
-(:func:`read_records`):
+(:func:`columns_from_validate`): ``csv.columns`` with ``csv.types``, ``parquet.columns`` with
+``parquet.types``, or a JSON Schema's ``properties`` and ``required``. What a file holds is
+read by its suffix (:func:`read_records`):
 
 * ``.csv``: a header row, then rows, read with the service's delimiter (UTF-8, a BOM
   allowed), streamed; cells converted by the column's type (an empty cell is NULL);
@@ -11,7 +11,9 @@ What the columns are comes from the service's ``validate`` section
   (dotted: ``data.items``) of the document. The document is parsed whole, as its
   validation does; ``max_file_bytes`` bounds it;
 * ``.jsonl`` / ``.ndjson``: one object per line (blank lines skipped), streamed (read twice
-  when the columns are not all declared: once for the keys, once for the rows).
+  when the columns are not all declared: once for the keys, once for the rows);
+* ``.parquet`` (not compressed around): its columns, typed as declared or by their Parquet
+  type, its rows read one batch at a time with pyarrow.
 
 A value that does not convert raises :class:`~common.interfaces.destination.RecordsRefused`
 naming the row (or line) and the column; a file whose suffix holds no records too.
@@ -48,6 +50,9 @@ def columns_from_validate(validate: ValidateConfig) -> tuple[Column, ...]:
     if validate.csv is not None and validate.csv.columns:
         types = validate.csv.types
         return tuple(Column(name, types.get(name, "str")) for name in validate.csv.columns)
+    if validate.parquet is not None and validate.parquet.columns:
+        ptypes = validate.parquet.types
+        return tuple(Column(name, ptypes.get(name, "str")) for name in validate.parquet.columns)
     schema = validate.json_schema
     if schema is not None and isinstance(schema.get("properties"), Mapping):
         required = set(schema.get("required") or ())
@@ -85,7 +90,7 @@ class FileRecords:
     """Each column's type: declared, else inferred (JSON) or ``str`` (CSV)."""
     rows: Iterator[tuple[Any, ...]]
     kind: str
-    """``csv`` or ``json``."""
+    """``csv``, ``json`` or ``parquet``."""
 
 
 def read_records(path: Path, name: str, target: RecordTarget, records_path: str | None = None) -> FileRecords:
@@ -103,10 +108,12 @@ def read_records(path: Path, name: str, target: RecordTarget, records_path: str 
             return _json_records(_json_document_records(path, records_path, opener), declared, "record")
         if suffix in ("jsonl", "ndjson"):
             return _json_lines_records(path, declared, opener)
+        if suffix == "parquet" and decompress is None:
+            return _parquet_records(path, declared)
     except DECOMPRESSION_ERRORS as exc:
         raise RecordsRefused(f"cannot decompress {name}: {type(exc).__name__}: {exc}") from None
     raise RecordsRefused(f"no records in .{suffix or name} files: a record destination loads .csv, .json, "
-                         ".jsonl and .ndjson files (also compressed: .gz, .bz2, .xz)")
+                         ".jsonl, .ndjson (also compressed: .gz, .bz2, .xz) and .parquet files")
 
 
 #: What reading a CSV file's rows may raise: bad bytes, bad quoting, a corrupt compressed stream.
@@ -328,6 +335,67 @@ def _json_value(kind: ColumnType, value: Any) -> Any:
     if not isinstance(value, str):
         raise TypeError(value)
     return convert_cell(kind, value)
+
+
+# ----------------------------------------------------------------------------- Parquet
+
+
+def _parquet_records(path: Path, declared: Mapping[str, ColumnType]) -> FileRecords:
+    """The rows of a Parquet file, one row batch in memory at a time; an undeclared column's
+    type comes from its Parquet type."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise RecordsRefused(f"not a valid Parquet file: {type(exc).__name__}: {exc}") from None
+    columns = list(schema.names)
+    types = {c: declared.get(c) or _arrow_column_type(schema.field(c).type) for c in columns}
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        from common.validators.parquet_checker import parquet_rows
+
+        try:
+            for number, item in enumerate(parquet_rows(path), start=1):
+                yield tuple(_parquet_value(types[c], item[c], f"row {number}: $.{c}") for c in columns)
+        except (pa.ArrowException, OSError) as exc:
+            raise RecordsRefused(f"unreadable Parquet file: {type(exc).__name__}: {exc}") from None
+
+    return FileRecords(columns, types, rows(), "parquet")
+
+
+def _arrow_column_type(arrow_type: Any) -> ColumnType:
+    import pyarrow.types as t
+
+    if t.is_boolean(arrow_type):
+        return "bool"
+    if t.is_integer(arrow_type):
+        return "int"
+    if t.is_floating(arrow_type) or t.is_decimal(arrow_type):
+        return "float"
+    if t.is_date(arrow_type):
+        return "date"
+    if t.is_timestamp(arrow_type):
+        return "datetime"
+    if t.is_string(arrow_type) or t.is_large_string(arrow_type):
+        return "str"
+    return "json"
+
+
+def _parquet_value(kind: ColumnType, value: Any, location: str) -> Any:
+    from common.validators.parquet_checker import json_ready
+
+    if value is None:
+        return None
+    if kind == "datetime" and isinstance(value, dt.date):
+        return value if isinstance(value, dt.datetime) else dt.datetime.combine(value, dt.time())
+    if kind == "date" and isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    try:
+        return _json_value(kind, json_ready(value))
+    except (ValueError, TypeError, OverflowError):
+        raise _bad_value(value, kind, location) from None
 
 
 def _bad_value(value: Any, kind: ColumnType, location: str) -> RecordsRefused:

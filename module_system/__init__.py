@@ -6,7 +6,8 @@ The public facade for plugin authors and scripts::
 
 Source modules subclass :class:`BaseModule` (or :class:`FileSource`) and register under the
 entry point group ``module_system.modules``; destinations subclass :class:`FileDestination` or
-:class:`RecordDestination` and register under ``module_system.destinations``. See docs/PLUGINS.md.
+:class:`RecordDestination` and register under ``module_system.destinations``; validators
+subclass :class:`Validator` and register under ``module_system.validators``. See docs/PLUGINS.md.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -51,6 +52,7 @@ from common.interfaces.destination import (
     RecordTarget,
 )
 from common.interfaces.file_source import Entry, FileSource, FileVanished, NotModified
+from common.interfaces.validator import VALIDATOR_GROUP, Validator, ValidatorSetup
 from common.plugins import ENTRY_POINT_GROUP
 from common.problems import Problem, capped
 from common.retry import RetryPolicy
@@ -73,6 +75,7 @@ __all__ = [
     "DESTINATION_GROUP",
     "ENTRY_POINT_GROUP",
     "RETRY_HTTP_CODES",
+    "VALIDATOR_GROUP",
     "BaseModule",
     "Column",
     "ConfigError",
@@ -112,6 +115,8 @@ __all__ = [
     "TransientSourceError",
     "Unchanged",
     "UploadError",
+    "Validator",
+    "ValidatorSetup",
     "__version__",
     "capped",
     "compile_css",

@@ -23,7 +23,7 @@ from common.config_model import Batch, Registry
 from common.exceptions import ConfigError
 from common.job_config import batch_registry, load_batch, load_registry, read_batch
 from common.logger import configure_logging
-from common.plugins import default_catalog, default_destinations
+from common.plugins import default_catalog, default_destinations, default_validators
 from common.terminal_text import printable
 from orchestrator.console import ProgressDisplay, print_summary
 from orchestrator.exit_codes import ExitCode
@@ -429,10 +429,11 @@ def serve_command(host: str, port: int, history_db: str | None, registry_file: P
 
 @main.command("modules")
 def modules_command() -> None:
-    """List installed source modules and destinations with their package and version."""
+    """List installed source modules, destinations and validators with their package and version."""
     configure_logging(None, "console")
     broken = False
-    for kind, catalog in (("source", default_catalog()), ("destination", default_destinations())):
+    for kind, catalog in (("source", default_catalog()), ("destination", default_destinations()),
+                          ("validator", default_validators())):
         for info in catalog.describe():
             line = f"{kind:<12} {info.name:<12} {info.package} {info.version}  ({info.target})"
             if info.error:

@@ -72,17 +72,16 @@ def print_runs(runs: list[RunSummary], total: int, fmt: str, stream: TextIO) -> 
         stream.write("no runs recorded\n")
         return
     table = Table(show_header=True, header_style="bold")
-    for column in ("run_id", "status", "started (UTC)", "seconds", "jobs ok", "failed", "files ok", "rejected",
-                   "failed files", "bytes", "batch"):
-        table.add_column(column, justify="right" if column in ("seconds", "jobs ok", "failed", "files ok", "rejected",
-                                                               "failed files", "bytes") else "left",
-                         no_wrap=column != "batch", overflow="fold")
+    for column in ("run_id", "status", "started (UTC)", "seconds", "jobs ok/not", "files ok/rej/failed", "bytes",
+                   "batch"):  # the batch's name: its path is in show and --format json
+        table.add_column(column, justify="right" if column in ("seconds", "bytes") else "left", no_wrap=True,
+                         overflow="ellipsis" if column == "batch" else "fold")
     for r in runs:
         not_ok = sum(r.jobs[s] for s in ("failed", "timed_out", "cancelled"))
         table.add_row(*_row_text([
             r.run_id, r.status, _when(r.started_at), f"{r.seconds:.1f}" if r.seconds is not None else "-",
-            str(r.jobs["succeeded"]), str(not_ok), str(sum(r.files[s] for s in LANDED)), str(r.files["rejected"]),
-            str(r.files["failed"]), human_bytes(r.bytes), r.batch_file]))
+            f"{r.jobs['succeeded']}/{not_ok}", f"{sum(r.files[s] for s in LANDED)}/{r.files['rejected']}/{r.files['failed']}",
+            human_bytes(r.bytes), Path(r.batch_file).name]))
     console = Console(file=stream, width=max(Console(file=stream).width, 140))
     console.print(table)
     if total > len(runs):

@@ -29,6 +29,7 @@ from typing import Any, Self
 
 import structlog
 
+from common.archives import archive_suffix, unpack_members
 from common.config_model import DestinationSpec, JobSpec, ServiceConfig
 from common.exceptions import ModuleSystemError, is_transient
 from common.host_limiter import HostLimiters, JobHosts
@@ -273,6 +274,9 @@ class JobRunner:
             status = "succeeded" if failed == 0 else "failed"
             if failed:
                 error = f"{failed} file(s) failed (not fetched or not uploaded){_SEE_MANIFEST}"
+            short = self._too_few_files()
+            if short is not None:
+                status, error = "failed", short if error is None else f"{short}; {error}"
         except _Stopped:
             status = self.run.stopped_status()
             error = "stopped: " + ("monitor duration reached" if status == "timed_out" else "run interrupted")
@@ -293,6 +297,19 @@ class JobRunner:
         log.info("job_finished", status=status, files=counts, bytes=size, seconds=round(result.seconds, 3),
                  error=error, source_used=source_used)
         return result
+
+    def _too_few_files(self) -> str | None:
+        """``validate.quality.min_files``: why the job landed too few valid files (uploaded, or
+        already there: ``skipped_same``/``skipped_unchanged``), or None."""
+        wanted = self.service.validate.min_files
+        if not wanted:
+            return None
+        counts = self.entries.counts()
+        landed = counts["uploaded"] + counts["skipped_same"] + counts["skipped_unchanged"]
+        if landed >= wanted:
+            return None
+        log.error("job_too_few_files", landed=landed, min_files=wanted)
+        return f"{landed} valid file(s) landed, fewer than validate.quality.min_files ({wanted})"
 
     # ------------------------------------------------------------------ sources
 
@@ -418,13 +435,38 @@ class JobRunner:
             self._record_unchanged(item, order)
         else:
             try:
-                self._handle(module, item, order)
+                if self.service.unpack and archive_suffix(item.name) is not None:
+                    self._unpack(module, item, order)
+                else:
+                    self._handle(module, item, order)
             finally:
                 self.sink_hooks.take(item.path)
                 item.path.unlink(missing_ok=True)
         if count_streak and not isinstance(item, Unchanged):
             with self._streak_lock:
                 self._streak.saw(item)
+
+    def _unpack(self, module: BaseModule, archive: FetchedFile, order: int) -> None:
+        """``unpack: true``: land the archive's members, not the archive, each validated and landed
+        as a file of the job before the next is read (:func:`common.archives.unpack_members`)."""
+        suffix = archive_suffix(archive.name)
+        assert suffix is not None
+        members = unpack_members(archive, suffix, self.service.validate.max_expanded_bytes,
+                                 lambda name, uri: module.ctx.new_file(archive.path.parent, name, uri, archive.identity))
+        try:
+            for member in members:
+                if isinstance(member, FetchFailed):
+                    self._take(module, member, order)
+                    continue
+                try:
+                    if self.run.stop.is_set():
+                        raise _Stopped()
+                    self._handle(module, member, order)  # a member archive lands as a file: no nesting
+                finally:
+                    self.sink_hooks.take(member.path)
+                    member.path.unlink(missing_ok=True)
+        finally:
+            members.close()
 
     # ------------------------------------------------------------------ one file
 

@@ -50,7 +50,7 @@ from common.config_model import CsvRules, CsvType
 from common.problems import MAX_PROBLEMS_PER_FILE, Problem, more_problems
 from common.validators import csv_fast
 
-__all__ = ["CsvChecker"]
+__all__ = ["CELL_TESTS", "CsvChecker", "header_problems"]
 
 #: A cell test: truthy when the (non-empty) cell is a valid value of the type.
 CellTest = Callable[[str], object]
@@ -105,7 +105,7 @@ def _is_str(cell: str) -> bool:
     return True
 
 
-_TESTS: dict[CsvType, CellTest] = {
+CELL_TESTS: dict[CsvType, CellTest] = {
     "int": _is_int, "float": _is_float, "date": _is_date, "datetime": _is_datetime, "bool": _is_bool, "str": _is_str,
 }
 
@@ -184,33 +184,11 @@ class CsvChecker:
             kind = self._types.get(name)
             if kind is None or (kind == "str" and self._allow_empty):
                 continue
-            plan.append((index, name, kind, _TESTS[kind]))
+            plan.append((index, name, kind, CELL_TESTS[kind]))
         return tuple(plan)
 
     def _header_problems(self, header: list[str]) -> list[Problem]:
-        problems = []
-        where = "row 1"
-        duplicates = sorted({h for h in header if header.count(h) > 1})
-        if duplicates:
-            problems.append(Problem(f"duplicate column(s) in header: {_names(duplicates)}", where))
-        expected = self._columns
-        if expected is not None and header != expected:
-            missing = [c for c in expected if c not in header]
-            extra = [h for h in header if h not in expected]
-            parts = []
-            if missing:
-                parts.append(f"missing {_names(missing)}")
-            if extra:
-                parts.append(f"unexpected {_names(extra)}")
-            if not parts:
-                parts.append("columns out of order")
-            problems.append(Problem(f"header does not match: {'; '.join(parts)} "
-                                    f"(expected {', '.join(expected)})", where))
-        elif expected is None:
-            untyped = [name for name in self._types if name not in header]
-            if untyped:
-                problems.append(Problem(f"typed column(s) not in header: {_names(untyped)}", where))
-        return problems
+        return header_problems(header, self._columns, self._types)
 
     def _check_rows(self, lines: Iterable[str], bad_lines: list[int] | None) -> list[Problem]:
         reader = csv.reader(lines, delimiter=self._delimiter)
@@ -275,6 +253,33 @@ class CsvChecker:
         if more:
             problems.append(more_problems(more))
         return problems
+
+
+def header_problems(header: Sequence[str], expected: Sequence[str] | None, types: Iterable[str],
+                    where: str = "row 1") -> list[Problem]:
+    """Problems of a table's ``header`` against the required columns ``expected`` (in order) or,
+    when None, against the typed column names ``types`` (each must be present)."""
+    problems = []
+    duplicates = sorted({h for h in header if header.count(h) > 1})
+    if duplicates:
+        problems.append(Problem(f"duplicate column(s) in header: {_names(duplicates)}", where))
+    if expected is not None and list(header) != list(expected):
+        missing = [c for c in expected if c not in header]
+        extra = [h for h in header if h not in expected]
+        parts = []
+        if missing:
+            parts.append(f"missing {_names(missing)}")
+        if extra:
+            parts.append(f"unexpected {_names(extra)}")
+        if not parts:
+            parts.append("columns out of order")
+        problems.append(Problem(f"header does not match: {'; '.join(parts)} "
+                                f"(expected {', '.join(expected)})", where))
+    elif expected is None:
+        untyped = [name for name in types if name not in header]
+        if untyped:
+            problems.append(Problem(f"typed column(s) not in header: {_names(untyped)}", where))
+    return problems
 
 
 def _decode_lines(fb: IO[bytes], bad_lines: list[int]) -> Iterator[str]:

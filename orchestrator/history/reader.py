@@ -231,6 +231,7 @@ class HistoryReader:
         """Runs, newest first; ``status`` one of :data:`RUN_STATUSES`, ``since``/``until`` bound
         ``started_at``, ``batch`` a substring of the batch file's path."""
         limit, offset = _bounded(limit, offset)
+        since, until = _as_utc(since), _as_utc(until)
         where: list[Any] = []
         if status:
             where.append(RUNS.c.status == status)
@@ -326,6 +327,7 @@ class HistoryReader:
         ``level``, holding ``text`` (case-insensitive, anywhere in the record), stamped within
         [``since``, ``until``); at most ``limit``, read from byte ``offset``."""
         limit, offset = _bounded(limit, offset)
+        since, until = _as_utc(since), _as_utc(until)
         with self._engine.connect() as conn:
             run = conn.execute(sa.select(RUNS.c.log_dir).where(RUNS.c.run_id == run_id)).first()
             log_file = None
@@ -383,6 +385,7 @@ class HistoryReader:
     def stats(self, since: dt.datetime | None = None) -> dict[str, Any]:
         """Totals over every run (started since ``since``): runs by status, jobs by status, files by
         status and bytes of the finished runs."""
+        since = _as_utc(since)
         where = [RUNS.c.started_at >= since] if since is not None else []
         with self._engine.connect() as conn:
             runs: dict[str, int] = {status: count for status, count in conn.execute(
@@ -432,6 +435,13 @@ class HistoryReader:
                 int(totals["bytes"]) if totals else sizes[r["run_id"]],
                 int(totals["retries"]) if totals else None, r["failed_jobs_file"], r["report_file"]))
         return out
+
+
+def _as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """A time bound in UTC, as the times are stored (a naive one is taken as UTC)."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
 
 
 def _bounded(limit: int, offset: int) -> tuple[int, int]:

@@ -78,7 +78,7 @@ def test_value_pattern_accepts_only_what_the_exact_test_accepts(kind: str) -> No
         cells += [v for w in ("true", "false", "yes", "no") for v in map("".join, itertools.product(
             *[(ch, ch.upper()) for ch in w]))] + ["fal\u017fe", "\uff34\uff32\uff35\uff25", "true ", "yes\n"]
     accepted = _fast_matches(kind, cells)
-    test = csv_checker._TESTS[kind]  # type: ignore[index]
+    test = csv_checker.CELL_TESTS[kind]  # type: ignore[index]
     assert accepted and all(test(c) for c in accepted)
     if kind in ("int", "bool"):  # for these two the fast pattern is the whole set
         assert set(accepted) == {c for c in cells if test(c)}

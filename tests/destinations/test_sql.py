@@ -230,3 +230,26 @@ def test_compressed_files_load_like_plain_ones(tmp_path: Path, url: str) -> None
         dest.load(bad, target(), RETRY)
     assert select(url, "SELECT count(*) FROM t") == [(3,)]
     dest.close()
+
+
+def test_parquet_rows_load_typed(tmp_path: Path, url: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dest = make(tmp_path, url)
+    dest.check(RETRY)
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"id": [1, 2, 3], "day": [dt.date(2026, 11, 1), None, dt.date(2026, 11, 3)],
+                             "ok": [True, False, None], "note": ["p", "q", None]}), path, row_group_size=2)
+    file = LandingFile(path, "a.parquet", path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest(),
+                       "x:///a.parquet")
+    assert dest.load(file, target(), RETRY).rows == 3
+    rows = select(url, "SELECT id, note FROM t ORDER BY id")
+    assert rows == [(1, "p"), (2, "q"), (3, None)]
+    bad = tmp_path / "b.parquet"
+    pq.write_table(pa.table({"id": ["x"]}), bad)
+    refused = LandingFile(bad, "b.parquet", bad.stat().st_size, hashlib.sha256(bad.read_bytes()).hexdigest(),
+                          "x:///b.parquet")
+    with pytest.raises(RecordsRefused, match="row 1"):
+        dest.load(refused, target(), RETRY)
+    dest.close()

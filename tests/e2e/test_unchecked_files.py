@@ -1,6 +1,6 @@
 """Files no rule of their service can check follow ``on_unchecked`` (issue 10, item 18), through the CLI.
 
-One FTP folder holds a valid CSV, a zipped CSV (``x.csv.zip``: nothing looks inside an archive)
+One FTP folder holds a valid CSV, a 7-Zip archive (``x.csv.7z``: no rule reads that format)
 and a text file. Under a service with a ``validate`` section the compressed file and the
 text file are rejected by default, with a problem saying no rule checks their type; under
 a service without one they are accepted and their manifest entries say ``"unchecked": true``.
@@ -9,7 +9,6 @@ a service without one they are accepted and their manifest entries say ``"unchec
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,7 @@ CSV_RULES = {"csv": {"columns": ["id", "amount"], "types": {"id": "int", "amount
 @pytest.fixture()
 def folder(ftp_dir: Path, ftp_root: Path) -> str:
     (ftp_dir / "a.csv").write_bytes(CSV)
-    with zipfile.ZipFile(ftp_dir / "x.csv.zip", "w") as archive:  # nothing looks inside an archive (yet)
-        archive.writestr("x.csv", "id,amount\nnot,numbers\n")
+    (ftp_dir / "x.csv.7z").write_bytes(b"7z\xbc\xaf\x27\x1c not read")  # no rule reads a .7z archive
     (ftp_dir / "notes").write_bytes(b"no suffix at all\n")
     return "/" + ftp_dir.relative_to(ftp_root).as_posix()
 
@@ -60,29 +58,29 @@ def test_unchecked_files_are_rejected_under_validate_and_accepted_and_marked_wit
     result = project.run("--batch-file", str(batch), "--report", "report.json")
     assert result.returncode == 1, result.stderr  # files were rejected
 
-    # with validate: the zip and the suffix-less file are rejected, each with its reason
+    # with validate: the .7z archive and the suffix-less file are rejected, each with its reason
     assert list_keys(s3, bucket, "data/ftp/checked/") == [
         "data/ftp/checked/rejected/notes", "data/ftp/checked/rejected/notes.errors.json",
-        "data/ftp/checked/rejected/x.csv.zip", "data/ftp/checked/rejected/x.csv.zip.errors.json",
+        "data/ftp/checked/rejected/x.csv.7z", "data/ftp/checked/rejected/x.csv.7z.errors.json",
         "data/ftp/checked/validated/a.csv"]
-    errors = read_json(s3, bucket, "data/ftp/checked/rejected/x.csv.zip.errors.json")["errors"]
+    errors = read_json(s3, bucket, "data/ftp/checked/rejected/x.csv.7z.errors.json")["errors"]
     assert errors == [{"location": "file type", "message": "not checked: no rule of this service's validate "
-                       "section checks '.zip' files (it checks .csv); on_unchecked is reject"}]
+                       "section checks '.7z' files (it checks .csv); on_unchecked is reject"}]
     notes = read_json(s3, bucket, "data/ftp/checked/rejected/notes.errors.json")["errors"]
     assert "files without a suffix" in notes[0]["message"]
     checked = read_json(s3, bucket, "_manifests/checked/checked_1.json")["files"]
     assert {f["key"].rsplit("/", 1)[1]: f["status"] for f in checked} == {
-        "a.csv": "uploaded", "notes": "rejected", "x.csv.zip": "rejected"}
+        "a.csv": "uploaded", "notes": "rejected", "x.csv.7z": "rejected"}
     assert not any("unchecked" in f for f in checked)
 
     # without validate (and with validate but on_unchecked: accept): landed as valid, marked unchecked
     for sid in ("open", "lenient"):
         assert list_keys(s3, bucket, f"data/ftp/{sid}/") == [
-            f"data/ftp/{sid}/validated/{n}" for n in ("a.csv", "notes", "x.csv.zip")]
+            f"data/ftp/{sid}/validated/{n}" for n in ("a.csv", "notes", "x.csv.7z")]
         files = {f["key"].rsplit("/", 1)[1]: f for f in read_json(s3, bucket, f"_manifests/{sid}/{sid}_1.json")["files"]}
         assert {n: f["status"] for n, f in files.items()} == {"a.csv": "uploaded", "notes": "uploaded",
-                                                             "x.csv.zip": "uploaded"}
-        assert files["x.csv.zip"]["unchecked"] is True and files["notes"]["unchecked"] is True
+                                                             "x.csv.7z": "uploaded"}
+        assert files["x.csv.7z"]["unchecked"] is True and files["notes"]["unchecked"] is True
         # a.csv: unchecked without validate, checked (no mark) where validate.csv applies
         assert files["a.csv"].get("unchecked", False) is (sid == "open")
 

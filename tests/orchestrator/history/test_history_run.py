@@ -134,6 +134,10 @@ def test_a_run_is_recorded_and_counted_as_its_report_says(tmp_path: Path, api: A
         assert summary.retries == totals["retries"]
         assert summary.jobs == {"queued": 0, "running": 0, **totals["jobs"]}
         assert reader.list_runs(status="succeeded").total == 0 and reader.list_runs(status="failed").total == 1
+        before = summary.started_at - dt.timedelta(seconds=1)
+        elsewhere = dt.timezone(dt.timedelta(hours=-5))  # the same instant, written in another zone
+        assert reader.list_runs(since=before.astimezone(elsewhere)).total == 1
+        assert reader.list_runs(until=before.astimezone(elsewhere)).total == 0
 
         detail = reader.run(outcome.run_id)
         assert detail is not None
