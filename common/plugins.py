@@ -42,9 +42,11 @@ class ModuleCatalog:
     first use and cached."""
 
     def __init__(self, group: str = ENTRY_POINT_GROUP, base: type[Any] = BaseModule,
-                 schema_attr: str = "source_schema") -> None:
+                 schema_attr: str = "source_schema", kind: str = "module") -> None:
         self._entry_points: dict[str, EntryPoint] = {ep.name: ep for ep in entry_points(group=group)}
         self._base, self._schema_attr = base, schema_attr
+        self.kind = kind
+        """What one plugin of the group is called in messages (``module``, ``destination``)."""
         self._loaded: dict[str, type[Any]] = {}
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -70,9 +72,10 @@ class ModuleCatalog:
                 cls = _check(name, ep.load(), self._base, self._schema_attr, trusted=_ours(ep))
             except Exception as exc:  # any import-time failure of a plugin is recorded, not fatal
                 pkg = _package(ep)
-                reason = f"module {name!r} from {pkg} failed to load: {type(exc).__name__}: {exc}"
+                why = str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
+                reason = f"{self.kind} {name!r} from {pkg} failed to load: {why}"
                 self._errors[name] = reason
-                log.warning("module_load_failed", module=name, package=pkg, reason=str(exc))
+                log.warning("module_load_failed", kind=self.kind, module=name, package=pkg, reason=why)
                 raise PluginError(reason, module=name) from exc
             self._loaded[name] = cls
             return cls
@@ -118,7 +121,8 @@ def _check(name: str, obj: object, base: type[Any], schema_attr: str, trusted: b
     ``jsonschema`` (~50 ms of imports) out of runs that never need its messages.
     """
     if not (isinstance(obj, type) and issubclass(obj, base)):
-        raise PluginError(f"{obj!r} is not a {base.__name__} subclass", module=name)
+        what = obj.__qualname__ if isinstance(obj, type) else repr(obj)
+        raise PluginError(f"{what} is not a {base.__name__} subclass", module=name)
     schema = getattr(obj, schema_attr, None)
     if not isinstance(schema, dict) or schema.get("type") != "object":
         raise PluginError(f"{schema_attr} must be a JSON Schema object with type 'object'", module=name)
@@ -148,7 +152,7 @@ def default_destinations() -> ModuleCatalog:
     """The installed destinations (``module_system.destinations``)."""
     global _default_destinations
     if _default_destinations is None:
-        _default_destinations = ModuleCatalog(DESTINATION_GROUP, Destination, "config_schema")
+        _default_destinations = ModuleCatalog(DESTINATION_GROUP, Destination, "config_schema", kind="destination")
     return _default_destinations
 
 
@@ -156,7 +160,7 @@ def default_validators() -> ModuleCatalog:
     """The installed validators (``module_system.validators``)."""
     global _default_validators
     if _default_validators is None:
-        _default_validators = ModuleCatalog(VALIDATOR_GROUP, Validator, "validate_schema")
+        _default_validators = ModuleCatalog(VALIDATOR_GROUP, Validator, "validate_schema", kind="validator")
     return _default_validators
 
 

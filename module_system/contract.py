@@ -41,12 +41,23 @@ listing is stable, one entry per ``source_uri``, URIs without credentials, liste
 and lands the others (never an exception); with ``incremental`` an entry whose identity the
 last manifest holds is not downloaded; downloads from four threads under a per-host cap of
 two never hold more than two connections.
+
+A run end to end: ``module-system run`` (a subprocess) of a service of the installed type,
+with a ``validate`` section and the built-in ``local`` destination, lands every file valid or
+rejected with its bytes, the manifest and the report; a misspelt source key exits 2 with one
+line naming the file, the service and the key. Sources that do not store arbitrary bytes set
+:attr:`ModuleContract.files` to what they can hold and override
+:meth:`ModuleContract.expected_files` when what they yield differs.
+
+:class:`DestinationContract` (``module_system.contract_destination``) is the same for
+destinations, :class:`ValidatorContract` (``module_system.contract_validator``) for validators.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import pickle
 import threading
 import warnings
@@ -71,12 +82,18 @@ from common.interfaces.base_module import (
 )
 from common.interfaces.file_source import Entry, FileSource
 from common.job_config import resolve_source
+from common.manifest import manifest_key
+from common.plugins import ENTRY_POINT_GROUP
 from common.problems import Problem
 from common.retry import RetryPolicy
 from common.secret import redact_url
 from common.validators import ValidatorSet
+from module_system.contract_destination import DestinationContract
+from module_system.contract_run import registered_type, run_cli
+from module_system.contract_validator import ValidatorContract
 
-__all__ = ["CONTRACT_FILES", "ModuleContract", "fetch_all", "make_context", "resolve_source"]
+__all__ = ["CONTRACT_BAD_CSV", "CONTRACT_FILES", "DestinationContract", "ModuleContract", "ValidatorContract", "fetch_all",
+           "make_context", "resolve_source"]
 
 #: The files every contract run seeds: sub-folders, a space in a name, an empty file and
 #: one that spans two 1 MiB chunks.
@@ -88,6 +105,11 @@ CONTRACT_FILES: Mapping[str, bytes] = {
     "sub/deeper/d e.bin": bytes(range(256)) * 4,
     "sub/deeper/large.bin": bytes(i % 251 for i in range(1024 * 1024 + 17)),
 }
+
+
+#: A CSV that :meth:`ModuleContract.run_validate` rejects (``id`` is not an integer): seeded as
+#: ``bad.csv`` for the run end to end, so that the rejected path is taken too.
+CONTRACT_BAD_CSV = b"id,name\nx,alpha\n"
 
 
 def make_context(*, stop: threading.Event | None = None, validators: Validators | None = None,
@@ -129,11 +151,17 @@ class ModuleContract:
     * :meth:`make_bad_source` (optional): a raw source whose ``fetch`` must raise a
       ``SourceError``; without it that test is skipped.
 
-    Override :attr:`files` when the source cannot hold some of :data:`CONTRACT_FILES`.
+    Sources that do not store arbitrary bytes (an API rendering records, a crawl of pages):
+    set :attr:`files` to what the source can hold, and override :meth:`expected_files` when
+    what ``fetch`` yields differs from what was seeded (other names, rendered content).
+    :meth:`run_files`, :attr:`expected_rejected` and :meth:`run_validate` shape the run end to
+    end through ``module-system run``.
     """
 
     files: ClassVar[Mapping[str, bytes]] = CONTRACT_FILES
     """What :meth:`make_source` is asked to seed (relative name -> content)."""
+    expected_rejected: ClassVar[frozenset[str]] = frozenset({"bad.csv"})
+    """Names (as ``fetch`` yields them) that :meth:`run_validate` rejects in the run end to end."""
 
     # ------------------------------------------------------------------ hooks
 
@@ -153,6 +181,27 @@ class ModuleContract:
     def make_bad_source(self, tmp_path: Path) -> dict[str, Any]:
         """A raw source whose ``fetch`` raises a SourceError (e.g. a folder that does not exist)."""
         pytest.skip(f"{type(self).__name__} defines no make_bad_source")
+
+    def expected_files(self, seeded: Mapping[str, bytes]) -> Mapping[str, bytes]:
+        """What ``fetch`` yields (name -> bytes) from a source seeded with ``seeded``; default:
+        the seeded files themselves. Override it for a source that renders what it holds."""
+        return seeded
+
+    def run_files(self) -> dict[str, bytes]:
+        """What the run end to end seeds: :attr:`files` and a ``bad.csv`` the run's validate
+        section rejects. A source that cannot hold it returns its own files, and sets
+        :attr:`expected_rejected` to the names the validate section rejects (maybe none)."""
+        return {**self.files, "bad.csv": CONTRACT_BAD_CSV}
+
+    def run_validate(self) -> dict[str, Any]:
+        """The service's ``validate`` section in the run end to end (files no rule checks are
+        accepted: ``on_unchecked: accept``)."""
+        return {"csv": {"columns": ["id", "name"], "types": {"id": "int"}}}
+
+    @property
+    def produced(self) -> Mapping[str, bytes]:
+        """:meth:`expected_files` of :attr:`files`."""
+        return self.expected_files(dict(self.files))
 
     # ------------------------------------------------------------------ helpers
 
@@ -211,10 +260,11 @@ class ModuleContract:
         failed = [f for f in got if not isinstance(f, FetchedFile)]
         assert not failed, f"fetch yielded failures: {failed}"
         names = sorted(f.name for f in got)
-        assert names == sorted(self.files), f"one FetchedFile per seeded file, names kept: got {names}"
+        produced = self.produced
+        assert names == sorted(produced), f"one FetchedFile per seeded file, names kept: got {names}"
         for f in got:
             assert isinstance(f, FetchedFile)
-            expected = self.files[f.name]
+            expected = produced[f.name]
             assert f.path.resolve().is_relative_to(workdir.resolve()), f"{f.name}: {f.path} is outside the workdir"
             assert f.path.read_bytes() == expected, f"{f.name}: content differs"
             assert f.size == len(expected), f"{f.name}: size {f.size}, expected {len(expected)}"
@@ -311,12 +361,13 @@ class ModuleContract:
         finally:
             module.close()
         assert [e.name for e in first] == [e.name for e in again], "the listing order must not change"
-        assert sorted(e.name for e in first) == sorted(self.files), "one entry per seeded file, names kept"
+        produced = self.produced
+        assert sorted(e.name for e in first) == sorted(produced), "one entry per seeded file, names kept"
         uris = [e.source_uri for e in first]
         assert len(set(uris)) == len(uris), "one entry per source_uri"
         assert all(redact_url(u) == u for u in uris), f"credentials in a source_uri: {uris}"
         for entry in first:
-            assert entry.size is None or entry.size == len(self.files[entry.name]), f"{entry.name}: listed size"
+            assert entry.size is None or entry.size == len(produced[entry.name]), f"{entry.name}: listed size"
             assert all(isinstance(k, str) and isinstance(v, str) for k, v in entry.identity.items())
 
     def test_downloads_from_several_threads_give_each_entry_its_bytes(self, module_cls: type[BaseModule],
@@ -335,12 +386,12 @@ class ModuleContract:
                 results = dict(pool.map(read, list(module.list_entries())))
         finally:
             module.close()
-        assert results == dict(self.files), "each download must give its own entry's bytes"
+        assert results == dict(self.produced), "each download must give its own entry's bytes"
 
     def test_include_and_exclude_filter_by_base_name(self, module_cls: type[BaseModule], tmp_path: Path) -> None:
         module = self._file_source(module_cls, tmp_path, include=["*.csv", "*.txt"], exclude=["empty*"])
         got = fetch_all(module, tmp_path / "work")
-        expected = sorted(n for n in self.files if n.endswith((".csv", ".txt")) and not n.rsplit("/", 1)[-1]
+        expected = sorted(n for n in self.produced if n.endswith((".csv", ".txt")) and not n.rsplit("/", 1)[-1]
                           .startswith("empty"))
         assert sorted(f.name for f in got) == expected
 
@@ -349,7 +400,7 @@ class ModuleContract:
         ctx = dataclasses.replace(make_context(), max_file_bytes=100)
         got = fetch_all(self._file_source(module_cls, tmp_path, ctx=ctx), tmp_path / "work")
         status = {f.name: f.status if isinstance(f, FetchFailed) else "fetched" for f in got}
-        assert status == {n: "rejected" if len(b) > 100 else "fetched" for n, b in self.files.items()}, status
+        assert status == {n: "rejected" if len(b) > 100 else "fetched" for n, b in self.produced.items()}, status
 
     def test_incremental_skips_entries_the_last_manifest_holds(self, module_cls: type[BaseModule],
                                                                tmp_path: Path) -> None:
@@ -363,7 +414,7 @@ class ModuleContract:
         got = fetch_all(module_cls(module.source, ctx), tmp_path / "work")  # the same source, not seeded again
         marked = {e.name for e in entries if e.identity}
         assert {f.name for f in got if isinstance(f, Unchanged)} == marked, "every entry with a recorded identity"
-        assert {f.name for f in got if isinstance(f, FetchedFile)} == set(self.files) - marked
+        assert {f.name for f in got if isinstance(f, FetchedFile)} == set(self.produced) - marked
 
     def test_parallel_downloads_stay_within_the_per_host_cap(self, module_cls: type[BaseModule],
                                                              tmp_path: Path) -> None:
@@ -381,3 +432,60 @@ class ModuleContract:
             module.close()
         assert all(isinstance(f, FetchedFile) for f in got), got
         assert 1 <= limiters.get(host).peak <= 2, f"{limiters.get(host).peak} connections to {host} at once"
+
+    # ------------------------------------------------------------------ a run end to end
+
+    def _run_service(self, module_cls: type[BaseModule], tmp_path: Path, raw: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": registered_type(module_cls, ENTRY_POINT_GROUP), "source": raw,
+            "validate": self.run_validate(), "on_unchecked": "accept",
+            "destination": {"type": "local", "path": str(tmp_path / "landing")},
+            "retry": {"attempts": 2, "backoff_s": 0.01, "max_backoff_s": 0.05}, "timeout_s": 30,
+        }
+
+    def test_a_run_validates_and_lands_every_file_with_manifest_and_report(self, module_cls: type[BaseModule],
+                                                                          tmp_path: Path) -> None:
+        """``module-system run`` over the installed type: every file validated and landed (valid or
+        rejected) in a local folder, the manifest listing each, the report counting them."""
+        seed = tmp_path / "run-source"
+        seed.mkdir()
+        seeded = self.run_files()
+        produced = self.expected_files(seeded)
+        service = self._run_service(module_cls, tmp_path, self.make_source(seed, dict(seeded)))
+        done = run_cli(tmp_path / "run", {"version": 1, "services": {"contract_service": service}},
+                       [{"job_id": "contract_job", "service_id": "contract_service"}])
+        assert done.report is not None, f"no report (exit {done.returncode}): {done.stderr.strip()[-2000:]}"
+        [job] = done.report["jobs"]
+        assert job["status"] == "succeeded", f"{job['status']}: {job.get('error')}"
+        rejected = self.expected_rejected & set(produced)
+        assert job["files"]["uploaded"] == len(produced) - len(rejected), job["files"]
+        assert job["files"]["rejected"] == len(rejected) and job["files"]["failed"] == 0, job["files"]
+        assert done.returncode == (1 if rejected else 0), done.stderr.strip()[-2000:]
+
+        landing = tmp_path / "landing"
+        manifest = json.loads((landing / manifest_key("contract_service", "contract_job")).read_bytes())
+        by_sha = {_sha256(data): name for name, data in produced.items()}
+        assert sorted(e["sha256"] for e in manifest["files"]) == sorted(by_sha), "one manifest entry per file"
+        for entry in manifest["files"]:
+            name = by_sha[entry["sha256"]]
+            status = "rejected" if name in rejected else "uploaded"
+            assert entry["status"] == status, f"{name}: {entry['status']}, expected {status}"
+            assert (landing / entry["key"]).read_bytes() == produced[name], f"{name}: landed bytes differ"
+            if status == "rejected":
+                assert entry["errors"], f"{name}: rejected without a problem"
+                assert (landing / (entry["key"] + ".errors.json")).is_file(), f"{name}: no .errors.json beside it"
+
+    def test_a_misspelt_key_stops_the_run_with_exit_2(self, module_cls: type[BaseModule], tmp_path: Path) -> None:
+        """A config mistake in a service of this type reads like the built-ins': one line naming the
+        file, the service and the key, exit 2, nothing run."""
+        seed = tmp_path / "run-source"
+        seed.mkdir()
+        raw = {**self.make_source(seed, dict(self.files)), "no_such_key_in_any_module": 1}
+        service = self._run_service(module_cls, tmp_path, raw)
+        done = run_cli(tmp_path / "run", {"version": 1, "services": {"contract_service": service}},
+                       [{"job_id": "contract_job", "service_id": "contract_service"}])
+        assert done.returncode == 2, done.stderr
+        [line] = done.stderr.strip().splitlines()
+        assert line.startswith("error: ") and "project_registry.yaml" in line, line
+        assert "service 'contract_service'" in line and "key 'source.no_such_key_in_any_module'" in line, line
+        assert not (tmp_path / "landing").exists(), "nothing runs"

@@ -1,5 +1,11 @@
 """Embedded local servers for tests, the demo and plugin authors.
 
+From a shell, ``python -m module_system.testing s3 [--bucket NAME] [--port N]`` starts an
+embedded S3 (moto) on 127.0.0.1, creates the bucket and prints the environment to export
+(endpoint, dummy credentials, bucket); it serves until Ctrl-C. A registry then lands in it
+with ``destination: {bucket: ${S3_BUCKET}, endpoint_url: ${S3_URL}}`` (boto3 also reads
+``AWS_ENDPOINT_URL`` by itself).
+
 Everything binds 127.0.0.1 on port 0 and is ready when the constructor returns (the
 socket is bound and listening); nothing sleeps. Needs the ``test`` extra
 (``moto[server]``, ``pyftpdlib``, ``pyopenssl`` for FTPS).
@@ -24,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-__all__ = ["FtpServer", "HttpRequest", "HttpServer", "S3Server", "make_self_signed_cert", "s3_client"]
+__all__ = ["FtpServer", "HttpRequest", "HttpServer", "S3Server", "main", "make_self_signed_cert", "s3_client",
+           "s3_environment"]
 
 # The servers' own request logs are noise in test and demo output.
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -40,10 +47,10 @@ TEST_AWS_SECRET = "testing"
 class S3Server:
     """moto's ThreadedMotoServer on 127.0.0.1, a random port."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         from moto.server import ThreadedMotoServer
 
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.url = f"http://{host}:{port}"
@@ -366,3 +373,41 @@ class HttpServer(LocalHttpServer):
                 pass
 
         super().__init__(Handler)
+
+
+def s3_environment(url: str, bucket: str) -> dict[str, str]:
+    """The variables a shell exports to run the CLI against the S3 at ``url`` (dummy credentials)."""
+    return {"AWS_ACCESS_KEY_ID": TEST_AWS_KEY, "AWS_SECRET_ACCESS_KEY": TEST_AWS_SECRET,
+            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": url, "S3_URL": url, "S3_BUCKET": bucket}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m module_system.testing s3``: an embedded S3 until Ctrl-C (see the module docstring)."""
+    import argparse
+    import shlex
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m module_system.testing",
+                                     description="Embedded servers for trying module_system locally.")
+    commands = parser.add_subparsers(dest="server", required=True)
+    s3 = commands.add_parser("s3", help="an S3 (moto) on 127.0.0.1 with one bucket, until Ctrl-C")
+    s3.add_argument("--bucket", default="landing", help="the bucket to create [default: landing]")
+    s3.add_argument("--port", type=int, default=0, help="the port [default: a free one]")
+    args = parser.parse_args(argv)
+    server = S3Server(port=args.port)
+    try:
+        server.client().create_bucket(Bucket=args.bucket)
+        print("# module_system.testing: an S3 on 127.0.0.1 (moto); export these, Ctrl-C to stop", flush=True)
+        for name, value in s3_environment(server.url, args.bucket).items():
+            print(f"export {name}={shlex.quote(value)}", flush=True)
+        print("# registry: destination: {bucket: ${S3_BUCKET}, endpoint_url: ${S3_URL}}", flush=True)
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        print("# stopped", file=sys.stderr, flush=True)
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

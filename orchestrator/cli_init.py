@@ -1,4 +1,5 @@
-"""The command line: ``module-system run|validate|plan|check|modules|history|show|serve`` and ``python -m orchestrator.cli_init``.
+"""The command line: ``module-system run|validate|plan|check|modules|new-module|history|show|serve`` and
+``python -m orchestrator.cli_init``.
 
 ``python -m orchestrator.cli_init --batch-file FILE`` is the same command as
 ``module-system run --batch-file FILE``. A configuration mistake prints one line
@@ -441,6 +442,11 @@ def modules_command() -> None:
                 line += f"  UNAVAILABLE: {info.error}"
             click.echo(printable(line))
     sys.exit(ExitCode.JOBS_FAILED if broken else ExitCode.OK)
+
+
+from orchestrator.cli_new_module import new_module_command
+
+main.add_command(new_module_command)
 
 
 @click.command("cli_init")

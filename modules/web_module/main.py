@@ -27,7 +27,8 @@ Every request (pages, redirect hops, retries, ``robots.txt``) goes through
 :class:`~modules.web_module.client.WebClient` and holds ``ctx.slot(url)`` while it runs: the
 run's per-host limiter (:mod:`common.host_limiter`) caps the connections to the host across
 all jobs (``limits.max_connections``, default :attr:`WebModule.default_max_connections`) and
-spaces request starts by ``limits.delay_s`` and ``rate_limit.requests_per_s``. Sessions come
+spaces request starts by ``limits.delay_s`` and ``rate_limit.requests_per_s``, or by the host's
+``robots.txt`` ``Crawl-delay`` when that is longer (capped at 30 s; with ``obey_robots``). Sessions come
 from the run's pool, one ``requests.Session`` per host checked out per request.
 
 Failures: 404, 410 and other final 4xx of a followed page, or a followed page still failing
@@ -197,7 +198,8 @@ class WebModule(BaseModule):
         # Credentials stay with the start URLs' origins; a redirect is followed only within the rules.
         self._policy = RedirectPolicy(self._hosts, self._starts)
         self._client = WebClient(source, ctx, self._policy)
-        self._robots = RobotsRules(source["user_agent"], self._client.robots_text) if source["obey_robots"] else None
+        self._robots = (RobotsRules(source["user_agent"], self._client.robots_text, on_crawl_delay=self._crawl_delay)
+                        if source["obey_robots"] else None)
         self._lock = threading.Lock()
         self._claimed: set[str] = set()
         """URLs requested (or being requested) in this job, by any lane; under ``_lock``."""
@@ -406,6 +408,11 @@ class WebModule(BaseModule):
             return {}
         before = self.ctx.previous.get(url, {})
         return {k: before[k] for k in ("etag", "last_modified") if before.get(k)}
+
+    def _crawl_delay(self, origin: str, delay_s: float) -> None:
+        """A robots.txt ``Crawl-delay``: the host's politeness delay for the whole run, when longer."""
+        self.ctx.hosts.limiters.get(host_of(origin)).tighten(delay_s=delay_s)
+        log.info("web_crawl_delay", origin=origin, delay_s=delay_s)
 
     def _check_allowed(self, url: str) -> None:
         if not self._hosts.allows(url):

@@ -1,4 +1,10 @@
-"""``robots.txt`` rules per origin, read once per job with :mod:`urllib.robotparser`.
+"""``robots.txt`` rules per origin, read once per job with Protego (RFC 9309).
+
+Protego matches as Google does and RFC 9309 says: ``*`` and ``$`` in paths
+(``Disallow: /*.pdf$``), the longest matching rule wins (``Allow: /p/ok`` after
+``Disallow: /p/``), and ``Crawl-delay`` is read; the standard library's parser gets the first
+two wrong. A ``Crawl-delay`` (capped at :data:`MAX_CRAWL_DELAY_S`) is handed to
+``on_crawl_delay`` once per origin: the web module makes it that host's politeness delay.
 
 The text itself is fetched by the caller (the web module's pooled session, host slot and
 retry policy), so robots requests are as polite as page requests. Thread-safe: the lanes of a
@@ -20,10 +26,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from urllib.parse import urlsplit
-from urllib.robotparser import RobotFileParser
 
 import requests
 import structlog
+from protego import Protego
 
 from modules.web_module.exceptions import (
     REDIRECT_STATUSES,
@@ -31,12 +37,14 @@ from modules.web_module.exceptions import (
     raise_for_status,
 )
 
-__all__ = ["MAX_ROBOTS_BYTES", "RobotsRules", "read_robots_answer"]
+__all__ = ["MAX_CRAWL_DELAY_S", "MAX_ROBOTS_BYTES", "RobotsRules", "read_robots_answer"]
 
 log = structlog.get_logger(__name__)
 
 #: Bytes of a robots.txt that are parsed (Google reads 500 KiB); the rest is ignored.
 MAX_ROBOTS_BYTES = 512 * 1024
+#: The longest ``Crawl-delay`` honoured (seconds): a larger one would starve the job, not pace it.
+MAX_CRAWL_DELAY_S = 30.0
 #: Bytes read from a robots.txt body at a time.
 CHUNK_SIZE = 64 * 1024
 
@@ -48,16 +56,28 @@ RobotsFetcher = Callable[[str], "tuple[int, str]"]
 class RobotsRules:
     """Whether ``user_agent`` may fetch a URL; one parsed robots.txt per origin, loaded on first use."""
 
-    def __init__(self, user_agent: str, fetch: RobotsFetcher) -> None:
+    def __init__(self, user_agent: str, fetch: RobotsFetcher,
+                 on_crawl_delay: Callable[[str, float], None] | None = None) -> None:
         self.user_agent = user_agent
         self._fetch = fetch
-        self._parsers: dict[str, RobotFileParser] = {}
+        self._on_crawl_delay = on_crawl_delay
+        """Called once per origin whose rules set a Crawl-delay: (origin, seconds, capped)."""
+        self._parsers: dict[str, Protego] = {}
         self._loading: dict[str, threading.Lock] = {}
         """One lock per origin, held while its robots.txt is fetched."""
         self._lock = threading.Lock()
 
     def allowed(self, url: str) -> bool:
         """True when robots.txt of the URL's origin lets ``user_agent`` fetch it."""
+        return bool(self._rules(url).can_fetch(url, self.user_agent))
+
+    def crawl_delay(self, url: str) -> float | None:
+        """The ``Crawl-delay`` the URL's origin asks of ``user_agent`` (seconds, uncapped), or None."""
+        delay = self._rules(url).crawl_delay(self.user_agent)
+        return float(delay) if delay is not None else None
+
+    def _rules(self, url: str) -> Protego:
+        """The parsed rules of the URL's origin, fetched on first use."""
         parts = urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc}"
         with self._lock:
@@ -71,21 +91,22 @@ class RobotsRules:
                     parser = self._load(origin)
                     with self._lock:
                         self._parsers[origin] = parser
-        return parser.can_fetch(self.user_agent, url)
+        return parser
 
-    def _load(self, origin: str) -> RobotFileParser:
+    def _load(self, origin: str) -> Protego:
         robots_url = f"{origin}/robots.txt"
         status, text = self._fetch(robots_url)
-        parser = RobotFileParser(robots_url)
         if status in (401, 403):
-            rules, lines = "disallow_all", ["User-agent: *", "Disallow: /"]
+            rules, body = "disallow_all", "User-agent: *\nDisallow: /\n"
         elif 200 <= status < 300:
-            rules, lines = "parsed", text.splitlines()
+            rules, body = "parsed", text
         else:
-            rules, lines = "allow_all", []
-        parser.parse(lines)
-        parser.modified()  # can_fetch() refuses everything until the parser is marked read
-        log.debug("web_robots_loaded", url=robots_url, status=status, rules=rules)
+            rules, body = "allow_all", ""
+        parser = Protego.parse(body)
+        delay = parser.crawl_delay(self.user_agent)
+        log.debug("web_robots_loaded", url=robots_url, status=status, rules=rules, crawl_delay=delay)
+        if delay is not None and delay > 0 and self._on_crawl_delay is not None:
+            self._on_crawl_delay(origin, min(float(delay), MAX_CRAWL_DELAY_S))
         return parser
 
 

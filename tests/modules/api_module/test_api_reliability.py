@@ -27,7 +27,6 @@ from modules.api_module.exceptions import (
     error_for_status,
 )
 from modules.api_module.pagination import page_name
-from tests.servers.api_server import ApiReply, ApiRequest, ApiServer, json_reply
 from tests.modules.api_module.test_api_module import (
     TokenEndpoint,
     by_name,
@@ -37,6 +36,7 @@ from tests.modules.api_module.test_api_module import (
     make_module,
 )
 from tests.modules.pacing import assert_spaced
+from tests.servers.api_server import ApiReply, ApiRequest, ApiServer, json_reply
 
 
 @pytest.fixture()
