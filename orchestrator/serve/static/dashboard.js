@@ -92,9 +92,20 @@ function jobRow(job) {
   return row;
 }
 
+function tallyJobs() {
+  const tally = {};
+  document.querySelectorAll("#jobs tbody .status-cell .status").forEach((node) => {
+    tally[node.textContent] = (tally[node.textContent] || 0) + 1;
+  });
+  counts("run-jobs", tally);
+}
+
 function setJob(job) {
   const row = jobRow(job);
-  if (job.status) row.querySelector(".status-cell").replaceChildren(badge(job.status));
+  if (job.status) {
+    row.querySelector(".status-cell").replaceChildren(badge(job.status));
+    tallyJobs();
+  }
   if (job.files) {
     const f = job.files;
     row.querySelector('[data-files="uploaded"]').textContent = f.uploaded || 0;
@@ -200,16 +211,12 @@ function follow(runId) {
   };
   const on = (kind, handler) => source.addEventListener(kind, (e) => handler(JSON.parse(e.data)));
   on("snapshot", (data) => { data.jobs.forEach(setJob); });
-  on("job_started", (data) => setJob({job_id: data.job_id, status: "running"}));
+  on("job_started", (data) => { setJob({job_id: data.job_id, status: "running"}); throttled(); });
   on("file", fileLanded);
   on("job_finished", (data) => { setJob(data); throttled(); });
   on("error", addEvent);
   on("progress", (data) => {
-    if (data.jobs_queued !== undefined) {
-      counts("run-jobs", {queued: data.jobs_queued, running: data.jobs_running, succeeded: data.jobs_succeeded,
-                          failed: data.jobs_failed, timed_out: data.jobs_timed_out, cancelled: data.jobs_cancelled});
-      document.getElementById("run-bytes").textContent = size(data.bytes);
-    }
+    if (data.bytes !== undefined) document.getElementById("run-bytes").textContent = size(data.bytes);
     if (data.status === "running") {
       document.getElementById("run-status").replaceWith(Object.assign(badge("running"), {id: "run-status"}));
     }

@@ -73,11 +73,13 @@ def test_dashboard_submit_follow_live_open_error_and_rerun(browser: Any, serve_p
         first = submit_in_form(page, url, [{"job_id": "slow_1", "service_id": "slow"}])
         slow = page.locator('tr[data-job="slow_1"] .status')
         expect(slow).to_have_text("running")
+        expect(page.locator("#run-jobs")).to_have_text("1 running")
         page.evaluate("window.sameDocument = true")
         page.screenshot(path=str(artifacts / "01-job-running.png"), full_page=True)
         serve_project.gate.set()
         expect(slow).to_have_text("succeeded")
         expect(page.locator("#run-status")).to_have_text("succeeded")
+        expect(page.locator("#run-jobs")).to_have_text("1 succeeded")
         expect(page.locator('tr[data-job="slow_1"] [data-files="uploaded"]')).to_have_text("1")
         assert page.evaluate("window.sameDocument") is True, "the page was updated in place, not reloaded"
         page.screenshot(path=str(artifacts / "02-job-succeeded.png"), full_page=True)
