@@ -68,7 +68,7 @@ def _seconds(value: float | None) -> str:
 _TEMPLATES.filters.update(size=_size, when=_when, seconds=_seconds)
 
 
-def chart(throughput: ThroughputOut, width: int = 640, height: int = 160) -> dict[str, Any]:
+def chart(throughput: ThroughputOut, width: int = 1000, height: int = 140) -> dict[str, Any]:
     """The bars of a throughput chart (files per slice), in SVG coordinates."""
     files = throughput.files
     peak = max(files, default=0) or 1

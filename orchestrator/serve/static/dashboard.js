@@ -142,7 +142,7 @@ function drawChart(throughput) {
   const figure = document.getElementById("chart");
   if (!figure || !throughput) return;
   const ns = "http://www.w3.org/2000/svg";
-  const width = 640, height = 160, files = throughput.files || [];
+  const width = 1000, height = 140, files = throughput.files || [];
   const peak = Math.max(0, ...files) || 1;
   const step = width / Math.max(1, files.length);
   const svg = document.createElementNS(ns, "svg");
@@ -186,6 +186,11 @@ function renderDetail(detail) {
   document.getElementById("run-bytes").textContent = size(run.bytes);
   detail.jobs.forEach(setJob);
   drawChart(detail.throughput);
+  const events = document.getElementById("events");
+  if (events && detail.events.length) {
+    events.replaceChildren(...detail.events.map((e) => el("li", {class: `level-${e.level}`}, el("time", {}, when(e.at)),
+      " ", el("b", {}, e.kind), e.job_id ? ` [${e.job_id}] ` : " ", e.message)));
+  }
   const failed = detail.jobs.filter((j) => ["failed", "timed_out", "cancelled"].includes(j.status));
   const section = document.getElementById("failed");
   if (section && failed.length) {

@@ -91,6 +91,7 @@ def test_dashboard_submit_follow_live_open_error_and_rerun(browser: Any, serve_p
         expect(page.locator('tr[data-job="later_1"] .status')).to_have_text("failed")
         expect(page.locator("#failed")).to_be_visible()
         expect(page.locator("#failed-list")).to_contain_text("no such folder")
+        expect(page.locator("#events")).to_contain_text("source_failed")
         page.screenshot(path=str(artifacts / "03-run-with-a-failed-job.png"), full_page=True)
 
         # The runs list shows both.
