@@ -64,6 +64,9 @@ class ServeSettings:
     monitor_duration: float = 0
     """Seconds each batch may take (0: no limit), as ``run --monitor-duration``."""
     refresh_s: float = 0.5
+    keep_served: int = 500
+    """Finished runs kept in memory (their live state, for ``served``); older ones are read from
+    the history alone. Their metrics are kept (a counter never goes down)."""
 
 
 class ServedRun:
@@ -203,6 +206,9 @@ class RunManager:
             if self._closed:
                 raise Conflict("the server is shutting down")
             self._runs[run_id] = served
+            finished = [r for r in self._runs.values() if not r.in_progress]  # oldest first
+            for old in finished[:max(0, len(finished) - self.settings.keep_served)]:
+                del self._runs[old.run_id]
         self.metrics.add(served.metrics, lambda: served.state == "running")
         log.info("batch_submitted", run_id=run_id, batch=str(path), jobs=len(batch.jobs))
         self._queue.put(served)

@@ -31,14 +31,14 @@ def served(serve_project: ServeProject) -> Iterator[Factory]:
     clients: list[TestClient] = []
 
     def make(env: dict[str, str] | None = None, tokens_file: str | None = None,
-             rate_limit: int = 0, history_db: str | None = None) -> tuple[TestClient, Server]:
+             rate_limit: int = 0, history_db: str | None = None, keep_served: int = 500) -> tuple[TestClient, Server]:
         state = serve_project.state_dir
         path = None
         if tokens_file is not None:
             path = serve_project.root / "tokens.txt"
             path.write_text(tokens_file)
         settings = ServeSettings(serve_project.registry, state, state / "logs", history_url(history_db, state),
-                                 max_workers=4, refresh_s=0.05)
+                                 max_workers=4, refresh_s=0.05, keep_served=keep_served)
         server = Server(settings, load_tokens(path, env or {}), rate_limit)
         client = TestClient(create_app(server))
         client.__enter__()
@@ -353,3 +353,15 @@ def test_a_postgresql_history(served: Factory, serve_project: ServeProject, post
     assert detail["run"]["status"] == "failed" and [j["status"] for j in detail["jobs"]] == ["succeeded", "failed"]
     assert client.get("/api/v1/stats").json()["files"] == serve_project.report(run_id)["totals"]["files"]
     assert client.get("/api/v1/health").json()["history"] == "ok"
+
+
+def test_only_the_latest_finished_runs_stay_in_memory(served: Factory, serve_project: ServeProject) -> None:
+    client, server = served(keep_served=1)
+    runs = []
+    for n in range(3):
+        runs.append(submit(client, (f"drop_{n}", "drop")))
+        finished(server, runs[-1])
+    assert [s.run_id for s in server.manager.served()] == runs[-2:]  # the last finished one, and the newest
+    assert client.get(f"/api/v1/runs/{runs[0]}").json()["run"]["served"] is False, "still in the history"
+    values = metric_values(client.get("/metrics").text)
+    assert values[("module_system_jobs_total", (("status", "succeeded"),))] == 3, "its metrics are kept"
