@@ -122,3 +122,35 @@ def test_a_run_with_history_off_records_nothing(tmp_path: Path) -> None:
         assert HistoryReader(store).list_runs().total == 1
     finally:
         store.close()
+
+
+def test_a_run_in_progress_reads_with_live_counts(history_db: str, tmp_path: Path) -> None:
+    """What a run killed mid-way (or still going) leaves: ``running``, no totals, counts from its rows."""
+    import datetime as dt
+
+    from common.host_limiter import HostLimiters
+    from common.manifest import ManifestEntry
+    from orchestrator.history import HistoryRecorder
+    from orchestrator.run_observer import PlannedJob, RunView
+    from orchestrator.run_stats import RunStats
+
+    recorder = HistoryRecorder(history_url(history_db, tmp_path))
+    jobs = (PlannedJob("j1", "svc", "local", 5, 0, "j1.log"), PlannedJob("j2", "svc", "local", 5, 1, "j2.log"))
+    recorder.run_started(RunView("r-live", dt.datetime.now(dt.timezone.utc), tmp_path / "b.json", tmp_path / "r.yaml",
+                                 tmp_path, 2, jobs, RunStats(2), HostLimiters()))
+    recorder.job_started("j1", dt.datetime.now(dt.timezone.utc))
+    recorder.file_done("j1", 1, ManifestEntry("file:///a", "data/a", 10, "0" * 64, "uploaded"), 0.5)
+    recorder.file_done("j1", 1, ManifestEntry("file:///b", None, 0, "", "failed"), None)
+    assert recorder.close()
+    store = HistoryStore.open(history_url(history_db, tmp_path), create=False)
+    try:
+        reader = HistoryReader(store)
+        run = reader.list_runs().items[0]
+        assert (run.status, run.exit_code, run.retries, run.finished_at) == ("running", None, None, None)
+        assert run.jobs["running"] == 1 and run.jobs["queued"] == 1
+        assert run.files["uploaded"] == 1 and run.files["failed"] == 1 and run.bytes == 10
+        assert reader.stats()["runs"]["running"] == 1 and reader.stats()["bytes"] == 0  # finished runs only
+        events = reader.events("r-live").items
+        assert [(e.kind, e.job_id) for e in events] == [("file_failed", "j1")]
+    finally:
+        store.close()
