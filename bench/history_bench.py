@@ -4,9 +4,10 @@ against the order schema) with and without the history, the same run, interleave
     python bench/history_bench.py                # 5 repeats of each
     python bench/history_bench.py --repeat 9 --quick
 
-``with``: the default, the run recorded in a SQLite history database (one database for every
-repeat, made before the first, as a state dir holds it after its first run: 2,000 file rows,
-the run, job and event rows per run). ``without``: ``--no-history``. Each run goes into a fresh
+``with``: the default, the run recorded in the state dir's SQLite history database (one
+``--state-dir`` for every run, its database made by an untimed warm-up run, as a cron job's state
+dir holds it after its first run: 2,000 file rows, the run, job and event rows per run).
+``without``: the same with ``--no-history``. Each run goes into a fresh
 bucket and is checked (every file landed with its size). Prints each pair's ratio
 wall(with) / wall(without) and the median; the target is under 1.05 (issue 15). Servers and
 client share the machine's CPUs: run it on a quiet machine, and read the median.
@@ -15,6 +16,7 @@ client share the machine's CPUs: run it on a quiet machine, and read the median.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import time
@@ -42,11 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     data = ds.ensure(ds.specs(args.quick, 256)["C"], ftp_root)
     ds.ensure_flat(data)
     expected = {Path(rel).name: size for rel, size in data.sizes.items()}
-    history = args.workdir / "history_bench" / "history.sqlite3"
-    history.parent.mkdir(parents=True, exist_ok=True)
-    history.unlink(missing_ok=True)
-    with_history = ["--history-db", f"sqlite:///{history}"]
-    print(f"dataset C: {len(data.sizes)} files, {data.total_bytes / 1e6:.1f} MB; history {history}", flush=True)
+    state = args.workdir / "history_bench"
+    shutil.rmtree(state, ignore_errors=True)
+    with_history = ["--state-dir", str(state)]
+    print(f"dataset C: {len(data.sizes)} files, {data.total_bytes / 1e6:.1f} MB; history {state / 'history.sqlite3'}",
+          flush=True)
 
     walls: dict[str, list[float]] = {"with": [], "without": []}
     cpus: dict[str, list[float]] = {"with": [], "without": []}
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                 s3.create_bucket(Bucket=bucket)
                 label = f"{variant}_{repeat}"
                 result, report = client.run("C", bucket, label, extra=with_history if variant == "with" else
-                                            ["--no-history"])
+                                            [*with_history, "--no-history"])
                 ok, note = verify_landing(s3, bucket, client.prefix("C"), expected)
                 if not ok or result.exit_code != 0:
                     print(f"{label}: run not verified (exit {result.exit_code}): {note}", flush=True)

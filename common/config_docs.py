@@ -81,6 +81,9 @@ def schema_rows(schema: Mapping[str, Any], root: Mapping[str, Any] | None = None
         rows.append((key, _type_text(sub, root), default, sub.get("description", "")))
         if "properties" in sub:
             rows.extend(schema_rows(sub, root, key + "."))
+        items = sub.get("items")
+        if isinstance(items, Mapping) and "properties" in _resolve(items, root):
+            rows.extend(schema_rows(items, root, key + "[]."))
     return rows
 
 
@@ -183,6 +186,13 @@ def _schema_notes(schema: Mapping[str, Any]) -> list[str]:
         notes.append("Required: " + ", ".join(f"`{k}`" for k in schema["required"]) + ".")
     for key, needs in schema.get("dependentRequired", {}).items():
         notes.append(f"`{key}` needs " + ", ".join(f"`{k}`" for k in needs) + ".")
+    excluded = schema.get("not", {})
+    for group in excluded.get("anyOf", [excluded]) if isinstance(excluded, Mapping) else []:
+        names = group.get("required", []) if isinstance(group, Mapping) else []
+        if len(names) > 1:
+            condition = " (when true)" if any(isinstance(v, Mapping) and v.get("const") is True
+                                             for v in group.get("properties", {}).values()) else ""
+            notes.append(" and ".join(f"`{k}`" for k in names) + f" cannot be set together{condition}.")
     if schema.get("additionalProperties") is False:
         notes.append("Any other key is an error.")
     return notes
@@ -201,8 +211,9 @@ or `--registry FILE`, or `$MODULE_SYSTEM_REGISTRY`) declares the services; the *
 (JSON, `--batch-file FILE`) lists the jobs to run against them. Both are read once and
 validated completely by `common/job_config.py` before any job starts
 (`module-system validate` does only that). Any mistake stops the run with exit code 2
-and one line naming the file, the service or job, and the key; values are never quoted
-in these messages.
+and one line per mistake naming the file, the service or job, and the key (every mistake
+of the file, up to 20; past that, how many more); values are never quoted in
+these messages.
 
 Both files must be UTF-8. A key written twice in one mapping (YAML) or object (JSON) is an
 error, as is nesting deeper than 64 levels; YAML anchors, aliases and merge keys
@@ -213,11 +224,12 @@ cannot expand into a huge one (`common/config_loader.py`).
 The key tables below are generated from the JSON Schemas the code validates against:
 `common/schemas/registry.schema.json`, each source module's `source_schema`, and the
 batch schemas in `common/job_config.py`. Regenerate this page with
-`python -m common.config_docs --write`.
+`python -m common.config_docs --write`. For editors, `module-system schema` prints the
+registry's JSON Schema with the installed plugins' keys (see the README, "Editor support").
 
 ## Environment variables: `${NAME}` and `${NAME:-default}`
 
-Any string in the registry's `defaults` and `services` may contain `${NAME}` or
+Any string in the registry's `defaults`, `services` and `notify` may contain `${NAME}` or
 `${NAME:-default}`, anywhere in the string and as often as needed:
 
 - `${NAME}` is replaced by the environment variable `NAME`. If `NAME` is not set, the

@@ -185,10 +185,34 @@ class ServiceConfig:
         return tuple(d for d in self.destinations if d.kind == "files")
 
 
+NotifyOn = Literal["failure", "always"]
+
+
+@dataclass(frozen=True)
+class Webhook:
+    url: Secret
+    """Where the run summary is POSTed; a Secret, since webhook URLs often hold a token."""
+    on: NotifyOn
+    """``failure``: only when the run's exit code is not 0; ``always``: after every run."""
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """The registry's ``notify`` section: who is told when a run ends."""
+
+    webhooks: tuple[Webhook, ...]
+    retry: RetryConfig
+    """Tries per webhook (transient failures only: refused connections, timeouts, 408/429/5xx)."""
+    timeout_s: float
+    """Timeout of one POST."""
+
+
 @dataclass(frozen=True)
 class Registry:
     path: Path
     services: Mapping[str, ServiceConfig]
+    notify: NotifyConfig | None = None
+    """The ``notify`` section, or None when the registry has none."""
 
 
 @dataclass(frozen=True)

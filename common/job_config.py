@@ -35,12 +35,14 @@ from common.config_model import (
     DestinationSpec,
     HtmlRules,
     JobSpec,
+    NotifyConfig,
     OnUnchecked,
     Registry,
     RetryConfig,
     ServiceConfig,
     TableRules,
     ValidateConfig,
+    Webhook,
 )
 from common.exceptions import ConfigError, PluginError
 from common.frozen import freeze, thaw
@@ -58,8 +60,8 @@ from common.secret import Secret
 if TYPE_CHECKING:
     import jsonschema
 
-__all__ = ["batch_registry", "default_on_unchecked", "load_batch", "load_registry", "merge", "read_batch",
-           "resolve_source"]
+__all__ = ["batch_registry", "default_on_unchecked", "load_batch", "load_registry", "merge", "plain_copy",
+           "read_batch", "resolve_source"]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 _BATCH_SCHEMA: dict[str, Any] = {
@@ -113,23 +115,66 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
 # --------------------------------------------------------------------------- registry
 
 
-def load_registry(path: str | os.PathLike[str], catalog: ModuleCatalog | None = None) -> Registry:
-    """Parse and completely validate the registry at ``path``."""
+def load_registry(path: str | os.PathLike[str], catalog: ModuleCatalog | None = None,
+                  document: Mapping[str, Any] | None = None) -> Registry:
+    """Parse and completely validate the registry at ``path``.
+
+    ``document``: the registry as a mapping (already parsed, e.g. built in Python); then
+    ``path`` only names it in errors and relative paths (``validate.json_schema``) are
+    taken from its parent. Every mistake is reported (one ConfigError gathering them, see
+    :attr:`ConfigError.problems <common.exceptions.ConfigError.problems>`), not only the first.
+    """
     path = Path(path)
     catalog = catalog or default_catalog()
     where = _Where(str(path))
-    raw = load_yaml_file(path, "registry", {"services": "service"})
+    raw = load_yaml_file(path, "registry", {"services": "service"}) if document is None else plain_copy(document)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the registry must be a mapping with 'version' and 'services'")
     root = registry_schema()
     defaults = _interpolate(raw.get("defaults") or {}, where, "defaults")
     _prepare(defaults, root["$defs"]["defaults"], root)
-    _check({**raw, "defaults": defaults}, root, root, where, "")
-    services = {
-        sid: _build_service(sid, body, defaults, path.parent, catalog, where.service(sid))
-        for sid, body in raw["services"].items()
-    }
-    return Registry(path=path, services=freeze(services))
+    checked = {**raw, "defaults": defaults}
+    if isinstance(raw.get("notify"), dict):
+        checked["notify"] = _prepare(_interpolate(raw["notify"], where, "notify"), root["$defs"]["notify"], root)
+    errors: list[ConfigError] = []
+    try:
+        _check(checked, root, root, where, "")
+    except ConfigError as exc:
+        if any(str(e.fields.get("key", "")).startswith("defaults") for e in exc.problems):
+            raise  # every service would repeat the defaults' mistake
+        errors.append(exc)
+    services = {}
+    listed = raw.get("services")
+    for sid, body in (listed.items() if isinstance(listed, dict) else ()):
+        if not isinstance(body, dict):
+            continue  # reported by the check above
+        try:
+            services[sid] = _build_service(sid, body, defaults, path.parent, catalog, where.service(sid))
+        except ConfigError as exc:
+            errors.append(exc)
+    if errors:
+        raise ConfigError.gather(errors)
+    notify = _build_notify(checked["notify"]) if "notify" in checked else None
+    return Registry(path=path, services=freeze(services), notify=notify)
+
+
+def plain_copy(value: Any) -> Any:
+    """A deep copy of a configuration document given as Python objects: mappings as dicts,
+    sequences (not strings) as lists; the edge mutates its input, never the caller's."""
+    if isinstance(value, Mapping):
+        return {k: plain_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_copy(v) for v in value]
+    return value
+
+
+def _build_notify(raw: Any) -> NotifyConfig:
+    """The ``notify`` section, interpolated, defaults filled and checked with the registry."""
+    root = registry_schema()
+    value = _secretize(raw, root["$defs"]["notify"], root)
+    hooks = tuple(Webhook(url=hook["url"], on=hook["on"]) for hook in value["webhooks"])
+    retry = RetryConfig(**value["retry"])
+    return NotifyConfig(webhooks=hooks, retry=retry, timeout_s=float(value["timeout_s"]))
 
 
 def _build_service(sid: str, raw: dict[str, Any], defaults: dict[str, Any], base_dir: Path,
@@ -430,9 +475,10 @@ def _check_template(template: str, where: _Where, key: str) -> None:
 # --------------------------------------------------------------------------- batch
 
 
-def read_batch(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The batch document at ``path``, parsed and checked at its top level (not its jobs)."""
-    raw = load_json_file(Path(path), "batch", {"jobs": "job"})
+def read_batch(path: str | os.PathLike[str], document: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The batch document at ``path`` (or ``document``, a mapping built in Python, copied;
+    ``path`` then only names it), parsed and checked at its top level (not its jobs)."""
+    raw = load_json_file(Path(path), "batch", {"jobs": "job"}) if document is None else plain_copy(document)
     _check(raw, _BATCH_SCHEMA, _BATCH_SCHEMA, _Where(str(path)), "")
     return raw  # type: ignore[no-any-return]
 
@@ -453,20 +499,26 @@ def load_batch(path: str | os.PathLike[str], registry: Registry, catalog: Module
     where = _Where(str(path))
     seen: dict[str, int] = {}
     jobs = []
+    errors: list[ConfigError] = []
     for index, job in enumerate(raw["jobs"]):
         label = job.get("job_id") if isinstance(job.get("job_id"), str) else f"#{index + 1}"
         jw = where.job(label)
-        _prepare(job, _JOB_SCHEMA, _JOB_SCHEMA)
-        _check(job, _JOB_SCHEMA, _JOB_SCHEMA, jw, "")
-        if job["job_id"] in seen:
-            raise jw.error("job_id", f"duplicate job_id (also job #{seen[job['job_id']] + 1})")
-        seen[job["job_id"]] = index
-        service = registry.services.get(job["service_id"])
-        if service is None:
-            known = ", ".join(sorted(registry.services))
-            raise jw.error("service_id", f"unknown service {job['service_id']!r}; known services: {known}")
-        _check_file_names(job["job_id"], service, jw)
-        jobs.append(_build_job(job, index, service, catalog, jw))
+        try:
+            _prepare(job, _JOB_SCHEMA, _JOB_SCHEMA)
+            _check(job, _JOB_SCHEMA, _JOB_SCHEMA, jw, "")
+            if job["job_id"] in seen:
+                raise jw.error("job_id", f"duplicate job_id (also job #{seen[job['job_id']] + 1})")
+            seen[job["job_id"]] = index
+            service = registry.services.get(job["service_id"])
+            if service is None:
+                known = ", ".join(sorted(registry.services))
+                raise jw.error("service_id", f"unknown service {job['service_id']!r}; known services: {known}")
+            _check_file_names(job["job_id"], service, jw)
+            jobs.append(_build_job(job, index, service, catalog, jw))
+        except ConfigError as exc:
+            errors.append(exc)
+    if errors:
+        raise ConfigError.gather(errors)
     return Batch(path=path, description=raw.get("description", ""), jobs=tuple(jobs))
 
 
@@ -539,7 +591,8 @@ class _Where:
             parts.append(f"{self.kind} '{self.name}'")
         if key:
             parts.append(f"key '{key}'")
-        return ConfigError(": ".join(parts) + f": {message}", file=self.file, key=key)
+        fields = {self.kind: self.name} if self.kind else {}
+        return ConfigError(": ".join(parts) + f": {message}", file=self.file, key=key, **fields)
 
 
 def _interpolate(value: Any, where: _Where, key: str) -> Any:
@@ -666,12 +719,27 @@ def _check(instance: Any, schema: Mapping[str, Any], root: Mapping[str, Any], wh
         return
     from jsonschema.exceptions import best_match
 
-    error = min(errors, key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
-    error = best_match([error])
-    path = [str(p) for p in error.absolute_path]
-    key, message = _describe(error, path)
-    full = ".".join(p for p in [prefix, key] if p)
-    raise where.error(full, message)
+    found = []
+    for error in sorted(errors, key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path)))):
+        error = best_match([error])
+        path = [str(p) for p in error.absolute_path]
+        for key, message in _describe_all(error, path):
+            found.append(where.error(".".join(p for p in [prefix, key] if p), message))
+    raise ConfigError.gather(found)
+
+
+def _describe_all(error: jsonschema.ValidationError, path: list[str]) -> list[tuple[str, str]]:
+    """(key, message) for each key a schema error is about: every missing key of a
+    ``required``, every unknown key of an ``additionalProperties``; else :func:`_describe`."""
+    key = ".".join(path)
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [r for r in error.validator_value if r not in error.instance]
+        return [((f"{key}.{name}" if key else name), "required key is missing") for name in missing]
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        extra = sorted(k for k in error.instance if k not in error.schema.get("properties", {}))
+        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        return [((f"{key}.{name}" if key else name), f"unknown key (allowed: {allowed})") for name in extra]
+    return [_describe(error, path)]
 
 
 def _describe(error: jsonschema.ValidationError, path: list[str]) -> tuple[str, str]:
@@ -697,6 +765,10 @@ def _describe(error: jsonschema.ValidationError, path: list[str]) -> tuple[str, 
         return key, f"must be {_BOUNDS[v]} {error.validator_value}"
     if v in ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "pattern"):
         return key, f"fails {v} {error.validator_value}"
+    if v == "not":
+        together = _set_together(error.validator_value, error.instance)
+        if together:
+            return (f"{key}.{together[-1]}" if key else together[-1]), f"cannot be set with {', '.join(together[:-1])}"
     if v == "dependentRequired" and isinstance(error.instance, dict):
         for name, needs in error.validator_value.items():
             missing = [n for n in needs if name in error.instance and n not in error.instance]
@@ -708,6 +780,20 @@ def _describe(error: jsonschema.ValidationError, path: list[str]) -> tuple[str, 
     if v == "propertyNames":
         return key, "has an invalid name (letters, digits, '_', '.', '-' only)"
     return key, f"fails {v}"
+
+
+def _set_together(schema: Any, instance: Any) -> list[str]:
+    """For a ``not`` of ``required`` groups (keys that exclude each other): the group the instance
+    sets in full, in the schema's order; empty when the ``not`` says something else."""
+    if not isinstance(schema, Mapping) or not isinstance(instance, Mapping):
+        return []
+    import jsonschema
+
+    for group in schema.get("anyOf", [schema]):
+        names = group.get("required", []) if isinstance(group, Mapping) else []
+        if names and all(n in instance for n in names) and jsonschema.Draft202012Validator(group).is_valid(instance):
+            return list(names)
+    return []
 
 
 _BOUNDS = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}

@@ -37,7 +37,7 @@ from common.terminal_text import printable
 __all__ = ["EXECUTOR_LOG", "JobLogRouter", "configure_logging", "job_log_name"]
 
 EXECUTOR_LOG = "system_orchestrator_job_executor.log"
-_QUIET_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3", "werkzeug", "pyftpdlib", "filelock")
+_QUIET_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3", "werkzeug", "pyftpdlib", "filelock", "paramiko")
 
 
 def job_log_name(job_id: str, service_id: str, module: str) -> str:
@@ -242,9 +242,13 @@ class _NamedLoggers:
         return found
 
 
-def configure_logging(log_dir: Path | None, console_format: str = "console", stream: TextIO | None = None) -> JobLogRouter:
+def configure_logging(log_dir: Path | None, console_format: str = "console", stream: TextIO | None = None,
+                      console_level: int | None = None) -> JobLogRouter:
     """Set up structlog and the handlers for one run; returns the per-job router.
 
+    ``console_format`` ``"console"`` or ``"json"``, or ``"off"`` for no console handler at
+    all (:func:`module_system.run`: the files only, the embedding program owns its stderr).
+    ``console_level`` overrides the console's level (``-q`` / ``-v``).
     Calling it again (a second run in the same process) replaces the previous handlers.
     """
     level = logging.getLevelName(os.environ.get("LOG_LEVEL", "INFO").upper())
@@ -257,14 +261,17 @@ def configure_logging(log_dir: Path | None, console_format: str = "console", str
         handler.close()
     handlers: list[logging.Handler] = []
 
-    console = logging.StreamHandler(stream or sys.stderr)
-    if console_format == "json":
-        console.setFormatter(json_lines)
-        console.setLevel(level)
-    else:
-        console.setFormatter(_formatter(structlog.dev.ConsoleRenderer(colors=False), terminal_safe))
-        console.setLevel(max(level, logging.WARNING))
-    handlers.append(console)
+    if console_format != "off":
+        console = logging.StreamHandler(stream or sys.stderr)
+        if console_format == "json":
+            console.setFormatter(json_lines)
+            console.setLevel(level)
+        else:
+            console.setFormatter(_formatter(structlog.dev.ConsoleRenderer(colors=False), terminal_safe))
+            console.setLevel(max(level, logging.WARNING))
+        if console_level is not None:
+            console.setLevel(console_level)
+        handlers.append(console)
 
     router = JobLogRouter()
     if log_dir is not None:

@@ -1,15 +1,29 @@
 """module_system: plugin-based, multi-source data ingestion (fetch -> validate -> land).
 
-The public facade for plugin authors and scripts::
+The public facade for programs that run batches and for plugin authors::
+
+    import module_system
+
+    result = module_system.run("project_registry.yaml", "nightly.json")   # a RunResult
+    module_system.validate("project_registry.yaml", "nightly.json")       # ConfigError lists every mistake
+    plans = module_system.plan("project_registry.yaml", "nightly.json")   # what a run would fetch
 
     from module_system import BaseModule, FetchedFile, JobContext, Problem
 
 Source modules subclass :class:`BaseModule` (or :class:`FileSource`) and register under the
 entry point group ``module_system.modules``; destinations subclass :class:`FileDestination` or
 :class:`RecordDestination` and register under ``module_system.destinations``; validators
-subclass :class:`Validator` and register under ``module_system.validators``. See docs/PLUGINS.md.
+subclass :class:`Validator` and register under ``module_system.validators``. See docs/API.md
+(running batches) and docs/PLUGINS.md (plugins).
+
+The running API (``run``, ``validate``, ``plan`` and their result types) and
+``new_s3_client`` are imported on first use, so that a plugin importing this package loads
+neither the orchestrator nor boto3.
 """
 
+from __future__ import annotations
+
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +80,49 @@ from common.transfer_watchdog import (
     watch,
 )
 
+if TYPE_CHECKING:
+    from common.s3_client import new_s3_client
+    from orchestrator.exit_codes import ExitCode
+    from orchestrator.plan import JobPlan
+    from orchestrator.python_api import RunSettings, Validated, plan, run, validate
+    from orchestrator.run_result import (
+        FileCounts,
+        JobCounts,
+        JobSummary,
+        RunResult,
+        Totals,
+    )
+
+#: Names imported on first use, and the module that defines each.
+_LAZY = {
+    "ExitCode": "orchestrator.exit_codes",
+    "FileCounts": "orchestrator.run_result",
+    "JobCounts": "orchestrator.run_result",
+    "JobPlan": "orchestrator.plan",
+    "JobSummary": "orchestrator.run_result",
+    "RunResult": "orchestrator.run_result",
+    "RunSettings": "orchestrator.python_api",
+    "Totals": "orchestrator.run_result",
+    "Validated": "orchestrator.python_api",
+    "plan": "orchestrator.python_api",
+    "run": "orchestrator.python_api",
+    "validate": "orchestrator.python_api",
+    "new_s3_client": "common.s3_client",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'module_system' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 try:
     __version__ = version("module_system")
 except PackageNotFoundError:  # running from a source tree that was not installed
@@ -85,8 +142,10 @@ __all__ = [
     "DestinationUnusable",
     "DiskFullError",
     "Entry",
+    "ExitCode",
     "FetchFailed",
     "FetchedFile",
+    "FileCounts",
     "FileDestination",
     "FileSink",
     "FileSource",
@@ -94,6 +153,9 @@ __all__ = [
     "FileVanished",
     "HtmlTooLarge",
     "JobContext",
+    "JobCounts",
+    "JobPlan",
+    "JobSummary",
     "LandingFile",
     "ListingIncomplete",
     "LoadOutcome",
@@ -106,15 +168,19 @@ __all__ = [
     "RecordsRefused",
     "RetryPolicy",
     "RunResources",
+    "RunResult",
+    "RunSettings",
     "Secret",
     "SourceConfig",
     "SourceError",
+    "Totals",
     "Transfer",
     "TransferStopped",
     "Transient",
     "TransientSourceError",
     "Unchanged",
     "UploadError",
+    "Validated",
     "Validator",
     "ValidatorSetup",
     "__version__",
@@ -125,24 +191,14 @@ __all__ = [
     "host_of",
     "is_transient",
     "new_s3_client",
+    "plan",
     "read_html",
     "redact",
     "redact_url",
     "reveal",
+    "run",
     "shut_response",
     "shut_socket",
+    "validate",
     "watch",
 ]
-
-
-if TYPE_CHECKING:
-    from common.s3_client import new_s3_client
-
-
-def __getattr__(name: str) -> Any:
-    """``new_s3_client`` is imported on first use: a run that never touches S3 never imports boto3."""
-    if name == "new_s3_client":
-        from common.s3_client import new_s3_client
-
-        return new_s3_client
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,61 +1,66 @@
-"""The command line: ``module-system run|validate|plan|check|modules|new-module|history|show|serve`` and
-``python -m orchestrator.cli_init``.
+"""The command line: ``module-system run|validate|plan|check|modules|schema|new-module|history|show|serve``
+and ``python -m orchestrator.cli_init``.
 
+A thin layer over the Python API (:mod:`orchestrator.python_api`, ``module_system.run`` /
+``validate`` / ``plan``): this module parses options, shows the live display and the summary,
+installs the signal handlers and turns results into exit codes.
 ``python -m orchestrator.cli_init --batch-file FILE`` is the same command as
-``module-system run --batch-file FILE``. A configuration mistake prints one line
-naming the file, the service or job, and the key, and exits 2; nothing runs.
+``module-system run --batch-file FILE``. A configuration mistake prints one line per mistake
+(up to 20) naming the file, the service or job, and the key, and exits 2; nothing runs.
+
+Every option can also be set from the environment as ``MODULE_SYSTEM_<OPTION>`` (click's
+``auto_envvar_prefix``: ``--max-workers`` is ``MODULE_SYSTEM_MAX_WORKERS``, for every
+command; ``--format`` is ``MODULE_SYSTEM_FORMAT``). The one exception is ``--registry``:
+``MODULE_SYSTEM_REGISTRY`` is the registry used when neither ``--registry`` nor the batch
+names one. New options get their variable by themselves: add them to a shared option list
+(:data:`_run_options`) or with the decorators below.
 """
 
 from __future__ import annotations
 
-import math
-import os
-import signal
+import json
+import logging
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
-from common.config_model import Batch, Registry
 from common.exceptions import ConfigError
-from common.job_config import batch_registry, load_batch, load_registry, read_batch
+from common.job_config import load_registry
 from common.logger import configure_logging
 from common.plugins import default_catalog, default_destinations, default_validators
 from common.terminal_text import printable
 from orchestrator.console import ProgressDisplay, print_summary
 from orchestrator.exit_codes import ExitCode
-from orchestrator.job_executor import BatchRun, RunOptions, destination_pool
-from orchestrator.output_paths import check_writable_dir, check_writable_file
-from orchestrator.preflight import check_destinations
-from orchestrator.run_observer import ObserverGroup
-from orchestrator.run_report import (
-    build_report,
-    rerun_args,
-    write_failed_jobs,
-    write_json,
+from orchestrator.job_executor import RunOptions, destination_pool
+from orchestrator.python_api import (
+    RunSettings,
+    default_registry,
+    execute,
+    load_config,
+    notify,
+    plan_loaded,
+    select_jobs,
+    validate,
 )
-from orchestrator.state_dir import check_state_dir
+from orchestrator.run_report import rerun_args
+from orchestrator.run_stats import StatsSnapshot
 from orchestrator.worker_threads import exit_if_abandoned
-
-if TYPE_CHECKING:
-    from sqlalchemy.engine import URL
-
-    from orchestrator.history.writer import HistoryRecorder
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-
-def _default_registry() -> str:
-    return os.environ.get("MODULE_SYSTEM_REGISTRY") or "project_registry.yaml"
+#: Every command's context: ``-h``, and ``MODULE_SYSTEM_<OPTION>`` for every option (set on
+#: each command too, so that a sub-command's variables are not ``MODULE_SYSTEM_RUN_<OPTION>``).
+CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "MODULE_SYSTEM"}
 
 
 def _registry_option(fn: F) -> F:
     return click.option("--registry", "registry_file", type=click.Path(dir_okay=False, path_type=Path),
-                        default=None, help="The registry [default: $MODULE_SYSTEM_REGISTRY, else ./project_registry.yaml].")(fn)
+                        default=None, allow_from_autoenv=False,
+                        help="The registry [default: the one the batch names, else $MODULE_SYSTEM_REGISTRY, "
+                             "else ./project_registry.yaml].")(fn)
 
 
 def _batch_option(fn: F) -> F:
@@ -63,22 +68,41 @@ def _batch_option(fn: F) -> F:
                         help="The batch of jobs (JSON).")(fn)
 
 
-def _load(registry_file: Path | None, batch_file: Path) -> tuple[Registry, Batch]:
-    """Both files parsed and validated, or ConfigError. The registry: ``--registry``, else the
-    one the batch names (a failed-jobs file names its run's), else the default."""
-    document = read_batch(batch_file)
-    registry = load_registry(registry_file or batch_registry(batch_file, document) or Path(_default_registry()))
-    return registry, load_batch(batch_file, registry, document=document)
+def _selection_options(fn: F) -> F:
+    """``--job ID`` / ``--service ID``, repeatable: only part of the batch."""
+    fn = click.option("--service", "service", multiple=True, metavar="ID",
+                      help="Only the jobs of this service (repeatable; with --job: jobs matching either).")(fn)
+    return click.option("--job", "job", multiple=True, metavar="ID",
+                        help="Only this job of the batch (repeatable).")(fn)
+
+
+def _format_option(fn: F) -> F:
+    return click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+                        envvar="MODULE_SYSTEM_FORMAT", help="text for people, json for programs.")(fn)
+
+
+def _verbosity_options(fn: F) -> F:
+    fn = click.option("-v", "--verbose", count=True,
+                      help="More console output: -v info log records, -vv debug.")(fn)
+    return click.option("-q", "--quiet", is_flag=True, default=False,
+                        help="Less console output: errors only; no live statistics, no summary table.")(fn)
+
+
+def _echo_config_error(exc: ConfigError) -> None:
+    for problem in exc.problems:
+        click.echo(f"error: {printable(problem.message)}", err=True)
+    if exc.omitted:
+        click.echo(f"error: ... and {exc.omitted} more mistake(s) not shown", err=True)
 
 
 def _config_errors_exit_2(fn: F) -> F:
-    """The one place that turns a ConfigError into one line on stderr and exit 2."""
+    """The one place that turns a ConfigError into one line per mistake on stderr and exit 2."""
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except ConfigError as exc:
-            click.echo(f"error: {printable(str(exc))}", err=True)
+            _echo_config_error(exc)
             sys.exit(ExitCode.USAGE)
 
     wrapper.__name__ = fn.__name__
@@ -86,122 +110,55 @@ def _config_errors_exit_2(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@contextmanager
-def _stop_on_signals(run: BatchRun) -> Iterator[None]:
-    """SIGINT/SIGTERM stop the run cleanly: transfers in flight are cut (the transfer
-    watchdog), jobs end ``cancelled``, the report and failed-jobs file are written, exit 130.
-    A second signal ends the process at once with exit 130 and nothing more written."""
-    if sys.platform == "win32" or not _in_main_thread():
-        yield
-        return
-    received: list[int] = []
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if received:
-            os.write(2, b"error: second interrupt; exiting now without the report\n")
-            os._exit(int(ExitCode.INTERRUPTED))
-        received.append(signum)
-        run.interrupt()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def _in_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
+def _console_level(quiet: bool, verbose: int) -> int | None:
+    if quiet:
+        return logging.ERROR
+    if verbose:
+        return logging.DEBUG if verbose > 1 else logging.INFO
+    return None
 
 
 def run_batch(batch_file: Path, registry_file: Path | None = None, max_workers: int = 20,
               monitor_duration: float = 0, report: Path | None = None, log_dir: Path | None = None,
-              log_format: str | None = None, state_dir: Path = Path("temp"), history_db: str | None = None,
-              history: bool = True, metrics_port: int | None = None) -> ExitCode:
+              log_format: str | None = None, state_dir: Path = Path("temp"), *, job: tuple[str, ...] = (),
+              service: tuple[str, ...] = (), quiet: bool = False, verbose: int = 0, no_history: bool = False,
+              **options: Any) -> ExitCode:
     """Everything ``run`` does, as a function (the demo and tests call it too). Raises ConfigError.
 
     ``log_dir`` None is ``<state_dir>/logs``. Every destination is checked before any job
-    starts (:func:`orchestrator.preflight.check_destinations`). The run is recorded in the
-    history database (``history_db``, a SQLAlchemy URL, else ``<state_dir>/history.sqlite3``;
-    ``history`` False: not recorded), and its metrics are served on 127.0.0.1:``metrics_port``
-    while it runs (None: not served).
+    starts (:func:`orchestrator.preflight.check_destinations`). ``options``: the other
+    fields of :class:`~orchestrator.python_api.RunSettings` (``rejected_ok``, ``history_db``,
+    ``metrics_port``, ...); ``no_history`` is ``history=False`` (the run is not recorded).
     """
-    if max_workers < 1:
-        raise ConfigError(f"--max-workers must be at least 1, not {max_workers}")
-    if not math.isfinite(monitor_duration) or monitor_duration < 0:
-        raise ConfigError(f"--monitor-duration must be a finite number of seconds, 0 or more, not {monitor_duration}")
-    registry, batch = _load(registry_file, batch_file)
-    if report is not None:
-        check_writable_file(report, "--report")
-    log_dir = log_dir if log_dir is not None else state_dir / "logs"
-    check_writable_dir(log_dir, "--log-dir")
-    check_state_dir(state_dir)
-    url: URL | str | None = None
-    if history and history_db:
-        from orchestrator.history.store import history_url
-
-        url = history_url(history_db, state_dir)  # a bad URL is exit 2 before anything runs
-    elif history:
-        from orchestrator.history import default_history_url
-
-        url = default_history_url(state_dir)  # SQLAlchemy is imported by the history's thread
+    if no_history:
+        options["history"] = False
     fmt = log_format or ("console" if sys.stdout.isatty() else "json")
-    router = configure_logging(log_dir, fmt)
-    options = RunOptions(max_workers=max_workers, monitor_duration=monitor_duration, log_dir=log_dir,
-                         temp_dir=state_dir)
-    with _run_watchers(url, metrics_port) as (observers, recorder):  # a busy --metrics-port: exit 2 here
-        destinations = destination_pool(registry, options)
-        try:
-            check_destinations(registry, batch, destinations)
-        except KeyboardInterrupt:
-            destinations.close()
-            return ExitCode.INTERRUPTED
-        except BaseException:
-            destinations.close()
-            raise
-        run = BatchRun(registry, batch, options, router, destinations=destinations, observer=observers)
-        display = ProgressDisplay(fmt)
-        with _stop_on_signals(run):
-            outcome = run.execute(display)
-        display.close(outcome.stats)
-        failed_file = write_failed_jobs(outcome, batch, state_dir, registry.path)
-        written = report is not None and write_json(report, build_report(outcome, batch, failed_file))
-        if recorder is not None:
-            recorder.run_outputs(failed_file, report if written else None)
-    rerun = rerun_args(failed_file, registry.path, Path(_default_registry())) if failed_file else None
-    print_summary(outcome.results, fmt, failed_file, report, rerun_args=rerun)
-    return outcome.exit_code
+    settings = RunSettings(max_workers=max_workers, monitor_duration=monitor_duration, report=report,
+                           log_dir=log_dir, state_dir=state_dir, jobs=job, services=service, handle_signals=True,
+                           log_format=fmt, console_level=_console_level(quiet, verbose),  # type: ignore[arg-type]
+                           **options)
+    displays: list[ProgressDisplay] = []
 
+    def progress() -> Callable[[StatsSnapshot], None]:
+        if quiet:
+            return lambda snap: None
+        displays.append(ProgressDisplay(fmt))
+        return displays[0]
 
-@contextmanager
-def _run_watchers(url: URL | str | None,
-                  metrics_port: int | None) -> Iterator[tuple[ObserverGroup, HistoryRecorder | None]]:
-    """The run's observers: the history recorder (``url``) and the metrics served on
-    ``metrics_port``; the history's last rows are written and the server stopped on leaving."""
-    observers = ObserverGroup()
-    server = None
-    if metrics_port is not None:
-        from orchestrator.run_metrics import RunMetrics, serve_metrics
-
-        metrics = RunMetrics()
-        server = serve_metrics(metrics.registry, metrics_port)
-        observers.add(metrics)
-    recorder = None
-    if url is not None:
-        from orchestrator.history.writer import HistoryRecorder
-
-        recorder = HistoryRecorder(url)
-        observers.add(recorder)
     try:
-        yield observers, recorder
-    finally:
-        if recorder is not None:
-            recorder.close()
-        if server is not None:
-            server.close()
+        executed = execute(registry_file, batch_file, settings, progress=progress)
+    except KeyboardInterrupt:  # before the run started (the pre-flight check)
+        return ExitCode.INTERRUPTED
+    outcome, result = executed.outcome, executed.result
+    for display in displays:
+        display.close(outcome.stats)
+    if settings.notify:
+        notify(executed)
+    failed_file = result.failed_jobs_file
+    rerun = rerun_args(failed_file, executed.registry.path, default_registry()) if failed_file else None
+    print_summary(outcome.results, fmt, failed_file, settings.report_path, rerun_args=rerun,
+                  totals=result.totals.to_dict(), exit_code=int(result.exit_code), job_lines=not quiet)
+    return outcome.exit_code
 
 
 _run_options = [
@@ -224,6 +181,10 @@ _run_options = [
     click.option("--no-history", "no_history", is_flag=True, default=False, help="Do not record the run."),
     click.option("--metrics-port", type=int, default=None,
                  help="Serve Prometheus metrics at http://127.0.0.1:PORT/metrics while the run is in progress."),
+    _selection_options,
+    click.option("--rejected-ok", is_flag=True, default=False,
+                 help="Rejected files alone do not make the exit code 1 (the report still counts them)."),
+    _verbosity_options,
 ]
 
 
@@ -234,63 +195,80 @@ def _with_run_options(fn: F) -> F:
 
 
 @_config_errors_exit_2
-def _run(batch_file: Path, registry_file: Path | None, max_workers: int, monitor_duration: float,
-         report: Path | None, log_dir: Path | None, log_format: str | None, state_dir: Path,
-         history_db: str | None, no_history: bool, metrics_port: int | None) -> None:
-    code = run_batch(batch_file, registry_file, max_workers, monitor_duration, report, log_dir, log_format,
-                     state_dir=state_dir, history_db=history_db, history=not no_history, metrics_port=metrics_port)
-    sys.exit(int(code))
+def _run(batch_file: Path, **kwargs: Any) -> None:
+    sys.exit(int(run_batch(batch_file, **kwargs)))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings=CONTEXT)
 @click.version_option(package_name="module_system")
 def main() -> None:
-    """module_system: fetch -> validate -> upload, from many sources to S3."""
+    """module_system: fetch -> validate -> upload, from many sources to S3.
+
+    Every option may also come from the environment as MODULE_SYSTEM_<OPTION>
+    (e.g. MODULE_SYSTEM_MAX_WORKERS=8). Shell completion:
+    eval "$(_MODULE_SYSTEM_COMPLETE=bash_source module-system)" (zsh_source, fish_source).
+    """
 
 
-@main.command("run")
+@main.command("run", context_settings=CONTEXT)
 @_with_run_options
 def run_command(**kwargs: Any) -> None:
-    """Run every job of a batch."""
+    """Run every job of a batch (or those picked with --job / --service)."""
     _run(**kwargs)
 
 
-@main.command("validate")
+@main.command("validate", context_settings=CONTEXT)
 @_batch_option
 @_registry_option
-@_config_errors_exit_2
-def validate_command(batch_file: Path, registry_file: Path | None) -> None:
-    """Check the registry and the batch; run nothing."""
-    registry, batch = _load(registry_file, batch_file)
-    click.echo(printable(f"ok: {registry.path}: {len(registry.services)} service(s); "
-                         f"{batch.path}: {len(batch.jobs)} job(s)"))
+@_format_option
+def validate_command(batch_file: Path, registry_file: Path | None, fmt: str) -> None:
+    """Check the registry and the batch; run nothing. Every mistake is listed (up to 20)."""
+    try:
+        checked = validate(registry_file, batch_file)
+    except ConfigError as exc:
+        if fmt == "json":
+            click.echo(json.dumps({"ok": False, "errors": [_problem_dict(p) for p in exc.problems],
+                                   "not_shown": exc.omitted}, indent=1))
+        else:
+            _echo_config_error(exc)
+        sys.exit(ExitCode.USAGE)
+    if fmt == "json":
+        click.echo(json.dumps({"ok": True, "registry": checked.registry, "services": list(checked.services),
+                               "batch": checked.batch, "jobs": list(checked.jobs)}, indent=1))
+    else:
+        click.echo(printable(f"ok: {checked.registry}: {len(checked.services)} service(s); "
+                             f"{checked.batch}: {len(checked.jobs)} job(s)"))
 
 
-@main.command("plan")
+def _problem_dict(problem: ConfigError) -> dict[str, Any]:
+    fields = problem.fields
+    return {"message": problem.message, "file": fields.get("file"), "service": fields.get("service"),
+            "job": fields.get("job"), "key": fields.get("key") or None}
+
+
+@main.command("plan", context_settings=CONTEXT)
 @_batch_option
 @_registry_option
+@_selection_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              envvar="MODULE_SYSTEM_FORMAT",
               help="text: a line per job and the totals; json: every job with its entries.")
 @_config_errors_exit_2
-def plan_command(batch_file: Path, registry_file: Path | None, fmt: str) -> None:
+def plan_command(batch_file: Path, registry_file: Path | None, job: tuple[str, ...], service: tuple[str, ...],
+                 fmt: str) -> None:
     """What a run would do, per job, from the sources' listings; downloads nothing."""
-    import json as json_module
+    from orchestrator.plan import ACTIONS
 
-    from orchestrator.plan import ACTIONS, plan_batch
-
-    registry, batch = _load(registry_file, batch_file)
     configure_logging(None, "console", stream=sys.stderr)
-    pool = destination_pool(registry, RunOptions())
-    try:
-        plans = list(plan_batch(registry, batch, pool))
-    finally:
-        pool.close()
+    registry, batch = load_config(registry_file, batch_file)
+    batch = select_jobs(batch, job, service)
+    plans = plan_loaded(registry, batch)
     totals = {a: sum(p.counts()[a] for p in plans) for a in ACTIONS}
     sizes = {a: sum(p.bytes()[a] for p in plans) for a in ACTIONS}
     if fmt == "json":
-        click.echo(json_module.dumps({"batch": str(batch.path), "registry": str(registry.path),
-                                      "jobs": [p.to_dict() for p in plans], "totals": {"files": totals, "bytes": sizes}},
-                                     indent=1))
+        click.echo(json.dumps({"batch": str(batch.path), "registry": str(registry.path),
+                               "jobs": [p.to_dict() for p in plans], "totals": {"files": totals, "bytes": sizes}},
+                              indent=1))
     else:
         for plan in plans:
             if plan.status != "planned":
@@ -306,23 +284,21 @@ def plan_command(batch_file: Path, registry_file: Path | None, fmt: str) -> None
     sys.exit(ExitCode.JOBS_FAILED if any(p.status == "failed" for p in plans) else ExitCode.OK)
 
 
-@main.command("check")
+@main.command("check", context_settings=CONTEXT)
 @click.option("--batch-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Check the services this batch uses (default: every service of the registry).")
 @_registry_option
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_format_option
 @_config_errors_exit_2
 def check_command(batch_file: Path | None, registry_file: Path | None, fmt: str) -> None:
     """Connect once to each source and destination; say, per service, what answers."""
-    import json as json_module
-
     from orchestrator.check import check_services
 
     if batch_file is not None:
-        registry, batch = _load(registry_file, batch_file)
+        registry, batch = load_config(registry_file, batch_file)
         ids = list(dict.fromkeys(job.service_id for job in batch.jobs))
     else:
-        registry = load_registry(registry_file or Path(_default_registry()))
+        registry = load_registry(registry_file or default_registry())
         ids = list(registry.services)
     configure_logging(None, "console", stream=sys.stderr)
     pool = destination_pool(registry, RunOptions())
@@ -331,7 +307,7 @@ def check_command(batch_file: Path | None, registry_file: Path | None, fmt: str)
     finally:
         pool.close()
     if fmt == "json":
-        click.echo(json_module.dumps({"registry": str(registry.path), "services": [r.to_dict() for r in results]},
+        click.echo(json.dumps({"registry": str(registry.path), "services": [r.to_dict() for r in results]},
                                      indent=1))
     else:
         for r in results:
@@ -345,7 +321,7 @@ def check_command(batch_file: Path | None, registry_file: Path | None, fmt: str)
 
 
 def _history_options(fn: F) -> F:
-    fn = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)(fn)
+    fn = _format_option(fn)
     fn = click.option("--history-db", default=None, envvar="MODULE_SYSTEM_HISTORY_DB", show_envvar=True,
                       help="The history database (a SQLAlchemy URL) [default: <state-dir>/history.sqlite3].")(fn)
     return click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("temp"),
@@ -353,7 +329,7 @@ def _history_options(fn: F) -> F:
                         help="The state directory of the runs.")(fn)
 
 
-@main.command("history")
+@main.command("history", context_settings=CONTEXT)
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="Runs to list, newest first.")
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True, help="Skip this many newest runs.")
 @click.option("--status", type=click.Choice(["running", "succeeded", "failed", "interrupted"]), default=None,
@@ -375,7 +351,7 @@ def history_command(limit: int, offset: int, status: str | None, state_dir: Path
         sys.exit(ExitCode.JOBS_FAILED)
 
 
-@main.command("show")
+@main.command("show", context_settings=CONTEXT)
 @click.argument("run_id")
 @click.option("--all-files", is_flag=True, default=False, help="Every file, not only those rejected or failed.")
 @_history_options
@@ -396,7 +372,7 @@ def show_command(run_id: str, all_files: bool, state_dir: Path, history_db: str 
         sys.exit(ExitCode.JOBS_FAILED)
 
 
-@main.command("serve")
+@main.command("serve", context_settings=CONTEXT)
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; beyond loopback only with a token configured.")
 @click.option("--port", type=int, default=8080, show_default=True, help="Port to listen on (0: any free one).")
@@ -424,32 +400,130 @@ def serve_command(host: str, port: int, history_db: str | None, registry_file: P
     """Serve the run history, a JSON API to submit and follow batches, metrics and a dashboard."""
     from orchestrator.serve.command import serve
 
-    sys.exit(serve(host, port, registry_file or Path(_default_registry()), state_dir, log_dir, history_db,
+    sys.exit(serve(host, port, registry_file or default_registry(), state_dir, log_dir, history_db,
                    tokens_file, rate_limit, max_workers, monitor_duration))
 
 
-@main.command("modules")
-def modules_command() -> None:
-    """List installed source modules, destinations and validators with their package and version."""
+@main.command("modules", context_settings=CONTEXT)
+@click.argument("type_name", metavar="[TYPE]", required=False)
+@click.option("--kind", type=click.Choice(["source", "destination", "validator"]), default=None,
+              help="With TYPE: only the source module, destination or validator of that name.")
+@_format_option
+def modules_command(type_name: str | None, kind: str | None, fmt: str) -> None:
+    """List installed source modules, destinations and validators with their package and version.
+
+    With TYPE: that plugin's keys, with their types, defaults and descriptions."""
     configure_logging(None, "console")
+    catalogs = [(k, c) for k, c in (("source", default_catalog()), ("destination", default_destinations()),
+                                    ("validator", default_validators())) if kind in (None, k)]
+    if type_name is not None:
+        _describe_plugin(type_name, catalogs, fmt)
+        return
     broken = False
-    for kind, catalog in (("source", default_catalog()), ("destination", default_destinations()),
-                          ("validator", default_validators())):
+    listed = []
+    for kind_name, catalog in catalogs:
         for info in catalog.describe():
-            line = f"{kind:<12} {info.name:<12} {info.package} {info.version}  ({info.target})"
-            if info.error:
-                broken = True
-                line += f"  UNAVAILABLE: {info.error}"
-            click.echo(printable(line))
+            broken = broken or bool(info.error)
+            listed.append({"kind": kind_name, "name": info.name, "package": info.package, "version": info.version,
+                           "target": info.target, "error": info.error})
+    if fmt == "json":
+        click.echo(json.dumps(listed, indent=1))
+    for item in listed if fmt == "text" else ():
+        line = f"{item['kind']:<12} {item['name']:<12} {item['package']} {item['version']}  ({item['target']})"
+        if item["error"]:
+            line += f"  UNAVAILABLE: {item['error']}"
+        click.echo(printable(line))
     sys.exit(ExitCode.JOBS_FAILED if broken else ExitCode.OK)
+
+
+#: Per plugin kind: the registry section its keys go in, and the class attribute holding their schema.
+_SECTIONS = {"source": ("source", "source_schema"), "destination": ("destination", "config_schema"),
+             "validator": ("validate", "validate_schema")}
+
+
+def _describe_plugin(name: str, catalogs: list[tuple[str, Any]], fmt: str) -> NoReturn:
+    """``modules TYPE``: each plugin of that name (a source and a destination may share one)."""
+    from common.config_docs import schema_rows
+
+    found: list[dict[str, Any]] = []
+    for kind_name, catalog in catalogs:
+        for info in catalog.describe():
+            if info.name != name:
+                continue
+            entry: dict[str, Any] = {"kind": kind_name, "name": name, "package": info.package,
+                                     "version": info.version, "target": info.target, "error": info.error,
+                                     "summary": "", "section": _SECTIONS[kind_name][0], "keys": []}
+            if not info.error:
+                cls = catalog.load(name)
+                entry["summary"] = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+                schema = getattr(cls, _SECTIONS[kind_name][1])
+                entry["keys"] = [{"key": key, "type": _plain(kind_text), "default": _plain(default),
+                                  "description": description}
+                                 for key, kind_text, default, description in schema_rows(schema)]
+            found.append(entry)
+    if not found:
+        known = sorted({n for _, catalog in catalogs for n in catalog.names()})
+        click.echo(printable(f"error: no installed plugin is named {name!r}; known: {', '.join(known)}"), err=True)
+        sys.exit(ExitCode.USAGE)
+    if fmt == "json":
+        click.echo(json.dumps(found, indent=1))
+    else:
+        for entry in found:
+            _print_plugin(entry)
+    sys.exit(ExitCode.JOBS_FAILED if any(e["error"] for e in found) else ExitCode.OK)
+
+
+def _print_plugin(entry: dict[str, Any]) -> None:
+    click.echo(printable(f"{entry['kind']} {entry['name']}  ({entry['package']} {entry['version']}, "
+                         f"{entry['target']})"))
+    if entry["error"]:
+        click.echo(printable(f"  UNAVAILABLE: {entry['error']}"))
+        return
+    if entry["summary"]:
+        click.echo(printable(f"  {entry['summary']}"))
+    click.echo("")
+    click.echo(printable(f"  Keys of {entry['section']} (type: {entry['name']}):"))
+    for key in entry["keys"]:
+        default = f"  [default: {key['default']}]" if key["default"] and key["default"] != "required" else ""
+        required = "  [required]" if key["default"] == "required" else ""
+        click.echo(printable(f"    {key['key']}  ({key['type']}){required}{default}"))
+        if key["description"]:
+            click.echo(printable(f"        {key['description']}"))
+    click.echo("")
+
+
+def _plain(markdown: str) -> str:
+    """A cell of docs/CONFIGURATION.md as plain text."""
+    return markdown.replace("**", "").replace("`` ", "").replace(" ``", "").replace("`", "") \
+        .replace("&gt;", ">").replace("&lt;", "<")
+
+
+@main.command("schema", context_settings=CONTEXT)
+@click.option("--registry", "which", flag_value="registry", default=True,
+              help="The registry's schema, installed plugins included (the default).")
+@click.option("--batch", "which", flag_value="batch", help="The batch file's schema.")
+def schema_command(which: str) -> None:
+    """Print a JSON Schema (draft 2020-12) for editors: the registry's, or the batch's.
+
+    \b
+    module-system schema > registry.schema.json
+    then first line of project_registry.yaml:
+    # yaml-language-server: $schema=./registry.schema.json
+    """
+    from common.editor_schema import batch_editor_schema, registry_editor_schema
+
+    configure_logging(None, "console")
+    schema = registry_editor_schema() if which == "registry" else batch_editor_schema()
+    click.echo(json.dumps(schema, indent=2))
 
 
 from orchestrator.cli_new_module import new_module_command
 
+new_module_command.context_settings = {**new_module_command.context_settings, **CONTEXT}  # MODULE_SYSTEM_<OPTION>
 main.add_command(new_module_command)
 
 
-@click.command("cli_init")
+@click.command("cli_init", context_settings=CONTEXT)
 @_with_run_options
 def cli_init(**kwargs: Any) -> None:
     """Run every job of a batch (same as ``module-system run``)."""

@@ -13,7 +13,7 @@ import json
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -84,17 +84,25 @@ def _stats_table(s: StatsSnapshot) -> Text:
 
 def print_summary(results: Sequence[JobResult], fmt: str, failed_jobs_file: Path | None,
                   report_file: Path | None, stream: TextIO | None = None,
-                  rerun_args: Sequence[str] | None = None) -> None:
-    """One line per job, then where the failed-jobs file and report are, and the
-    arguments that re-run the failed jobs (``rerun_args``, default ``--batch-file FILE``)."""
+                  rerun_args: Sequence[str] | None = None, totals: Mapping[str, Any] | None = None,
+                  exit_code: int | None = None, job_lines: bool = True) -> None:
+    """One line per job (unless ``job_lines`` is False: ``-q``), then where the failed-jobs
+    file and report are, and the arguments that re-run the failed jobs (``rerun_args``,
+    default ``--batch-file FILE``). In json format the last line is the ``run_summary``
+    record, which carries the run's ``totals`` and ``exit_code`` too."""
     stream = stream or sys.stdout
     rerun = shlex.join(rerun_args or ["--batch-file", str(failed_jobs_file)]) if failed_jobs_file else None
     if fmt == "json":
-        for r in results:
+        for r in results if job_lines else ():
             stream.write(json.dumps({"event": "job_summary", **_summary_fields(r)}) + "\n")
-        stream.write(json.dumps({"event": "run_summary", "failed_jobs_file": _str(failed_jobs_file),
+        stream.write(json.dumps({"event": "run_summary", "exit_code": exit_code, "totals": totals,
+                                 "failed_jobs_file": _str(failed_jobs_file),
                                  "rerun": rerun, "report": _str(report_file)}) + "\n")
         stream.flush()
+        return
+    if not job_lines:
+        if failed_jobs_file:
+            stream.write(printable(f"Failed jobs written to {failed_jobs_file} (re-run with {rerun})") + "\n")
         return
     console = Console(file=stream, width=max(Console(file=stream).width, 120))
     table = Table(show_header=True, header_style="bold")

@@ -61,6 +61,8 @@ class RunOptions:
     """The state directory (``--state-dir``): ``work/<run_id>/`` and ``uploads/`` go under it."""
     refresh_s: float = 0.5
     """How often the progress callback is called."""
+    rejected_ok: bool = False
+    """Rejected files alone do not make the exit code 1 (``--rejected-ok``); they are still counted."""
 
 
 @dataclass(frozen=True)
@@ -72,12 +74,15 @@ class RunOutcome:
     """In batch file order."""
     interrupted: bool
     stats: StatsSnapshot
+    rejected_ok: bool = False
+    """Rejected files alone leave the exit code 0 (:attr:`RunOptions.rejected_ok`)."""
 
     @property
     def exit_code(self) -> ExitCode:
         if self.interrupted:
             return ExitCode.INTERRUPTED
-        ok = all(r.status == "succeeded" and r.files.get("rejected", 0) == 0 for r in self.results)
+        ok = all(r.status == "succeeded" and (self.rejected_ok or r.files.get("rejected", 0) == 0)
+                 for r in self.results)
         return ExitCode.OK if ok else ExitCode.JOBS_FAILED
 
 
@@ -181,7 +186,7 @@ class BatchRun:
             self.workdir.release()
         outcome = RunOutcome(ctx.run_id, ctx.started_at, dt.datetime.now(dt.timezone.utc),
                              tuple(results[j.job_id] for j in self.batch.jobs), self.interrupted,
-                             ctx.stats.snapshot())
+                             ctx.stats.snapshot(), self.options.rejected_ok)
         ctx.observer.run_finished(outcome)
         log.info("run_finished", exit_code=int(outcome.exit_code), **outcome.stats.to_dict())
         structlog.contextvars.clear_contextvars()

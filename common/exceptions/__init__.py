@@ -27,6 +27,7 @@ import socket
 from typing import Any
 
 __all__ = [
+    "MAX_CONFIG_ERRORS",
     "RETRY_FTP_CODES",
     "RETRY_HTTP_CODES",
     "ConfigError",
@@ -79,8 +80,53 @@ class Transient:
     """Mixin marking an error as retryable."""
 
 
+#: The most mistakes one ConfigError lists (a file with more shows these and a count).
+MAX_CONFIG_ERRORS = 20
+
+
 class ConfigError(ModuleSystemError):
-    """A registry, batch or command-line mistake. The message is the one line users see."""
+    """A registry, batch or command-line mistake. The message is the one line users see.
+
+    When a file holds several mistakes, one ConfigError carries them all (up to
+    :data:`MAX_CONFIG_ERRORS`): :attr:`problems` lists each as its own one-line ConfigError
+    (with its ``file`` and ``key`` fields), and the message is their lines, one per line.
+    """
+
+    @property
+    def problems(self) -> tuple[ConfigError, ...]:
+        """Each mistake, one line each: this error alone unless it gathers several."""
+        gathered = self.fields.get("errors")
+        return tuple(gathered) if gathered else (self,)
+
+    @property
+    def omitted(self) -> int:
+        """Mistakes found past :data:`MAX_CONFIG_ERRORS` and not listed."""
+        return int(self.fields.get("not_shown", 0))
+
+    @classmethod
+    def gather(cls, errors: list[ConfigError], cap: int = MAX_CONFIG_ERRORS) -> ConfigError:
+        """One ConfigError for ``errors`` (each may itself gather several), the first ``cap``
+        distinct lines kept; a single error is returned as it is."""
+        flat: list[ConfigError] = []
+        omitted = 0
+        seen: set[str] = set()
+        for error in errors:
+            omitted += error.omitted
+            for one in error.problems:
+                if one.message in seen:
+                    continue
+                seen.add(one.message)
+                if len(flat) < cap:
+                    flat.append(one)
+                else:
+                    omitted += 1
+        if len(flat) == 1 and not omitted:
+            return flat[0]
+        lines = [e.message for e in flat]
+        if omitted:
+            lines.append(f"... and {omitted} more mistake(s) not shown")
+        return cls("\n".join(lines), errors=tuple(flat), not_shown=omitted,
+                   file=flat[0].fields.get("file") if flat else None)
 
 
 class PluginError(ModuleSystemError):

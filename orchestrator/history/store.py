@@ -23,6 +23,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from common.exceptions import ConfigError
 from common.file_lock import FileLock
+from common.secret import Secret
 from orchestrator.history import DEFAULT_FILE
 
 __all__ = ["HEAD", "HistoryStore", "HistoryUnavailable", "history_url", "shown"]
@@ -56,6 +57,8 @@ def history_url(value: str | None, state_dir: Path = Path(".")) -> URL:
         reason = str(exc).splitlines()[0] if isinstance(exc, (NoSuchModuleError, ImportError)) else "not a database URL"
         raise ConfigError(f"--history-db: {reason} (expected e.g. sqlite:///path/history.sqlite3 or "
                           "postgresql://user@host/db)") from None
+    if url.password:
+        Secret(str(url.password))  # known from now on: scrubbed from every log record
     return url
 
 

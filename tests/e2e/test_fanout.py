@@ -140,8 +140,9 @@ def test_a_destination_plugin_is_listed_checked_and_lands_files(project: Project
     wrong = write(project, folder, [{"bucket": bucket}, {"type": "jsonl_log", "dri": str(tmp_path / "x")}])
     result = project.run("--batch-file", str(wrong))
     assert result.returncode == 2
-    [error] = result.stderr.strip().splitlines()
-    assert "key 'destination[1]" in error and "dri" in error, error
+    unknown, missing = result.stderr.strip().splitlines()  # every mistake of the entry, one line each
+    assert "key 'destination[1].dir': required key is missing" in missing, missing
+    assert "key 'destination[1].dri': unknown key" in unknown, unknown
 
     out = tmp_path / "plugin-out"
     batch = write(project, folder, [{"bucket": bucket}, {"type": "jsonl_log", "dir": str(out)}])

@@ -19,7 +19,7 @@ BUILT_INS = sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)
 
 
 def test_every_built_in_module_is_registered_by_module_system() -> None:
-    assert BUILT_INS == ["api", "ftp", "http", "local", "s3", "web"]
+    assert BUILT_INS == ["api", "ftp", "http", "local", "s3", "sftp", "web"]
 
 
 @pytest.mark.parametrize("name", ["local", "s3", "sql"])

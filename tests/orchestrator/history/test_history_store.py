@@ -16,6 +16,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from common.exceptions import ConfigError
+from common.secret import known_secrets
 from orchestrator.cli_init import run_batch
 from orchestrator.exit_codes import ExitCode
 from orchestrator.history import (
@@ -54,6 +55,7 @@ def test_the_migrations_build_the_tables_of_the_models(history_db: str, tmp_path
 def test_a_history_url_is_checked_without_connecting_and_never_shown_with_its_password(tmp_path: Path) -> None:
     url = history_url("postgresql://ops:s3cret-pw-77@db.example:5432/runs", tmp_path)
     assert url.drivername == "postgresql+psycopg" and "s3cret-pw-77" not in shown(url)
+    assert "s3cret-pw-77" in known_secrets()  # scrubbed from any log record that would quote it
     assert history_url(None, tmp_path).database == str((tmp_path / "history.sqlite3").resolve())
     with pytest.raises(ConfigError, match="--history-db"):
         history_url("nosuchdialect://x/y", tmp_path)

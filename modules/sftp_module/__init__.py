@@ -1,0 +1,1 @@
+"""The ``sftp`` source module: files of an SSH server, over SFTP (paramiko)."""
