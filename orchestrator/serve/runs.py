@@ -9,7 +9,8 @@ submitted, through the same machinery as ``module-system run`` (:func:`run_batch
 steps for the CLI): the pre-flight check of the destinations, a
 :class:`~orchestrator.job_executor.BatchRun` observed by the history recorder, the run's
 metrics and its event bus (:class:`~orchestrator.serve.events.RunEvents`), then the failed-jobs
-file and the report (``<state-dir>/report_<run_id>.json``). Logging is configured once per
+file and the report (``<state-dir>/report_<run_id>.json``), and the registry's ``notify``
+webhooks. Logging is configured once per
 process, which is why batches do not run side by side; a batch's jobs still do.
 
 :meth:`RunManager.cancel` sets a running run's stop event (:meth:`BatchRun.interrupt`: the
@@ -39,9 +40,11 @@ from common.logger import JobLogRouter
 from orchestrator.history.reader import HistoryReader
 from orchestrator.job_executor import BatchRun, RunOptions, destination_pool, new_run_id
 from orchestrator.preflight import check_destinations
+from orchestrator.python_api import Executed, notify
 from orchestrator.run_metrics import RunMetrics
 from orchestrator.run_observer import ObserverGroup
 from orchestrator.run_report import build_report, write_failed_jobs, write_json
+from orchestrator.run_result import RunResult
 from orchestrator.serve.events import RunEvents
 from orchestrator.serve.metrics import ServeMetrics
 
@@ -267,8 +270,10 @@ class RunManager:
             outcome = run.execute(served.events.progress)
             failed_file = write_failed_jobs(outcome, batch, settings.state_dir, registry.path)
             report = settings.state_dir / f"report_{outcome.run_id}.json"
-            written = write_json(report, build_report(outcome, batch, failed_file))
+            document = build_report(outcome, batch, failed_file)
+            written = write_json(report, document)
             recorder.run_outputs(failed_file, report if written else None)
         finally:
             recorder.close()
         self._end(served, "finished", int(outcome.exit_code), None)
+        notify(Executed(RunResult.from_dict(document), outcome, registry, batch))  # as `run` does; never raises

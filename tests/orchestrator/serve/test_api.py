@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -365,3 +366,19 @@ def test_only_the_latest_finished_runs_stay_in_memory(served: Factory, serve_pro
     assert client.get(f"/api/v1/runs/{runs[0]}").json()["run"]["served"] is False, "still in the history"
     values = metric_values(client.get("/metrics").text)
     assert values[("module_system_jobs_total", (("status", "succeeded"),))] == 3, "its metrics are kept"
+
+
+def test_a_served_run_notifies_the_registrys_webhooks(served: Factory, serve_project: ServeProject) -> None:
+    import yaml
+
+    from tests.servers.api_server import json_reply
+
+    serve_project.api.route("/hook", lambda request: json_reply({"ok": True}))
+    registry = yaml.safe_load(serve_project.registry.read_text())
+    registry["notify"] = {"webhooks": [{"url": f"{serve_project.api.url}/hook", "on": "always"}]}
+    serve_project.registry.write_text(yaml.safe_dump(registry))
+    client, server = served()
+    run_id = submit(client, ("drop_1", "drop"))
+    finished(server, run_id)
+    posted = wait_for(lambda: serve_project.api.requests_to("/hook"))
+    assert json.loads(posted[0].body)["run_id"] == run_id
