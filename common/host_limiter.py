@@ -16,6 +16,9 @@ their hosts, all or none, never past a waiting request), and keep that slot whil
 their first request reuses it (:class:`JobHosts`), further parallel requests wait for a slot
 of their own. So a job never waits for a host it was admitted to, a cap lower than the number
 of workers cannot deadlock, and the cap counts every connection of every job.
+
+With ``--executor dask...`` the connection caps are counted by the cluster, across worker
+processes (``orchestrator.dask_hosts``); rate and delay are paced per process.
 """
 
 from __future__ import annotations
@@ -172,8 +175,18 @@ class HostLimiters:
         with self._lock:
             limiter = self._limiters.get(key)
             if limiter is None:
-                limiter = self._limiters[key] = HostLimiter(key, self._stop)
+                limiter = self._limiters[key] = self._make(key, self._stop)
             return limiter
+
+    def _make(self, key: str, stop: threading.Event) -> HostLimiter:
+        """A new host's limiter (a subclass counts connections elsewhere: across Dask workers)."""
+        return HostLimiter(key, stop)
+
+    def caps(self) -> dict[str, int]:
+        """Each capped host's connection cap, as declared so far."""
+        with self._lock:
+            limiters = list(self._limiters.values())
+        return {limiter.host: limiter.concurrency for limiter in limiters if limiter.concurrency is not None}
 
     def declare(self, host: str, concurrency: int | None = None, requests_per_s: float | None = None,
                 delay_s: float = 0.0) -> None:

@@ -93,7 +93,16 @@ _JOB_SCHEMA: dict[str, Any] = {
 
 
 class _Interpolated(str):
-    """A string that came (at least partly) from the environment: may be coerced to the schema's type."""
+    """A string that came (at least partly) from the environment: may be coerced to the schema's type.
+    ``template`` is the registry text it was made from (a secret keeps it: :class:`~common.secret.Secret`)."""
+
+    template: str | None = None
+
+    @classmethod
+    def of(cls, value: str, template: str | None) -> _Interpolated:
+        made = cls(value)
+        made.template = template
+        return made
 
 
 @cache
@@ -566,7 +575,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     if isinstance(value, Secret):
-        return value.reveal()
+        return _Interpolated.of(value.reveal(), value.source) if value.source else value.reveal()
     return value
 
 
@@ -610,8 +619,24 @@ def _interpolate(value: Any, where: _Where, key: str) -> Any:
                 return default
             raise where.error(key, f"environment variable {name} is not set")
 
-        return _Interpolated(_VAR.sub(sub, value))
+        return _Interpolated.of(_VAR.sub(sub, value), value)
     return value
+
+
+def interpolate_environment(template: str) -> str:
+    """``template`` with each ``${VAR}`` / ``${VAR:-default}`` read from this process's environment
+    (a secret unpickled on a Dask worker); ConfigError naming the variable when it is not set."""
+    def sub(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        env = os.environ.get(name)
+        if env is not None and (env != "" or default is None):
+            return env
+        if default is not None:
+            return default
+        raise ConfigError(f"environment variable {name} is not set on this worker (a secret of the registry "
+                          "is read from it)", key=name)
+
+    return _VAR.sub(sub, template)
 
 
 def _resolve_ref(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -641,6 +666,8 @@ def _prepare(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> 
     elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
         return [_prepare(v, schema["items"], root) for v in value]
     elif isinstance(value, _Interpolated):
+        if schema.get("x-secret"):
+            return value  # kept with its template: the secret pickles as ${VAR}, not as its value
         wanted = schema.get("type")
         for type_name in [wanted] if isinstance(wanted, str) else wanted or []:
             if type_name in _COERCE:
@@ -655,7 +682,7 @@ def _prepare(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> 
 def _secretize(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> Any:
     schema = _resolve_ref(schema, root)
     if schema.get("x-secret") and isinstance(value, str):
-        return Secret(value)
+        return Secret(str(value), getattr(value, "template", None))
     if isinstance(value, dict):
         props = schema.get("properties", {})
         out = {}

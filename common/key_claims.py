@@ -15,15 +15,18 @@ within one job means an engineered collision; between jobs it means their destin
 prefixes overlap (give each job its own, e.g. with ``{job_id}``). See docs/KEYS.md.
 
 The table lives as long as the run (held by ``RunContext``); it does not know what other
-runs or tools write.
+runs or tools write. When the run's jobs run on a Dask cluster, the table lives on the
+scheduler and the workers claim through it (``orchestrator/dask_claims.py``), so the rule
+holds across worker processes.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["MAX_KEY_BYTES", "KeyClaims", "Owner"]
+__all__ = ["MAX_KEY_BYTES", "Claims", "KeyClaims", "Owner"]
 
 #: The longest key S3 accepts, in bytes of UTF-8.
 MAX_KEY_BYTES = 1024
@@ -35,6 +38,15 @@ class Owner:
     attempt: int
     """The job's source attempt (1, 2, ... over retries and fallbacks)."""
     source_uri: str
+
+
+class Claims(Protocol):
+    """What a job asks of its run's claims: this table, or the scheduler's on a Dask cluster
+    (``orchestrator.dask_claims``), which holds one ``KeyClaims`` for the workers of a run."""
+
+    def claim(self, bucket: str, keys: tuple[str, ...], owner: Owner) -> str | None: ...
+
+    def claim_each(self, bucket: str, keys: tuple[str, ...], owner: Owner) -> tuple[str | None, ...]: ...
 
 
 class KeyClaims:
@@ -66,6 +78,11 @@ class KeyClaims:
             return (f"key {key} is already used in this run by job {held.job_id} (from {held.source_uri}); "
                     f"give each job its own destination.prefix, e.g. with {{job_id}}")
         return f"key {key} is already used in this run by {held.source_uri}"
+
+    def claim_each(self, bucket: str, keys: tuple[str, ...], owner: Owner) -> tuple[str | None, ...]:
+        """:meth:`claim` of each key on its own (one answer per key): a file's stale copies, each
+        removed only if it is ours."""
+        return tuple(self.claim(bucket, (key,), owner) for key in keys)
 
     def owner(self, bucket: str, key: str) -> Owner | None:
         with self._lock:

@@ -34,10 +34,11 @@ from structlog.tracebacks import ExceptionDictTransformer
 from common.secret import MASK, known_secrets, redact_url
 from common.terminal_text import printable
 
-__all__ = ["EXECUTOR_LOG", "JobLogRouter", "configure_logging", "job_log_name"]
+__all__ = ["EXECUTOR_LOG", "JobLogRouter", "configure_logging", "configure_worker_logging", "job_log_name", "replay_record"]
 
 EXECUTOR_LOG = "system_orchestrator_job_executor.log"
-_QUIET_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3", "werkzeug", "pyftpdlib", "filelock", "paramiko")
+_QUIET_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3", "werkzeug", "pyftpdlib", "filelock", "paramiko",
+                    "distributed")
 
 
 def job_log_name(job_id: str, service_id: str, module: str) -> str:
@@ -242,6 +243,11 @@ class _NamedLoggers:
         return found
 
 
+def _level() -> int:
+    level = logging.getLevelName(os.environ.get("LOG_LEVEL", "INFO").upper())
+    return level if isinstance(level, int) else logging.INFO
+
+
 def configure_logging(log_dir: Path | None, console_format: str = "console", stream: TextIO | None = None,
                       console_level: int | None = None) -> JobLogRouter:
     """Set up structlog and the handlers for one run; returns the per-job router.
@@ -251,16 +257,9 @@ def configure_logging(log_dir: Path | None, console_format: str = "console", str
     ``console_level`` overrides the console's level (``-q`` / ``-v``).
     Calling it again (a second run in the same process) replaces the previous handlers.
     """
-    level = logging.getLevelName(os.environ.get("LOG_LEVEL", "INFO").upper())
-    if not isinstance(level, int):
-        level = logging.INFO
+    level = _level()
     json_lines = _json_formatter()  # one instance: each record is rendered once for every handler
-    root = logging.getLogger()
-    for handler in _configured.get("handlers", []):
-        root.removeHandler(handler)
-        handler.close()
     handlers: list[logging.Handler] = []
-
     if console_format != "off":
         console = logging.StreamHandler(stream or sys.stderr)
         if console_format == "json":
@@ -277,12 +276,54 @@ def configure_logging(log_dir: Path | None, console_format: str = "console", str
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
         executor = _FileLog(log_dir / EXECUTOR_LOG, encoding="utf-8")
-        executor.setFormatter(json_lines)
-        executor.setLevel(level)
-        router.setFormatter(json_lines)
-        router.setLevel(level)
         handlers += [executor, router]
+        for handler in (executor, router):
+            handler.setFormatter(json_lines)
+            handler.setLevel(level)
+    _install(handlers, level)
+    return router
 
+
+def configure_worker_logging(log_dir: Path, level: int, forward: logging.Handler) -> JobLogRouter:
+    """Logging in a process that runs jobs for a run elsewhere (a Dask worker): each job's log
+    file under ``log_dir`` (where the job runs), and every record handed to ``forward``, which
+    sends it to the run's client; no console. ``level``: the client's. Returns the router."""
+    json_lines = _json_formatter()
+    router = JobLogRouter()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for handler in (router, forward):
+        handler.setFormatter(json_lines)
+        handler.setLevel(level)
+    _install([router, forward], level)
+    return router
+
+
+def replay_record(line: str, levelno: int, logger_name: str) -> None:
+    """Hand a record rendered elsewhere (its JSON ``line``: a Dask worker's) to this process's
+    handlers, as if it were logged here: the run log, the job's log (routed by its ``job_id``)
+    and the console show it as they show their own records. The line is written as it came."""
+    import json
+
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return
+    if not isinstance(event, dict):
+        return
+    logger = logging.getLogger(logger_name)
+    record = logger.makeRecord(logger_name, levelno, "", 0, event, (), None)
+    record._ms_json_line = line  # type: ignore[attr-defined]
+    record._logger = logger  # type: ignore[attr-defined]  # structlog's marks: render the dict as it is
+    record._name = logging.getLevelName(levelno).lower()  # type: ignore[attr-defined]
+    logger.handle(record)
+
+
+def _install(handlers: list[logging.Handler], level: int) -> None:
+    """Make ``handlers`` the root logger's (replacing those of a previous call) and configure structlog."""
+    root = logging.getLogger()
+    for handler in _configured.get("handlers", []):
+        root.removeHandler(handler)
+        handler.close()
     for handler in handlers:
         root.addHandler(handler)
     root.setLevel(min(h.level for h in handlers) if handlers else level)
@@ -306,4 +347,3 @@ def configure_logging(log_dir: Path | None, console_format: str = "console", str
         # one) would not reach it. The lookup is a dict read per event (_NamedLoggers).
         cache_logger_on_first_use=False,
     )
-    return router

@@ -30,10 +30,17 @@ _lock = threading.Lock()
 
 
 class Secret:
-    __slots__ = ("_value",)
+    """A secret value. ``source``: the registry text it was read from when that names the
+    environment (``${FTP_PASSWORD}``); then the secret pickles as that text alone and is read
+    again from the environment of the process that unpickles it (a Dask worker's own), so
+    its value never travels in a task. A secret written into the registry as it is has no
+    source and pickles with its value (:func:`has_environment_source` tells them apart)."""
 
-    def __init__(self, value: str) -> None:
+    __slots__ = ("_source", "_value")
+
+    def __init__(self, value: str, source: str | None = None) -> None:
         self._value = value
+        self._source = source if source and "${" in source else None
         if value:
             with _lock:
                 _known.add(value)
@@ -56,7 +63,27 @@ class Secret:
         return bool(self._value)
 
     def __reduce__(self) -> tuple[Any, ...]:
+        if self._source is not None:
+            return (_from_environment, (self._source,))
         return (Secret, (self._value,))
+
+    @property
+    def source(self) -> str | None:
+        """The ``${VAR}`` text the value was read from, or None (written as it is)."""
+        return self._source
+
+
+def _from_environment(source: str) -> Secret:
+    """A pickled secret read again from this process's environment (``source`` is its
+    ``${VAR}`` text); ConfigError naming the variable when it is not set here."""
+    from common.job_config import interpolate_environment
+
+    return Secret(interpolate_environment(source), source)
+
+
+def has_environment_source(value: Any) -> bool:
+    """False for a Secret that would pickle with its value (see :class:`Secret`)."""
+    return not isinstance(value, Secret) or not value._value or value._source is not None
 
 
 def reveal(value: Any) -> Any:

@@ -181,6 +181,10 @@ _run_options = [
     click.option("--no-history", "no_history", is_flag=True, default=False, help="Do not record the run."),
     click.option("--metrics-port", type=int, default=None,
                  help="Serve Prometheus metrics at http://127.0.0.1:PORT/metrics while the run is in progress."),
+    click.option("--executor", default="threads", envvar="MODULE_SYSTEM_EXECUTOR", show_default=True,
+                 show_envvar=True, metavar="threads|dask-local|dask://HOST:PORT",
+                 help="Where jobs run: threads of this process, a Dask LocalCluster on this machine, "
+                      "or an existing Dask scheduler (see docs/DASK.md)."),
     _selection_options,
     click.option("--rejected-ok", is_flag=True, default=False,
                  help="Rejected files alone do not make the exit code 1 (the report still counts them)."),

@@ -7,7 +7,9 @@ only when every host it connects to has a free connection slot
 (:class:`~common.host_limiter.HostLimiters`, the run's one limiter per host, which the jobs'
 parallel transfers share too); the first such job in queue order goes, so priorities hold,
 and a job waiting for a busy host never holds a worker. This
-thread only shows progress every ``refresh_s``. Each job moves
+thread only shows progress every ``refresh_s``. Where an admitted job runs is the
+run's :class:`~orchestrator.executors.JobExecutor` (``--executor``): in the worker
+thread itself, or on a Dask cluster while the worker thread waits for it. Each job moves
 ``queued -> running -> succeeded | failed | timed_out | cancelled``.
 
 ``monitor_duration`` (seconds, 0 = none) sets a deadline: then queued jobs are not
@@ -30,11 +32,11 @@ from pathlib import Path
 
 import structlog
 
-from common.config_model import Batch, JobSpec, Registry
-from common.host_limiter import HostLimiters
+from common.config_model import Batch, JobSpec, Registry, ServiceConfig
 from common.logger import job_log_name
 from common.plugins import ModuleCatalog, default_catalog
 from orchestrator.destination_pool import DestinationPool
+from orchestrator.executors import JobExecutor, ThreadJobs
 from orchestrator.exit_codes import ExitCode
 from orchestrator.job_queue import JobQueue
 from orchestrator.job_runner import (
@@ -111,7 +113,8 @@ class BatchRun:
 
     def __init__(self, registry: Registry, batch: Batch, options: RunOptions, router: object,
                  catalog: ModuleCatalog | None = None, run_id: str | None = None,
-                 destinations: DestinationPool | None = None, observer: RunObserver | None = None) -> None:
+                 destinations: DestinationPool | None = None, executor: JobExecutor | None = None,
+                 observer: RunObserver | None = None) -> None:
         started = dt.datetime.now(dt.timezone.utc)
         self.registry, self.batch, self.options = registry, batch, options
         run_id = run_id or new_run_id(started)
@@ -124,7 +127,9 @@ class BatchRun:
             router=router, log_dir=options.log_dir, temp_root=temp_root,  # type: ignore[arg-type]
             observer=observer or RunObserver(),
         )
-        self.context.limiters = HostLimiters(self.context.stop)
+        self.executor: JobExecutor = executor or ThreadJobs()
+        """Where the admitted jobs run (``--executor``, :mod:`orchestrator.executors`)."""
+        self.context.limiters = self.executor.host_limiters(run_id, self.context.stop)
         self.interrupted = False
         self.slots = self.context.limiters
         self._job_hosts: dict[str, tuple[str, ...]] = {}
@@ -160,15 +165,17 @@ class BatchRun:
             timer.start()
         results: dict[str, JobResult] = {}
         jobs = JobQueue(queue, hosts, self.slots, ctx.stop)
+        executor = self.executor
 
         def work() -> None:
             while (job := jobs.take()) is not None:
                 try:
-                    self._finished(results, self._run_bound(job))  # never raises
+                    self._finished(results, executor.run_job(self, job))  # never raises
                 finally:
                     jobs.done(job)
 
         try:
+            executor.start_run(self)
             workers = min(self.options.max_workers, len(queue))
             abandoned = run_workers(workers, work, ctx.stop, self.options.refresh_s,
                                     lambda: on_progress(ctx.stats.snapshot()) if on_progress is not None else None)
@@ -181,6 +188,7 @@ class BatchRun:
         finally:
             if timer is not None:
                 timer.cancel()
+            executor.end_run(self)
             ctx.destinations.close()
             ctx.resources.close()
             self.workdir.release()
@@ -218,10 +226,7 @@ class BatchRun:
         return hosts
 
     def _not_started(self, job: JobSpec) -> JobResult:
-        status = self.context.stopped_status()
-        self.context.stats.job_moved("queued", status)
-        reason = "monitor duration reached" if status == "timed_out" else "run interrupted"
-        return not_started(job, status, f"not started: {reason}")
+        return stopped_before_start(self.context, job)
 
     def _abandoned(self, job: JobSpec) -> JobResult:
         status = self.context.stopped_status()
@@ -229,24 +234,39 @@ class BatchRun:
         return not_started(job, status, f"stopped: still running {STOP_GRACE_S:g} s after the stop; "
                                         "abandoned (its manifest may not be written)")
 
-    def _run_bound(self, job: JobSpec) -> JobResult:
-        ctx = self.context
-        service = self.registry.services[job.service_id]
-        if ctx.stop.is_set():
-            return self._not_started(job)
-        structlog.contextvars.bind_contextvars(
-            run_id=ctx.run_id, job_id=job.job_id, service_id=job.service_id, module=service.type,
-            thread=threading.current_thread().name,
-        )
+    def run_here(self, job: JobSpec) -> JobResult:
+        """Run ``job`` in this thread (``--executor threads``); never raises."""
+        return run_bound(self.context, job, self.registry.services[job.service_id], self._job_hosts.get(job.job_id, ()))
+
+
+def run_bound(ctx: RunContext, job: JobSpec, service: ServiceConfig, hosts: tuple[str, ...],
+              **bind: str) -> JobResult:
+    """Run ``job`` in this thread with the log context bound (``run_id``, ``job_id``, ``service_id``,
+    ``module``, ``thread`` and ``bind``) and its log file open; never raises. Not started (and
+    counted so) when the run is already stopping."""
+    if ctx.stop.is_set():
+        return stopped_before_start(ctx, job)
+    structlog.contextvars.bind_contextvars(
+        run_id=ctx.run_id, job_id=job.job_id, service_id=job.service_id, module=service.type,
+        thread=threading.current_thread().name, **bind,
+    )
+    try:
         try:
-            try:
-                ctx.router.open(job.job_id, job_log_path(ctx, job, service))
-                runner = JobRunner(ctx, job, service, self._job_hosts.get(job.job_id, ()))
-            except Exception as exc:  # noqa: BLE001 - e.g. a log file or destination client that cannot be made
-                log.error("job_setup_failed", error=str(exc)[:300])
-                ctx.stats.job_moved("queued", "failed")
-                return not_started(job, "failed", f"setup failed: {type(exc).__name__}: {str(exc)[:300]}")
-            return runner.run_job()
-        finally:
-            ctx.router.close_job(job.job_id)
-            structlog.contextvars.clear_contextvars()
+            ctx.router.open(job.job_id, job_log_path(ctx, job, service))
+            runner = JobRunner(ctx, job, service, hosts)
+        except Exception as exc:  # noqa: BLE001 - e.g. a log file or destination client that cannot be made
+            log.error("job_setup_failed", error=str(exc)[:300])
+            ctx.stats.job_moved("queued", "failed")
+            return not_started(job, "failed", f"setup failed: {type(exc).__name__}: {str(exc)[:300]}")
+        return runner.run_job()
+    finally:
+        ctx.router.close_job(job.job_id)
+        structlog.contextvars.clear_contextvars()
+
+
+def stopped_before_start(ctx: RunContext, job: JobSpec) -> JobResult:
+    """The result of a job the stop caught before it started (counted ``queued`` -> stopped)."""
+    status = ctx.stopped_status()
+    ctx.stats.job_moved("queued", status)
+    reason = "monitor duration reached" if status == "timed_out" else "run interrupted"
+    return not_started(job, status, f"not started: {reason}")

@@ -9,7 +9,9 @@ Start order is the batch's (higher ``priority`` first, then file order). A job w
 have no free slot (:class:`~common.host_limiter.HostLimiters`) is set aside, grouped by
 its hosts, and the jobs behind it may start first; it starts as soon as a slot frees,
 before any later job. Set-aside jobs never hold a worker, so a cap lower than the number
-of workers cannot deadlock.
+of workers cannot deadlock. With ``--executor dask...`` the slots are the cluster's
+(:mod:`orchestrator.dask_hosts`): a slot seen free may be taken by a worker before this
+queue takes it, and the job then waits for the next.
 """
 
 from __future__ import annotations
@@ -78,10 +80,10 @@ class JobQueue:
             self._blocked.setdefault(hosts, deque()).append(job)
         if best is None:
             return None
+        if not self._slots.try_acquire(best):  # taken meanwhile by another process (a cap shared across Dask workers)
+            return None
         group = self._blocked[best]
         job = group.popleft()
         if not group:
             del self._blocked[best]
-        acquired = self._slots.try_acquire(best)
-        assert acquired, "a slot checked free under the queue's lock"
         return job

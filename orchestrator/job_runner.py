@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, wait
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -50,7 +51,7 @@ from common.interfaces.destination import (
 )
 from common.interfaces.file_source import Entry, FailureStreak, FileSource
 from common.job_lanes import JobLanes
-from common.key_claims import KeyClaims, Owner
+from common.key_claims import Claims, KeyClaims, Owner
 from common.logger import JobLogRouter, job_log_name
 from common.manifest import (
     FILE_STATUSES,
@@ -98,20 +99,26 @@ class RunContext:
     stop: threading.Event = field(default_factory=threading.Event)
     stop_reason: str = "interrupted"
     """``timeout`` (past --monitor-duration) or ``interrupted`` (a signal)."""
-    claims: KeyClaims = field(default_factory=KeyClaims)
+    claims: Claims = field(default_factory=KeyClaims)
     """Which job and source own which destination key in this run (docs/KEYS.md)."""
     limiters: HostLimiters = field(default_factory=HostLimiters)
     """One limiter per host (connections, rate, delay), for every job and module of the run;
     made with the run's ``stop`` by the executor."""
     resources: RunResources = field(default_factory=RunResources)
     """Clients and session pools of the run's modules, closed when the run ends."""
+    shared_lock: Callable[[str], AbstractContextManager[Any]] | None = None
+    """Where the jobs of the run run in several processes (Dask): the run's lock of a name, held
+    across them; None: the run's jobs are threads of this process."""
     observer: RunObserver = field(default_factory=RunObserver)
-    """Told every file outcome and notable event (the history, the metrics: orchestrator.run_observer)."""
+    """Told every file outcome and notable event (the history, the metrics: orchestrator.run_observer).
+    A job run by a Dask worker has none: its files and events are not observed, its result is."""
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _locks_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def lock(self, name: str) -> threading.Lock:
+    def lock(self, name: str) -> AbstractContextManager[Any]:
         """One lock per ``name`` for the run (jobs of one service updating its incremental state)."""
+        if self.shared_lock is not None:
+            return self.shared_lock(name)
         with self._locks_lock:
             return self._locks.setdefault(name, threading.Lock())
 
@@ -594,8 +601,9 @@ class JobRunner:
 
         A key claimed in this run by another job or source is not ours to clean.
         """
-        for key in keys:
-            if self.run.claims.claim(target.scope, (key,), self._owner(source_uri)) is not None:
+        refusals = self.run.claims.claim_each(target.scope, keys, self._owner(source_uri)) if keys else ()
+        for key, refused in zip(keys, refusals, strict=True):
+            if refused is not None:
                 continue
             try:
                 if target.files.delete_owned(key, self.retry):

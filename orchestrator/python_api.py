@@ -33,6 +33,7 @@ from common.config_model import Batch, Registry
 from common.exceptions import ConfigError
 from common.job_config import batch_registry, load_batch, load_registry, read_batch
 from common.logger import configure_logging
+from orchestrator.executors import make_executor, parse_executor
 from orchestrator.exit_codes import ExitCode
 from orchestrator.job_executor import BatchRun, RunOptions, RunOutcome, destination_pool
 from orchestrator.notify import Notified, notify_run
@@ -77,6 +78,8 @@ class RunSettings:
     """Run only the jobs of these services (``--service``)."""
     rejected_ok: bool = False
     """Rejected files alone do not make the exit code 1; they are still counted (``--rejected-ok``)."""
+    executor: str = "threads"
+    """Where jobs run (``--executor``): ``threads``, ``dask-local`` or ``dask://HOST:PORT`` (docs/DASK.md)."""
     handle_signals: bool = False
     """Install SIGINT/SIGTERM handlers that stop the run cleanly (main thread only); off by default."""
     log_format: Literal["off", "console", "json"] = "off"
@@ -109,6 +112,7 @@ class RunSettings:
                               f"not {self.monitor_duration}")
         if self.log_format not in ("off", "console", "json"):
             raise ConfigError(f"--log-format must be console or json, not {self.log_format!r}")
+        parse_executor(self.executor)
 
     @property
     def state_path(self) -> Path:
@@ -261,13 +265,22 @@ def execute(registry: ConfigSource | None, batch: ConfigSource, settings: RunSet
         destinations = destination_pool(reg, options)
         try:
             check_destinations(reg, bat, destinations)
+            jobs_executor = make_executor(parse_executor(settings.executor), settings.max_workers)
         except BaseException:
             destinations.close()
             raise
-        batch_run = BatchRun(reg, bat, options, router, destinations=destinations, observer=observers)
-        on_progress = progress() if progress is not None else settings.on_progress
-        with stop_on_signals(batch_run) if settings.handle_signals else nullcontext():
-            outcome = batch_run.execute(on_progress)
+        try:
+            jobs_executor.check(reg, bat)
+            batch_run = BatchRun(reg, bat, options, router, destinations=destinations, executor=jobs_executor,
+                                 observer=observers)
+            on_progress = progress() if progress is not None else settings.on_progress
+            with stop_on_signals(batch_run) if settings.handle_signals else nullcontext():
+                outcome = batch_run.execute(on_progress)
+        except BaseException:
+            destinations.close()
+            raise
+        finally:
+            jobs_executor.close()
         in_file = reg.path != IN_MEMORY_REGISTRY
         failed_file = write_failed_jobs(outcome, bat, settings.state_path, reg.path if in_file else None)
         document = build_report(outcome, bat, failed_file)

@@ -160,7 +160,11 @@ class _RunCollector(Collector):
                                 value=min(run.max_workers, len(run.jobs)))
         in_use = GaugeMetricFamily("module_system_host_slots_in_use", "Connection slots in use", labels=["host"])
         limit = GaugeMetricFamily("module_system_host_slots_limit", "Connection slots of the host", labels=["host"])
-        for host, (used, cap) in sorted(run.limiters.snapshot().items()):
+        try:
+            hosts = run.limiters.snapshot()
+        except Exception:  # noqa: BLE001 - e.g. a Dask cluster's limiters gone: the rest is still served
+            hosts = {}
+        for host, (used, cap) in sorted(hosts.items()):
             in_use.add_metric([host], used)
             if cap is not None:
                 limit.add_metric([host], cap)

@@ -61,6 +61,14 @@ class RunStats:
             if status == "uploaded":
                 self._bytes += size
 
+    def file_undone(self, status: str, size: int) -> None:
+        """Take back a :meth:`file_done` of a job attempt that was lost (its Dask worker died and
+        the job runs again elsewhere, counting its files again)."""
+        with self._lock:
+            self._files[status] -= 1
+            if status == "uploaded":
+                self._bytes -= size
+
     def retried(self) -> None:
         with self._lock:
             self._retries += 1

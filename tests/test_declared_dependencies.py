@@ -1,7 +1,8 @@
 """Every package the code imports directly is declared in pyproject.toml: the package's own code
 in ``dependencies`` (or the ``test`` extra, for the test helpers it ships: ``module_system.testing``
-and ``module_system.contract`` say they need it), the tests in ``dependencies`` or ``test``, bench/
-in any extra. A transitive dependency imported by name (``soupsieve`` through beautifulsoup4)
+and ``module_system.contract`` say they need it; the ``distributed`` extra for the Dask executor,
+imported only with ``--executor dask...``), the tests in ``dependencies``, ``test`` or
+``distributed`` (requirements.txt installs both), bench/ in any extra. A transitive dependency imported by name (``soupsieve`` through beautifulsoup4)
 breaks the day its parent stops pulling it in."""
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ def _imports(folder: Path) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize(("folder", "allowed"), [
-    ("common", ("dependencies",)), ("modules", ("dependencies",)), ("orchestrator", ("dependencies",)),
+    ("common", ("dependencies",)), ("modules", ("dependencies",)),
+    ("orchestrator", ("dependencies", "distributed")),  # orchestrator/dask_*.py: only with --executor dask...
     ("destinations", ("dependencies",)), ("module_system", ("dependencies", "test")),
-    ("tests", ("dependencies", "test")), ("bench", None),
+    ("tests", ("dependencies", "test", "distributed")), ("bench", None),
 ])
 def test_every_direct_import_is_declared(folder: str, allowed: tuple[str, ...] | None) -> None:
     groups = _declared()
