@@ -1,5 +1,5 @@
-"""The command line: ``module-system run|validate|plan|check|modules|schema|new-module|history|show`` and
-``python -m orchestrator.cli_init``.
+"""The command line: ``module-system run|validate|plan|check|modules|schema|new-module|history|show|serve``
+and ``python -m orchestrator.cli_init``.
 
 A thin layer over the Python API (:mod:`orchestrator.python_api`, ``module_system.run`` /
 ``validate`` / ``plan``): this module parses options, shows the live display and the summary,
@@ -374,6 +374,38 @@ def show_command(run_id: str, all_files: bool, state_dir: Path, history_db: str 
     except HistoryError as exc:
         click.echo(f"error: {printable(str(exc))}", err=True)
         sys.exit(ExitCode.JOBS_FAILED)
+
+
+@main.command("serve", context_settings=CONTEXT)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; beyond loopback only with a token configured.")
+@click.option("--port", type=int, default=8080, show_default=True, help="Port to listen on (0: any free one).")
+@click.option("--history-db", default=None, envvar="MODULE_SYSTEM_HISTORY_DB", show_envvar=True,
+              help="The history database (a SQLAlchemy URL) [default: <state-dir>/history.sqlite3].")
+@_registry_option
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("temp"),
+              envvar="MODULE_SYSTEM_STATE_DIR", show_default=True, show_envvar=True,
+              help="The state directory of the runs it starts (and of the history by default).")
+@click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the runs' log files go [default: <state-dir>/logs].")
+@click.option("--tokens-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              envvar="MODULE_SYSTEM_API_TOKENS_FILE", show_envvar=True,
+              help="Bearer tokens, one a line: TOKEN read[,operate] (also $MODULE_SYSTEM_API_TOKEN: both "
+                   "scopes; $MODULE_SYSTEM_API_READ_TOKEN: read).")
+@click.option("--rate-limit", type=int, default=30, show_default=True,
+              help="Mutating requests a client may make per minute (a token bucket; 0: no limit).")
+@click.option("--max-workers", type=int, default=20, show_default=True, help="Jobs running at once in a batch.")
+@click.option("--monitor-duration", type=float, default=0, show_default=True,
+              help="Seconds each batch may take; then its remaining jobs time out. 0 waits for all.")
+@_config_errors_exit_2
+def serve_command(host: str, port: int, history_db: str | None, registry_file: Path | None, state_dir: Path,
+                  log_dir: Path | None, tokens_file: Path | None, rate_limit: int, max_workers: int,
+                  monitor_duration: float) -> None:
+    """Serve the run history, a JSON API to submit and follow batches, metrics and a dashboard."""
+    from orchestrator.serve.command import serve
+
+    sys.exit(serve(host, port, registry_file or default_registry(), state_dir, log_dir, history_db,
+                   tokens_file, rate_limit, max_workers, monitor_duration))
 
 
 @main.command("modules", context_settings=CONTEXT)

@@ -1,8 +1,8 @@
 """Every package the code imports directly is declared in pyproject.toml: the package's own code
 in ``dependencies`` (or the ``test`` extra, for the test helpers it ships: ``module_system.testing``
 and ``module_system.contract`` say they need it; the ``distributed`` extra for the Dask executor,
-imported only with ``--executor dask...``), the tests in ``dependencies``, ``test`` or
-``distributed`` (requirements.txt installs both), bench/ in any extra. A transitive dependency imported by name (``soupsieve`` through beautifulsoup4)
+imported only with ``--executor dask...``; the ``serve`` extra for ``module-system serve``), the tests in
+``dependencies``, ``test``, ``distributed`` or ``serve`` (requirements.txt installs them all), bench/ in any extra. A transitive dependency imported by name (``soupsieve`` through beautifulsoup4)
 breaks the day its parent stops pulling it in."""
 
 from __future__ import annotations
@@ -51,9 +51,10 @@ def _imports(folder: Path) -> dict[str, Path]:
 
 @pytest.mark.parametrize(("folder", "allowed"), [
     ("common", ("dependencies",)), ("modules", ("dependencies",)),
-    ("orchestrator", ("dependencies", "distributed")),  # orchestrator/dask_*.py: only with --executor dask...
+    # orchestrator/dask_*.py: only with --executor dask...; orchestrator/serve/: only for `module-system serve`
+    ("orchestrator", ("dependencies", "distributed", "serve")),
     ("destinations", ("dependencies",)), ("module_system", ("dependencies", "test")),
-    ("tests", ("dependencies", "test", "distributed")), ("bench", None),
+    ("tests", ("dependencies", "test", "distributed", "serve")), ("bench", None),
 ])
 def test_every_direct_import_is_declared(folder: str, allowed: tuple[str, ...] | None) -> None:
     groups = _declared()
