@@ -33,6 +33,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import click
+
 from common.config_model import DEFAULT_PREFIXES, GENERIC_PREFIXES
 from common.job_config import _BATCH_SCHEMA, _JOB_SCHEMA, registry_schema
 from common.plugins import ModuleInfo, default_catalog, default_destinations
@@ -491,12 +493,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.write:
         DOC_PATH.parent.mkdir(parents=True, exist_ok=True)
         DOC_PATH.write_text(text, encoding="utf-8")
-        print(f"wrote {DOC_PATH}", file=sys.stderr)
+        click.echo(f"wrote {DOC_PATH}", err=True)
         return 0
     if args.check:
         current = DOC_PATH.read_text(encoding="utf-8") if DOC_PATH.exists() else None
         if current != text:
-            print(f"{DOC_PATH} is out of date: run `python -m common.config_docs --write`", file=sys.stderr)
+            click.echo(f"{DOC_PATH} is out of date: run `python -m common.config_docs --write`", err=True)
             return 1
         return 0
     sys.stdout.write(text)

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
+import click
+
 __all__ = ["FtpServer", "HttpRequest", "HttpServer", "S3Server", "main", "make_self_signed_cert", "s3_client",
            "s3_environment"]
 
@@ -385,7 +387,6 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m module_system.testing s3``: an embedded S3 until Ctrl-C (see the module docstring)."""
     import argparse
     import shlex
-    import sys
 
     parser = argparse.ArgumentParser(prog="python -m module_system.testing",
                                      description="Embedded servers for trying module_system locally.")
@@ -397,13 +398,13 @@ def main(argv: list[str] | None = None) -> int:
     server = S3Server(port=args.port)
     try:
         server.client().create_bucket(Bucket=args.bucket)
-        print("# module_system.testing: an S3 on 127.0.0.1 (moto); export these, Ctrl-C to stop", flush=True)
+        click.echo("# module_system.testing: an S3 on 127.0.0.1 (moto); export these, Ctrl-C to stop")
         for name, value in s3_environment(server.url, args.bucket).items():
-            print(f"export {name}={shlex.quote(value)}", flush=True)
-        print("# registry: destination: {bucket: ${S3_BUCKET}, endpoint_url: ${S3_URL}}", flush=True)
+            click.echo(f"export {name}={shlex.quote(value)}")
+        click.echo("# registry: destination: {bucket: ${S3_BUCKET}, endpoint_url: ${S3_URL}}")
         threading.Event().wait()
     except KeyboardInterrupt:
-        print("# stopped", file=sys.stderr, flush=True)
+        click.echo("# stopped", err=True)
     finally:
         server.stop()
     return 0

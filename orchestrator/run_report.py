@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import click
 
 from common.config_model import Batch
 from common.frozen import thaw
@@ -89,7 +90,7 @@ def write_json(path: Path, document: Any, what: str = "the report") -> bool:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        print(f"error: cannot write {what} {path}: {exc.strerror or exc}", file=sys.stderr)
+        click.echo(f"error: cannot write {what} {path}: {exc.strerror or exc}", err=True)
         return False
     return True
 
