@@ -33,13 +33,11 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import warnings
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 
 from common.exceptions import ConfigError
@@ -54,7 +52,7 @@ from common.job_config import resolve_source
 from common.manifest import manifest_key
 from common.retry import RetryPolicy
 from common.secret import Secret
-from module_system.contract_run import registered_type, run_cli
+from module_system.contract_run import check_closed_schema, registered_type, run_cli
 
 __all__ = ["DestinationContract"]
 
@@ -123,17 +121,7 @@ class DestinationContract:
     def test_config_schema_is_a_closed_json_schema_object(self, destination_cls: type[FileDestination]) -> None:
         assert isinstance(destination_cls, type) and issubclass(destination_cls, FileDestination), \
             "not a FileDestination subclass"
-        schema = destination_cls.config_schema
-        assert schema.get("type") == "object", "config_schema must have type 'object'"
-        assert schema.get("additionalProperties") is False, \
-            "config_schema must set additionalProperties: false, so that a misspelt key is an error"
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            jsonschema.Draft202012Validator.check_schema(schema)
-        for name, prop in schema.get("properties", {}).items():
-            if "default" in prop:
-                errors = list(jsonschema.Draft202012Validator(prop).iter_errors(prop["default"]))
-                assert not errors, f"default of {name!r} does not match its own schema: {errors[0].message}"
+        check_closed_schema(destination_cls.config_schema, "config_schema")
 
     def test_unknown_key_is_a_config_error(self, destination_cls: type[FileDestination], tmp_path: Path) -> None:
         raw = {**self.make_config(tmp_path), "no_such_key_in_any_destination": 1}

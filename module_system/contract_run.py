@@ -13,14 +13,17 @@ import json
 import os
 import subprocess
 import sys
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import yaml
 
-__all__ = ["CliRun", "registered_type", "run_cli"]
+__all__ = ["CliRun", "check_closed_schema", "registered_type", "run_cli"]
 
 
 @dataclass(frozen=True)
@@ -67,3 +70,18 @@ def run_cli(folder: Path, registry: dict[str, Any], jobs: list[dict[str, Any]], 
     done = subprocess.run(argv, check=False, cwd=folder, env=env, capture_output=True, text=True, timeout=timeout)
     return CliRun(done.returncode, done.stdout, done.stderr,
                   json.loads(report.read_text()) if report.exists() else None)
+
+
+def check_closed_schema(schema: Mapping[str, Any], attribute: str) -> None:
+    """Assert that a plugin's ``attribute`` (``source_schema``, ``config_schema``) is a closed
+    draft 2020-12 JSON Schema object (warnings as errors) whose defaults match their own schemas."""
+    assert schema.get("type") == "object", f"{attribute} must have type 'object'"
+    assert schema.get("additionalProperties") is False, \
+        f"{attribute} must set additionalProperties: false, so that a misspelt key is an error"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        jsonschema.Draft202012Validator.check_schema(schema)
+        for name, prop in schema.get("properties", {}).items():
+            if "default" in prop:
+                errors = list(jsonschema.Draft202012Validator(prop).iter_errors(prop["default"]))
+                assert not errors, f"default of {name!r} does not match its own schema: {errors[0].message}"
