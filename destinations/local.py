@@ -43,13 +43,14 @@ import hashlib
 import json
 import os
 import sqlite3
+import stat
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -66,6 +67,8 @@ from common.retry import RetryPolicy
 __all__ = ["INDEX_DIR", "LocalDestination"]
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 #: The folder under ``path`` that holds the destination's own index: never a key.
 INDEX_DIR = "_module_system"
@@ -105,6 +108,7 @@ _SCHEMA: dict[str, Any] = {
 class LocalDestination(FileDestination):
     config_schema = _SCHEMA
     default_name = "local"
+    lands_locally = True
 
     def __init__(self, config: Mapping[str, Any], setup: DestinationSetup) -> None:
         super().__init__(config, setup)
@@ -256,9 +260,8 @@ class LocalDestination(FileDestination):
         onto ``target`` when the digest is ``sha256``; record it in the index."""
         temp: str | None = None
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self._target(key)  # again: a folder made meanwhile must not lead outside either
-            fd, temp = tempfile.mkstemp(prefix=f".{target.name[:80]}.", suffix=".part", dir=target.parent)
+            fd, temp = self._in_folder(key, target, lambda: tempfile.mkstemp(
+                prefix=f".{target.name[:80]}.", suffix=".part", dir=target.parent))
             digest = hashlib.sha256()
             with os.fdopen(fd, "wb") as out:
                 for chunk in chunks:
@@ -283,12 +286,37 @@ class LocalDestination(FileDestination):
         self.index().put(key, st.st_size, st.st_mtime_ns, sha256)
 
     def _linked(self, key: str, target: Path, file: LandingFile) -> bool:
-        """Hard-link the fetched file to a temp name beside ``target``, then rename it onto ``target``.
-        False when the two are on different filesystems (or links are refused): then it is copied."""
+        """Hard-link the fetched file into place. False when the two are on different filesystems
+        (or links are refused): then it is copied.
+
+        The fetched file is complete and private (the job's temp folder): it gets the landed
+        file's mode, then a link at ``target`` itself when nothing is there (one step: the name
+        appears with the whole content), else a link at a temp name beside it renamed onto it."""
+        try:
+            st = os.stat(file.path)
+            if st.st_size != file.size:  # the fetched file is not what was streamed: copy (and hash) instead
+                return False
+            if stat.S_IMODE(st.st_mode) != _FILE_MODE:
+                os.chmod(file.path, _FILE_MODE)
+            if self.fsync:
+                _fsync(file.path)
+            self._in_folder(key, target, lambda: os.link(file.path, target))
+        except FileExistsError:
+            if not self._linked_over(key, target, file):
+                return False
+        except OSError as exc:
+            if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                return False
+            raise UploadError(f"write of {key} failed: {_os_reason(exc)}", key=key) from None
+        if self.fsync:
+            self._fsync_folder(key, target)
+        self.index().put(key, st.st_size, st.st_mtime_ns, file.sha256)
+        return True
+
+    def _linked_over(self, key: str, target: Path, file: LandingFile) -> bool:
+        """Replace what is at ``target`` by a link to the fetched file (through a temp name)."""
         part = target.parent / f".{target.name[:80]}.{os.getpid()}-{threading.get_ident()}.part"
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self._target(key)  # again: a folder made meanwhile must not lead outside either
             try:
                 os.link(file.path, part)
             except FileExistsError:
@@ -298,25 +326,32 @@ class LocalDestination(FileDestination):
             if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
                 return False
             raise UploadError(f"write of {key} failed: {_os_reason(exc)}", key=key) from None
-        renamed = False
         try:
-            st = os.stat(part)
-            if st.st_size != file.size:  # the fetched file is not what was streamed: copy (and hash) instead
-                return False
-            os.chmod(part, _FILE_MODE)
-            if self.fsync:
-                _fsync(part)
             os.replace(part, target)
-            renamed = True
-            if self.fsync:
-                _fsync(target.parent)
+        except OSError as exc:
+            _unlink(str(part))
+            raise UploadError(f"write of {key} failed: {_os_reason(exc)}", key=key) from None
+        return True
+
+    def _in_folder(self, key: str, target: Path, step: Callable[[], T]) -> T:
+        """Run ``step`` (which creates a file in ``target``'s folder), making the folder first when
+        it is not known to exist; checked again once made (a folder made meanwhile must not lead
+        outside the root either)."""
+        folder = target.parent
+        if folder in self._inside:
+            try:
+                return step()
+            except FileNotFoundError:  # removed since: make it again
+                self._inside.discard(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._target(key)
+        return step()
+
+    def _fsync_folder(self, key: str, target: Path) -> None:
+        try:
+            _fsync(target.parent)
         except OSError as exc:
             raise UploadError(f"write of {key} failed: {_os_reason(exc)}", key=key) from None
-        finally:
-            if not renamed:
-                _unlink(str(part))
-        self.index().put(key, st.st_size, st.st_mtime_ns, file.sha256)
-        return True
 
     def _remove_stale_parts(self) -> None:
         """Remove ``.part`` files a killed run left, once they are a day old."""

@@ -235,14 +235,14 @@ class JobRunner:
         self._streak_lock = threading.Lock()
         self.entries = JobEntries()
         self.previous: dict[str, ManifestEntry] = {}
+        """Landed files of the job's last manifest (incremental services only)."""
         self.cursors: dict[str, Any] = {}
         """Watermarks of the service's incremental state (``incremental: true``)."""
         self.advanced: dict[str, Any] = {}
+        """Watermarks this job's modules advanced (every attempt and fallback shares it)."""
         self.keeps_state = False
         """The job reads and writes the service's incremental state (``incremental``, or a module
         that keeps cursors: :meth:`BaseModule.keeps_cursors`)."""
-        """Watermarks this job's modules advanced (every attempt and fallback shares it)."""
-        """Landed files of the job's last manifest (incremental services only)."""
         self.attempts = 0
         self.retry = RetryPolicy(
             attempts=service.retry.attempts, backoff_s=service.retry.backoff_s,
@@ -255,6 +255,9 @@ class JobRunner:
                              for index, spec in enumerate(service.destinations))
         self.file_targets = tuple(t for t in self.targets if isinstance(t.dest, FileDestination))
         self.record_targets = tuple(t for t in self.targets if isinstance(t.dest, RecordDestination))
+        self.land_inline = all(t.dest.lands_locally for t in self.targets)
+        """Every destination lands with local file operations: a module's own loop has its files
+        landed as they are received (``Destination.lands_locally``), not in the job's lanes."""
         self.sink_hooks = SinkHooks(self._stream_hooks)
         """The destinations' digests, streamed by every sink the job's module writes."""
         self._record_target: RecordTarget | None = None
@@ -410,7 +413,8 @@ class JobRunner:
             self._take(module, item, order, count_streak=True, started=started)
 
     def _run_fetch(self, module: BaseModule, lanes: _Lanes, workdir: Path) -> None:
-        """A module with its own loop: what it yields is validated and landed ``transfers`` at once."""
+        """A module with its own loop: what it yields is validated and landed ``transfers`` at once,
+        or, when every destination is local (:attr:`land_inline`), as it is received."""
         files = module.fetch(workdir)
         try:
             for order, item in enumerate(files, start=1):
@@ -422,7 +426,7 @@ class JobRunner:
                     if isinstance(item, FetchedFile):
                         item.path.unlink(missing_ok=True)
                     self._duplicate(item.name, item.source_uri, order, item)
-                elif isinstance(item, FetchedFile):
+                elif isinstance(item, FetchedFile) and not self.land_inline:
                     lanes.submit(self._take, module, item, order)
                 else:
                     self._take(module, item, order)

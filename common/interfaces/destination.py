@@ -128,6 +128,11 @@ class Destination(ABC):
     ``"x-secret": true`` strings arrive as :class:`~common.secret.Secret`."""
     default_name: ClassVar[str] = ""
     """How the manifest names this destination when the registry does not (``name``)."""
+    lands_locally: ClassVar[bool] = False
+    """Whether landing a file is a local file operation, with no network wait to overlap (the
+    ``local`` destination). When every destination of a service says so, a module with a loop of
+    its own (``web``, ``api``) has its files validated and landed in the thread that receives
+    them, not handed to a lane: for small files the hand-off costs more than the landing."""
 
     def __init__(self, config: Mapping[str, Any], setup: DestinationSetup) -> None:
         self.config = config

@@ -201,3 +201,26 @@ def test_an_index_that_is_not_a_database_is_named(tmp_path: Path) -> None:
         make(tmp_path).check(RETRY)
     with pytest.raises(UploadError, match="cannot open the index"):  # a file fails, the job goes on
         make(tmp_path).put_file("k.csv", fetched(tmp_path, b"x"), RETRY)
+
+
+def test_a_new_version_is_linked_over_the_old_one_and_a_removed_folder_is_made_again(tmp_path: Path) -> None:
+    dest = make(tmp_path)
+    old, new = fetched(tmp_path, b"a\n1\n"), fetched(tmp_path, b"a\n2\n")
+    target = tmp_path / "landing" / "d" / "f.csv"
+    assert dest.put_file("d/f.csv", old, RETRY) == "uploaded"
+    assert os.stat(target).st_ino == os.stat(old.path).st_ino, "linked in place"
+    assert dest.put_file("d/f.csv", new, RETRY) == "uploaded"
+    assert target.read_bytes() == b"a\n2\n" and os.stat(target).st_ino == os.stat(new.path).st_ino
+    assert old.path.read_bytes() == b"a\n1\n", "the old version's inode is not written through"
+    assert not list((tmp_path / "landing").rglob("*.part"))
+
+    target.unlink()
+    target.parent.rmdir()  # removed by someone else after the destination last used it
+    assert dest.put_file("d/g.csv", old, RETRY) == "uploaded"
+    assert (target.parent / "g.csv").read_bytes() == b"a\n1\n"
+    assert dest.put_file("d/f.csv", new, RETRY, skip_same=True) == "uploaded"
+    assert stat_mode(target) == stat_mode(target.parent / "g.csv") != 0o600
+
+
+def stat_mode(path: Path) -> int:
+    return os.stat(path).st_mode & 0o777

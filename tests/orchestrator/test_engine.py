@@ -218,6 +218,20 @@ def test_a_raw_module_lands_in_parallel_and_records_in_the_order_it_yielded(
     assert [e["source_uri"] for e in manifest(s3, bucket)] == [f"db://t/{i}" for i in range(8)]
 
 
+def test_a_raw_module_landing_locally_lands_as_it_yields_in_its_order(project: Engine) -> None:
+    """Only local destinations: files are landed by the thread that receives them (no lanes)."""
+    files = [{"name": f"r{i}.csv", "uri": f"db://t/{i}", "body": f"id\n{i}\n"} for i in range(30)]
+    project.write_registry({"version": 1, "services": {"files": {
+        "type": "scripted", "source": {"files": files}, "destination": {"type": "local", "path": "out"}}}})
+    job = run(project, 0)
+    assert job["files"]["uploaded"] == 30
+    document = json.loads((project.root / "out" / "_manifests" / "files" / "j1.json").read_text())
+    assert [e["source_uri"] for e in document["files"]] == [f"db://t/{i}" for i in range(30)]
+    for entry in document["files"]:
+        number = entry["source_uri"].rsplit("/", 1)[1]
+        assert (project.root / "out" / entry["key"]).read_text() == f"id\n{number}\n"
+
+
 def test_a_transient_listing_failure_retries_the_job_and_the_retry_lands_everything(
         project: Engine, s3, bucket: str) -> None:
     flag = project.root / "fail-once"
