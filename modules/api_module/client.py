@@ -182,8 +182,8 @@ class PageClient:
         headers.update(self._cookies.header(url, headers))
         with self.connect(url) as session:
             try:
-                response = session.get(url, headers=headers, timeout=self.ctx.timeout_s, stream=True,
-                                       allow_redirects=False, verify=self._verify)
+                response = session.send(_prepared(url, session, headers), timeout=self.ctx.timeout_s, stream=True,
+                                        allow_redirects=False, verify=self._verify)
             except requests.RequestException as exc:
                 raise translate_request_error(exc, public) from exc
             self._cookies.keep(response)
@@ -233,6 +233,15 @@ class PageClient:
         if size > page_limit:
             raise ApiSourceError(f"GET {url}: the response is larger than max_response_bytes ({page_limit})",
                                  url=url, status=None)
+
+def _prepared(url: str, session: requests.Session, headers: Mapping[str, str]) -> requests.PreparedRequest:
+    """The GET of ``url`` with the session's default headers under ``headers``: what
+    ``session.get`` sends, without merging the session's cookies, auth and settings on every
+    request (a pooled session has none: :func:`~modules.http_sessions.new_session`)."""
+    request = requests.PreparedRequest()
+    request.prepare(method="GET", url=url, headers={**session.headers, **headers})
+    return request
+
 
 def _head(response: requests.Response) -> bytes:
     """The first bytes of an error reply's body, for the message; nothing if it cannot be read."""

@@ -14,6 +14,7 @@ Pagination is sequential per endpoint; these functions decide what the next requ
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -122,9 +123,11 @@ def with_params(url: str, params: Mapping[str, Any]) -> str:
     return urlunsplit(parts._replace(query=urlencode(pairs)))
 
 
+@functools.lru_cache(maxsize=256)
 def public_url(url: str) -> str:
     """``url`` without user info (``user:pass@``) or fragment, the values of credential query
-    parameters masked (``?token=***``): safe for logs, errors and manifests."""
+    parameters masked (``?token=***``): safe for logs, errors and manifests. (Cached: a page's
+    URL is asked for by the walk, the client and each request.)"""
     parts = urlsplit(url)
     host = parts.hostname or ""
     if ":" in host:
