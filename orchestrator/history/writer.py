@@ -75,6 +75,9 @@ class HistoryRecorder(RunObserver):
         self._store: HistoryStore | None = None
         self._pending: list[tuple[str, Any]] = []
         self._dropped = 0
+        self._closing = threading.Event()
+        self._behind = False
+        """The last window brought ``batch`` rows: take the next at once."""
         self._failing_since: float | None = None
         self.warned = False
         """True once the database failed in this run (the warning is out)."""
@@ -152,6 +155,7 @@ class HistoryRecorder(RunObserver):
     def close(self) -> bool:
         """Write what is left and stop the writer; True when everything reached the database."""
         self._queue.put(_STOP)
+        self._closing.set()
         self._thread.join(self._close_timeout_s)
         if self._thread.is_alive():
             log.warning("history_incomplete", run_id=self._run_id, db=self.shown_url(),
@@ -181,12 +185,18 @@ class HistoryRecorder(RunObserver):
                 self._store.close()
 
     def _collect(self) -> bool:
-        """Move queued ops to ``_pending``: wait for one, then gather for ``flush_s``. True on close."""
+        """Move queued ops to ``_pending``: wait for one, let ``flush_s`` pass (or the run close),
+        then take what came meanwhile, up to ``batch``. True on close.
+
+        The writer sleeps through the window rather than waking for each row (a thread switch per
+        file, on the interpreter lock the run's transfers need); when a window brings ``batch``
+        rows or more, the next is not waited for."""
         try:
             item = self._queue.get(timeout=self._retry_s if self._failing_since is not None else None)
         except queue.Empty:
             return False
-        deadline = time.monotonic() + self._flush_s
+        if not self._behind:
+            self._closing.wait(self._flush_s)
         taken = 0
         while True:
             if item is _STOP:
@@ -196,11 +206,11 @@ class HistoryRecorder(RunObserver):
             else:
                 self._dropped += 1
             taken += 1
-            remaining = deadline - time.monotonic()
-            if taken >= self._batch or remaining <= 0:
+            self._behind = taken >= self._batch
+            if self._behind:
                 return False
             try:
-                item = self._queue.get(timeout=remaining)
+                item = self._queue.get_nowait()
             except queue.Empty:
                 return False
 
