@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,37 +165,45 @@ class _Lanes:
 
     Leaving the block waits for every task submitted, also when the source failed meanwhile
     (what was listed before a listing broke still lands); only a stopping run cancels the
-    tasks that have not started.
+    tasks that have not started. A submit waits for a free lane on a semaphore that each task
+    gives back as it ends (no waiting on futures: that costs a lock per task in flight, per file).
     """
 
     def __init__(self, width: int, name: str, stop: threading.Event) -> None:
         self._width = max(1, width)
         self._pool = JobLanes(self._width, name)
-        self._pending: set[Future[None]] = set()
+        self._free = threading.Semaphore(self._width)
+        self._errors: list[BaseException] = []
         self._stop = stop
 
     def submit(self, fn: Callable[..., None], *args: Any) -> None:
-        while len(self._pending) >= self._width:
-            self._reap(FIRST_COMPLETED)
-        self._pending.add(self._pool.submit(fn, *args))
+        self._free.acquire()
+        if self._errors:
+            self._free.release()
+            raise self._errors[0]
+        try:
+            self._pool.submit(fn, *args).add_done_callback(self._ended)
+        except BaseException:
+            self._free.release()
+            raise
 
-    def _reap(self, when: str) -> None:
-        done, pending = wait(self._pending, return_when=when)
-        self._pending = set(pending)
-        for future in done:
-            future.result()
+    def _ended(self, future: Future[None]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            self._errors.append(future.exception())  # type: ignore[arg-type]
+        self._free.release()
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
-            if exc_type is None:
-                self._reap(ALL_COMPLETED)
-            elif not self._stop.is_set():
-                wait(self._pending)  # the error in hand is the one raised; theirs are in their entries
+            if exc_type is None or not self._stop.is_set():
+                for _ in range(self._width):  # every lane given back: every task ended
+                    self._free.acquire()
         finally:
             self._pool.close()  # what has not started is cancelled (only on stop); what runs ends first
+        if exc_type is None and self._errors:
+            raise self._errors[0]  # the error in hand, if any, is the one raised; theirs are in their entries
 
 
 class _Target:
