@@ -43,7 +43,6 @@ from common.exceptions import (
 )
 from common.file_sink import FileSink, FileTooLarge
 from common.host_limiter import host_of
-from common.html_tree import Css, HtmlTooLarge, compile_css, element_text, read_html
 from common.interfaces.base_module import (
     BaseModule,
     FetchedFile,
@@ -81,6 +80,7 @@ from common.transfer_watchdog import (
 )
 
 if TYPE_CHECKING:
+    from common.html_tree import Css, HtmlTooLarge, compile_css, element_text, read_html
     from common.s3_client import new_s3_client
     from orchestrator.exit_codes import ExitCode
     from orchestrator.plan import JobPlan
@@ -108,6 +108,12 @@ _LAZY = {
     "run": "orchestrator.python_api",
     "validate": "orchestrator.python_api",
     "new_s3_client": "common.s3_client",
+    # lxml and cssselect only for the runs that read HTML
+    "Css": "common.html_tree",
+    "HtmlTooLarge": "common.html_tree",
+    "compile_css": "common.html_tree",
+    "element_text": "common.html_tree",
+    "read_html": "common.html_tree",
 }
 
 

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import requests
 import structlog
 
 from common.config_model import NotifyConfig, Webhook
@@ -29,6 +28,9 @@ from common.exceptions import RETRY_HTTP_CODES, ModuleSystemError, Transient
 from common.retry import RetryPolicy
 from common.secret import redact
 from orchestrator.run_result import RunResult
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = ["Notified", "NotifyError", "notify_run", "shown_url", "summary_payload"]
 
@@ -104,6 +106,8 @@ def notify_run(config: NotifyConfig, result: RunResult, registry: str | None = N
                          max_backoff_s=config.retry.max_backoff_s)
     payload = summary_payload(result, registry)
     outcomes = []
+    import requests  # here: a run without webhooks does not import it
+
     with session or requests.Session() as http:
         for hook in config.webhooks:
             if hook.on == "failure" and result.ok:
@@ -127,6 +131,8 @@ def _notify_one(http: requests.Session, hook: Webhook, payload: dict[str, Any], 
 def _post(http: requests.Session, url: str, payload: dict[str, Any], timeout_s: float) -> int:
     """One POST; errors translated to NotifyError / TransientNotifyError with messages that
     hold no part of the URL (requests' own messages quote it)."""
+    import requests
+
     try:
         response = http.post(url, json=payload, timeout=timeout_s, allow_redirects=False)
     except requests.Timeout:
