@@ -6,7 +6,8 @@ without it, the embedded SQLite database ``<state-dir>/history.sqlite3``. The UR
 only its password-free form (:func:`shown`) is ever printed or logged.
 
 :meth:`HistoryStore.open` upgrades the schema to the newest Alembic revision
-(``orchestrator/history/migrations``), under a lock so that two runs starting at once do not
+(``orchestrator/history/migrations``; a new, empty database is created from the models and
+stamped with it), under a lock so that two runs starting at once do not
 both migrate: a lock file beside a SQLite database, an advisory lock on PostgreSQL.
 """
 
@@ -30,7 +31,8 @@ __all__ = ["HEAD", "HistoryStore", "HistoryUnavailable", "history_url", "shown"]
 
 HEAD = "0001"
 """The newest migration (``migrations/versions``): a database there is not migrated again, and
-Alembic is not even imported (a test keeps this equal to Alembic's head)."""
+Alembic is not even imported; nor for a new database, created from the models and stamped with
+it (a test keeps this equal to Alembic's head)."""
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_LOCK_ID = 0x6D735F68  # "ms_h": the advisory lock of the history migrations
 
@@ -118,14 +120,14 @@ class HistoryStore:
                 timer.cancel()
             try:
                 with self.engine.begin() as conn:
-                    _upgrade(conn)
+                    _create_or_upgrade(conn)
             finally:
                 lock.release()
             return
         with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
-            _upgrade(conn)
+            _create_or_upgrade(conn)
 
 
     def _current(self) -> bool:
@@ -134,6 +136,22 @@ class HistoryStore:
             if not sa.inspect(conn).has_table("ms_alembic_version"):
                 return False
             return conn.execute(sa.text("SELECT version_num FROM ms_alembic_version")).scalar() == HEAD
+
+
+def _create_or_upgrade(conn: sa.Connection) -> None:
+    """An empty database gets the models' tables stamped :data:`HEAD` (what the migrations build:
+    a test compares both), without importing Alembic, which costs a new run more than its jobs'
+    start; a database with tables is upgraded by Alembic."""
+    if sa.inspect(conn).get_table_names():
+        _upgrade(conn)
+        return
+    from orchestrator.history.models import METADATA
+
+    METADATA.create_all(conn)
+    version = sa.Table("ms_alembic_version", sa.MetaData(), sa.Column("version_num", sa.String(32), nullable=False),
+                       sa.PrimaryKeyConstraint("version_num", name="ms_alembic_version_pkc"))
+    version.create(conn)
+    conn.execute(version.insert(), {"version_num": HEAD})
 
 
 def _upgrade(conn: sa.Connection) -> None:

@@ -8,8 +8,10 @@ import os
 import socket
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
@@ -28,6 +30,7 @@ from orchestrator.history import (
 )
 from orchestrator.history.models import METADATA
 from orchestrator.history.store import HEAD
+from orchestrator.history.store import _upgrade as upgrade_with_alembic
 
 
 def _alembic_config() -> Config:
@@ -37,6 +40,8 @@ def _alembic_config() -> Config:
 
 
 def test_the_migrations_build_the_tables_of_the_models(history_db: str, tmp_path: Path) -> None:
+    """A new database is created from the models and stamped HEAD; Alembic's migrations build the
+    same tables (an empty database upgraded by Alembic itself is compared too)."""
     url = history_url(history_db, tmp_path)
     store = HistoryStore.open(url)
     HistoryStore.open(url).close()  # a second open finds the schema current and changes nothing
@@ -45,11 +50,35 @@ def test_the_migrations_build_the_tables_of_the_models(history_db: str, tmp_path
             context = MigrationContext.configure(conn, opts={"version_table": "ms_alembic_version"})
             assert compare_metadata(context, METADATA) == []
             version = conn.exec_driver_sql("SELECT version_num FROM ms_alembic_version").scalar()
+            created = _schema(conn)
         assert version == HEAD
+        with store.engine.begin() as conn:
+            for table in ("ms_events", "ms_files", "ms_jobs", "ms_runs", "ms_alembic_version"):
+                conn.exec_driver_sql(f"DROP TABLE {table}")
+        with store.engine.begin() as conn:
+            upgrade_with_alembic(conn)
+        with store.engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"version_table": "ms_alembic_version"})
+            assert compare_metadata(context, METADATA) == []
+            assert conn.exec_driver_sql("SELECT version_num FROM ms_alembic_version").scalar() == HEAD
+            assert _schema(conn) == created
     finally:
         store.close()
     script = ScriptDirectory.from_config(_alembic_config())
     assert script.get_current_head() == HEAD  # a new revision moves HEAD with it
+
+
+def _schema(conn: Any) -> dict[str, Any]:
+    """Tables with their columns (name, type, nullable, default), keys, indexes and constraints."""
+    inspector = sa.inspect(conn)
+    return {table: {
+        "columns": [(c["name"], str(c["type"]), c["nullable"], c.get("default")) for c in inspector.get_columns(table)],
+        "pk": inspector.get_pk_constraint(table)["constrained_columns"],
+        "fks": sorted((tuple(f["constrained_columns"]), f["referred_table"], str(f.get("options")))
+                      for f in inspector.get_foreign_keys(table)),
+        "indexes": sorted((i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in inspector.get_indexes(table)),
+        "unique": sorted(tuple(u["column_names"]) for u in inspector.get_unique_constraints(table)),
+    } for table in sorted(inspector.get_table_names())}
 
 
 def test_a_history_url_is_checked_without_connecting_and_never_shown_with_its_password(tmp_path: Path) -> None:
