@@ -43,7 +43,16 @@ from common.exceptions import (
 )
 from common.file_sink import FileSink, FileTooLarge
 from common.host_limiter import host_of
-from common.html_tree import Css, HtmlTooLarge, compile_css, element_text, read_html
+from common.html_tree import (
+    Css,
+    HtmlFindings,
+    HtmlQuery,
+    HtmlTooLarge,
+    compile_css,
+    element_text,
+    query_html,
+    read_html,
+)
 from common.interfaces.base_module import (
     BaseModule,
     FetchedFile,
@@ -151,6 +160,8 @@ __all__ = [
     "FileSource",
     "FileTooLarge",
     "FileVanished",
+    "HtmlFindings",
+    "HtmlQuery",
     "HtmlTooLarge",
     "JobContext",
     "JobCounts",
@@ -192,6 +203,7 @@ __all__ = [
     "is_transient",
     "new_s3_client",
     "plan",
+    "query_html",
     "read_html",
     "redact",
     "redact_url",
