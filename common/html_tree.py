@@ -1,8 +1,21 @@
 """HTML documents parsed within a stated memory bound, and the CSS selectors run on them.
 
-Every HTML parse of the framework goes through :func:`parse_html`: the ``web`` module
-reading a page for its links and ``extract`` fields, and the ``validate.html`` checker
+Every HTML read of the framework goes through :func:`query_html` (or :func:`read_html` /
+:func:`parse_html` for a tree): the ``web`` module reading a page for its links, ``extract``
+fields and ``validate.html`` rules in one pass, and the ``validate.html`` checker
 (:mod:`common.validators.html_checker`) for pages of any source.
+
+Streaming
+    :func:`query_html` takes what the caller wants to know (:class:`HtmlQuery`: link
+    hrefs, the text of first matches, whether selectors match, the title, the visible text
+    length). On a document of :data:`LARGE_HTML_BYTES` or more whose selectors are all
+    ``streamable`` (:class:`Css`) it answers in one pass over the parser's events without
+    holding the tree: each element is matched when it starts, its text counted when it
+    ends, and it is then dropped, unless an element whose text is wanted is still open.
+    Memory is then the parser's buffers and what was found (a 10 MB table of 103,000 links:
+    ~20 MB, against ~150 MB for its tree). Smaller documents, where a tree is faster, and
+    selectors that look at siblings or descendants (``+``, ``~``, ``:nth-*()``, ``:has()``)
+    go through the tree; the answers are the same (tests/common/test_html_tree.py).
 
 The bound
     A document is parsed into one lxml (libxml2) tree: C structures of about 150-250
@@ -11,7 +24,8 @@ The bound
     the tree holds more than :data:`MAX_HTML_NODES` nodes (elements, attributes and text
     runs; comments and processing instructions are dropped), so one parse never holds
     more than about ``MAX_HTML_NODES`` nodes plus the document's text: at most ~210 MB
-    whatever the page (measured figures: docs/sources/web.md). Either limit raises
+    whatever the page (measured figures: docs/sources/web.md). The streaming pass counts
+    the nodes it builds the same way, so the same documents are refused. Either limit raises
     :class:`HtmlTooLarge`, which the callers turn into a rejected page with its reason.
     libxml2 stops building a tree at 256 levels of nesting and would silently drop the
     rest of the document; a document that deep raises HtmlTooLarge too.
@@ -26,7 +40,7 @@ One large tree at a time
     was freed: the next large parse in another thread would add its own). Smaller
     documents are parsed side by side.
 
-Streaming
+Reading
     The file is read and decoded in :data:`CHUNK_BYTES` blocks fed to lxml's
     ``HTMLPullParser``; it is never read whole.
 
