@@ -80,7 +80,16 @@ from common.transfer_watchdog import (
 )
 
 if TYPE_CHECKING:
-    from common.html_tree import Css, HtmlTooLarge, compile_css, element_text, read_html
+    from common.html_tree import (
+        Css,
+        HtmlFindings,
+        HtmlQuery,
+        HtmlTooLarge,
+        compile_css,
+        element_text,
+        query_html,
+        read_html,
+    )
     from common.s3_client import new_s3_client
     from orchestrator.exit_codes import ExitCode
     from orchestrator.plan import JobPlan
@@ -110,9 +119,12 @@ _LAZY = {
     "new_s3_client": "common.s3_client",
     # lxml and cssselect only for the runs that read HTML
     "Css": "common.html_tree",
+    "HtmlFindings": "common.html_tree",
+    "HtmlQuery": "common.html_tree",
     "HtmlTooLarge": "common.html_tree",
     "compile_css": "common.html_tree",
     "element_text": "common.html_tree",
+    "query_html": "common.html_tree",
     "read_html": "common.html_tree",
 }
 
@@ -157,6 +169,8 @@ __all__ = [
     "FileSource",
     "FileTooLarge",
     "FileVanished",
+    "HtmlFindings",
+    "HtmlQuery",
     "HtmlTooLarge",
     "JobContext",
     "JobCounts",
@@ -198,6 +212,7 @@ __all__ = [
     "is_transient",
     "new_s3_client",
     "plan",
+    "query_html",
     "read_html",
     "redact",
     "redact_url",

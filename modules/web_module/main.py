@@ -312,10 +312,10 @@ class WebModule(BaseModule):
         # slower in threads side by side than one document after another. Read before
         # yielding: the framework removes the file once it is landed.
         follow = self._follow if visit.depth < self._max_depth else None
-        html_rules = getattr(self.ctx.validators, "html", None)  # validate.html, checked on the same tree
+        html_rules = getattr(self.ctx.validators, "html", None)  # validate.html, judged on the same pass
         try:
             parsed = parse_page(page.path, visited.final_url, follow, self._extract,
-                                html_rules.check_tree if html_rules is not None and _is_html(page.name) else None)
+                                html_rules if html_rules is not None and _is_html(page.name) else None)
         except HtmlTooLarge as exc:
             log.warning("web_page_not_parsed", url=visited.final_url, reason=str(exc))
             with self._lock:

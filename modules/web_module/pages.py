@@ -11,24 +11,34 @@
   every run, and unique per URL thanks to the hash. Both are computed from the URL with
   its credentials masked (:func:`common.secret.redact_url`): a ``?token=`` value never
   becomes part of a key.
-* :func:`parse_page` reads a downloaded page once for the links to follow and the
-  ``extract`` fields, through :func:`common.html_tree.read_html` and its memory bound
-  (a page over it raises :class:`~common.html_tree.HtmlTooLarge`).
+* :func:`parse_page` reads a downloaded page once for the links to follow, the
+  ``extract`` fields and the ``validate.html`` rules, through
+  :func:`common.html_tree.query_html` and its memory bound (a page over it raises
+  :class:`~common.html_tree.HtmlTooLarge`): in one streaming pass when every selector is
+  streamable, else on the page's tree.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from requests.utils import requote_uri
 
-from module_system import Css, Problem, compile_css, element_text, read_html, redact_url
+from module_system import (
+    Css,
+    HtmlFindings,
+    HtmlQuery,
+    Problem,
+    compile_css,
+    query_html,
+    redact_url,
+)
 from modules.redirect_policy import AllowedHosts
 
 __all__ = [
@@ -115,6 +125,14 @@ def compile_selector(selector: str) -> Css:
     return compile_css(selector)
 
 
+class PageCheck(Protocol):
+    """Rules judged on the same pass that reads the links (the ``validate.html`` checker)."""
+
+    query: HtmlQuery
+
+    def judge(self, findings: HtmlFindings) -> list[Problem]: ...
+
+
 @dataclass(frozen=True)
 class ParsedPage:
     links: tuple[str, ...]
@@ -122,14 +140,14 @@ class ParsedPage:
     record: dict[str, str | None] | None
     """The ``extract`` fields (text of the first match, or None), or None without ``extract``."""
     problems: list[Problem] | None = None
-    """What ``check`` found on the same tree, or None without ``check``."""
+    """What ``check`` found in the same pass, or None without ``check``."""
 
 
 def parse_page(path: Path, url: str, follow: Css | None, extract: Mapping[str, Css],
-               check: Callable[[Any], list[Problem]] | None = None) -> ParsedPage:
+               check: PageCheck | None = None) -> ParsedPage:
     """Links and extracted fields of the page at ``path``, fetched from ``url`` (after redirects),
-    and, when the page is parsed anyway, ``check`` (the ``validate.html`` rules) run on the same
-    tree, so the page is not parsed a second time to be validated.
+    and, when the page is read anyway, ``check`` (the ``validate.html`` rules) judged on the
+    same pass, so the page is not read a second time to be validated.
 
     A matched element with an ``href`` gives that link; a matched element without one
     gives the ``a[href]`` inside it. Links resolve against ``<base href>`` when present.
@@ -137,29 +155,15 @@ def parse_page(path: Path, url: str, follow: Css | None, extract: Mapping[str, C
     """
     if follow is None and not extract:
         return ParsedPage((), None)
-    return read_html(path, lambda root: _read_page(root, url, follow, extract, check))
-
-
-def _read_page(root: Any, url: str, follow: Css | None, extract: Mapping[str, Css],
-               check: Callable[[Any], list[Problem]] | None) -> ParsedPage:
+    rules = check.query if check is not None else HtmlQuery()
+    found = query_html(path, HtmlQuery(links=follow, texts=extract, present=rules.present, title=rules.title,
+                                       text_chars=rules.text_chars))
     links: dict[str, None] = {}
     if follow is not None:
-        base_tag = _BASE_HREF.select_one(root)
-        base = urljoin(url, str(base_tag.get("href"))) if base_tag is not None else url
-        for element in follow.select(root):
-            anchors = [element] if element.get("href") is not None else _A_HREF.select(element)
-            for anchor in anchors:
-                target = normalize_url(str(anchor.get("href")), base)
-                if target is not None:
-                    links.setdefault(target, None)
-    record = None
-    if extract:
-        record = {}
-        for field, selector in extract.items():
-            found = selector.select_one(root)
-            record[field] = element_text(found) if found is not None else None
-    return ParsedPage(tuple(links), record, check(root) if check is not None else None)
-
-
-_BASE_HREF = compile_css("base[href]")
-_A_HREF = compile_css("a[href]")
+        base = urljoin(url, found.base_href) if found.base_href is not None else url
+        for href in found.hrefs:
+            target = normalize_url(href, base)
+            if target is not None:
+                links.setdefault(target, None)
+    record = dict(found.texts) if extract else None
+    return ParsedPage(tuple(links), record, check.judge(found) if check is not None else None)

@@ -2,7 +2,8 @@
 
 The selectors ran on BeautifulSoup trees (soupsieve) before; a differential test keeps the
 lxml/cssselect translation (combinators right to left, fixed positions as positional steps)
-matching the same elements on generated documents.
+matching the same elements on generated documents. Another holds the streaming pass of
+``query_html`` to the answers of the tree on the same documents.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from common.html_tree import (
     MAX_HTML_BYTES,
     MAX_HTML_DEPTH,
     MAX_HTML_NODES,
+    HtmlQuery,
     HtmlTooLarge,
     compile_css,
     element_text,
     parse_html,
+    query_html,
+    tree_findings,
     visible_text_length,
 )
 
@@ -140,3 +144,72 @@ def test_invalid_or_unsupported_selectors_are_value_errors() -> None:
     for selector in ("a[[[", "p::before", "p:-soup-contains('x')", ""):
         with pytest.raises(ValueError, match="invalid CSS selector"):
             compile_css(selector)
+
+
+STREAMABLE = ["a", "a.article", "div p", "div > p", "div div a", "ul > li a", "[data-x]", "[data-x='1']", "[class~=b]",
+              "a[href^='http']", "a[href$='.pdf']", "a[href*='x']", "[lang|=en]", ":is(h1, h2)", "p:not(.a)", "#main a",
+              "html", "div.a.b", "A[HREF]", "DIV P", "*", "body > div span", "title", "a, span.c", "template p"]
+NOT_STREAMABLE = ["p + p", "p ~ span", "li:first-child", "li:nth-child(2)", "div:has(> p)", "div p:not(:first-child)",
+                  ":root", "p:empty", ":not(div p)"]
+#: Documents with the corners of the text and link rules: hidden elements, no body, text after
+#: the body, nested link matches without href, a <base> after the links, only white space.
+CORNERS = [
+    ("<html><head><title> The \n title </title></head><body><div id='d'>a <b>b</b>\tc<script>s()</script>"
+    "<style>p{}</style><template>t<p>u</p></template><noscript>n</noscript><ruby>x<rt>kan</rt><rp>(</rp></ruby>"
+    "<!-- c --><textarea>x</textarea>tail</div><script id='s'>var x = 1;</script></body></html>"),
+    "<title>only a title</title>", "<title>t</title><p>one <a href=x>two</a> three",
+    "<html><body><p>in</p></body></html><p>after body</p> trailing words", "", "   ", "plain text, no tags",
+    ("<html><head><title>x</title></head><body><div class=w><a href='/1'>1</a><span><a href='/2'>2</a><a>no</a></span>"
+    "</div><div class=w><div class=w><a href=/3>3</a></div></div><base href='http://b/'></body></html>"),
+    "<html><head><title></title></head><body><template><body>x</body></template>text</body></html>",
+    "<table><tr><td>a<td>b<tr><td>c</table>tail<ul><li>one<li>two</ul>",
+]
+
+
+def test_streamable_selectors_are_told_apart() -> None:
+    assert [s for s in STREAMABLE if not compile_css(s).streamable] == []
+    assert [s for s in NOT_STREAMABLE if compile_css(s).streamable] == []
+
+
+@pytest.mark.parametrize("seed", range(-len(CORNERS), 24))
+def test_the_streaming_pass_answers_as_the_tree_does(tmp_path: Path, seed: int) -> None:
+    """Links, first texts, present selectors, title and visible text: the same answers from the
+    streaming pass (nothing kept but open elements) as from the whole tree."""
+    html = CORNERS[seed] if seed < 0 else random_document(seed)
+    if seed % 3 == 0:
+        html = html.replace("<head>", "<head><base href='/sub/'>")
+    if seed % 4 == 1:
+        html = html.replace("<body>", "<body>lead <script>x y</script> after <noscript>n n</noscript> more")
+    if seed % 5 == 2:
+        html = html.replace("<title>t</title>", "")
+    path = tmp_path / "doc.html"
+    path.write_text(html)
+    root = parse_html(path)
+    h1 = compile_css("h1")
+    for selector in STREAMABLE:
+        css = compile_css(selector)
+        for enough in (1, 60, 10**9):
+            query = HtmlQuery(links=css, texts={"first": css, "h1": h1}, present=(css, h1), title=True,
+                              text_chars=enough)
+            tree, streamed = tree_findings(root, query), query_html(path, query, stream=True)
+            assert streamed.hrefs == tree.hrefs and streamed.base_href == tree.base_href, selector
+            assert streamed.texts == tree.texts and streamed.present == tree.present, selector
+            assert streamed.title == tree.title, selector
+            # the count is exact below `enough`; at or over it, both only say "enough"
+            assert min(streamed.text_chars, enough) == min(tree.text_chars, enough), (selector, enough)
+
+
+def test_the_streaming_pass_keeps_the_bound(tmp_path: Path) -> None:
+    """The same documents over the node and nesting bounds raise the same errors streamed."""
+    query = HtmlQuery(links=compile_css("a"), text_chars=10)
+    path = tmp_path / "b.html"
+    path.write_text("<html><body>" + "<br>x" * (MAX_HTML_NODES // 2 + 20_000) + "</body></html>")
+    with pytest.raises(HtmlTooLarge, match=f"more than {MAX_HTML_NODES} nodes"):
+        query_html(path, query, stream=True)
+    path.write_text("<html><body>" + "<div>" * MAX_HTML_DEPTH + "deep" + "</div>" * MAX_HTML_DEPTH + "</body></html>")
+    with pytest.raises(HtmlTooLarge, match="nested deeper"):
+        query_html(path, query, stream=True)
+    path.write_text("<html><body>" + "<a href=/x>x</a>" * 10 + "<p>" + "word " * 400_000 + "</p></body></html>")
+    assert path.stat().st_size > 1024 * 1024  # a large document: streamed without being asked
+    found = query_html(path, HtmlQuery(links=compile_css("a"), texts={"p": compile_css("p")}, text_chars=10))
+    assert found.hrefs == ("/x",) * 10 and found.texts["p"] == " ".join(["word"] * 400_000)

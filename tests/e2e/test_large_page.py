@@ -1,10 +1,13 @@
 """A 9 MB HTML page is crawled, its links followed, its fields extracted and the page validated
-within a bounded memory (issue 10, item 13), through the CLI against a real HTTP server.
+within a bounded memory (issue 10, item 13; issue 11: a 10 MB page in <= 200 MB), through the
+CLI against a real HTTP server.
 
 The page is a table of ~98,000 rows, each with a followed link: ~390,000 elements. The CLI
 process's peak RSS is measured (``tests/e2e/peak_rss.py``: ``VmHWM``), and so is that of the
-same crawl of a small page first: the difference is what the big page cost, and must stay
-under :data:`PARSE_BOUND_MB`. The figures are printed for the README (``pytest -s``).
+same crawl of a small page first: the difference is what the big page cost. Its selectors are
+all streamable, so the page is read in one streaming pass without its tree and the difference
+must stay under :data:`STREAM_BOUND_MB`; a page read as a tree (a selector that is not
+streamable) under :data:`PARSE_BOUND_MB`. The figures are printed for the README (``pytest -s``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,11 @@ PAGE_BYTES = 9 * 1024 * 1024
 #: attributes each), plus slack. Measured: the 9 MB table (880,000 nodes) +165 MB (+490 MB with
 #: BeautifulSoup); the dense page stopped at the node bound +207 MB.
 PARSE_BOUND_MB = 235
+#: Peak RSS a page read in one streaming pass (common.html_tree.query_html) may add: the
+#: parser's buffers and the links found, not the tree. Measured: the 9 MB table +25-50 MB (+165 MB
+#: when its tree was held, before issue 11); the bound leaves room for CI noise yet fails if
+#: the tree comes back.
+STREAM_BOUND_MB = 90
 RECORD_SCHEMA = {"type": "object", "required": ["headline"], "properties": {"headline": {"type": "string"}}}
 
 
@@ -80,13 +88,13 @@ def run_measured(project: Project, *args: str) -> tuple[subprocess.CompletedProc
     rss_file = project.root / "peak_rss_kib"
     script = Path(__file__).with_name("peak_rss.py")
     started = time.monotonic()
-    result = subprocess.run([sys.executable, str(script), str(rss_file), *args], cwd=project.root,
+    result = subprocess.run([sys.executable, str(script), str(rss_file), *args], check=False, cwd=project.root,
                             env={**project.env, "LOG_LEVEL": "INFO"}, capture_output=True, text=True, timeout=300)
     seconds = time.monotonic() - started
     return result, int(rss_file.read_text()) / 1024, seconds
 
 
-def test_a_9_mb_page_is_crawled_and_validated_within_the_memory_bound(project: Project, s3, bucket: str,  # noqa: ANN001
+def test_a_9_mb_page_is_crawled_and_validated_within_the_memory_bound(project: Project, s3, bucket: str,
                                                                       site: Site) -> None:
     assert PAGE_BYTES < MAX_HTML_BYTES
     (project.root / "record.schema.json").write_text(json.dumps(RECORD_SCHEMA))
@@ -115,12 +123,13 @@ def test_a_9_mb_page_is_crawled_and_validated_within_the_memory_bound(project: P
     assert json.loads(s3.get_object(Bucket=bucket, Key=record)["Body"].read()) == {"headline": "All the items"}
     print(f"\n9 MB HTML page (crawl + links + extract + validate.html): peak RSS of the CLI process "
           f"{peak_mb:.0f} MB ({base:.0f} MB for a small page), {seconds:.1f} s")
-    assert peak_mb - base < PARSE_BOUND_MB, f"peak RSS {peak_mb:.0f} MB for a 9 MB page, {base:.0f} MB for a small one"
+    assert peak_mb - base < STREAM_BOUND_MB, f"peak RSS {peak_mb:.0f} MB for a 9 MB page, {base:.0f} MB for a small one"
 
 
-def test_a_page_over_the_parse_bound_is_rejected_with_the_reason(project: Project, s3, bucket: str) -> None:  # noqa: ANN001
+def test_a_page_over_the_parse_bound_is_rejected_with_the_reason(project: Project, s3, bucket: str) -> None:
     """~6 MB of links, four nodes each (element, two attributes, text): over MAX_HTML_NODES, so
-    neither parsed whole nor followed, and the memory stays within the bound all the same."""
+    neither parsed whole nor followed, and the memory stays within the bound all the same. A
+    required selector that is not streamable (``a:first-child``) makes it a tree parse: the bound of the tree."""
     from common.html_tree import MAX_HTML_NODES
 
     links = MAX_HTML_NODES // 4 + 10_000
@@ -129,7 +138,8 @@ def test_a_page_over_the_parse_bound_is_rejected_with_the_reason(project: Projec
     project.env["BUCKET"] = bucket
     with Site({"/dense.html": Page(dense), "/robots.txt": Page("", 404), "/small.html": Page(small_page(9))}) as site:
         service = {"type": "web", "source": {"urls": [site.url + "/dense.html"],
-                                             "follow": {"selector": "a.article", "max_pages": 3}}}
+                                             "follow": {"selector": "a.article", "max_pages": 3}},
+                   "validate": {"html": {"required": ["a:first-child"]}}}
         base = baseline_mb(project, service, site.url + "/small.html")
         project.write_registry(registry({"dense": service}))
         batch = project.write_batch([{"job_id": "dense_1", "service_id": "dense"}])
