@@ -18,6 +18,10 @@ from typing import Any
 
 DEFAULT_FILE = "history.sqlite3"
 """The history database of a state dir, when ``--history-db`` is not given."""
+HEAD = "0001"
+"""The newest migration (``migrations/versions``): a database there is not migrated again, and
+Alembic is not even imported; nor for a new database, created from the models and stamped with
+it (a test keeps this equal to Alembic's head)."""
 
 _EXPORTS = {
     "EventRecord": "reader", "FileRecord": "reader", "HistoryReader": "reader", "JobDetail": "reader",

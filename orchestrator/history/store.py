@@ -25,14 +25,10 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from common.exceptions import ConfigError
 from common.file_lock import FileLock
 from common.secret import Secret
-from orchestrator.history import DEFAULT_FILE
+from orchestrator.history import DEFAULT_FILE, HEAD
 
 __all__ = ["HEAD", "HistoryStore", "HistoryUnavailable", "history_url", "shown"]
 
-HEAD = "0001"
-"""The newest migration (``migrations/versions``): a database there is not migrated again, and
-Alembic is not even imported; nor for a new database, created from the models and stamped with
-it (a test keeps this equal to Alembic's head)."""
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_LOCK_ID = 0x6D735F68  # "ms_h": the advisory lock of the history migrations
 

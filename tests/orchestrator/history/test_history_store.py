@@ -185,3 +185,59 @@ def test_a_run_in_progress_reads_with_live_counts(history_db: str, tmp_path: Pat
         assert [(e.kind, e.job_id) for e in events] == [("file_failed", "j1")]
     finally:
         store.close()
+
+
+def test_the_default_sqlite_history_is_written_without_sqlalchemy_exactly_as_through_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run writing into the default SQLite database at HEAD uses the standard library's sqlite3:
+    every row and value is what SQLAlchemy stores (same observer calls, both databases compared)."""
+    import datetime as dt
+
+    from common.host_limiter import HostLimiters
+    from common.manifest import DestinationOutcome, ManifestEntry
+    from common.problems import Problem
+    from orchestrator.history import HistoryRecorder, default_history_url
+    from orchestrator.history import writer as history_writer
+    from orchestrator.run_observer import PlannedJob, RunView
+    from orchestrator.run_stats import RunStats
+
+    fixed = dt.datetime(2026, 12, 4, 7, 5, 9, 1234, tzinfo=dt.timezone.utc)
+    monkeypatch.setattr(history_writer, "_now", lambda: fixed)
+    through, direct = tmp_path / "through", tmp_path / "direct"
+    for folder in (through, direct):
+        HistoryStore.open(history_url(None, folder)).close()  # a database at HEAD, as after a first run
+    recorders = [HistoryRecorder(history_url(None, through)), HistoryRecorder(default_history_url(direct))]
+    jobs = (PlannedJob("j1", "svc", "local", 5, 0, "j1.log"), PlannedJob("j2", "svc", "api", 1, 1, None))
+    for recorder in recorders:
+        recorder.run_started(RunView("r1", fixed, tmp_path / "b.json", tmp_path / "r.yaml", tmp_path, 2, jobs,
+                                     RunStats(2), HostLimiters()))
+        recorder.job_started("j1", fixed)
+        recorder.file_done("j1", 1, ManifestEntry("file:///a", "data/a", 10, "0" * 64, "uploaded", (), {"etag": "x"},
+                                                  True, destinations=(DestinationOutcome("s3", "uploaded", "data/a", None),
+                                                                      DestinationOutcome("db", "skipped_same", None, None))),
+                           0.51234)
+        recorder.file_done("j1", 1, ManifestEntry("file:///b", "rejected/b", 3, "1" * 64, "rejected",
+                                                  (Problem("bad", location="$.x"),)), None)
+        recorder.file_done("j1", 2, ManifestEntry("file:///c", None, 0, "", "failed", (Problem("gone ü"),)), 1.0)
+        recorder.event("source_fallback", "j1", "warning", "fell back", {"to": 1, "reason": "refused"})
+        recorder.event("run_stopping", None, "warning", "stopping", {"reason": "deadline"})
+        recorder.run_outputs(tmp_path / "failed.json", None)
+        assert recorder.close()
+    assert recorders[1]._fast is not None and recorders[0]._fast is None, "each took the path under test"
+
+    def rows(folder: Path) -> dict[str, list[tuple[Any, ...]]]:
+        with sqlite3.connect(folder / "history.sqlite3") as conn:
+            return {table: conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+                    for table in ("ms_runs", "ms_jobs", "ms_files", "ms_events")}
+
+    expected, written = rows(through), rows(direct)
+    assert all(expected.values()) and len(expected["ms_files"]) == 3
+    assert written == expected
+
+
+def test_the_direct_writer_knows_every_json_column() -> None:
+    from orchestrator.history.models import METADATA
+    from orchestrator.history.writer import _JSON_COLUMNS
+
+    json_columns = {c.name for table in METADATA.tables.values() for c in table.columns if isinstance(c.type, sa.JSON)}
+    assert json_columns == _JSON_COLUMNS
