@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from bench.clients import RcloneClient, base_env
+from bench.clients import RcloneClient, base_env, shared_state_dir
 from bench.measure import ProcessResult, Sample, Servers, run_process, tail
 from bench.servers import ServerProcess
 
@@ -84,7 +84,7 @@ class CliRun:
         """The run's cost and its ``--report`` (empty when none was written)."""
         argv = [*wrap, sys.executable, "-m", "orchestrator.cli_init", "--batch-file", "batch.json",
                 "--registry", "registry.yaml", "--max-workers", str(max_workers), "--report", "report.json",
-                "--log-format", "json", "--log-dir", "logs"]
+                "--log-format", "json", "--log-dir", "logs", "--state-dir", str(shared_state_dir(self.dir.parent.parent))]
         result = run_process(argv, cwd=self.dir, env={**base_env(servers), "LOG_LEVEL": "INFO", **env}, log=self.log,
                              servers=servers, timeout_s=timeout_s, source=source)
         report_path = self.dir / "report.json"
