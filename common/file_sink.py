@@ -25,7 +25,7 @@ from common.disk_full import disk_full_error, is_disk_full
 from common.exceptions import SourceError
 
 if TYPE_CHECKING:
-    from common.interfaces.base_module import FetchedFile
+    from common.interfaces.base_module import FetchedFile, StoredAt
     from common.stream_hooks import StreamHook
 
 
@@ -89,6 +89,8 @@ class FileSink:
         self._hooks = dict(hooks or {})
         """The destination's digests, streamed with the content (:mod:`common.stream_hooks`)."""
         self._on_finish = on_finish
+        self.stored_at: StoredAt | None = None
+        """Set by a module whose source is an object store (:class:`~common.interfaces.base_module.StoredAt`)."""
         self._fh = os.fdopen(fd, "wb")
         self._workdir = workdir
 
@@ -142,7 +144,7 @@ class FileSink:
             self._on_finish(self.path, {name: hook.result() for name, hook in self._hooks.items()})
         return FetchedFile(
             path=self.path, name=self.name, source_uri=self.source_uri,
-            size=self._size, sha256=self._hash.hexdigest(), identity=self.identity,
+            size=self._size, sha256=self._hash.hexdigest(), identity=self.identity, stored_at=self.stored_at,
         )
 
     def abort(self) -> None:

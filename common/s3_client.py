@@ -21,7 +21,7 @@ import boto3.session
 import botocore.session
 from botocore.config import Config
 
-__all__ = ["USER_AGENT", "new_s3_client"]
+__all__ = ["USER_AGENT", "new_s3_client", "s3_store"]
 
 
 def _our_version() -> str:
@@ -48,6 +48,12 @@ def _shared_session() -> tuple[boto3.session.Session, Any]:
         core = botocore.session.get_session()
         _session = (boto3.session.Session(botocore_session=core), core)
     return _session
+
+
+def s3_store(endpoint_url: str | None) -> str:
+    """The S3 service at ``endpoint_url`` (None or empty: AWS), as :class:`StoredAt.store` names it:
+    a source and a destination on the same store may copy objects server-side."""
+    return "s3 " + (endpoint_url.strip().rstrip("/").lower() if endpoint_url and endpoint_url.strip() else "aws")
 
 
 def new_s3_client(config: Config, **client_kwargs: Any) -> Any:

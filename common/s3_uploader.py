@@ -41,7 +41,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 from botocore.config import Config
@@ -56,6 +56,9 @@ from common.retry import RetryPolicy
 from common.s3_client import new_s3_client
 from common.secret import reveal
 from common.stream_hooks import Md5Hook, PartSha256Hook, StreamHook
+
+if TYPE_CHECKING:
+    from common.interfaces.base_module import StoredAt
 
 __all__ = ["S3Uploader", "UploadOutcome", "UploaderPool", "destination_client"]
 
@@ -92,6 +95,8 @@ class S3Uploader:
                                            dest.multipart_chunksize_mb * MiB, dest.max_concurrency)
         self._swept: set[str] = set()
         self._sweep_lock = threading.Lock()
+        self._no_copy: set[str] = set()
+        """Source buckets a server-side copy was refused from (not tried again in this run)."""
 
     # ----------------------------------------------------------------- files
 
@@ -105,7 +110,8 @@ class S3Uploader:
 
     def put_file(self, bucket: str, key: str, path: Path, size: int, sha256: str, retry: RetryPolicy,
                  content_type: str | None = None, stop: threading.Event | None = None,
-                 streamed: Mapping[str, Any] | None = None, skip_same: bool = True) -> UploadOutcome:
+                 streamed: Mapping[str, Any] | None = None, skip_same: bool = True,
+                 copy_from: StoredAt | None = None) -> UploadOutcome:
         """Upload ``path`` to ``key`` unless an identical object is there (``skip_same``: a
         manifest, which holds its run id, is written without looking); verify it.
 
@@ -114,7 +120,10 @@ class S3Uploader:
         object's ETag is compared with; its ``part_sha256`` (``(part_size, hex digests)``)
         spares a multipart upload its own hashing pass when ``part_size`` is the one it uses. ``stop`` (default
         ``retry.stop``, the run's stop event) ends a multipart upload after its parts in
-        flight: then :class:`~common.multipart_upload.UploadStopped` is raised.
+        flight: then :class:`~common.multipart_upload.UploadStopped` is raised. ``copy_from``: the
+        same content on this store (the version the source read): a file below the multipart
+        threshold is copied from there server-side (:meth:`_copied`) and uploaded only when the
+        store refuses the copy or the copy is not these bytes.
         """
         self._sweep(bucket, retry)
         streamed = streamed or {}
@@ -130,8 +139,9 @@ class S3Uploader:
         try:
             if single:
                 assert md5 is not None
-                answer = self._put_once(bucket, key, size, sha256, retry,
-                                        lambda: self._put_small(bucket, key, path, sha256, extra), md5)
+                copied = self._copied(bucket, key, copy_from, sha256, md5, retry, extra) if copy_from else None
+                answer = copied if copied is not None else self._put_once(
+                    bucket, key, size, sha256, retry, lambda: self._put_small(bucket, key, path, sha256, extra), md5)
                 verified = _echoes(answer, sha256, md5)
             else:
                 usable = part_size is not None and part_size == part_size_for(size, self.multipart.chunksize)
@@ -188,6 +198,37 @@ class S3Uploader:
             return put()
 
         return retry.call(attempt, what=f"put {key}")
+
+    def _copied(self, bucket: str, key: str, source: StoredAt, sha256: str, md5: str, retry: RetryPolicy,
+                extra: dict[str, Any]) -> dict[str, Any] | None:
+        """A server-side copy of ``source`` to ``key`` (S3 ``CopyObject``: no byte goes through
+        this process), conditional on the version read (``CopySourceIfMatch``), with our metadata
+        and a checksum the store computes; its answer when the copy is provably these bytes
+        (:func:`_echoes`), else None: the caller then uploads the local file, which is the one
+        validated (over a copy that differs). A source bucket these credentials cannot copy from,
+        or a store without server-side copies, is not asked again."""
+        if source.bucket in self._no_copy:
+            return None
+        args: dict[str, Any] = {"Metadata": {"sha256": sha256}, "MetadataDirective": "REPLACE", **extra}
+        if self.checksum in ("sha256", "crc32"):
+            args["ChecksumAlgorithm"] = self.checksum.upper()
+        try:
+            answer = retry.call(self.client.copy_object, Bucket=bucket, Key=key,
+                                CopySource={"Bucket": source.bucket, "Key": source.key},
+                                CopySourceIfMatch=f'"{source.etag}"', what=f"copy {key}", **args)
+        except (ClientError, BotoCoreError) as exc:
+            code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else type(exc).__name__
+            if code not in ("PreconditionFailed", "412"):  # 412: the source changed since it was read
+                self._no_copy.add(source.bucket)
+            log.info("server_copy_refused", key=key, source=f"s3://{source.bucket}/{source.key}", code=code,
+                     effect="the file is uploaded")
+            return None
+        result: dict[str, Any] = answer.get("CopyObjectResult") or {}
+        if not _echoes(result, sha256, md5):
+            log.warning("server_copy_differs", key=key, source=f"s3://{source.bucket}/{source.key}",
+                        effect="the fetched file is uploaded over it")
+            return None
+        return result
 
     def _put_small(self, bucket: str, key: str, path: Path, sha256: str, extra: dict[str, Any]) -> dict[str, Any]:
         """One PUT of a file below the multipart threshold, streamed from disk."""

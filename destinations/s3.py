@@ -45,6 +45,7 @@ from common.interfaces.destination import (
     PutStatus,
 )
 from common.retry import RetryPolicy
+from common.s3_client import s3_store
 from common.s3_uploader import S3Uploader
 from common.secret import Secret
 from common.stream_hooks import StreamHook
@@ -129,6 +130,8 @@ class S3Destination(FileDestination):
         self.settings = s3_settings(config)
         self.bucket = self.settings.bucket
         self.uploader = S3Uploader(self.settings, setup.timeout_s, setup.workers, setup.state_dir)
+        self.store = s3_store(self.settings.endpoint_url)
+        """A file read from this store (``LandingFile.stored_at``) is copied server-side."""
 
     @classmethod
     def share_key(cls, config: Mapping[str, Any]) -> Hashable:
@@ -142,9 +145,10 @@ class S3Destination(FileDestination):
         return self.uploader.stream_hooks()
 
     def put_file(self, key: str, file: LandingFile, retry: RetryPolicy, *, skip_same: bool = True) -> PutStatus:
+        same_store = file.stored_at is not None and file.stored_at.store == self.store
         return self.uploader.put_file(self.bucket, key, file.path, file.size, file.sha256, retry,
                                       content_type=file.content_type, streamed=file.streamed,
-                                      skip_same=skip_same).status
+                                      skip_same=skip_same, copy_from=file.stored_at if same_store else None).status
 
     def put_json(self, key: str, document: Any, retry: RetryPolicy) -> PutStatus:
         return self.uploader.put_json(self.bucket, key, document, retry)  # type: ignore[return-value]

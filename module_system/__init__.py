@@ -49,6 +49,7 @@ from common.interfaces.base_module import (
     FetchFailed,
     JobContext,
     SourceConfig,
+    StoredAt,
     Unchanged,
 )
 from common.interfaces.destination import (
@@ -90,7 +91,7 @@ if TYPE_CHECKING:
         query_html,
         read_html,
     )
-    from common.s3_client import new_s3_client
+    from common.s3_client import new_s3_client, s3_store
     from orchestrator.exit_codes import ExitCode
     from orchestrator.plan import JobPlan
     from orchestrator.python_api import RunSettings, Validated, plan, run, validate
@@ -117,6 +118,7 @@ _LAZY = {
     "run": "orchestrator.python_api",
     "validate": "orchestrator.python_api",
     "new_s3_client": "common.s3_client",
+    "s3_store": "common.s3_client",
     # lxml and cssselect only for the runs that read HTML
     "Css": "common.html_tree",
     "HtmlFindings": "common.html_tree",
@@ -193,6 +195,7 @@ __all__ = [
     "Secret",
     "SourceConfig",
     "SourceError",
+    "StoredAt",
     "Totals",
     "Transfer",
     "TransferStopped",
@@ -218,6 +221,7 @@ __all__ = [
     "redact_url",
     "reveal",
     "run",
+    "s3_store",
     "shut_response",
     "shut_socket",
     "validate",

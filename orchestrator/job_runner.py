@@ -225,7 +225,8 @@ class _Target:
     def landing(self, file: FetchedFile, streamed: Mapping[str, Any]) -> LandingFile:
         """``file`` as this destination receives it, with the digests its own hooks computed."""
         mine = {name[len(self._hooks):]: value for name, value in streamed.items() if name.startswith(self._hooks)}
-        return LandingFile(file.path, file.name, file.size, file.sha256, file.source_uri, mine)
+        return LandingFile(file.path, file.name, file.size, file.sha256, file.source_uri, mine,
+                           stored_at=file.stored_at)
 
     def log_fields(self) -> dict[str, str]:
         return {"destination": self.spec.name} if self.index or self.spec.name != self.spec.type else {}

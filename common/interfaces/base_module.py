@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from common.retry import RetryPolicy
     from common.stream_hooks import SinkHooks
 
-__all__ = ["BaseModule", "FetchFailed", "FetchedFile", "JobContext", "Problem", "SourceConfig", "Unchanged", "Validators"]
+__all__ = ["BaseModule", "FetchFailed", "FetchedFile", "JobContext", "Problem", "SourceConfig", "StoredAt", "Unchanged",
+           "Validators"]
 
 #: The validated, deep-frozen ``source`` a job runs on: the service's ``source`` with the
 #: job's ``params`` over it (for a fallback, the fallback entry's own keys win over
@@ -68,9 +69,27 @@ class FetchedFile:
     """Hex SHA-256 of the content, computed while it was streamed."""
     identity: Mapping[str, str] = field(default_factory=dict)
     """The source's own version marks (ETag, size+mtime, ...), recorded in the manifest."""
+    stored_at: StoredAt | None = None
+    """Where the content also sits on an object store (an S3 object): a destination on the same
+    store may copy it there server-side instead of uploading this local copy."""
 
     def __post_init__(self) -> None:
         _redact_uri(self)
+
+
+@dataclass(frozen=True)
+class StoredAt:
+    """An object on an object store that holds a fetched file's content (the version that was
+    read), for a server-side copy (S3 ``CopyObject``): a destination on the same ``store`` copies
+    it instead of uploading the local file, and verifies the copy against the sha256 streamed
+    (the local file is the one validated); a copy refused or different is uploaded instead."""
+
+    store: str
+    """Which store, without credentials: ``s3 <endpoint URL>`` (``s3 aws`` for AWS itself)."""
+    bucket: str
+    key: str
+    etag: str
+    """The ETag of the version read (the copy is conditional on it)."""
 
 
 @dataclass(frozen=True)

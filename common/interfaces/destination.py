@@ -29,12 +29,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from common.exceptions import ConfigError, ModuleSystemError
 from common.problems import Problem
 from common.retry import RetryPolicy
 from common.stream_hooks import StreamHook
+
+if TYPE_CHECKING:
+    from common.interfaces.base_module import StoredAt
 
 __all__ = [
     "DESTINATION_GROUP",
@@ -116,6 +119,9 @@ class LandingFile:
     streamed: Mapping[str, Any] = field(default_factory=dict)
     """What this destination's :meth:`Destination.stream_hooks` computed while the file streamed."""
     content_type: str | None = None
+    stored_at: StoredAt | None = None
+    """Where the source holds the same content, when it is an object store
+    (:class:`~common.interfaces.base_module.StoredAt`): a destination on that store may copy it."""
 
 
 class Destination(ABC):

@@ -46,6 +46,8 @@ from module_system import (
     ListingIncomplete,
     RunResources,
     Secret,
+    StoredAt,
+    s3_store,
     shut_response,
     watch,
 )
@@ -132,6 +134,9 @@ class S3Module(FileSource):
                 raise FileVanished(f"{entry.source_uri} was deleted after the listing") from exc
             raise
         # What was read is what the response described, even if the object changed after it was listed.
+        etag = str(response.get("ETag", entry.identity.get("etag", ""))).strip('"')
+        if etag:  # a destination on the same store may copy this version server-side
+            sink.stored_at = StoredAt(s3_store(self.source["endpoint_url"]), self.source["bucket"], obj["Key"], etag)
         return {"etag": str(response.get("ETag", entry.identity.get("etag", ""))).strip('"'), "size": str(sink.size),
                 "last_modified": _iso(response.get("LastModified"), _iso(obj.get("LastModified"), ""))}
 

@@ -13,8 +13,10 @@ import pytest
 
 from common.config_model import DestinationConfig
 from common.exceptions import UploadError
+from common.interfaces.base_module import StoredAt
 from common.key_index import ABSENT, UNKNOWN, Existing, KeyIndex
 from common.retry import RetryPolicy
+from common.s3_client import s3_store
 from common.s3_uploader import S3Uploader, UploaderPool
 from tests.servers.s3_proxy import S3Proxy
 
@@ -245,3 +247,60 @@ def test_multipart_upload_sends_the_part_digests_streamed_while_fetching(s3_serv
     assert sent_checksums(4 << 20, stand_ins, "hashed.bin") == list(part_sha256)
     # and given digests are used as they are (moto does not check part checksums, a store does)
     assert sent_checksums(5 << 20, stand_ins, "as-given.bin") == list(stand_ins)
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+@pytest.mark.parametrize("mode", ["sha256", "crc32"])
+def test_an_object_of_the_same_store_is_copied_server_side_and_verified(
+        s3_server, s3, bucket: str, tmp_path: Path, mode: str) -> None:
+    """A file read from an object of this store is copied there (CopyObject, no body sent; the
+    local file is not even read) and carries our metadata; the copy's checksum or ETag proves it."""
+    data = b"id,name\n1,a\n" * 500
+    s3.create_bucket(Bucket=f"{bucket}-src")
+    etag = s3.put_object(Bucket=f"{bucket}-src", Key="in/a.csv", Body=data)["ETag"].strip('"')
+    path, digest = local_file(tmp_path, data)
+    path.unlink()  # the copy must not need it
+    source = StoredAt(s3_store(s3_server.url), f"{bucket}-src", "in/a.csv", etag)
+    with S3Proxy(s3_server.url) as proxy:
+        uploader = S3Uploader(destination(proxy.url, bucket, checksum=mode), timeout_s=10, pool_size=2)
+        outcome = uploader.put_file(bucket, "out/a.csv", path, len(data), digest, RETRY,
+                                    streamed={"md5": _md5(data)}, copy_from=source)
+        assert outcome.status == "uploaded"
+        assert _ops(proxy) == Counter({"ListObjects": 1, "CopyObject": 1})
+        uploader.close()
+    head = s3.head_object(Bucket=bucket, Key="out/a.csv")
+    assert head["Metadata"] == {"sha256": digest} and head["ContentLength"] == len(data)
+    assert s3.get_object(Bucket=bucket, Key="out/a.csv")["Body"].read() == data
+
+
+def test_a_copy_that_is_not_the_fetched_bytes_is_replaced_by_an_upload(s3_server, s3, bucket: str,
+                                                                       tmp_path: Path) -> None:
+    """The source object changed after it was read (a store that ignores CopySourceIfMatch, as
+    moto does): the copy's checksum differs, so the validated local file is uploaded over it."""
+    s3.create_bucket(Bucket=f"{bucket}-src")
+    etag = s3.put_object(Bucket=f"{bucket}-src", Key="a.csv", Body=b"id\n1\n")["ETag"].strip('"')
+    s3.put_object(Bucket=f"{bucket}-src", Key="a.csv", Body=b"id\n2\n")  # changed since it was read
+    path, digest = local_file(tmp_path, b"id\n1\n")
+    with S3Proxy(s3_server.url) as proxy:
+        uploader = S3Uploader(destination(proxy.url, bucket), timeout_s=10, pool_size=2)
+        outcome = uploader.put_file(bucket, "a.csv", path, 5, digest, RETRY,
+                                    copy_from=StoredAt(s3_store(s3_server.url), f"{bucket}-src", "a.csv", etag))
+        assert outcome.status == "uploaded"
+        assert _ops(proxy)["CopyObject"] == 1 and _ops(proxy)["PutObject"] == 1
+        uploader.close()
+    assert s3.get_object(Bucket=bucket, Key="a.csv")["Body"].read() == b"id\n1\n"
+
+
+def test_a_refused_copy_is_uploaded_and_not_asked_again(s3_server, s3, bucket: str, tmp_path: Path) -> None:
+    path, digest = local_file(tmp_path, b"id\n1\n")
+    gone = StoredAt(s3_store(s3_server.url), f"{bucket}-missing", "a.csv", "0" * 32)
+    with S3Proxy(s3_server.url) as proxy:
+        uploader = S3Uploader(destination(proxy.url, bucket), timeout_s=10, pool_size=2)
+        for key in ("a.csv", "b.csv"):
+            assert uploader.put_file(bucket, key, path, 5, digest, RETRY, copy_from=gone).status == "uploaded"
+        assert _ops(proxy)["CopyObject"] == 1 and _ops(proxy)["PutObject"] == 2
+        uploader.close()
+    assert s3.get_object(Bucket=bucket, Key="b.csv")["Body"].read() == b"id\n1\n"

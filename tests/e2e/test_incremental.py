@@ -132,3 +132,36 @@ def test_ftp_filters_on_path_size_and_age(project: Project, s3, bucket: str, ftp
     assert result.returncode == 0, result.stderr[-2000:]
     assert list_keys(s3, bucket, "data/") == ["data/ftp/sales/validated/keep/old.csv"]
     assert ftp_server.commands.count("RETR") == retr_before + 1
+
+
+def test_s3_to_the_same_store_copies_server_side_and_lands_validated_bytes(project: Project, s3, s3_server,  # noqa: ANN001
+                                                                         bucket: str) -> None:
+    """An s3 source and an s3 destination on one endpoint: each object, valid or rejected, is
+    copied by the store (CopyObject, no upload of its bytes) with our sha256 metadata; only the
+    errors document and the manifest are uploaded."""
+    from tests.servers.s3_proxy import S3Proxy
+
+    source = f"{bucket}-src"
+    s3.create_bucket(Bucket=source)
+    for i in range(4):
+        s3.put_object(Bucket=source, Key=f"in/o{i}.csv", Body=f"id,amount\n{i},1.5\n".encode())
+    s3.put_object(Bucket=source, Key="in/bad.csv", Body=b"id,amount\nx,1.5\n")
+    with S3Proxy(s3_server.url) as proxy:
+        project.write_registry({
+            "version": 1,
+            "defaults": {"destination": {"bucket": bucket, "endpoint_url": proxy.url}},
+            "services": {"vendor": {"type": "s3", "source": {"bucket": source, "prefix": "in/", "endpoint_url": proxy.url},
+                                    "validate": {"csv": {"columns": ["id", "amount"],
+                                                         "types": {"id": "int", "amount": "float"}}}}},
+        })
+        batch = project.write_batch([{"job_id": "nightly", "service_id": "vendor"}])
+        assert project.run("--batch-file", str(batch), "--report", "r1.json").returncode == 1  # one rejected file
+        copies = [r for r in proxy.requests if r.operation == "CopyObject"]
+        puts = [r.key for r in proxy.requests if r.operation == "PutObject"]
+    assert project.report("r1.json")["jobs"][0]["files"]["uploaded"] == 4
+    assert sorted(r.key for r in copies) == ["data/s3/vendor/rejected/bad.csv",
+                                             *(f"data/s3/vendor/validated/o{i}.csv" for i in range(4))]
+    assert sorted(puts) == ["_manifests/vendor/nightly.json", "data/s3/vendor/rejected/bad.csv.errors.json"]
+    for i in range(4):
+        landed = s3.get_object(Bucket=bucket, Key=f"data/s3/vendor/validated/o{i}.csv")
+        assert landed["Body"].read() == f"id,amount\n{i},1.5\n".encode() and "sha256" in landed["Metadata"]

@@ -115,6 +115,8 @@ class ProxyRequest:
             return "CreateMultipartUpload" if method == "POST" else "ListMultipartUploads"
         if not self.key:
             return {"PUT": "CreateBucket", "GET": "ListObjects", "HEAD": "HeadBucket"}.get(method, method)
+        if method == "PUT" and "x-amz-copy-source" in self.headers:
+            return "CopyObject"
         return {"PUT": "PutObject", "GET": "GetObject", "HEAD": "HeadObject",
                 "DELETE": "DeleteObject"}.get(method, method)
 
