@@ -84,6 +84,15 @@ _SCHEMA: dict[str, Any] = {
                             "description": "Parallel part uploads, shared by all jobs of the run."},
         "verify_tls": {"type": "boolean", "default": True,
                        "description": "Verify the S3 endpoint's TLS certificate; false logs a warning."},
+        "server_side_copy": {
+            "type": "boolean", "default": False,
+            "description": "Files read by an s3 source from this same endpoint are copied by the store (CopyObject, "
+                           "conditional on the version read) rather than uploaded from the local copy: no upload "
+                           "bandwidth. The copy is checked against the sha256 streamed at download (the local copy "
+                           "is the one validated); a refused or different copy is uploaded instead. The destination's "
+                           "credentials must be allowed to read the source bucket (like rclone's "
+                           "--server-side-across-configs).",
+        },
     },
 }
 
@@ -130,13 +139,13 @@ class S3Destination(FileDestination):
         self.settings = s3_settings(config)
         self.bucket = self.settings.bucket
         self.uploader = S3Uploader(self.settings, setup.timeout_s, setup.workers, setup.state_dir)
-        self.store = s3_store(self.settings.endpoint_url)
-        """A file read from this store (``LandingFile.stored_at``) is copied server-side."""
+        self.store = s3_store(self.settings.endpoint_url) if config.get("server_side_copy") else None
+        """With ``server_side_copy``: a file read from this store (``LandingFile.stored_at``) is copied there."""
 
     @classmethod
     def share_key(cls, config: Mapping[str, Any]) -> Hashable:
         settings = s3_settings(config)
-        return (cls, settings.client_key(), settings.bucket)
+        return (cls, settings.client_key(), settings.bucket, bool(config.get("server_side_copy")))
 
     def describe(self) -> str:
         return f"bucket '{self.bucket}' at {_endpoint(self.settings.endpoint_url)}"
@@ -145,7 +154,7 @@ class S3Destination(FileDestination):
         return self.uploader.stream_hooks()
 
     def put_file(self, key: str, file: LandingFile, retry: RetryPolicy, *, skip_same: bool = True) -> PutStatus:
-        same_store = file.stored_at is not None and file.stored_at.store == self.store
+        same_store = self.store is not None and file.stored_at is not None and file.stored_at.store == self.store
         return self.uploader.put_file(self.bucket, key, file.path, file.size, file.sha256, retry,
                                       content_type=file.content_type, streamed=file.streamed,
                                       skip_same=skip_same, copy_from=file.stored_at if same_store else None).status

@@ -136,9 +136,9 @@ def test_ftp_filters_on_path_size_and_age(project: Project, s3, bucket: str, ftp
 
 def test_s3_to_the_same_store_copies_server_side_and_lands_validated_bytes(project: Project, s3, s3_server,  # noqa: ANN001
                                                                          bucket: str) -> None:
-    """An s3 source and an s3 destination on one endpoint: each object, valid or rejected, is
-    copied by the store (CopyObject, no upload of its bytes) with our sha256 metadata; only the
-    errors document and the manifest are uploaded."""
+    """An s3 source and an s3 destination on one endpoint, ``server_side_copy: true``: each
+    object, valid or rejected, is copied by the store (CopyObject, no upload of its bytes) with
+    our sha256 metadata; only the errors document and the manifest are uploaded."""
     from tests.servers.s3_proxy import S3Proxy
 
     source = f"{bucket}-src"
@@ -149,7 +149,7 @@ def test_s3_to_the_same_store_copies_server_side_and_lands_validated_bytes(proje
     with S3Proxy(s3_server.url) as proxy:
         project.write_registry({
             "version": 1,
-            "defaults": {"destination": {"bucket": bucket, "endpoint_url": proxy.url}},
+            "defaults": {"destination": {"bucket": bucket, "endpoint_url": proxy.url, "server_side_copy": True}},
             "services": {"vendor": {"type": "s3", "source": {"bucket": source, "prefix": "in/", "endpoint_url": proxy.url},
                                     "validate": {"csv": {"columns": ["id", "amount"],
                                                          "types": {"id": "int", "amount": "float"}}}}},
