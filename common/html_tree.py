@@ -331,21 +331,34 @@ def parse_html(path: Path) -> Any:
     :data:`MAX_HTML_DEPTH`. An empty or unreadable-as-HTML document gives an empty
     ``<html>`` element rather than an error: lxml reads any bytes.
     """
-    size = Path(path).stat().st_size
+    root = _parse_bounded(Path(path))
+    return root if root is not None else etree.Element("html")  # None: only white space
+
+
+def _parse_bounded(path: Path, on_start: Callable[[Any], None] | None = None,
+                   on_end: Callable[[Any], None] | None = None) -> Any:
+    """Feed the document at ``path`` to a pull parser within the bound (:class:`HtmlTooLarge`
+    past it), calling ``on_start`` / ``on_end`` with each element as it opens and closes; the
+    root element, or None when there was nothing to build one from (only white space)."""
+    size = path.stat().st_size
     if size > MAX_HTML_BYTES:
         raise HtmlTooLarge(f"{size} bytes: HTML over {MAX_HTML_BYTES} bytes is not parsed (memory bound)")
     parser = etree.HTMLPullParser(events=("start", "end"), remove_comments=True, remove_pis=True)
     nodes = depth = 0
-    for text in _decoded(Path(path)):
+    for text in _decoded(path):
         parser.feed(text)
         for event, element in parser.read_events():
             if event == "start":
                 depth += 1
                 if depth > MAX_HTML_DEPTH:
                     raise HtmlTooLarge(f"HTML nested deeper than {MAX_HTML_DEPTH} elements is not parsed")
+                if on_start is not None:
+                    on_start(element)
                 continue
             depth -= 1
             nodes += _nodes_closed(element)
+            if on_end is not None:
+                on_end(element)
         if nodes > MAX_HTML_NODES:
             raise HtmlTooLarge(f"HTML of more than {MAX_HTML_NODES} nodes (elements, attributes, text runs) "
                                "is not parsed (memory bound)")
@@ -353,7 +366,11 @@ def parse_html(path: Path) -> Any:
         root = parser.close()
     except etree.XMLSyntaxError:  # nothing at all to build a tree from
         root = None
-    return root if root is not None else etree.Element("html")  # None: only white space
+    for event, element in parser.read_events():  # what closing the document settled
+        callback = on_start if event == "start" else on_end
+        if callback is not None:
+            callback(element)
+    return root
 
 
 def _nodes_closed(element: Any) -> int:
@@ -703,38 +720,9 @@ class _Stream:
 
 def _stream(path: Path, query: HtmlQuery) -> HtmlFindings:
     """The streaming pass (see :class:`_Stream`), with :func:`parse_html`'s bound."""
-    size = path.stat().st_size
-    if size > MAX_HTML_BYTES:
-        raise HtmlTooLarge(f"{size} bytes: HTML over {MAX_HTML_BYTES} bytes is not parsed (memory bound)")
-    parser = etree.HTMLPullParser(events=("start", "end"), remove_comments=True, remove_pis=True)
     scan = _Stream(query)
-    nodes = depth = 0
-    for text in _decoded(path):
-        parser.feed(text)
-        for event, element in parser.read_events():
-            if event == "start":
-                depth += 1
-                if depth > MAX_HTML_DEPTH:
-                    raise HtmlTooLarge(f"HTML nested deeper than {MAX_HTML_DEPTH} elements is not parsed")
-                scan.start(element)
-                continue
-            depth -= 1
-            nodes += _nodes_closed(element)
-            scan.end(element)
-        if nodes > MAX_HTML_NODES:
-            raise HtmlTooLarge(f"HTML of more than {MAX_HTML_NODES} nodes (elements, attributes, text runs) "
-                               "is not parsed (memory bound)")
-    try:
-        root = parser.close()
-    except etree.XMLSyntaxError:
-        root = None
-    if root is None:  # nothing but white space: the findings of an empty <html>, as parse_html gives
+    if _parse_bounded(path, scan.start, scan.end) is None:  # only white space: as parse_html's empty <html>
         return tree_findings(etree.Element("html"), query)
-    for event, element in parser.read_events():
-        if event == "start":
-            scan.start(element)
-        else:
-            scan.end(element)
     return scan.findings()
 
 
