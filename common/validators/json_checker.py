@@ -492,21 +492,10 @@ def _finite_float(token: str) -> float:
     return value
 
 
-#: Where a number too large for a float could be (it overflows past ~1.8e308: integer digits plus
-#: exponent over 308): an exponent of 100 or more, or 200 digits in a row. A superset (it may
-#: match in strings too), found at C speed.
-_MAYBE_HUGE = re.compile(r"[eE]\+?0*[1-9]\d{2}|\d{200}")
-
-
 def _parse(text: str) -> tuple[Any, bool]:
-    """The JSON value of ``text``, and whether all its floats are finite.
-
-    A text with no place a number could overflow (:data:`_MAYBE_HUGE`) is read by the C decoder
-    alone; otherwise every float goes through :func:`_finite_float` (a Python call per float)."""
+    """The JSON value of ``text``, and whether all its floats are finite."""
     try:
         try:
-            if _MAYBE_HUGE.search(text) is None:
-                return json.loads(text, parse_constant=_reject_constant), True
             return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float), True
         except _NotFinite:  # rare: read it again as before (infinity), for jsonschema alone
             return json.loads(text, parse_constant=_reject_constant), False
