@@ -354,8 +354,19 @@ class LocalDestination(FileDestination):
             raise UploadError(f"write of {key} failed: {_os_reason(exc)}", key=key) from None
 
     def _remove_stale_parts(self) -> None:
-        """Remove ``.part`` files a killed run left, once they are a day old."""
-        cutoff = time.time() - STALE_PART_S
+        """Remove ``.part`` files a killed run left, once they are a day old.
+
+        The walk reads every folder under the root, so it runs at most once a day (the time of
+        the last one is ``_module_system/parts-swept``'s mtime): a part is removed only when a day
+        old anyway, and a folder of millions of files is not walked before every run."""
+        now = time.time()
+        marker = self.root / INDEX_DIR / "parts-swept"
+        try:
+            if now - marker.stat().st_mtime < STALE_PART_S:
+                return
+        except OSError:  # never swept
+            pass
+        cutoff = now - STALE_PART_S
         for part in self.root.rglob(".*.part"):
             try:
                 if part.is_file() and part.stat().st_mtime < cutoff:
@@ -363,6 +374,10 @@ class LocalDestination(FileDestination):
                     log.info("stale_part_removed", path=str(part))
             except OSError:
                 continue
+        try:
+            marker.touch()
+        except OSError as exc:  # a sweep not recorded is only done again next run
+            log.debug("parts_sweep_not_recorded", path=str(marker), reason=_os_reason(exc))
 
 
 class _Index:

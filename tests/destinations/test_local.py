@@ -6,6 +6,7 @@ import hashlib
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,23 @@ def test_a_new_version_is_linked_over_the_old_one_and_a_removed_folder_is_made_a
 
 def stat_mode(path: Path) -> int:
     return os.stat(path).st_mode & 0o777
+
+
+def test_the_preflight_removes_day_old_parts_at_most_once_a_day(tmp_path: Path) -> None:
+    root = tmp_path / "landing"
+    (root / "d").mkdir(parents=True)
+    old, fresh = root / "d" / ".a.csv.1.part", root / "d" / ".b.csv.2.part"
+    for part in (old, fresh):
+        part.write_bytes(b"half")
+    day_ago = time.time() - 2 * 86400
+    os.utime(old, (day_ago, day_ago))
+    make(tmp_path).check(RETRY)
+    assert not old.exists() and fresh.exists(), "a killed run's part goes once a day old, not before"
+
+    os.utime(fresh, (day_ago, day_ago))
+    make(tmp_path).check(RETRY)  # swept less than a day ago: the tree is not walked again
+    assert fresh.exists()
+    marker = root / INDEX_DIR / "parts-swept"
+    os.utime(marker, (day_ago, day_ago))
+    make(tmp_path).check(RETRY)
+    assert not fresh.exists()
