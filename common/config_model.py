@@ -74,11 +74,13 @@ class DestinationConfig:
     max_concurrency: int
     verify_tls: bool = True
     """Verify the endpoint's TLS certificate."""
+    crt: bool = True
+    """Small PUTs through the AWS Common Runtime when it is installed (:mod:`common.s3_crt`)."""
 
     def client_key(self) -> tuple[Any, ...]:
         """Destinations with equal keys share one boto3 client."""
         return (self.endpoint_url, self.region, self.checksum, self.access_key_id, self.secret_access_key,
-                self.max_concurrency, self.multipart_threshold_mb, self.multipart_chunksize_mb, self.verify_tls)
+                self.max_concurrency, self.multipart_threshold_mb, self.multipart_chunksize_mb, self.verify_tls, self.crt)
 
 
 @dataclass(frozen=True)

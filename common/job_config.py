@@ -735,15 +735,27 @@ def _validators_of(schema: Mapping[str, Any], root: Mapping[str, Any]) -> _Valid
     return hit
 
 
+def _plain_json(value: Any) -> Any:
+    """``value`` with plain dicts, lists and strings, as jsonschema-rs reads them: it refuses a
+    ``str`` subclass (an interpolated ``${VAR}``, a secret kept with its template)."""
+    if isinstance(value, Mapping):
+        return {k: _plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_json(v) for v in value]
+    if isinstance(value, str) and type(value) is not str:
+        return str.__str__(value)
+    return value
+
+
 def _check(instance: Any, schema: Mapping[str, Any], root: Mapping[str, Any], where: _Where, prefix: str) -> None:
     """Raise ``where.error`` for the first problem of ``instance``; jsonschema-rs decides
     validity, jsonschema finds and words the problem."""
     validators = _validators_of(schema, root)
     if validators.fast is not None:
         try:
-            if validators.fast.is_valid(instance):
+            if validators.fast.is_valid(_plain_json(instance)):
                 return
-        except Exception:  # noqa: BLE001, S110 - a value it cannot read (e.g. a Secret): jsonschema decides
+        except Exception:  # noqa: BLE001, S110 - a value it cannot read: jsonschema decides
             pass
     errors = list(validators.slow.iter_errors(instance))
     if not errors:

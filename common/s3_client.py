@@ -21,7 +21,7 @@ import boto3.session
 import botocore.session
 from botocore.config import Config
 
-__all__ = ["USER_AGENT", "new_s3_client", "s3_store"]
+__all__ = ["USER_AGENT", "new_s3_client", "s3_store", "shared_credentials"]
 
 
 def _our_version() -> str:
@@ -70,3 +70,11 @@ def new_s3_client(config: Config, **client_kwargs: Any) -> Any:
     with _session_lock:
         session, _ = _shared_session()
         return session.client("s3", config=config, **client_kwargs)
+
+
+def shared_credentials() -> Any:
+    """The credentials of the default chain, as the process's session resolved them for its
+    clients (botocore ``Credentials``, refreshable or not); None when the chain finds none."""
+    with _session_lock:
+        session, _ = _shared_session()
+        return session.get_credentials()

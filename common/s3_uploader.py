@@ -54,6 +54,7 @@ from common.multipart_state import StateStore, part_size_for
 from common.multipart_upload import MultipartUploader, upload_error
 from common.retry import RetryPolicy
 from common.s3_client import new_s3_client
+from common.s3_crt import CRT_MAX_BODY, CrtPuts, crt_puts
 from common.secret import reveal
 from common.stream_hooks import Md5Hook, PartSha256Hook, StreamHook
 
@@ -97,6 +98,13 @@ class S3Uploader:
         self._sweep_lock = threading.Lock()
         self._no_copy: set[str] = set()
         """Source buckets a server-side copy was refused from (not tried again in this run)."""
+        self._crt: CrtPuts | None = None
+        """Small PUTs through the AWS Common Runtime (:mod:`common.s3_crt`); None: botocore sends them."""
+        if dest.crt:
+            keys = (reveal(dest.access_key_id), reveal(dest.secret_access_key))
+            self._crt = crt_puts(self.client, region=dest.region, checksum=dest.checksum, timeout_s=timeout_s,
+                                 connections=max(pool_size, dest.max_concurrency) + 4, verify_tls=dest.verify_tls,
+                                 credentials=(keys[0], keys[1]) if keys[0] and keys[1] else None)
 
     # ----------------------------------------------------------------- files
 
@@ -141,7 +149,7 @@ class S3Uploader:
                 assert md5 is not None
                 copied = self._copied(bucket, key, copy_from, sha256, md5, retry, extra) if copy_from else None
                 answer = copied if copied is not None else self._put_once(
-                    bucket, key, size, sha256, retry, lambda: self._put_small(bucket, key, path, sha256, extra), md5)
+                    bucket, key, size, sha256, retry, lambda: self._put_small(bucket, key, path, size, sha256, extra), md5)
                 verified = _echoes(answer, sha256, md5)
             else:
                 usable = part_size is not None and part_size == part_size_for(size, self.multipart.chunksize)
@@ -230,11 +238,20 @@ class S3Uploader:
             return None
         return result
 
-    def _put_small(self, bucket: str, key: str, path: Path, sha256: str, extra: dict[str, Any]) -> dict[str, Any]:
-        """One PUT of a file below the multipart threshold, streamed from disk."""
+    def _put_small(self, bucket: str, key: str, path: Path, size: int, sha256: str,
+                   extra: dict[str, Any]) -> dict[str, Any]:
+        """One PUT of a file below the multipart threshold, streamed from disk; through the
+        Common Runtime when it serves this destination and the file is small."""
         args: dict[str, Any] = {"Metadata": {"sha256": sha256}, **extra}
         if self.checksum == "sha256":
             args["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha256)).decode()
+        if self._crt is not None and size <= CRT_MAX_BODY and set(extra) <= {"ContentType"}:
+            headers = {"x-amz-meta-sha256": sha256}
+            if "ContentType" in extra:
+                headers["Content-Type"] = extra["ContentType"]
+            if "ChecksumSHA256" in args:
+                headers["x-amz-checksum-sha256"] = args["ChecksumSHA256"]
+            return self._crt.put(bucket, key, path, size, headers)
         elif self.checksum == "crc32":
             args["ChecksumAlgorithm"] = "CRC32"
         with open(path, "rb") as fh:
@@ -328,6 +345,8 @@ class S3Uploader:
 
     def close(self) -> None:
         self.multipart.close()
+        if self._crt is not None:
+            self._crt.close()
 
 
 def destination_client(dest: DestinationConfig, timeout_s: float, pool_size: int) -> Any:

@@ -84,6 +84,13 @@ _SCHEMA: dict[str, Any] = {
                             "description": "Parallel part uploads, shared by all jobs of the run."},
         "verify_tls": {"type": "boolean", "default": True,
                        "description": "Verify the S3 endpoint's TLS certificate; false logs a warning."},
+        "crt": {
+            "type": "boolean", "default": True,
+            "description": "Files up to 1 MiB are PUT through the AWS Common Runtime's S3 client (awscrt: C "
+                           "threads, no Python per request) instead of botocore; retries, verification and "
+                           "errors stay the same. false: botocore sends every request. Never used when a proxy "
+                           "is set in the environment (HTTPS_PROXY...), which the runtime does not read.",
+        },
         "server_side_copy": {
             "type": "boolean", "default": False,
             "description": "Files read by an s3 source from this same endpoint are copied by the store (CopyObject, "
@@ -127,6 +134,7 @@ def s3_settings(config: Mapping[str, Any]) -> DestinationConfig:
         multipart_chunksize_mb=config["multipart_chunksize_mb"],
         max_concurrency=config["max_concurrency"],
         verify_tls=config["verify_tls"],
+        crt=config["crt"],
     )
 
 
