@@ -53,6 +53,12 @@ CRT_MAX_BODY = 1 << 20
 _ANSWER = {"etag": "ETag", "x-amz-checksum-sha256": "ChecksumSHA256", "x-amz-checksum-crc32": "ChecksumCRC32",
            "x-amz-version-id": "VersionId", "x-amz-server-side-encryption": "ServerSideEncryption"}
 _ERROR_FIELD = re.compile(rb"<(Code|Message)>([^<]{0,1024})</\1>")
+#: Answers the runtime reports by name alone: (S3 error code, message, HTTP status), as botocore would see them.
+_S3_ANSWERS = {
+    "AWS_ERROR_S3_SLOW_DOWN": ("SlowDown", "Please reduce your request rate.", 503),
+    "AWS_ERROR_S3_INTERNAL_ERROR": ("InternalError", "The store failed internally.", 500),
+    "AWS_ERROR_S3_REQUEST_TIME_TOO_SKEWED": ("RequestTimeTooSkewed", "The clock differs from the store's.", 403),
+}
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 _POLL_S = 0.5
 
@@ -91,14 +97,23 @@ class CrtPuts:
 
     # ------------------------------------------------------------------ requests
 
-    def put(self, bucket: str, key: str, path: Path, size: int, headers: Mapping[str, str]) -> dict[str, Any]:
-        """PUT the file at ``path`` (``size`` bytes) to ``key`` with ``headers`` (metadata,
-        content type, a checksum header); the answer as botocore's ``put_object`` gives it."""
+    def put(self, bucket: str, key: str, path: Path, size: int, sha256: str,
+            headers: Mapping[str, str]) -> dict[str, Any]:
+        """PUT the file at ``path`` (``size`` bytes, SHA-256 ``sha256`` in hex) to ``key`` with
+        ``headers`` (metadata, content type, a checksum header); the answer as botocore's
+        ``put_object`` gives it.
+
+        The body is signed as botocore signs it: over plain http without a ``sha256``
+        checksum header, its SHA-256 goes into the signature (``X-Amz-Content-SHA256``, the
+        digest we streamed, not hashed again); else ``UNSIGNED-PAYLOAD`` (TLS, or the signed
+        checksum header, protects the bytes)."""
         from awscrt.http import HttpHeaders, HttpRequest
         from awscrt.s3 import S3RequestType
 
-        runtime = self._client()
-        host, path_prefix, _ = self._prefix(bucket)
+        runtime, signing = self._client()
+        host, path_prefix, https = self._prefix(bucket)
+        if not https and "x-amz-checksum-sha256" not in headers:
+            signing = signing.replace(signed_body_value=sha256)
         sent = HttpHeaders([("Host", host), ("Content-Length", str(size)), *headers.items()])
         if self._user_agent:
             sent.set("User-Agent", self._user_agent)
@@ -114,7 +129,7 @@ class CrtPuts:
             progress[0] = time.monotonic()
 
         made = runtime.make_request(type=S3RequestType.PUT_OBJECT, request=request, operation_name="PutObject",
-                                    send_filepath=str(path), checksum_config=self._checksum_config(),
+                                    send_filepath=str(path), checksum_config=self._checksum_config(), signing_config=signing,
                                     on_headers=on_headers, on_progress=on_progress)
         self._wait(made, progress)
         return _answer(answer.get("status", 200), answer.get("headers", []))
@@ -136,7 +151,7 @@ class CrtPuts:
                 except BaseException:  # noqa: BLE001, S110 - cancelled: the timeout is the error
                     pass
                 raise ReadTimeoutError(endpoint_url=self._endpoint_url()) from None
-            except Exception as exc:  # noqa: BLE001 - translated below
+            except Exception as exc:
                 raise self._translated(exc) from exc
 
     def _checksum_config(self) -> Any:
@@ -163,15 +178,28 @@ class CrtPuts:
 
     # ------------------------------------------------------------------ the runtime
 
-    def _client(self) -> Any:
+    def _client(self) -> tuple[Any, Any]:
+        """(the runtime's S3 client, its signing config: SigV4 for s3, unsigned payload)."""
         with self._lock:
             if self._runtime is None or self._pid != os.getpid():
                 self._runtime, self._pid = self._new_client(), os.getpid()
             return self._runtime
 
-    def _new_client(self) -> Any:
-        from awscrt.io import ClientBootstrap, ClientTlsContext, DefaultHostResolver, EventLoopGroup, TlsContextOptions
-        from awscrt.s3 import S3Client, S3RequestTlsMode, S3RetryConfig, S3RetryMode
+    def _new_client(self) -> tuple[Any, Any]:
+        from awscrt.io import (
+            ClientBootstrap,
+            ClientTlsContext,
+            DefaultHostResolver,
+            EventLoopGroup,
+            TlsContextOptions,
+        )
+        from awscrt.s3 import (
+            S3Client,
+            S3RequestTlsMode,
+            S3RetryConfig,
+            S3RetryMode,
+            create_default_s3_signing_config,
+        )
 
         https = urlsplit(self._endpoint_url()).scheme == "https"
         tls_options = None
@@ -183,10 +211,12 @@ class CrtPuts:
                 context.override_default_trust_store_from_path(ca_filepath=bundle)
             tls_options = ClientTlsContext(context).new_connection_options()
         loops = EventLoopGroup()
+        credentials = self._credential_provider()
+        signing = create_default_s3_signing_config(region=self._region, credential_provider=credentials)
         return S3Client(
             bootstrap=ClientBootstrap(loops, DefaultHostResolver(loops)),
             region=self._region,
-            credential_provider=self._credential_provider(),
+            signing_config=signing,
             tls_mode=S3RequestTlsMode.ENABLED if https else S3RequestTlsMode.DISABLED,
             tls_connection_options=tls_options,
             part_size=CRT_MAX_BODY * 8,
@@ -194,7 +224,7 @@ class CrtPuts:
             max_active_connections_override=self._connections,
             retry_config=S3RetryConfig(retry_mode=S3RetryMode.NONE),  # our RetryPolicy retries, and counts
             connect_timeout_ms=max(1, int(self._timeout_s * 1000)),
-        )
+        ), signing
 
     def _credential_provider(self) -> Any:
         """Static keys when the destination sets them; else botocore's credential chain, asked
@@ -223,16 +253,18 @@ class CrtPuts:
         from awscrt.exceptions import AwsCrtError
         from awscrt.s3 import S3ResponseError
 
-        if isinstance(exc, S3ResponseError):
+        if isinstance(exc, S3ResponseError) and exc.status_code:
             fields = {name.decode(): value.decode("utf-8", "replace")
                       for name, value in _ERROR_FIELD.findall(exc.body or b"")}
-            status = int(exc.status_code or 0)
-            return ClientError({"Error": {"Code": fields.get("Code", str(status)), "Message": fields.get("Message", "")},
-                                "ResponseMetadata": {"HTTPStatusCode": status,
-                                                     "HTTPHeaders": {k.lower(): v for k, v in exc.headers or []}}},
-                               "PutObject")
+            status = int(exc.status_code)
+            return _client_error(fields.get("Code", str(status)), fields.get("Message", ""), status,
+                                 {k.lower(): v for k, v in exc.headers or []})
         if isinstance(exc, AwsCrtError):
             name = exc.name
+            if name in _S3_ANSWERS:  # an answer the runtime names itself, without its status or body
+                return _client_error(*_S3_ANSWERS[name], {})
+            if name.startswith("AWS_ERROR_S3_"):  # the runtime's own judgement of an answer: not retried
+                return _client_error(name, exc.message, 0, {})
             if "TLS" in name:
                 return SSLError(endpoint_url=self._endpoint_url(), error=name)
             if "CONNECT" in name or "DNS" in name or "HOST" in name:
@@ -245,6 +277,11 @@ class CrtPuts:
     def close(self) -> None:
         with self._lock:
             self._runtime = None  # the runtime shuts its client down once no request holds it
+
+
+def _client_error(code: str, message: str, status: int, headers: dict[str, str]) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": message},
+                        "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers}}, "PutObject")
 
 
 def _answer(status: int, headers: list[tuple[str, str]]) -> dict[str, Any]:

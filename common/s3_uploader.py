@@ -251,7 +251,7 @@ class S3Uploader:
                 headers["Content-Type"] = extra["ContentType"]
             if "ChecksumSHA256" in args:
                 headers["x-amz-checksum-sha256"] = args["ChecksumSHA256"]
-            return self._crt.put(bucket, key, path, size, headers)
+            return self._crt.put(bucket, key, path, size, sha256, headers)
         elif self.checksum == "crc32":
             args["ChecksumAlgorithm"] = "CRC32"
         with open(path, "rb") as fh:
