@@ -1,4 +1,4 @@
-"""Small PUTs through the AWS Common Runtime's S3 client (``awscrt``), off the GIL.
+"""Small PUTs and GETs through the AWS Common Runtime's S3 client (``awscrt``), off the GIL.
 
 A PUT through botocore costs about a millisecond of Python per request (endpoint rules,
 serialising, ~30 events, signing, parsing the answer), all of it holding the GIL: with a
@@ -16,9 +16,9 @@ the headers a botocore ``put_object`` would return (``ETag``, ``ChecksumSHA256``
 the uploader verifies. A request that makes no progress for ``timeout_s`` (nothing sent,
 no answer) is cancelled and fails as a read timeout, like botocore's ``read_timeout``.
 
-Only single PUTs of at most :data:`CRT_MAX_BODY` bytes go this way (the file is read by the
-runtime, at most that much buffered per request); larger files, multipart uploads, HEADs,
-listings and manifests stay with botocore. The URL of a key comes from botocore itself
+Only single PUTs (the s3 destination) and GETs (the s3 source) of objects of at most
+:data:`CRT_MAX_BODY` bytes go this way (one request each, at most that much buffered per
+request); larger files, multipart uploads, HEADs, listings and manifests stay with botocore. The URL of a key comes from botocore itself
 (one presigned URL per bucket, its query dropped), so addressing style, custom endpoints
 and regions are botocore's. Not used (botocore serves every request) when ``awscrt`` is not
 installed, the destination sets ``crt: false``, or a proxy is configured in the environment
@@ -31,7 +31,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -44,13 +45,15 @@ from botocore.exceptions import (
     SSLError,
 )
 
-__all__ = ["CRT_MAX_BODY", "CrtPuts", "crt_puts"]
+from common.exceptions import TransferStopped
+
+__all__ = ["CRT_MAX_BODY", "CrtS3", "crt_s3"]
 
 #: The largest body sent through the runtime (the whole body is buffered while it is sent).
 CRT_MAX_BODY = 1 << 20
 
 #: Answer headers as botocore's PutObject names them.
-_ANSWER = {"etag": "ETag", "x-amz-checksum-sha256": "ChecksumSHA256", "x-amz-checksum-crc32": "ChecksumCRC32",
+_ANSWER = {"etag": "ETag", "content-length": "ContentLength", "content-type": "ContentType", "x-amz-checksum-sha256": "ChecksumSHA256", "x-amz-checksum-crc32": "ChecksumCRC32",
            "x-amz-version-id": "VersionId", "x-amz-server-side-encryption": "ServerSideEncryption"}
 _ERROR_FIELD = re.compile(rb"<(Code|Message)>([^<]{0,1024})</\1>")
 #: Answers the runtime reports by name alone: (S3 error code, message, HTTP status), as botocore would see them.
@@ -63,22 +66,28 @@ _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PR
 _POLL_S = 0.5
 
 
-def crt_puts(client: Any, *, region: str, checksum: str, timeout_s: float, connections: int,
-             verify_tls: bool, credentials: tuple[str, str] | None) -> CrtPuts | None:
-    """The runtime's PUTs for ``client``'s endpoint, or None when botocore must send them:
-    ``awscrt`` missing, or a proxy set in the environment."""
+def crt_s3(client: Any, *, region: str, timeout_s: float, connections: int, verify_tls: bool,
+           credentials: tuple[str, str] | None, checksum: str = "when_required") -> CrtS3 | None:
+    """The runtime's requests for ``client``'s endpoint, or None when botocore must send them:
+    ``awscrt`` missing, a proxy set in the environment, or no credentials at all (botocore
+    then says so in its own words)."""
     if any(os.environ.get(name) for name in _PROXY_VARS):
         return None
     try:
         import awscrt.s3  # noqa: F401 - only whether it is there
     except ImportError:
         return None
-    return CrtPuts(client, region=region, checksum=checksum, timeout_s=timeout_s, connections=connections,
-                   verify_tls=verify_tls, credentials=credentials)
+    if credentials is None:
+        from common.s3_client import shared_credentials
+
+        if shared_credentials() is None:
+            return None
+    return CrtS3(client, region=region, checksum=checksum, timeout_s=timeout_s, connections=connections,
+                 verify_tls=verify_tls, credentials=credentials)
 
 
-class CrtPuts:
-    """PUTs of small files for one botocore S3 client's endpoint and credentials.
+class CrtS3:
+    """PUTs and GETs of small objects for one botocore S3 client's endpoint and credentials.
 
     The runtime client is made on first use and again in a forked child (its event loop's
     threads do not survive a fork).
@@ -131,28 +140,71 @@ class CrtPuts:
         made = runtime.make_request(type=S3RequestType.PUT_OBJECT, request=request, operation_name="PutObject",
                                     send_filepath=str(path), checksum_config=self._checksum_config(), signing_config=signing,
                                     on_headers=on_headers, on_progress=on_progress)
-        self._wait(made, progress)
+        self._wait(made, progress, "PutObject")
         return _answer(answer.get("status", 200), answer.get("headers", []))
 
-    def _wait(self, made: Any, progress: list[float]) -> None:
-        """Until ``made`` finishes; cancelled after ``timeout_s`` without progress. Raises its
-        error as botocore would have."""
+    def get(self, bucket: str, key: str, write: Callable[[bytes], object],
+            stop: threading.Event | None = None) -> dict[str, Any]:
+        """GET ``key`` (an object of at most :data:`CRT_MAX_BODY` bytes: one request), each piece
+        of its body given to ``write`` in order as it arrives (an exception from ``write`` ends
+        the request and is raised as it is); the answer's headers as botocore's ``get_object``
+        gives them (``ETag``, ``LastModified``...), without a body. ``stop`` set: the request
+        is cancelled and :class:`~common.exceptions.TransferStopped` raised."""
+        from awscrt.http import HttpHeaders, HttpRequest
+        from awscrt.s3 import S3RequestType
+
+        runtime, signing = self._client()
+        host, path_prefix, _ = self._prefix(bucket)
+        sent = HttpHeaders([("Host", host)])
+        if self._user_agent:
+            sent.set("User-Agent", self._user_agent)
+        request = HttpRequest("GET", path_prefix + quote(key, safe="/~"), sent)
+        answer: dict[str, Any] = {}
+        progress = [time.monotonic()]
+
+        def on_headers(status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
+            progress[0] = time.monotonic()
+            answer["status"], answer["headers"] = status_code, headers
+
+        def on_body(chunk: bytes, **_: Any) -> None:
+            progress[0] = time.monotonic()
+            if not done.is_set():  # nothing written once the caller has its answer (a cancel that lagged)
+                write(chunk)
+
+        done = threading.Event()
+        made = runtime.make_request(type=S3RequestType.GET_OBJECT, request=request, operation_name="GetObject",
+                                    signing_config=signing, on_headers=on_headers, on_body=on_body)
+        try:
+            self._wait(made, progress, "GetObject", stop)
+        finally:
+            done.set()
+        got = _answer(answer.get("status", 200), answer.get("headers", []))
+        if "last-modified" in got["ResponseMetadata"]["HTTPHeaders"]:
+            got["LastModified"] = parsedate_to_datetime(got["ResponseMetadata"]["HTTPHeaders"]["last-modified"])
+        return got
+
+    def _wait(self, made: Any, progress: list[float], operation: str, stop: threading.Event | None = None) -> None:
+        """Until ``made`` finishes; cancelled after ``timeout_s`` without progress, or once
+        ``stop`` is set. Raises its error as botocore would have."""
         future = made.finished_future
         while True:
             try:
                 future.result(timeout=_POLL_S)
                 return
             except TimeoutError:
-                if time.monotonic() - progress[0] < self._timeout_s:
+                stopped = stop is not None and stop.is_set()
+                if not stopped and time.monotonic() - progress[0] < self._timeout_s:
                     continue
                 made.cancel()
                 try:
                     future.result(timeout=self._timeout_s)
-                except BaseException:  # noqa: BLE001, S110 - cancelled: the timeout is the error
+                except BaseException:  # noqa: BLE001, S110 - cancelled: the timeout or the stop is the error
                     pass
+                if stopped:
+                    raise TransferStopped(f"{operation} cut off: the run is stopping") from None
                 raise ReadTimeoutError(endpoint_url=self._endpoint_url()) from None
             except Exception as exc:
-                raise self._translated(exc) from exc
+                raise self._translated(exc, operation) from exc
 
     def _checksum_config(self) -> Any:
         if self._checksum != "crc32":
@@ -247,7 +299,7 @@ class CrtPuts:
 
     # ------------------------------------------------------------------ errors
 
-    def _translated(self, exc: BaseException) -> BaseException:
+    def _translated(self, exc: BaseException, operation: str) -> BaseException:
         """A runtime error as botocore's: an answer from the store as ClientError (its
         ``Code``), a failed connection as botocore's connection errors."""
         from awscrt.exceptions import AwsCrtError
@@ -258,13 +310,13 @@ class CrtPuts:
                       for name, value in _ERROR_FIELD.findall(exc.body or b"")}
             status = int(exc.status_code)
             return _client_error(fields.get("Code", str(status)), fields.get("Message", ""), status,
-                                 {k.lower(): v for k, v in exc.headers or []})
+                                 {k.lower(): v for k, v in exc.headers or []}, operation)
         if isinstance(exc, AwsCrtError):
             name = exc.name
             if name in _S3_ANSWERS:  # an answer the runtime names itself, without its status or body
-                return _client_error(*_S3_ANSWERS[name], {})
+                return _client_error(*_S3_ANSWERS[name], {}, operation)
             if name.startswith("AWS_ERROR_S3_"):  # the runtime's own judgement of an answer: not retried
-                return _client_error(name, exc.message, 0, {})
+                return _client_error(name, exc.message, 0, {}, operation)
             if "TLS" in name:
                 return SSLError(endpoint_url=self._endpoint_url(), error=name)
             if "CONNECT" in name or "DNS" in name or "HOST" in name:
@@ -279,15 +331,17 @@ class CrtPuts:
             self._runtime = None  # the runtime shuts its client down once no request holds it
 
 
-def _client_error(code: str, message: str, status: int, headers: dict[str, str]) -> ClientError:
+def _client_error(code: str, message: str, status: int, headers: dict[str, str], operation: str) -> ClientError:
     return ClientError({"Error": {"Code": code, "Message": message},
-                        "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers}}, "PutObject")
+                        "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers}}, operation)
 
 
 def _answer(status: int, headers: list[tuple[str, str]]) -> dict[str, Any]:
     """A PutObject answer as botocore's: its known headers under botocore's names."""
     lowered = {name.lower(): value for name, value in headers}
     answer: dict[str, Any] = {_ANSWER[name]: value for name, value in lowered.items() if name in _ANSWER}
+    if str(answer.get("ContentLength", "")).isdigit():
+        answer["ContentLength"] = int(answer["ContentLength"])
     answer["ResponseMetadata"] = {"HTTPStatusCode": status, "HTTPHeaders": lowered}
     return answer
 

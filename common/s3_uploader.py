@@ -54,7 +54,7 @@ from common.multipart_state import StateStore, part_size_for
 from common.multipart_upload import MultipartUploader, upload_error
 from common.retry import RetryPolicy
 from common.s3_client import new_s3_client
-from common.s3_crt import CRT_MAX_BODY, CrtPuts, crt_puts
+from common.s3_crt import CRT_MAX_BODY, CrtS3, crt_s3
 from common.secret import reveal
 from common.stream_hooks import Md5Hook, PartSha256Hook, StreamHook
 
@@ -98,11 +98,11 @@ class S3Uploader:
         self._sweep_lock = threading.Lock()
         self._no_copy: set[str] = set()
         """Source buckets a server-side copy was refused from (not tried again in this run)."""
-        self._crt: CrtPuts | None = None
+        self._crt: CrtS3 | None = None
         """Small PUTs through the AWS Common Runtime (:mod:`common.s3_crt`); None: botocore sends them."""
         if dest.crt:
             keys = (reveal(dest.access_key_id), reveal(dest.secret_access_key))
-            self._crt = crt_puts(self.client, region=dest.region, checksum=dest.checksum, timeout_s=timeout_s,
+            self._crt = crt_s3(self.client, region=dest.region, checksum=dest.checksum, timeout_s=timeout_s,
                                  connections=max(pool_size, dest.max_concurrency) + 4, verify_tls=dest.verify_tls,
                                  credentials=(keys[0], keys[1]) if keys[0] and keys[1] else None)
 

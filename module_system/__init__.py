@@ -92,6 +92,7 @@ if TYPE_CHECKING:
         read_html,
     )
     from common.s3_client import new_s3_client, s3_store
+    from common.s3_crt import CRT_MAX_BODY, CrtS3, crt_s3
     from orchestrator.exit_codes import ExitCode
     from orchestrator.plan import JobPlan
     from orchestrator.python_api import RunSettings, Validated, plan, run, validate
@@ -119,6 +120,9 @@ _LAZY = {
     "validate": "orchestrator.python_api",
     "new_s3_client": "common.s3_client",
     "s3_store": "common.s3_client",
+    "CRT_MAX_BODY": "common.s3_crt",
+    "CrtS3": "common.s3_crt",
+    "crt_s3": "common.s3_crt",
     # lxml and cssselect only for the runs that read HTML
     "Css": "common.html_tree",
     "HtmlFindings": "common.html_tree",
@@ -149,6 +153,7 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0.0.0"
 
 __all__ = [
+    "CRT_MAX_BODY",
     "DESTINATION_GROUP",
     "ENTRY_POINT_GROUP",
     "RETRY_HTTP_CODES",
@@ -156,6 +161,7 @@ __all__ = [
     "BaseModule",
     "Column",
     "ConfigError",
+    "CrtS3",
     "Css",
     "Destination",
     "DestinationSetup",
@@ -209,6 +215,7 @@ __all__ = [
     "__version__",
     "capped",
     "compile_css",
+    "crt_s3",
     "element_text",
     "ends_on_stop",
     "host_of",

@@ -28,7 +28,12 @@ landed). "Folder" markers (keys ending in ``/``) are skipped, and so is an objec
 between listing and download (:class:`~module_system.FileVanished`).
 
 One boto3 client is shared by every transfer and job of the run reading the same endpoint,
-region and credentials (``ctx.resources.shared``; clients are thread-safe).
+region and credentials (``ctx.resources.shared``; clients are thread-safe). Objects listed at
+1 MiB or less are read with one GET of the AWS Common Runtime's S3 client instead
+(``awscrt``, shared the same way; see ``common/s3_crt.py``): the request is built, signed and
+read on the runtime's threads, not in ~1 ms of GIL-holding Python, with its retries off (the
+job's retry policy retries the file), a read timeout after ``timeout_s`` without progress, and
+a cancel when the run stops. Not used when a proxy is set in the environment.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ from typing import Any, ClassVar
 import structlog
 
 from module_system import (
+    CRT_MAX_BODY,
+    CrtS3,
     Entry,
     FileSink,
     FileSource,
@@ -47,6 +54,7 @@ from module_system import (
     RunResources,
     Secret,
     StoredAt,
+    crt_s3,
     s3_store,
     shut_response,
     watch,
@@ -58,7 +66,7 @@ from modules.s3_module.exceptions import (
     translate_s3_error,
 )
 
-__all__ = ["S3Module", "s3_client_for"]
+__all__ = ["S3Module", "s3_client_for", "s3_runtime_for"]
 
 log = structlog.get_logger(__name__)
 
@@ -128,7 +136,7 @@ class S3Module(FileSource):
         """The object streamed into ``sink``; the marks of what was read (the response's ETag)."""
         obj = entry.handle
         try:
-            response = self._get(self._client(), obj["Key"], sink)
+            response = self._get(self._client(), obj["Key"], sink, int(obj.get("Size", CRT_MAX_BODY + 1)))
         except S3SourceError as exc:
             if getattr(exc, "code", None) in ("NoSuchKey", "404"):
                 raise FileVanished(f"{entry.source_uri} was deleted after the listing") from exc
@@ -185,12 +193,19 @@ class S3Module(FileSource):
 
     # ------------------------------------------------------------------ download
 
-    def _get(self, client: Any, key: str, sink: FileSink) -> Mapping[str, Any]:
-        """One download attempt from byte 0; the response metadata without its body."""
+    def _get(self, client: Any, key: str, sink: FileSink, size: int) -> Mapping[str, Any]:
+        """One download attempt from byte 0; the response metadata without its body. An object
+        listed at :data:`~module_system.CRT_MAX_BODY` bytes or less is read by the AWS Common
+        Runtime when it serves this endpoint (:func:`~module_system.crt_s3`: one request, sent
+        off the GIL), a larger one by botocore in 64 KiB reads under the transfer watchdog."""
         bucket = self.source["bucket"]
         holder: dict[str, Any] = {}
         uri = f"s3://{bucket}/{key}"
+        runtime = s3_runtime_for(self.source, client, self.ctx.timeout_s, self.ctx.resources) \
+            if size <= CRT_MAX_BODY else None
         try:
+            if runtime is not None:
+                return runtime.get(bucket, key, sink.write, stop=self.ctx.stop)
             with watch(f"get {uri}", self.ctx.stop, self.ctx.timeout_s, cut=lambda: shut_response(holder.get("body")),
                        stalled=lambda msg: S3TransientError(msg, bucket=bucket, key=key)) as transfer:
                 response = client.get_object(Bucket=bucket, Key=key)
@@ -253,6 +268,23 @@ def s3_client_for(source: Mapping[str, Any], timeout_s: float, resources: RunRes
         log.debug("s3_client_created", endpoint_url=endpoint, region=region,
                   credentials="explicit" if access_key else "default_chain")
         return _new_client(endpoint, region, access_key, secret_key, timeout_s, verify)
+
+    return resources.shared(cache_key, make)
+
+
+def s3_runtime_for(source: Mapping[str, Any], client: Any, timeout_s: float, resources: RunResources) -> CrtS3 | None:
+    """The run's AWS Common Runtime client for ``source``'s endpoint (shared like
+    :func:`s3_client_for`'s), or None when botocore reads everything (see
+    :func:`~module_system.crt_s3`)."""
+    access_key, secret_key = source.get("access_key_id") or None, source.get("secret_access_key") or None
+    cache_key = ("s3-source-crt", source["endpoint_url"] or None, source["region"], _as_secret(access_key),
+                 _as_secret(secret_key), float(timeout_s), bool(source["verify_tls"]))
+
+    def make() -> CrtS3 | None:
+        keys = (_reveal(access_key), _reveal(secret_key))
+        return crt_s3(client, region=source["region"], timeout_s=timeout_s, connections=MAX_POOL_CONNECTIONS,
+                      verify_tls=bool(source["verify_tls"]),
+                      credentials=(keys[0], keys[1]) if keys[0] and keys[1] else None)
 
     return resources.shared(cache_key, make)
 

@@ -9,12 +9,14 @@ import threading
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
-from common.exceptions import TransientUploadError, UploadError
+from common.exceptions import TransferStopped, TransientUploadError, UploadError
 from common.retry import RetryPolicy
 from common.s3_client import USER_AGENT
-from common.s3_crt import CRT_MAX_BODY, crt_puts
+from common.s3_crt import CRT_MAX_BODY, CrtS3, crt_s3
 from common.s3_uploader import S3Uploader
+from module_system.testing import s3_client
 from tests.common.test_s3_uploader import RETRY, destination, local_file
 from tests.servers.s3_proxy import FaultRule, ProxyRequest, S3Proxy
 
@@ -143,7 +145,7 @@ def test_botocore_alone_with_crt_false_or_a_proxy_in_the_environment(s3_server, 
     assert off._crt is None
     off.close()
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
-    assert crt_puts(object(), region="us-east-1", checksum="sha256", timeout_s=1, connections=1, verify_tls=True,
+    assert crt_s3(object(), region="us-east-1", checksum="sha256", timeout_s=1, connections=1, verify_tls=True,
                     credentials=None) is None
     with S3Proxy(s3_server.url) as proxy:
         uploader = S3Uploader(destination(proxy.url, bucket), timeout_s=10, pool_size=2)
@@ -162,3 +164,58 @@ def test_default_credentials_come_from_botocore_s_chain(s3_server, s3, bucket: s
     assert uploader.put_file(bucket, "c.txt", path, 64, digest, RETRY).status == "uploaded"
     uploader.close()
     assert s3.head_object(Bucket=bucket, Key="c.txt")["ContentLength"] == 64
+
+
+# ---------------------------------------------------------------------------- GETs (the s3 source)
+
+
+def _runtime(client: object) -> CrtS3:
+    made = crt_s3(client, region="us-east-1", timeout_s=5, connections=4, verify_tls=True, credentials=("testing", "t"))
+    assert made is not None
+    return made
+
+
+def test_a_get_streams_the_body_in_order_with_botocore_s_answer(s3_server, s3, bucket: str) -> None:
+    body = bytes(range(256)) * 3000  # 768,000 bytes: several pieces
+    s3.put_object(Bucket=bucket, Key="d/é x.bin", Body=body)
+    with S3Proxy(s3_server.url) as proxy:
+        runtime = _runtime(s3_client(proxy.url))
+        pieces: list[bytes] = []
+        answer = runtime.get(bucket, "d/é x.bin", pieces.append)
+        runtime.close()
+    assert b"".join(pieces) == body
+    head = s3.head_object(Bucket=bucket, Key="d/é x.bin")
+    assert answer["ETag"] == head["ETag"] and answer["LastModified"] == head["LastModified"]
+    (get,) = proxy.of("GetObject")
+    assert _by_runtime(get)
+
+
+def test_a_missing_key_is_no_such_key_and_a_failing_write_ends_the_get(s3_server, s3, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x" * 1000)
+    runtime = _runtime(s3_client(s3_server.url))
+    with pytest.raises(ClientError) as missing:
+        runtime.get(bucket, "absent", lambda chunk: None)
+    assert missing.value.response["Error"]["Code"] == "NoSuchKey"
+    assert missing.value.operation_name == "GetObject"
+
+    class Full(Exception):
+        pass
+
+    def refuse(chunk: bytes) -> None:
+        raise Full("no room")
+
+    with pytest.raises(Full):
+        runtime.get(bucket, "k", refuse)
+    runtime.close()
+
+
+def test_a_stop_cancels_a_get_that_gets_no_answer(s3_server, s3, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    stop = threading.Event()
+    with S3Proxy(s3_server.url) as proxy:
+        proxy.fault = lambda request: "hang"
+        runtime = _runtime(s3_client(proxy.url))
+        threading.Timer(0.3, stop.set).start()
+        with pytest.raises(TransferStopped):
+            runtime.get(bucket, "k", lambda chunk: None, stop=stop)
+        runtime.close()
