@@ -40,7 +40,7 @@ log = structlog.get_logger(__name__)
 MAX_PAGES = 20
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Existing:
     size: int
     etag: str
