@@ -53,7 +53,8 @@ class KeyClaims:
     """The run's claims table. Thread-safe."""
 
     def __init__(self) -> None:
-        self._owners: dict[tuple[str, str], Owner] = {}
+        self._owners: dict[str, dict[str, Owner]] = {}
+        """bucket -> key -> owner (one dict per bucket: no ``(bucket, key)`` tuple kept per key)."""
         self._lock = threading.Lock()
 
     def claim(self, bucket: str, keys: tuple[str, ...], owner: Owner) -> str | None:
@@ -66,12 +67,14 @@ class KeyClaims:
             if size > MAX_KEY_BYTES:
                 return f"key {key[:60]}... is {size} bytes, over the {MAX_KEY_BYTES} an S3 key may have"
         with self._lock:
+            owners = self._owners.setdefault(bucket, {})
             conflict = next(((key, held) for key in keys
-                             if (held := self._owners.get((bucket, key))) is not None and not _may_take(held, owner)),
+                             if (held := owners.get(key)) is not None and not _may_take(held, owner)),
                             None)
             if conflict is None:
                 for key in keys:
-                    self._owners[(bucket, key)] = owner
+                    if owners.get(key) != owner:  # the same owner again keeps the object it has
+                        owners[key] = owner
                 return None
         key, held = conflict
         if held.job_id != owner.job_id:
@@ -86,7 +89,7 @@ class KeyClaims:
 
     def owner(self, bucket: str, key: str) -> Owner | None:
         with self._lock:
-            return self._owners.get((bucket, key))
+            return self._owners.get(bucket, {}).get(key)
 
 
 def _may_take(held: Owner, owner: Owner) -> bool:
