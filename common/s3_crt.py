@@ -116,32 +116,19 @@ class CrtS3:
         checksum header, its SHA-256 goes into the signature (``X-Amz-Content-SHA256``, the
         digest we streamed, not hashed again); else ``UNSIGNED-PAYLOAD`` (TLS, or the signed
         checksum header, protects the bytes)."""
-        from awscrt.http import HttpHeaders, HttpRequest
         from awscrt.s3 import S3RequestType
 
-        runtime, signing = self._client()
-        host, path_prefix, https = self._prefix(bucket)
+        runtime, signing, request, https = self._request("PUT", bucket, key, [("Content-Length", str(size)),
+                                                                             *headers.items()])
         if not https and "x-amz-checksum-sha256" not in headers:
             signing = signing.replace(signed_body_value=sha256)
-        sent = HttpHeaders([("Host", host), ("Content-Length", str(size)), *headers.items()])
-        if self._user_agent:
-            sent.set("User-Agent", self._user_agent)
-        request = HttpRequest("PUT", path_prefix + quote(key, safe="/~"), sent)
-        answer: dict[str, Any] = {}
-        progress = [time.monotonic()]
-
-        def on_headers(status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
-            progress[0] = time.monotonic()
-            answer["status"], answer["headers"] = status_code, headers
-
-        def on_progress(progress_bytes: int, **_: Any) -> None:
-            progress[0] = time.monotonic()
-
+        exchange = _Exchange()
         made = runtime.make_request(type=S3RequestType.PUT_OBJECT, request=request, operation_name="PutObject",
-                                    send_filepath=str(path), checksum_config=self._checksum_config(), signing_config=signing,
-                                    on_headers=on_headers, on_progress=on_progress)
-        self._wait(made, progress, "PutObject")
-        return _answer(answer.get("status", 200), answer.get("headers", []))
+                                    send_filepath=str(path), checksum_config=self._checksum_config(),
+                                    signing_config=signing, on_headers=exchange.on_headers,
+                                    on_progress=exchange.on_progress)
+        self._wait(made, exchange, "PutObject")
+        return _answer(exchange.status, exchange.headers)
 
     def get(self, bucket: str, key: str, write: Callable[[bytes], object],
             stop: threading.Event | None = None) -> dict[str, Any]:
@@ -150,40 +137,41 @@ class CrtS3:
         the request and is raised as it is); the answer's headers as botocore's ``get_object``
         gives them (``ETag``, ``LastModified``...), without a body. ``stop`` set: the request
         is cancelled and :class:`~common.exceptions.TransferStopped` raised."""
-        from awscrt.http import HttpHeaders, HttpRequest
         from awscrt.s3 import S3RequestType
 
-        runtime, signing = self._client()
-        host, path_prefix, _ = self._prefix(bucket)
-        sent = HttpHeaders([("Host", host)])
-        if self._user_agent:
-            sent.set("User-Agent", self._user_agent)
-        request = HttpRequest("GET", path_prefix + quote(key, safe="/~"), sent)
-        answer: dict[str, Any] = {}
-        progress = [time.monotonic()]
-
-        def on_headers(status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
-            progress[0] = time.monotonic()
-            answer["status"], answer["headers"] = status_code, headers
+        runtime, signing, request, _ = self._request("GET", bucket, key, [])
+        exchange = _Exchange()
+        done = threading.Event()
 
         def on_body(chunk: bytes, **_: Any) -> None:
-            progress[0] = time.monotonic()
+            exchange.on_progress()
             if not done.is_set():  # nothing written once the caller has its answer (a cancel that lagged)
                 write(chunk)
 
-        done = threading.Event()
         made = runtime.make_request(type=S3RequestType.GET_OBJECT, request=request, operation_name="GetObject",
-                                    signing_config=signing, on_headers=on_headers, on_body=on_body)
+                                    signing_config=signing, on_headers=exchange.on_headers, on_body=on_body)
         try:
-            self._wait(made, progress, "GetObject", stop)
+            self._wait(made, exchange, "GetObject", stop)
         finally:
             done.set()
-        got = _answer(answer.get("status", 200), answer.get("headers", []))
+        got = _answer(exchange.status, exchange.headers)
         if "last-modified" in got["ResponseMetadata"]["HTTPHeaders"]:
             got["LastModified"] = parsedate_to_datetime(got["ResponseMetadata"]["HTTPHeaders"]["last-modified"])
         return got
 
-    def _wait(self, made: Any, progress: list[float], operation: str, stop: threading.Event | None = None) -> None:
+    def _request(self, method: str, bucket: str, key: str,
+                 headers: list[tuple[str, str]]) -> tuple[Any, Any, Any, bool]:
+        """(the runtime's client, its signing config, the request for ``key``, https?)."""
+        from awscrt.http import HttpHeaders, HttpRequest
+
+        runtime, signing = self._client()
+        host, path_prefix, https = self._prefix(bucket)
+        sent = HttpHeaders([("Host", host), *headers])
+        if self._user_agent:
+            sent.set("User-Agent", self._user_agent)
+        return runtime, signing, HttpRequest(method, path_prefix + quote(key, safe="/~"), sent), https
+
+    def _wait(self, made: Any, exchange: _Exchange, operation: str, stop: threading.Event | None = None) -> None:
         """Until ``made`` finishes; cancelled after ``timeout_s`` without progress, or once
         ``stop`` is set. Raises its error as botocore would have."""
         future = made.finished_future
@@ -193,7 +181,7 @@ class CrtS3:
                 return
             except TimeoutError:
                 stopped = stop is not None and stop.is_set()
-                if not stopped and time.monotonic() - progress[0] < self._timeout_s:
+                if not stopped and time.monotonic() - exchange.moved < self._timeout_s:
                     continue
                 made.cancel()
                 try:
@@ -329,6 +317,22 @@ class CrtS3:
     def close(self) -> None:
         with self._lock:
             self._runtime = None  # the runtime shuts its client down once no request holds it
+
+
+class _Exchange:
+    """One request's answer as the runtime reports it (on its threads), and when it last moved."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.headers: list[tuple[str, str]] = []
+        self.moved = time.monotonic()
+
+    def on_headers(self, status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
+        self.moved = time.monotonic()
+        self.status, self.headers = status_code, headers
+
+    def on_progress(self, *_: Any, **__: Any) -> None:
+        self.moved = time.monotonic()
 
 
 def _client_error(code: str, message: str, status: int, headers: dict[str, str], operation: str) -> ClientError:
