@@ -245,6 +245,8 @@ class S3Uploader:
         args: dict[str, Any] = {"Metadata": {"sha256": sha256}, **extra}
         if self.checksum == "sha256":
             args["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha256)).decode()
+        elif self.checksum == "crc32":
+            args["ChecksumAlgorithm"] = "CRC32"  # the runtime computes it itself (its checksum config)
         if self._crt is not None and size <= CRT_MAX_BODY and set(extra) <= {"ContentType"}:
             headers = {"x-amz-meta-sha256": sha256}
             if "ContentType" in extra:
@@ -252,8 +254,6 @@ class S3Uploader:
             if "ChecksumSHA256" in args:
                 headers["x-amz-checksum-sha256"] = args["ChecksumSHA256"]
             return self._crt.put(bucket, key, path, size, sha256, headers)
-        elif self.checksum == "crc32":
-            args["ChecksumAlgorithm"] = "CRC32"
         with open(path, "rb") as fh:
             # A small file goes as bytes: botocore sends a file-like body only after an
             # ``Expect: 100-continue`` round trip. Memory: at most SMALL_BODY per worker.

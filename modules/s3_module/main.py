@@ -33,7 +33,7 @@ region and credentials (``ctx.resources.shared``; clients are thread-safe). Obje
 (``awscrt``, shared the same way; see ``common/s3_crt.py``): the request is built, signed and
 read on the runtime's threads, not in ~1 ms of GIL-holding Python, with its retries off (the
 job's retry policy retries the file), a read timeout after ``timeout_s`` without progress, and
-a cancel when the run stops. Not used when a proxy is set in the environment.
+a cancel when the run stops. Not used with ``crt: false`` or a proxy set in the environment.
 """
 
 from __future__ import annotations
@@ -101,6 +101,10 @@ class S3Module(FileSource):
                            "description": "Verify the endpoint's TLS certificate; false logs a warning."},
             "access_key_id": {"type": "string", "x-secret": True,
                               "description": "Access key id; absent: the AWS default credential chain."},
+            "crt": {"type": "boolean", "default": True,
+                    "description": "Objects up to 1 MiB are read with one GET of the AWS Common Runtime's S3 "
+                                   "client (awscrt: C threads, no Python per request) instead of botocore; false: "
+                                   "botocore reads every object. Never used with a proxy set in the environment."},
             "secret_access_key": {"type": "string", "x-secret": True,
                                   "description": "Secret access key; given together with access_key_id."},
         },
@@ -202,7 +206,7 @@ class S3Module(FileSource):
         holder: dict[str, Any] = {}
         uri = f"s3://{bucket}/{key}"
         runtime = s3_runtime_for(self.source, client, self.ctx.timeout_s, self.ctx.resources) \
-            if size <= CRT_MAX_BODY else None
+            if size <= CRT_MAX_BODY and self.source.get("crt", True) else None
         try:
             if runtime is not None:
                 return runtime.get(bucket, key, sink.write, stop=self.ctx.stop)

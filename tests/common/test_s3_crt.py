@@ -219,3 +219,19 @@ def test_a_stop_cancels_a_get_that_gets_no_answer(s3_server, s3, bucket: str) ->
         with pytest.raises(TransferStopped):
             runtime.get(bucket, "k", lambda chunk: None, stop=stop)
         runtime.close()
+
+
+def test_the_s3_source_reads_small_objects_through_the_runtime_unless_crt_false(s3_server, s3, bucket: str,
+                                                                               tmp_path: Path) -> None:
+    from modules.s3_module.main import S3Module
+    from tests.modules.s3_module.test_s3_module import fetch_all, make_ctx, make_source
+
+    s3.put_object(Bucket=bucket, Key="in/small.csv", Body=b"a\n1\n")
+    with S3Proxy(s3_server.url) as proxy:
+        for crt in (True, False):
+            source = make_source(bucket=bucket, prefix="in/", endpoint_url=proxy.url, crt=crt,
+                                 access_key_id="testing", secret_access_key="testing")
+            files = fetch_all(S3Module(source, make_ctx()), tmp_path / str(crt))
+            assert [f.path.read_bytes() for f in files] == [b"a\n1\n"]
+    first, second = proxy.of("GetObject")
+    assert _by_runtime(first) and not _by_runtime(second)
