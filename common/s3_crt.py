@@ -67,10 +67,13 @@ _POLL_S = 0.5
 
 
 def crt_s3(client: Any, *, region: str, timeout_s: float, connections: int, verify_tls: bool,
-           credentials: tuple[str, str] | None, checksum: str = "when_required") -> CrtS3 | None:
+           access_key_id: str | None = None, secret_access_key: str | None = None,
+           checksum: str = "when_required") -> CrtS3 | None:
     """The runtime's requests for ``client``'s endpoint, or None when botocore must send them:
     ``awscrt`` missing, a proxy set in the environment, or no credentials at all (botocore
-    then says so in its own words)."""
+    then says so in its own words). Static keys when both are given (revealed), else the
+    default credential chain."""
+    credentials = (access_key_id, secret_access_key) if access_key_id and secret_access_key else None
     if any(os.environ.get(name) for name in _PROXY_VARS):
         return None
     try:

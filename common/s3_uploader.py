@@ -101,10 +101,10 @@ class S3Uploader:
         self._crt: CrtS3 | None = None
         """Small PUTs through the AWS Common Runtime (:mod:`common.s3_crt`); None: botocore sends them."""
         if dest.crt:
-            keys = (reveal(dest.access_key_id), reveal(dest.secret_access_key))
             self._crt = crt_s3(self.client, region=dest.region, checksum=dest.checksum, timeout_s=timeout_s,
-                                 connections=max(pool_size, dest.max_concurrency) + 4, verify_tls=dest.verify_tls,
-                                 credentials=(keys[0], keys[1]) if keys[0] and keys[1] else None)
+                               connections=max(pool_size, dest.max_concurrency) + 4, verify_tls=dest.verify_tls,
+                               access_key_id=reveal(dest.access_key_id),
+                               secret_access_key=reveal(dest.secret_access_key))
 
     # ----------------------------------------------------------------- files
 

@@ -285,10 +285,9 @@ def s3_runtime_for(source: Mapping[str, Any], client: Any, timeout_s: float, res
                  _as_secret(secret_key), float(timeout_s), bool(source["verify_tls"]))
 
     def make() -> CrtS3 | None:
-        keys = (_reveal(access_key), _reveal(secret_key))
         return crt_s3(client, region=source["region"], timeout_s=timeout_s, connections=MAX_POOL_CONNECTIONS,
-                      verify_tls=bool(source["verify_tls"]),
-                      credentials=(keys[0], keys[1]) if keys[0] and keys[1] else None)
+                      verify_tls=bool(source["verify_tls"]), access_key_id=_reveal(access_key),
+                      secret_access_key=_reveal(secret_key))
 
     return resources.shared(cache_key, make)
 

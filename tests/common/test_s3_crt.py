@@ -145,8 +145,8 @@ def test_botocore_alone_with_crt_false_or_a_proxy_in_the_environment(s3_server, 
     assert off._crt is None
     off.close()
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
-    assert crt_s3(object(), region="us-east-1", checksum="sha256", timeout_s=1, connections=1, verify_tls=True,
-                    credentials=None) is None
+    assert crt_s3(object(), region="us-east-1", checksum="sha256", timeout_s=1, connections=1,
+                  verify_tls=True) is None
     with S3Proxy(s3_server.url) as proxy:
         uploader = S3Uploader(destination(proxy.url, bucket), timeout_s=10, pool_size=2)
         path, digest = local_file(tmp_path, b"plain\n")
@@ -170,7 +170,8 @@ def test_default_credentials_come_from_botocore_s_chain(s3_server, s3, bucket: s
 
 
 def _runtime(client: object) -> CrtS3:
-    made = crt_s3(client, region="us-east-1", timeout_s=5, connections=4, verify_tls=True, credentials=("testing", "t"))
+    made = crt_s3(client, region="us-east-1", timeout_s=5, connections=4, verify_tls=True,
+                  access_key_id="testing", secret_access_key="t")
     assert made is not None
     return made
 
