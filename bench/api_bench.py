@@ -12,11 +12,13 @@ headers. The row reads :data:`ENDPOINTS` endpoints x :data:`PAGES` pages = 2,000
   page), every page landed in S3. Checked: every page uploaded, none rejected.
 * ``requests_pool``: ``python -m bench.api_bench pool``: a ``ThreadPoolExecutor`` of the same
   width, one ``requests.Session`` per thread, each task walking one endpoint's pages in
-  order (as the module does: the next page is known only from the page before) and writing
-  each page to local disk. Checked: every page written.
+  order (the next page is known only from the page before) and writing each page to local
+  disk. Checked: every page written.
 
-Both walk the same endpoints in the same shape, so both see the same tail when the last
-endpoints finish.
+Both read each endpoint's pages in order. The pool is what a plain thread pool does: a task
+per endpoint, so the last 4 of the 100 endpoints are walked alone while 12 threads idle
+(7 rounds of 20 requests). The module lets its open endpoints take turns, as a crawl frontier
+does (:data:`modules.api_module.main.OPEN_PER_LANE`), and keeps its 16 lanes busy to the end.
 """
 
 from __future__ import annotations

@@ -23,9 +23,13 @@ Registry keys read (``source`` of a ``type: api`` service; schema in
     Whether a 3xx is followed, and where to (:mod:`modules.redirect_policy`); ``auth``
     and ``headers`` go only to ``base_url``'s origin.
 
-Flow: the endpoints run in the job's lanes (``ctx.lanes()``, the service's ``transfers``
-wide, default :attr:`ApiModule.default_transfers`), each walking its pages in order
-(pagination is sequential); each page is streamed into a hashing sink as
+Flow: the requests run in the job's lanes (``ctx.lanes()``, the service's ``transfers``
+wide, default :attr:`ApiModule.default_transfers`). Each endpoint's pages are read in order
+(the next page is known only from the one before), but the endpoints take turns, as a
+crawl frontier does: a lane that finishes a page starts a new endpoint's first page while
+there are any (up to :data:`OPEN_PER_LANE` endpoints per lane open at once), else the next
+page of the endpoint that has waited longest. So every lane stays busy until the last pages,
+instead of the last few endpoints being walked alone while the other lanes idle. Each page is streamed into a hashing sink as
 ``<endpoint-slug>-p<n>.json`` by :class:`~.client.PageClient` and handed to the generator
 through a bounded queue, which yields files in completion order. Every request holds a
 connection slot of its host (``ctx.slot``): ``limits.max_connections`` (default
@@ -62,6 +66,7 @@ import dataclasses
 import json
 import queue
 import threading
+from collections import deque
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -111,8 +116,22 @@ log = structlog.get_logger(__name__)
 #: How often (seconds) the generator and the workers look at the stop flags while waiting.
 POLL_S = 0.1
 
+#: Endpoints open at once per lane: they take turns, so the lanes stay busy to the end (a
+#: simulated 100 endpoints x 20 pages on 16 lanes: 147 request times with one endpoint per
+#: lane, 132 with 4 per lane or with all open; 125 is the bound), while what an open walk
+#: keeps (the URLs it has seen) stays bounded by the job's width.
+OPEN_PER_LANE = 4
+
 #: What an endpoint's walk yields: a page on disk, a page refused (rejected) or a 304.
 Item = FetchedFile | FetchFailed | Unchanged
+
+
+@dataclasses.dataclass(slots=True)
+class _Walk:
+    """One endpoint being read: its pages, one per ``next()`` (each call sends at most one request)."""
+
+    endpoint: str
+    pages: Iterator[Item]
 
 
 class _EndpointTruncated(Exception):
@@ -180,24 +199,36 @@ class ApiModule(BaseModule):
         results: queue.Queue[tuple[str, Any, Any]] = queue.Queue(maxsize=2 * width)
         lanes = self.ctx.lanes()
         pending = iter(endpoints)
-        active = succeeded = files = 0
+        waiting: deque[_Walk] = deque()  # walks whose next page is known, oldest first
+        in_flight = walks = files = succeeded = 0
         failures: list[ApiSourceError] = []
         truncated: list[_EndpointTruncated] = []
         held: list[FetchFailed] = []  # failures wait until some endpoint succeeds: all failing raises
 
         def submit() -> int:
-            endpoint = next(pending, None)
-            if endpoint is None or self.ctx.stop.is_set():
+            """Start the next request: a new endpoint's first page while fewer than
+            :data:`OPEN_PER_LANE` x ``width`` endpoints are open, else the next page of the
+            endpoint that has waited longest (the open endpoints take turns)."""
+            nonlocal walks
+            if self.ctx.stop.is_set():
                 return 0
-            lanes.submit(self._run_endpoint, endpoint, workdir, results)
+            endpoint = next(pending, None) if walks < OPEN_PER_LANE * width else None
+            if endpoint is not None:
+                walks += 1
+                walk = _Walk(endpoint, self._walk(endpoint, workdir))
+            elif waiting:
+                walk = waiting.popleft()
+            else:
+                return 0
+            lanes.submit(self._step, walk, results)
             return 1
 
         log.info("api_fetch_started", base_url=public_url(self.base_url), endpoints=len(endpoints),
                  transfers=width, paginate=self.paging.type)
         try:
             for _ in range(width):
-                active += submit()
-            while active:
+                in_flight += submit()
+            while in_flight:
                 if self.ctx.stop.is_set():
                     log.info("api_fetch_stopped", files=files)
                     return
@@ -220,10 +251,15 @@ class ApiModule(BaseModule):
                         held.append(payload)
                 elif kind == "truncated":
                     truncated.append(payload)
+                elif kind == "next":
+                    in_flight -= 1
+                    waiting.append(payload)
+                    in_flight += submit()
                 elif kind == "done":
-                    active -= 1
+                    in_flight -= 1
+                    walks -= 1
                     succeeded += bool(payload)
-                    active += submit()
+                    in_flight += submit()
                 else:  # "fatal"
                     raise payload
             if failures and not succeeded:
@@ -236,6 +272,8 @@ class ApiModule(BaseModule):
             self._cancel.set()
             lanes.close()
             _discard(results)
+            for walk in waiting:
+                walk.pages.close()
 
     def _all_failed(self, failures: list[ApiSourceError], count: int) -> ApiSourceError:
         cls = ApiTransientError if all(is_transient(e) for e in failures) else ApiSourceError
@@ -251,16 +289,20 @@ class ApiModule(BaseModule):
             "raise max_pages to read them whole", url=public_url(self.base_url),
             endpoints=[t.endpoint for t in truncated])
 
-    def _run_endpoint(self, endpoint: str, workdir: Path, results: queue.Queue[tuple[str, Any, Any]]) -> None:
-        """Worker: walk one endpoint, posting each page, its failure and its end to ``results``."""
+    def _step(self, walk: _Walk, results: queue.Queue[tuple[str, Any, Any]]) -> None:
+        """Lane task: read the next page of ``walk`` and post it, then ``next`` (the walk goes
+        back in line) or ``done``; an endpoint's failure or truncation is posted before its end."""
         structlog.contextvars.bind_contextvars(thread=threading.current_thread().name)
         try:
             ok = True
             try:
-                for item in self._walk(endpoint, workdir):
+                item = next(walk.pages, None)
+                if item is not None:
                     if not self._post(results, ("file", item, None)):
                         _remove(item)
                         return
+                    self._post(results, ("next", walk, None))
+                    return
             except _EndpointTruncated as truncated:
                 if not self._post(results, ("truncated", truncated, None)):
                     return
@@ -268,7 +310,7 @@ class ApiModule(BaseModule):
                 if self._cancel.is_set():
                     return
                 ok = False
-                log.warning("api_endpoint_failed", endpoint=endpoint, uri=failed.uri, error=str(failed.error))
+                log.warning("api_endpoint_failed", endpoint=walk.endpoint, uri=failed.uri, error=str(failed.error))
                 self._post(results, ("failed", FetchFailed(failed.name, failed.uri, str(failed.error)), failed.error))
             self._post(results, ("done", ok, None))
         except BaseException as exc:  # noqa: BLE001 - ApiAuthError, or a bug: the job fails rather than hangs

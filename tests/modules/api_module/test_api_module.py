@@ -428,6 +428,32 @@ def test_the_host_cap_is_never_exceeded_across_jobs_and_lanes(tmp_path: Path) ->
         assert slow.connections <= 3, "the run's pooled sessions reuse their connections"
 
 
+def test_endpoints_take_turns_one_page_each(api: ApiServer, tmp_path: Path) -> None:
+    for e in range(3):
+        api.route(f"/e{e}", link_pages(2))
+    got = fetch_all(make_module(api, make_ctx(transfers=1), endpoints=[f"/e{e}" for e in range(3)],
+                                paginate={"type": "link_header"}), tmp_path)
+    assert [r.target for r in api.requests] == ["/e0", "/e1", "/e2", "/e0?page=2", "/e1?page=2", "/e2?page=2"]
+    assert [f.name for f in got] == [page_name(f"/e{e}", n) for n in (1, 2) for e in range(3)]
+
+
+def test_every_endpoint_is_started_before_any_second_page_and_lanes_stay_full(tmp_path: Path) -> None:
+    """With fewer endpoints than 4 per lane, all start first; then the lanes stay busy until the
+    last pages (one endpoint per lane would walk the fifth endpoint alone at the end)."""
+    with ApiServer(latency_s=0.03) as slow:
+        for e in range(5):
+            slow.route(f"/e{e}", link_pages(4))
+        got = fetch_all(make_module(slow, make_ctx(transfers=4, max_connections=4),
+                                    endpoints=[f"/e{e}" for e in range(5)], paginate={"type": "link_header"}),
+                        tmp_path)
+        assert len(got) == 20
+        targets = [r.target for r in slow.requests]
+        assert sorted(targets[:5]) == [f"/e{e}" for e in range(5)]
+        assert slow.peak_in_flight == 4
+        for e in range(5):  # each endpoint's pages in order
+            assert [t for t in targets if t.startswith(f"/e{e}")] == [f"/e{e}"] + [f"/e{e}?page={n}" for n in (2, 3, 4)]
+
+
 def test_closing_early_stops_submitting_and_leaves_no_thread(tmp_path: Path) -> None:
     with ApiServer(latency_s=0.05) as slow:
         slow.route("/e", lambda req: json_reply([1]))
