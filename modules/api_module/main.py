@@ -67,7 +67,7 @@ import json
 import queue
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -131,7 +131,7 @@ class _Walk:
     """One endpoint being read: its pages, one per ``next()`` (each call sends at most one request)."""
 
     endpoint: str
-    pages: Iterator[Item]
+    pages: Generator[Item, None, None]
 
 
 class _EndpointTruncated(Exception):
@@ -328,7 +328,7 @@ class ApiModule(BaseModule):
 
     # ------------------------------------------------------------------ one endpoint
 
-    def _walk(self, endpoint: str, workdir: Path) -> Iterator[Item]:
+    def _walk(self, endpoint: str, workdir: Path) -> Generator[Item, None, None]:
         """The pages of ``endpoint`` in order; raises _EndpointFailed (ApiAuthError passes through).
 
         A page over ``max_file_bytes`` is yielded as a rejected FetchFailed and ends the walk.
