@@ -27,6 +27,9 @@
   are left in the bucket) and its state deleted, and :class:`UploadStopped` is raised:
   nothing lands under the key. Only a crash or a kill, which cannot clean up, leaves
   an upload to resume.
+* **Withdrawn.** ``commit`` (see :meth:`MultipartUploader.upload`) is asked once every
+  part is sent; when it says no, the upload is aborted and its state deleted, and
+  :class:`UploadWithdrawn` is raised: nothing lands under the key.
 * **Failure.** A transient failure that outlived its retries keeps the state (the next
   run resumes). A permanent one (the local file changed, the upload vanished, access
   denied) aborts the upload and deletes the state.
@@ -47,7 +50,7 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Self
@@ -65,7 +68,7 @@ from common.multipart_state import (
 )
 from common.retry import RetryPolicy
 
-__all__ = ["FilePart", "LocalFileChanged", "MultipartUploader", "UploadStopped", "upload_error"]
+__all__ = ["FilePart", "LocalFileChanged", "MultipartUploader", "UploadStopped", "UploadWithdrawn", "upload_error"]
 
 log = structlog.get_logger(__name__)
 #: Bytes read (and hashed) at a time.
@@ -74,6 +77,10 @@ BLOCK = 1024 * 1024
 
 class UploadStopped(UploadError):
     """The run was stopped during a multipart upload, which was aborted. Fields: ``key``, ``parts_done``."""
+
+
+class UploadWithdrawn(UploadError):
+    """``commit`` said no once the parts were sent: the upload was aborted, nothing landed. Field: ``key``."""
 
 
 class LocalFileChanged(UploadError):
@@ -148,7 +155,8 @@ class MultipartUploader:
 
     def upload(self, bucket: str, key: str, path: Path, size: int, sha256: str, retry: RetryPolicy,
                stop: threading.Event | None, extra: dict[str, Any],
-               part_sha256: Sequence[str] | None = None) -> dict[str, Any] | None:
+               part_sha256: Sequence[str] | None = None,
+               commit: Callable[[], bool] | None = None) -> dict[str, Any] | None:
         """Upload ``path`` (``size`` bytes, ``sha256``) to ``key`` in parts, resuming an earlier attempt.
 
         Returns None, or the HEAD of the object when another run that shares the state
@@ -160,7 +168,11 @@ class MultipartUploader:
         store itself refuses a part whose bytes changed on disk since. Otherwise (another
         checksum, or digests for another part size) the parts are hashed here.
 
-        Raises :class:`UploadStopped` (aborted), :class:`LocalFileChanged` or another
+        ``commit``: asked once every part is sent, before the upload is completed; False
+        aborts it (:class:`UploadWithdrawn`). The engine sends a large file's parts while the
+        file is still being validated and completes the upload only if it is valid.
+
+        Raises :class:`UploadStopped` or :class:`UploadWithdrawn` (aborted), :class:`LocalFileChanged` or another
         :class:`UploadError` (transient ones keep the upload resumable).
         """
         part_size = part_size_for(size, self.chunksize)
@@ -178,7 +190,13 @@ class MultipartUploader:
                         and len(part_sha256) == state.part_count else None)
             try:
                 self._send_parts(state, path, retry, stop, streamed)
+                if commit is not None and not commit():
+                    raise UploadWithdrawn(f"upload of {key} withdrawn: not to be landed", key=key)
                 self._complete(state, retry)
+            except UploadWithdrawn:
+                log.info("multipart_withdrawn", key=key, upload_id=state.upload_id, parts=state.part_count)
+                self._abort(state, retry, reason="withdrawn")
+                raise
             except UploadStopped:
                 log.info("multipart_stopped", key=key, upload_id=state.upload_id, parts_done=len(state.parts),
                          parts=state.part_count)

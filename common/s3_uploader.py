@@ -51,7 +51,7 @@ from common.config_model import DestinationConfig
 from common.exceptions import TransientUploadError
 from common.key_index import ABSENT, Existing, KeyIndex
 from common.multipart_state import StateStore, part_size_for
-from common.multipart_upload import MultipartUploader, upload_error
+from common.multipart_upload import MultipartUploader, UploadWithdrawn, upload_error
 from common.retry import RetryPolicy
 from common.s3_client import new_s3_client
 from common.s3_crt import CRT_MAX_BODY, CrtS3, crt_s3
@@ -119,7 +119,7 @@ class S3Uploader:
     def put_file(self, bucket: str, key: str, path: Path, size: int, sha256: str, retry: RetryPolicy,
                  content_type: str | None = None, stop: threading.Event | None = None,
                  streamed: Mapping[str, Any] | None = None, skip_same: bool = True,
-                 copy_from: StoredAt | None = None) -> UploadOutcome:
+                 copy_from: StoredAt | None = None, commit: Callable[[], bool] | None = None) -> UploadOutcome:
         """Upload ``path`` to ``key`` unless an identical object is there (``skip_same``: a
         manifest, which holds its run id, is written without looking); verify it.
 
@@ -131,7 +131,10 @@ class S3Uploader:
         flight: then :class:`~common.multipart_upload.UploadStopped` is raised. ``copy_from``: the
         same content on this store (the version the source read): a file below the multipart
         threshold is copied from there server-side (:meth:`_copied`) and uploaded only when the
-        store refuses the copy or the copy is not these bytes.
+        store refuses the copy or the copy is not these bytes. ``commit``: asked once the bytes
+        are sent (a multipart upload's parts) or, for a single PUT, before it; False withdraws
+        the upload (:class:`~common.multipart_upload.UploadWithdrawn`: nothing lands). It is not
+        asked when nothing is to be written (an identical object is there: ``skipped_same``).
         """
         self._sweep(bucket, retry)
         streamed = streamed or {}
@@ -147,6 +150,8 @@ class S3Uploader:
         try:
             if single:
                 assert md5 is not None
+                if commit is not None and not commit():
+                    raise UploadWithdrawn(f"upload of {key} withdrawn: not to be landed", key=key)
                 copied = self._copied(bucket, key, copy_from, sha256, md5, retry, extra) if copy_from else None
                 answer = copied if copied is not None else self._put_once(
                     bucket, key, size, sha256, retry, lambda: self._put_small(bucket, key, path, size, sha256, extra), md5)
@@ -155,11 +160,13 @@ class S3Uploader:
                 usable = part_size is not None and part_size == part_size_for(size, self.multipart.chunksize)
                 landed = self.multipart.upload(bucket, key, path, size, sha256, retry,
                                                stop if stop is not None else retry.stop, extra,
-                                               part_sha256=part_sha256 if usable else None)
+                                               part_sha256=part_sha256 if usable else None, commit=commit)
                 if landed is not None:  # another run sharing the state dir put this very file there
                     self.index.record(bucket, key, size, str(landed.get("ETag", "")))
                     return UploadOutcome(key, "skipped_same", size, sha256)
                 verified = False
+        except UploadWithdrawn:  # nothing was written
+            raise
         except BaseException as exc:  # what the key holds now is not known
             self.index.forget(bucket, key)
             if isinstance(exc, (ClientError, BotoCoreError, OSError)):

@@ -23,7 +23,7 @@ The pre-flight check (:meth:`S3Destination.check`), once per run before any job:
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -166,6 +166,15 @@ class S3Destination(FileDestination):
         return self.uploader.put_file(self.bucket, key, file.path, file.size, file.sha256, retry,
                                       content_type=file.content_type, streamed=file.streamed,
                                       skip_same=skip_same, copy_from=file.stored_at if same_store else None).status
+
+    def lands_ahead_from(self) -> int | None:
+        """Files of ``multipart_threshold_mb`` and more: their parts go while the file is validated,
+        and the upload is completed only if it is valid (else aborted: nothing lands)."""
+        return self.uploader.threshold
+
+    def put_file_ahead(self, key: str, file: LandingFile, retry: RetryPolicy, commit: Callable[[], bool]) -> PutStatus:
+        return self.uploader.put_file(self.bucket, key, file.path, file.size, file.sha256, retry,
+                                      content_type=file.content_type, streamed=file.streamed, commit=commit).status
 
     def put_json(self, key: str, document: Any, retry: RetryPolicy) -> PutStatus:
         return self.uploader.put_json(self.bucket, key, document, retry)  # type: ignore[return-value]

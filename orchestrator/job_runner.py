@@ -45,6 +45,7 @@ from common.interfaces.destination import (
     Destination,
     FileDestination,
     LandingFile,
+    PutStatus,
     RecordDestination,
     RecordsRefused,
     RecordTarget,
@@ -66,6 +67,7 @@ from common.manifest import (
     state_key_path,
     write_manifest,
 )
+from common.multipart_upload import UploadWithdrawn
 from common.plugins import ModuleCatalog
 from common.problems import Problem
 from common.retry import RetryPolicy
@@ -271,6 +273,9 @@ class JobRunner:
         self.sink_hooks = SinkHooks(self._stream_hooks)
         """The destinations' digests, streamed by every sink the job's module writes."""
         self._record_target: RecordTarget | None = None
+        self._ahead: JobLanes | None = None
+        """Threads for uploads started before their file's verdict (:meth:`_handle_ahead`), made on first use."""
+        self._ahead_lock = threading.Lock()
         self._clock = threading.local()
         """``t0``: when the file the thread handles began (its download), for its duration."""
 
@@ -393,6 +398,10 @@ class JobRunner:
                 raise _Stopped()
         finally:
             module.close()
+            with self._ahead_lock:
+                ahead, self._ahead = self._ahead, None
+            if ahead is not None:
+                ahead.close()
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _run_file_source(self, module: FileSource, lanes: _Lanes, workdir: Path) -> None:
@@ -492,14 +501,17 @@ class JobRunner:
     # ------------------------------------------------------------------ one file
 
     def _handle(self, module: BaseModule, file: FetchedFile, order: int) -> None:
-        try:
-            problems = module.validate(file)
-        except Exception as exc:  # a crashing validator rejects the file, it does not sink the job
-            log.exception("validator_crashed", uri=file.source_uri, error=_one_line(exc))
-            problems = [Problem(f"validator failed: {_one_line(exc)}")]
-        problems, unchecked = judge(problems, file.name, self.service.on_unchecked,
-                                    validators_for(self.service.validate).suffixes())
-        streamed = self.sink_hooks.take(file.path)
+        ahead = self._ahead_target(file)
+        if ahead is not None:
+            self._handle_ahead(module, file, order, ahead)
+            return
+        problems, unchecked = self._verdict(module, file)
+        self._land_file(file, problems, unchecked, self.sink_hooks.take(file.path), order)
+
+    def _land_file(self, file: FetchedFile, problems: list[Problem], unchecked: bool, streamed: Mapping[str, Any],
+                   order: int) -> None:
+        """Claim the file's keys, land it in every destination (valid, or rejected with its
+        problems) and record its manifest entry."""
         outcomes: list[DestinationOutcome] = []
         keys = self._claim_keys(file, rejected=bool(problems), order=order)
         if keys is None:
@@ -511,6 +523,70 @@ class JobRunner:
         for target, its_keys in zip(self.file_targets, keys, strict=True):
             outcomes.append(self._land(target, file, its_keys, problems, streamed))
         self._record(self._entry(file, problems, unchecked, keys[0].key, outcomes), file.size, order)
+
+    def _verdict(self, module: BaseModule, file: FetchedFile) -> tuple[list[Problem], bool]:
+        """The file's problems (none: valid) and whether no validator checked it."""
+        try:
+            problems = module.validate(file)
+        except Exception as exc:  # a crashing validator rejects the file, it does not sink the job
+            log.exception("validator_crashed", uri=file.source_uri, error=_one_line(exc))
+            problems = [Problem(f"validator failed: {_one_line(exc)}")]
+        return judge(problems, file.name, self.service.on_unchecked, validators_for(self.service.validate).suffixes())
+
+    def _ahead_target(self, file: FetchedFile) -> _Target | None:
+        """The destination that lands ``file`` ahead of its verdict (:meth:`_handle_ahead`): the
+        service's only destination, when it lands files of this size that way."""
+        if len(self.targets) != 1 or not self.file_targets:
+            return None
+        target = self.file_targets[0]
+        threshold = target.files.lands_ahead_from()
+        return target if threshold is not None and file.size >= threshold else None
+
+    def _handle_ahead(self, module: BaseModule, file: FetchedFile, order: int, target: _Target) -> None:
+        """:meth:`_handle` for a large file whose destination can land it ahead of its verdict
+        (S3's multipart uploads): its upload to the valid key starts at once, on a thread of its
+        own, while this thread validates it; the upload is completed only once the file is valid
+        and its key claimed, else withdrawn (aborted: nothing lands) and the file is landed as
+        rejected as :meth:`_handle` would. Same outcome, sooner: the validation's time overlaps
+        the upload's."""
+        try:
+            valid = file_keys(file.name, target.prefix, target.rejected_prefix, rejected=False)
+        except ValueError:  # an unusable name: the usual path records it
+            valid = None
+        if valid is None:
+            problems, unchecked = self._verdict(module, file)
+            self._land_file(file, problems, unchecked, self.sink_hooks.take(file.path), order)
+            return
+        streamed = self.sink_hooks.take(file.path)
+        verdict: Future[bool] = Future()
+        upload = self._ahead_lanes().submit(target.files.put_file_ahead, valid.key, target.landing(file, streamed),
+                                            self.retry, verdict.result)
+        go = False
+        try:
+            problems, unchecked = self._verdict(module, file)
+            keys = None if problems else self._claim_keys(file, rejected=False, order=order)
+            go = keys is not None
+        finally:
+            verdict.set_result(go)
+        if go:
+            assert keys is not None
+            outcome = self._land(target, file, keys[0], problems, streamed, put=upload.result)
+            self._record(self._entry(file, problems, unchecked, keys[0].key, [outcome]), file.size, order)
+            return
+        try:
+            upload.result()
+        except UploadWithdrawn:
+            pass
+        except ModuleSystemError as exc:  # nothing was landed under the valid key
+            log.debug("ahead_upload_failed", uri=file.source_uri, error=_one_line(exc))
+        if problems:  # not go because of the verdict (else a refused key: recorded)
+            self._land_file(file, problems, unchecked, streamed, order)
+
+    def _ahead_lanes(self) -> JobLanes:
+        with self._ahead_lock:
+            if self._ahead is None:
+                self._ahead = JobLanes(self.service.transfers, f"{self.job.job_id}-ahead")
+            return self._ahead
 
     def _claim_keys(self, file: FetchedFile, rejected: bool, order: int) -> list[FileKeys] | None:
         """The file's keys in each file destination, claimed for it; None when a name is unusable
@@ -551,9 +627,10 @@ class JobRunner:
         return []
 
     def _land(self, target: _Target, file: FetchedFile, keys: FileKeys, problems: list[Problem],
-              streamed: Mapping[str, Any]) -> DestinationOutcome:
+              streamed: Mapping[str, Any], put: Callable[[], PutStatus] | None = None) -> DestinationOutcome:
         """Put the file (and a rejected file's errors document) into one file destination, then
-        remove its stale copy there."""
+        remove its stale copy there. ``put``: how a valid file is put (default ``put_file``;
+        :meth:`_handle_ahead` gives the result of the upload it started)."""
         files = target.files
         landing = target.landing(file, streamed)
         try:
@@ -566,7 +643,7 @@ class JobRunner:
                 log.info("file_rejected", uri=file.source_uri, key=keys.key, problems=len(problems),
                          **target.log_fields())
             else:
-                status = files.put_file(keys.key, landing, self.retry)
+                status = put() if put is not None else files.put_file(keys.key, landing, self.retry)
                 log.debug("file_done", uri=file.source_uri, key=keys.key, status=status, bytes=file.size,
                           **target.log_fields())
         except ModuleSystemError as exc:

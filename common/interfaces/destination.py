@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -186,6 +186,21 @@ class FileDestination(Destination):
     @abstractmethod
     def read_json(self, key: str, retry: RetryPolicy) -> Any | None:
         """The JSON document at ``key`` (an earlier manifest), or None when there is none."""
+
+    def lands_ahead_from(self) -> int | None:
+        """Files of at least this many bytes may be put before their verdict, through
+        :meth:`put_file_ahead`; None (the default): never. When a service lands in this
+        destination only, the engine starts such a file's upload as soon as it is fetched and
+        validates it meanwhile, so the validation's time overlaps the upload's."""
+        return None
+
+    def put_file_ahead(self, key: str, file: LandingFile, retry: RetryPolicy, commit: Callable[[], bool]) -> PutStatus:
+        """:meth:`put_file`, but land the file only if ``commit()`` (which blocks until the
+        file's verdict) returns True, asking it once the bytes are sent and before they become
+        visible under ``key``; on False leave nothing (no object, no upload in progress) and
+        raise :class:`~common.multipart_upload.UploadWithdrawn`. ``commit`` is not asked when
+        nothing is written (``skipped_same``). Only called when :meth:`lands_ahead_from` is set."""
+        raise NotImplementedError(f"{type(self).__name__} does not land files ahead of their verdict")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import pytest
 from common.config_model import DestinationConfig
 from common.exceptions import TransientUploadError, UploadError, is_transient
 from common.multipart_state import PartRecord, StateStore, UploadState
-from common.multipart_upload import LocalFileChanged, UploadStopped
+from common.multipart_upload import LocalFileChanged, UploadStopped, UploadWithdrawn
 from common.retry import RetryPolicy
 from common.s3_uploader import S3Uploader
 from tests.servers.s3_proxy import FaultRule, ProxyRequest, S3Proxy
@@ -183,6 +183,53 @@ def test_stop_aborts_the_upload_and_leaves_no_parts(s3, bucket: str, proxy: S3Pr
     assert second.put_file(bucket, "p/big.bin", path, SIZE, digest, RetryPolicy(attempts=2)).status == "uploaded"
     second.close()
     assert_landed(s3, bucket, "p/big.bin", digest, state_dir)
+
+
+def test_commit_is_asked_once_every_part_is_sent_and_no_withdraws_the_upload(
+        s3, bucket: str, proxy: S3Proxy, big: tuple[Path, str], tmp_path: Path) -> None:
+    """The engine sends a large file's parts while validating it: ``commit`` comes after the
+    parts and before the completion; False aborts, and nothing is left behind."""
+    path, digest = big
+    state_dir = tmp_path / "uploads"
+    seen: list[int] = []
+
+    def no() -> bool:
+        seen.append(len(part_numbers(proxy, ok=True)))
+        return False
+
+    up = uploader(proxy, bucket, state_dir)
+    with pytest.raises(UploadWithdrawn):
+        up.put_file(bucket, "p/big.bin", path, SIZE, digest, RetryPolicy(attempts=2), commit=no)
+    assert seen == [PARTS], "asked once, every part sent"
+    assert not proxy.of("CompleteMultipartUpload") and len(proxy.of("AbortMultipartUpload")) == 1
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == [], "no orphaned parts"
+    assert list(state_dir.glob("*.json")) == []
+    with pytest.raises(Exception, match="404|Not Found"):
+        s3.head_object(Bucket=bucket, Key="p/big.bin")
+
+    asked: list[bool] = []
+    assert up.put_file(bucket, "p/big.bin", path, SIZE, digest, RetryPolicy(attempts=2),
+                       commit=lambda: asked.append(True) or True).status == "uploaded"
+    assert asked == [True]
+    assert up.put_file(bucket, "p/big.bin", path, SIZE, digest, RetryPolicy(attempts=2),
+                       commit=lambda: asked.append(False) or False).status == "skipped_same"
+    assert asked == [True], "not asked when nothing is written"
+    up.close()
+    assert_landed(s3, bucket, "p/big.bin", digest, state_dir)
+
+
+def test_a_single_put_is_withdrawn_before_it_is_sent(s3, bucket: str, proxy: S3Proxy,
+                                                     tmp_path: Path) -> None:
+    path = tmp_path / "small.csv"
+    path.write_bytes(b"id\n1\n")
+    up = uploader(proxy, bucket, tmp_path / "uploads")
+    with pytest.raises(UploadWithdrawn):
+        up.put_file(bucket, "small.csv", path, 5, hashlib.sha256(b"id\n1\n").hexdigest(), RetryPolicy(),
+                    commit=lambda: False)
+    up.close()
+    assert not proxy.of("PutObject")
+    with pytest.raises(Exception, match="404|Not Found"):
+        s3.head_object(Bucket=bucket, Key="small.csv")
 
 
 def test_cut_off_upload_is_resumed_with_the_missing_parts(s3, bucket: str, proxy: S3Proxy,  # noqa: ANN001
