@@ -58,7 +58,12 @@ from typing import Any, Self
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from common.exceptions import TransientUploadError, UploadError, is_transient
+from common.exceptions import (
+    TransientUploadError,
+    UploadError,
+    UploadWithdrawn,
+    is_transient,
+)
 from common.multipart_state import (
     STALE_AFTER_S,
     PartRecord,
@@ -77,10 +82,6 @@ BLOCK = 1024 * 1024
 
 class UploadStopped(UploadError):
     """The run was stopped during a multipart upload, which was aborted. Fields: ``key``, ``parts_done``."""
-
-
-class UploadWithdrawn(UploadError):
-    """``commit`` said no once the parts were sent: the upload was aborted, nothing landed. Field: ``key``."""
 
 
 class LocalFileChanged(UploadError):

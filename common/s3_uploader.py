@@ -48,10 +48,10 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from common.config_model import DestinationConfig
-from common.exceptions import TransientUploadError
+from common.exceptions import TransientUploadError, UploadWithdrawn
 from common.key_index import ABSENT, Existing, KeyIndex
 from common.multipart_state import StateStore, part_size_for
-from common.multipart_upload import MultipartUploader, UploadWithdrawn, upload_error
+from common.multipart_upload import MultipartUploader, upload_error
 from common.retry import RetryPolicy
 from common.s3_client import new_s3_client
 from common.s3_crt import CRT_MAX_BODY, CrtS3, crt_s3
@@ -133,7 +133,7 @@ class S3Uploader:
         threshold is copied from there server-side (:meth:`_copied`) and uploaded only when the
         store refuses the copy or the copy is not these bytes. ``commit``: asked once the bytes
         are sent (a multipart upload's parts) or, for a single PUT, before it; False withdraws
-        the upload (:class:`~common.multipart_upload.UploadWithdrawn`: nothing lands). It is not
+        the upload (:class:`~common.exceptions.UploadWithdrawn`: nothing lands). It is not
         asked when nothing is to be written (an identical object is there: ``skipped_same``).
         """
         self._sweep(bucket, retry)

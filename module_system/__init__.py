@@ -39,6 +39,7 @@ from common.exceptions import (
     Transient,
     TransientSourceError,
     UploadError,
+    UploadWithdrawn,
     is_transient,
 )
 from common.file_sink import FileSink, FileTooLarge
@@ -209,6 +210,7 @@ __all__ = [
     "TransientSourceError",
     "Unchanged",
     "UploadError",
+    "UploadWithdrawn",
     "Validated",
     "Validator",
     "ValidatorSetup",

@@ -32,7 +32,7 @@ import structlog
 
 from common.archives import archive_suffix, unpack_members
 from common.config_model import DestinationSpec, JobSpec, ServiceConfig
-from common.exceptions import ModuleSystemError, is_transient
+from common.exceptions import ModuleSystemError, UploadWithdrawn, is_transient
 from common.host_limiter import HostLimiters, JobHosts
 from common.interfaces.base_module import (
     BaseModule,
@@ -67,7 +67,6 @@ from common.manifest import (
     state_key_path,
     write_manifest,
 )
-from common.multipart_upload import UploadWithdrawn
 from common.plugins import ModuleCatalog
 from common.problems import Problem
 from common.retry import RetryPolicy

@@ -41,6 +41,7 @@ __all__ = [
     "TransientSourceError",
     "TransientUploadError",
     "UploadError",
+    "UploadWithdrawn",
     "is_transient",
 ]
 
@@ -147,6 +148,11 @@ class UploadError(ModuleSystemError):
 
 class TransientUploadError(UploadError, Transient):
     """An upload failure that retrying may cure (throttling, 5xx, resets)."""
+
+
+class UploadWithdrawn(UploadError):
+    """An upload put ahead of its file's verdict was not to be landed (``commit`` said no):
+    it was withdrawn and nothing landed under the key. Field: ``key``."""
 
 
 class TransferStopped(ModuleSystemError):

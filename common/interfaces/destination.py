@@ -198,7 +198,7 @@ class FileDestination(Destination):
         """:meth:`put_file`, but land the file only if ``commit()`` (which blocks until the
         file's verdict) returns True, asking it once the bytes are sent and before they become
         visible under ``key``; on False leave nothing (no object, no upload in progress) and
-        raise :class:`~common.multipart_upload.UploadWithdrawn`. ``commit`` is not asked when
+        raise :class:`~common.exceptions.UploadWithdrawn`. ``commit`` is not asked when
         nothing is written (``skipped_same``). Only called when :meth:`lands_ahead_from` is set."""
         raise NotImplementedError(f"{type(self).__name__} does not land files ahead of their verdict")
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from common.config_model import DestinationConfig
-from common.exceptions import TransientUploadError, UploadError, is_transient
+from common.exceptions import TransientUploadError, UploadError, UploadWithdrawn, is_transient
 from common.multipart_state import PartRecord, StateStore, UploadState
-from common.multipart_upload import LocalFileChanged, UploadStopped, UploadWithdrawn
+from common.multipart_upload import LocalFileChanged, UploadStopped
 from common.retry import RetryPolicy
 from common.s3_uploader import S3Uploader
 from tests.servers.s3_proxy import FaultRule, ProxyRequest, S3Proxy
