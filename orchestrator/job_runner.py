@@ -502,7 +502,7 @@ class JobRunner:
     def _handle(self, module: BaseModule, file: FetchedFile, order: int) -> None:
         ahead = self._ahead_target(file)
         if ahead is not None:
-            self._handle_ahead(module, file, order, ahead)
+            self._handle_ahead(module, file, order, *ahead)
             return
         problems, unchecked = self._verdict(module, file)
         self._land_file(file, problems, unchecked, self.sink_hooks.take(file.path), order)
@@ -532,33 +532,31 @@ class JobRunner:
             problems = [Problem(f"validator failed: {_one_line(exc)}")]
         return judge(problems, file.name, self.service.on_unchecked, validators_for(self.service.validate).suffixes())
 
-    def _ahead_target(self, file: FetchedFile) -> _Target | None:
-        """The destination that lands ``file`` ahead of its verdict (:meth:`_handle_ahead`): the
-        service's only destination, when it lands files of this size that way."""
+    def _ahead_target(self, file: FetchedFile) -> tuple[_Target, str] | None:
+        """The destination that lands ``file`` ahead of its verdict (:meth:`_handle_ahead`), and
+        the file's key there if it is valid: the service's only destination, when it lands files
+        of this size that way (a name that makes no usable key takes the usual path, which says so)."""
         if len(self.targets) != 1 or not self.file_targets:
             return None
         target = self.file_targets[0]
         threshold = target.files.lands_ahead_from()
-        return target if threshold is not None and file.size >= threshold else None
+        if threshold is None or file.size < threshold:
+            return None
+        try:
+            return target, file_keys(file.name, target.prefix, target.rejected_prefix, rejected=False).key
+        except ValueError:
+            return None
 
-    def _handle_ahead(self, module: BaseModule, file: FetchedFile, order: int, target: _Target) -> None:
+    def _handle_ahead(self, module: BaseModule, file: FetchedFile, order: int, target: _Target, key: str) -> None:
         """:meth:`_handle` for a large file whose destination can land it ahead of its verdict
         (S3's multipart uploads): its upload to the valid key starts at once, on a thread of its
         own, while this thread validates it; the upload is completed only once the file is valid
         and its key claimed, else withdrawn (aborted: nothing lands) and the file is landed as
         rejected as :meth:`_handle` would. Same outcome, sooner: the validation's time overlaps
         the upload's."""
-        try:
-            valid = file_keys(file.name, target.prefix, target.rejected_prefix, rejected=False)
-        except ValueError:  # an unusable name: the usual path records it
-            valid = None
-        if valid is None:
-            problems, unchecked = self._verdict(module, file)
-            self._land_file(file, problems, unchecked, self.sink_hooks.take(file.path), order)
-            return
         streamed = self.sink_hooks.take(file.path)
         verdict: Future[bool] = Future()
-        upload = self._ahead_lanes().submit(target.files.put_file_ahead, valid.key, target.landing(file, streamed),
+        upload = self._ahead_lanes().submit(target.files.put_file_ahead, key, target.landing(file, streamed),
                                             self.retry, verdict.result)
         go = False
         try:
