@@ -24,7 +24,9 @@ content replaces the old), also from several threads at once and for a file span
 chunks; ``put_json``/``read_json`` round-trip and ``read_json`` of a missing key is None;
 ``delete_owned`` deletes what it wrote and nothing else; ``check`` passes on a good
 config and raises ``DestinationUnusable`` on a bad one (:meth:`make_bad_config`);
-``describe`` holds no secret; and a whole ``module-system run`` (the built-in ``local``
+``describe`` holds no secret; a destination that lands files ahead of their verdict
+(``lands_ahead_from``) shows nothing before ``commit`` says yes and leaves nothing when it says
+no; and a whole ``module-system run`` (the built-in ``local``
 source over a folder) lands valid and rejected files and the manifest in it.
 """
 
@@ -40,7 +42,7 @@ from typing import Any
 
 import pytest
 
-from common.exceptions import ConfigError
+from common.exceptions import ConfigError, UploadWithdrawn
 from common.interfaces.destination import (
     DESTINATION_GROUP,
     DestinationSetup,
@@ -161,6 +163,37 @@ class DestinationContract:
             dest.close()
         assert outcomes == ["uploaded"] * len(files)
         assert {k: self.read_key(config, k) for k in files} == files
+
+    def test_put_file_ahead_lands_only_on_commit(self, destination_cls: type[FileDestination], tmp_path: Path) -> None:
+        """A destination that lands files ahead of their verdict (``lands_ahead_from``) asks
+        ``commit`` before the file is visible: False leaves nothing and raises UploadWithdrawn."""
+        dest, config = self._open(destination_cls, tmp_path)
+        retry = self._retry()
+        try:
+            threshold = dest.lands_ahead_from()
+            if threshold is None:
+                pytest.skip(f"{destination_cls.__name__} does not land files ahead of their verdict")
+            dest.check(retry)
+            data = bytes(i % 251 for i in range(threshold + 1024))
+            file = self._landing(tmp_path, "ahead.bin", data)
+            asked: list[bool] = []
+
+            def no() -> bool:
+                asked.append(False)
+                assert self.read_key(config, "data/a/ahead.bin") is None, "not visible before the verdict"
+                return False
+
+            with pytest.raises(UploadWithdrawn):
+                dest.put_file_ahead("data/a/ahead.bin", file, retry, no)
+            assert asked == [False] and self.read_key(config, "data/a/ahead.bin") is None
+            def yes() -> bool:
+                asked.append(True)
+                return True
+
+            assert dest.put_file_ahead("data/a/ahead.bin", file, retry, yes) == "uploaded"
+            assert self.read_key(config, "data/a/ahead.bin") == data and asked == [False, True]
+        finally:
+            dest.close()
 
     def test_json_documents_round_trip(self, destination_cls: type[FileDestination], tmp_path: Path) -> None:
         dest, _ = self._open(destination_cls, tmp_path)
