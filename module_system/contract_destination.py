@@ -24,9 +24,8 @@ content replaces the old), also from several threads at once and for a file span
 chunks; ``put_json``/``read_json`` round-trip and ``read_json`` of a missing key is None;
 ``delete_owned`` deletes what it wrote and nothing else; ``check`` passes on a good
 config and raises ``DestinationUnusable`` on a bad one (:meth:`make_bad_config`);
-``describe`` holds no secret; a destination that lands files ahead of their verdict
-(``lands_ahead_from``) shows nothing before ``commit`` says yes and leaves nothing when it says
-no; and a whole ``module-system run`` (the built-in ``local``
+``describe`` holds no secret; ``put_file_ahead`` shows nothing before ``commit`` says yes and
+leaves nothing when it says no; and a whole ``module-system run`` (the built-in ``local``
 source over a folder) lands valid and rejected files and the manifest in it.
 """
 
@@ -35,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -165,33 +164,29 @@ class DestinationContract:
         assert {k: self.read_key(config, k) for k in files} == files
 
     def test_put_file_ahead_lands_only_on_commit(self, destination_cls: type[FileDestination], tmp_path: Path) -> None:
-        """A destination that lands files ahead of their verdict (``lands_ahead_from``) asks
-        ``commit`` before the file is visible: False leaves nothing and raises UploadWithdrawn."""
+        """``put_file_ahead`` (what the engine calls for files of ``lands_ahead_from`` bytes or
+        more, before their verdict): nothing is visible before ``commit`` says yes, and nothing
+        is left when it says no (UploadWithdrawn)."""
         dest, config = self._open(destination_cls, tmp_path)
         retry = self._retry()
         try:
-            threshold = dest.lands_ahead_from()
-            if threshold is None:
-                pytest.skip(f"{destination_cls.__name__} does not land files ahead of their verdict")
             dest.check(retry)
-            data = bytes(i % 251 for i in range(threshold + 1024))
+            data = bytes(i % 251 for i in range((dest.lands_ahead_from() or 0) + 64 * 1024))
             file = self._landing(tmp_path, "ahead.bin", data)
             asked: list[bool] = []
 
-            def no() -> bool:
-                asked.append(False)
-                assert self.read_key(config, "data/a/ahead.bin") is None, "not visible before the verdict"
-                return False
+            def answer(yes: bool) -> Callable[[], bool]:
+                def commit() -> bool:
+                    assert self.read_key(config, "data/a/ahead.bin") is None, "not visible before the verdict"
+                    asked.append(yes)
+                    return yes
+                return commit
 
             with pytest.raises(UploadWithdrawn):
-                dest.put_file_ahead("data/a/ahead.bin", file, retry, no)
+                dest.put_file_ahead("data/a/ahead.bin", file, retry, answer(False))
             assert asked == [False] and self.read_key(config, "data/a/ahead.bin") is None
-            def yes() -> bool:
-                asked.append(True)
-                return True
-
-            assert dest.put_file_ahead("data/a/ahead.bin", file, retry, yes) == "uploaded"
-            assert self.read_key(config, "data/a/ahead.bin") == data and asked == [False, True]
+            assert dest.put_file_ahead("data/a/ahead.bin", file, retry, answer(True)) == "uploaded"
+            assert asked == [False, True] and self.read_key(config, "data/a/ahead.bin") == data
         finally:
             dest.close()
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from common.exceptions import ConfigError, ModuleSystemError
+from common.exceptions import ConfigError, ModuleSystemError, UploadWithdrawn
 from common.problems import Problem
 from common.retry import RetryPolicy
 from common.stream_hooks import StreamHook
@@ -198,9 +198,13 @@ class FileDestination(Destination):
         """:meth:`put_file`, but land the file only if ``commit()`` (which blocks until the
         file's verdict) returns True, asking it once the bytes are sent and before they become
         visible under ``key``; on False leave nothing (no object, no upload in progress) and
-        raise :class:`~common.exceptions.UploadWithdrawn`. ``commit`` is not asked when
-        nothing is written (``skipped_same``). Only called when :meth:`lands_ahead_from` is set."""
-        raise NotImplementedError(f"{type(self).__name__} does not land files ahead of their verdict")
+        raise :class:`~common.exceptions.UploadWithdrawn`. A destination may skip asking when
+        nothing is written (``skipped_same``). The engine calls it only when
+        :meth:`lands_ahead_from` is set; this default asks first and then puts, which holds the
+        promise without the overlap."""
+        if not commit():
+            raise UploadWithdrawn(f"upload of {key} withdrawn: not to be landed", key=key)
+        return self.put_file(key, file, retry)
 
 
 @dataclass(frozen=True)
