@@ -29,9 +29,10 @@ wide, default :attr:`ApiModule.default_transfers`). Each endpoint's pages are re
 crawl frontier does: a lane that finishes a page starts a new endpoint's first page while
 there are any (up to :data:`OPEN_PER_LANE` endpoints per lane open at once), else the next
 page of the endpoint that has waited longest. So every lane stays busy until the last pages,
-instead of the last few endpoints being walked alone while the other lanes idle. Each page is streamed into a hashing sink as
-``<endpoint-slug>-p<n>.json`` by :class:`~.client.PageClient` and handed to the generator
-through a bounded queue, which yields files in completion order. Every request holds a
+instead of the last few endpoints being walked alone while the other lanes idle. Each page
+is streamed into a hashing sink as ``<endpoint-slug>-p<n>.json`` by
+:class:`~.client.PageClient` and handed to the generator through a bounded queue, which
+yields files in completion order. Every request holds a
 connection slot of its host (``ctx.slot``): ``limits.max_connections`` (default
 :attr:`ApiModule.default_max_connections`) caps requests in flight to the host across all
 jobs and lanes of the run, ``rate_limit`` and ``limits.delay_s`` space their starts.
