@@ -192,7 +192,7 @@ class MultipartUploader:
             try:
                 self._send_parts(state, path, retry, stop, streamed)
                 if commit is not None and not commit():
-                    raise UploadWithdrawn(f"upload of {key} withdrawn: not to be landed", key=key)
+                    raise UploadWithdrawn.of(key)
                 self._complete(state, retry)
             except UploadWithdrawn:
                 log.info("multipart_withdrawn", key=key, upload_id=state.upload_id, parts=state.part_count)

@@ -151,7 +151,7 @@ class S3Uploader:
             if single:
                 assert md5 is not None
                 if commit is not None and not commit():
-                    raise UploadWithdrawn(f"upload of {key} withdrawn: not to be landed", key=key)
+                    raise UploadWithdrawn.of(key)
                 copied = self._copied(bucket, key, copy_from, sha256, md5, retry, extra) if copy_from else None
                 answer = copied if copied is not None else self._put_once(
                     bucket, key, size, sha256, retry, lambda: self._put_small(bucket, key, path, size, sha256, extra), md5)

@@ -154,6 +154,10 @@ class UploadWithdrawn(UploadError):
     """An upload put ahead of its file's verdict was not to be landed (``commit`` said no):
     it was withdrawn and nothing landed under the key. Field: ``key``."""
 
+    @classmethod
+    def of(cls, key: str) -> UploadWithdrawn:
+        return cls(f"upload of {key} withdrawn: not to be landed", key=key)
+
 
 class TransferStopped(ModuleSystemError):
     """The run stopped while a remote read was in flight; the watchdog cut it. Not retried:

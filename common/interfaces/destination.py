@@ -203,7 +203,7 @@ class FileDestination(Destination):
         :meth:`lands_ahead_from` is set; this default asks first and then puts, which holds the
         promise without the overlap."""
         if not commit():
-            raise UploadWithdrawn(f"upload of {key} withdrawn: not to be landed", key=key)
+            raise UploadWithdrawn.of(key)
         return self.put_file(key, file, retry)
 
 
