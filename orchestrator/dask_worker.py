@@ -181,6 +181,9 @@ class _WorkerRun:
 
 
 _runs: dict[str, _WorkerRun] = {}
+_stops: dict[str, str] = {}
+"""Runs stopped (and why) while or before this process had their state: a stop that reaches a
+worker before the run's first task here made its state still stops the jobs that start here."""
 _runs_lock = threading.Lock()
 _making = threading.Lock()
 _logging: dict[str, Any] = {}
@@ -205,6 +208,9 @@ def _state(remote: RemoteRun, worker: Any) -> _WorkerRun:
             state = _WorkerRun(remote, worker)
             with _runs_lock:
                 _runs[remote.run_id] = state
+                reason = _stops.get(remote.run_id)
+            if reason is not None:
+                state.stop(reason)
     return state
 
 
@@ -244,6 +250,7 @@ def stop_worker_run(run_id: str, reason: str) -> bool:
     boundary and jobs that start later do not run."""
     with _runs_lock:
         state = _runs.get(run_id)
+        _stops[run_id] = reason
     if state is not None:
         state.stop(reason)
     return state is not None
@@ -254,6 +261,7 @@ def end_worker_run(run_id: str) -> bool:
     and remove its temp directory."""
     with _runs_lock:
         state = _runs.pop(run_id, None)
+        _stops.pop(run_id, None)
     if state is not None:
         state.stop("interrupted")  # a job abandoned by the client stops at its next file boundary
         state.close()

@@ -15,7 +15,13 @@ from common.exceptions import ConfigError
 from common.job_config import load_batch, load_registry
 from common.secret import Secret
 from orchestrator.dask_executor import _literal_secret
-from orchestrator.dask_worker import RemoteJob, RemoteRun
+from orchestrator.dask_worker import (
+    RemoteJob,
+    RemoteRun,
+    end_worker_run,
+    run_remote_job,
+    stop_worker_run,
+)
 from orchestrator.executors import ExecutorChoice, parse_executor
 
 FTP_PASSWORD = "ftp-pw-9TqL-only-on-workers"
@@ -67,6 +73,23 @@ def test_a_secret_is_read_from_the_worker_environment(tmp_path: Path, monkeypatc
     monkeypatch.delenv("FTP_PASSWORD")
     with pytest.raises(ConfigError, match="environment variable FTP_PASSWORD is not set on this worker"):
         loads(shipped)
+
+
+def test_a_stop_that_reaches_a_worker_before_the_run_still_stops_its_jobs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while a job is on its way to a worker that has not yet run a task of the run:
+    the stop is kept, and the job, arriving after it, does not start."""
+    from distributed import Client, LocalCluster
+
+    monkeypatch.setenv("MODULE_SYSTEM_STATE_DIR", str(tmp_path / "state"))
+    task = tasks(tmp_path, monkeypatch)[0]
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        assert list(client.run(stop_worker_run, task.run.run_id, "interrupted").values()) == [False]
+        outcome = client.submit(run_remote_job, task, pure=False).result()
+        assert list(client.run(end_worker_run, task.run.run_id).values()) == [True]
+    assert (outcome.result.status, outcome.result.attempts) == ("cancelled", 0), outcome.result
+    assert outcome.result.error == "not started: run interrupted"
 
 
 def test_a_secret_written_into_the_registry_is_found_before_it_is_shipped() -> None:
