@@ -161,11 +161,13 @@ class S3Destination(FileDestination):
     def stream_hooks(self) -> dict[str, StreamHook]:
         return self.uploader.stream_hooks()
 
-    def put_file(self, key: str, file: LandingFile, retry: RetryPolicy, *, skip_same: bool = True) -> PutStatus:
+    def put_file(self, key: str, file: LandingFile, retry: RetryPolicy, *, skip_same: bool = True,
+                 commit: Callable[[], bool] | None = None) -> PutStatus:
+        """``commit``: see :meth:`put_file_ahead` (the uploader asks it before anything becomes visible)."""
         same_store = self.store is not None and file.stored_at is not None and file.stored_at.store == self.store
         return self.uploader.put_file(self.bucket, key, file.path, file.size, file.sha256, retry,
-                                      content_type=file.content_type, streamed=file.streamed,
-                                      skip_same=skip_same, copy_from=file.stored_at if same_store else None).status
+                                      content_type=file.content_type, streamed=file.streamed, skip_same=skip_same,
+                                      copy_from=file.stored_at if same_store else None, commit=commit).status
 
     def lands_ahead_from(self) -> int | None:
         """Files of ``multipart_threshold_mb`` and more: their parts go while the file is validated,
@@ -173,8 +175,7 @@ class S3Destination(FileDestination):
         return self.uploader.threshold
 
     def put_file_ahead(self, key: str, file: LandingFile, retry: RetryPolicy, commit: Callable[[], bool]) -> PutStatus:
-        return self.uploader.put_file(self.bucket, key, file.path, file.size, file.sha256, retry,
-                                      content_type=file.content_type, streamed=file.streamed, commit=commit).status
+        return self.put_file(key, file, retry, commit=commit)
 
     def put_json(self, key: str, document: Any, retry: RetryPolicy) -> PutStatus:
         return self.uploader.put_json(self.bucket, key, document, retry)  # type: ignore[return-value]
